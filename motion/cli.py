@@ -1,0 +1,216 @@
+"""The ``msync`` command line (DESIGN.md, "CLI contract").
+
+This module only parses arguments and maps outcomes to exit codes; every command's work lives in
+the module named for it and is imported when the command runs, so ``msync --help`` stays fast.
+
+Exit codes: 0 success; 2 bad input (one line ``path: problem`` on stderr, no traceback);
+1 internal error (a one-line summary, the traceback only with ``--debug``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from render.errors import RenderInputError
+from syncers.errors import InputError
+
+_NOT_YET = {
+    "data prepare": 6, "train generator": 4, "generate": 6, "analyze": 6, "demo": 6,
+    "train syncers": 3, "evaluate": 3, "render convert": 5, "render parity": 5,
+}
+
+
+class NotImplementedCommand(InputError):
+    def __init__(self, command: str):
+        super().__init__(None, f"msync {command}: not implemented yet (issue {_NOT_YET[command]})")
+
+
+def _lazy(target: str, command: str) -> Callable[[argparse.Namespace], None]:
+    """A handler calling ``module:function(args)``; a missing module means not built yet."""
+    module_name, function_name = target.split(":")
+
+    def handler(args: argparse.Namespace) -> None:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                raise NotImplementedCommand(command) from None
+            raise
+        function = getattr(module, function_name, None)
+        if function is None:
+            raise NotImplementedCommand(command)
+        function(args)
+
+    return handler
+
+
+def _coupling(text: str) -> dict[str, float]:
+    """Parse ``head=1,lips=0`` into ``{"head": 1.0, "lips": 0.0}``."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("head", "lips"):
+            raise argparse.ArgumentTypeError(f"expected head=F,lips=F; got {text!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key} must be a number; got {value!r}") from None
+    return out
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected levels like 1,2,3,4; got {text!r}") from None
+    if not levels or any(level < 1 for level in levels):
+        raise argparse.ArgumentTypeError(f"levels start at 1; got {text!r}")
+    return levels
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse's own exit code for usage errors is already 2; keep its message to one line.
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="msync", description="MS-Sync talking heads in JAX/Flax.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = commands.add_parser("data", help="make datasets").add_subparsers(
+        dest="data_command", required=True, parser_class=_Parser)
+    synth = data.add_parser("synth", help="synthesise a phantom corpus with known coupling")
+    synth.add_argument("--out", required=True, help="dataset directory to write")
+    synth.add_argument("--clips", type=_positive_int, default=200)
+    synth.add_argument("--seconds", type=_positive_float, default=8.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--coupling", type=_coupling, default={},
+                       help="coupling gains, e.g. head=0 (negative control) or lips=0")
+    synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
+    synth.set_defaults(handler=_lazy("syncers.phantom:synth_command", "data synth"))
+    prepare = data.add_parser("prepare", help="turn real videos into a dataset")
+    prepare.add_argument("--videos", required=True)
+    prepare.add_argument("--out", required=True)
+    prepare.add_argument("--fomm-checkpoint")
+    prepare.add_argument("--landmarks", action="store_true")
+    prepare.add_argument("--flip", action="store_true")
+    prepare.set_defaults(handler=_lazy("motion.prepare:prepare_command", "data prepare"))
+
+    train = commands.add_parser("train", help="train syncers or the generator").add_subparsers(
+        dest="train_command", required=True, parser_class=_Parser)
+    syncers = train.add_parser("syncers", help="stage 1: the syncer pyramid")
+    syncers.add_argument("--data", required=True)
+    syncers.add_argument("--out", required=True)
+    syncers.add_argument("--config", help="YAML (default: configs/syncers.yaml)")
+    syncers.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE")
+    syncers.add_argument("--levels", type=_levels)
+    syncers.set_defaults(handler=_lazy("syncers.train:train_command", "train syncers"))
+    generator = train.add_parser("generator", help="stage 2: the multi-scale generator")
+    generator.add_argument("--data", required=True)
+    generator.add_argument("--syncers", required=True)
+    generator.add_argument("--out", required=True)
+    generator.add_argument("--config")
+    generator.add_argument("--set", dest="overrides", action="append", default=[],
+                           metavar="KEY=VALUE")
+    generator.set_defaults(handler=_lazy("motion.train:train_command", "train generator"))
+
+    generate = commands.add_parser("generate", help="image + speech -> talking-head video")
+    generate.add_argument("--image")
+    generate.add_argument("--audio")
+    generate.add_argument("--out", required=True)
+    generate.add_argument("--model")
+    generate.add_argument("--fomm-checkpoint")
+    generate.add_argument("--renderer", choices=("fomm", "warp"))
+    generate.add_argument("--keypoints-out")
+    generate.add_argument("--head-scale", type=float, default=1.0)
+    generate.add_argument("--lip-scale", type=float, default=1.0)
+    generate.add_argument("--no-crop", action="store_true")
+    generate.set_defaults(handler=_lazy("motion.generate:generate_command", "generate"))
+
+    evaluate = commands.add_parser("evaluate", help="multi-scale sync metrics")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--syncers", required=True)
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--model")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--clip-frames", type=_positive_int, default=200)
+    evaluate.set_defaults(handler=_lazy("syncers.evaluate:evaluate_command", "evaluate"))
+
+    analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")
+    analyze.add_argument("--data", required=True)
+    analyze.add_argument("--out", required=True)
+    analyze.add_argument("--points", default="17-47")
+    analyze.add_argument("--generated")
+    analyze.add_argument("--scales", type=_positive_int, default=3)
+    analyze.set_defaults(handler=_lazy("motion.analyze:analyze_command", "analyze"))
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the phantom corpus")
+    demo.add_argument("--out", required=True)
+    demo.set_defaults(handler=_lazy("motion.demo:demo_command", "demo"))
+
+    render = commands.add_parser("render", help="renderer tools").add_subparsers(
+        dest="render_command", required=True, parser_class=_Parser)
+    convert = render.add_parser("convert", help="FOMM .pth.tar -> orbax weights")
+    convert.add_argument("--checkpoint", required=True)
+    convert.add_argument("--config", required=True)
+    convert.add_argument("--out", required=True)
+    convert.set_defaults(handler=_lazy("render.fomm.convert:convert_command", "render convert"))
+    parity = render.add_parser("parity", help="run the Flax FOMM on inputs from an npz")
+    parity.add_argument("--checkpoint", required=True)
+    parity.add_argument("--inputs", required=True)
+    parity.add_argument("--out", required=True)
+    parity.add_argument("--config")
+    parity.add_argument("--grid-align-corners", choices=("true", "false"), default="true")
+    parity.set_defaults(handler=_lazy("render.fomm.parity:parity_command", "render parity"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (InputError, RenderInputError) as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"msync: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("msync: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"msync: internal error: {type(err).__name__}: {err} (rerun with --debug)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
