@@ -63,10 +63,10 @@ def apply_overrides(config: C, overrides: Sequence[str]) -> C:
             value = raw
         node = data
         parts = key.strip().split(".")
-        for depth, part in enumerate(parts[:-1]):
+        for part in parts[:-1]:
             child = node.get(part)
             if not isinstance(child, dict):
-                raise InputError("--set", f"unknown config key {'.'.join(parts[:depth + 1])!r}")
+                raise InputError("--set", f"unknown config key {key.strip()!r}")
             node = child
         if parts[-1] not in node:
             raise InputError("--set", f"unknown config key {key.strip()!r}")

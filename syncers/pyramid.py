@@ -97,8 +97,8 @@ def audio_centers(motion_centers: jax.Array, level: int = 1) -> jax.Array:
 
     Frame n of level i (stride s = 2**(i-1)) is centred on level-1 frame n·s, at time
     n·s + ½ video frames; feature m of level i at (m·s + ½)/4. Equating the two window
-    midpoints gives m = 4n + ½ + 3/(2s): ``4n + 2`` at level 1 and ``4n + 1`` above it (rounded;
-    the remaining error is under a quarter of a level-i feature frame).
+    midpoints gives m = 4n + ½ + 3/(2s): ``4n + 2`` at level 1 and ``4n + 1`` above it (rounded:
+    exact at level 1, within half a level-i feature frame above it, 25 ms at level 4).
     """
     stride = 2 ** (level - 1)
     offset = int(round(0.5 + 1.5 / stride))

@@ -1,0 +1,135 @@
+"""Audio loading and the 100 Hz audio features every stage consumes (DESIGN.md, "Data model").
+
+``load_audio`` turns any wav/flac/ogg/mp3/mp4/mov/... into float32 mono at 16 kHz (any input
+rate, channel count or bit depth). ``audio_features`` turns those samples into ``[4T, 26]``
+log-mel filterbank energies — 26 bands, 400-sample (25 ms) window, 160-sample (10 ms) hop,
+n_fft 512 — or, with ``kind="mfcc"``, 26 MFCCs of the same frames. The paper says "26-d MFCC";
+the official code feeds 26 log-filterbank energies, which is our default.
+
+Frame alignment: video frame t (25 fps) covers samples ``[640 t, 640 (t+1))``. Feature frame m
+describes the 10 ms hop ``[160 m, 160 (m+1))`` and is computed on the 400-sample window centred
+on that hop's centre, ``[160 m − 120, 160 m + 280)`` (reflect-padded at the ends). So feature
+frames ``4t .. 4t+3`` are exactly video frame t, and a clip of ``T = floor(n_samples / 640)``
+whole video frames has exactly ``4T`` feature frames (8.00 s → 200 frames → 800 features);
+trailing samples that do not fill a video frame are dropped.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from syncers.errors import InputError
+
+SAMPLE_RATE = 16_000
+HOP = 160
+WINDOW = 400
+N_FFT = 512
+N_BANDS = 26
+SAMPLES_PER_VIDEO_FRAME = 640          # 40 ms at 16 kHz: 25 fps
+FEATURES_PER_VIDEO_FRAME = SAMPLES_PER_VIDEO_FRAME // HOP
+_LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
+
+FeatureKind = Literal["logmel", "mfcc"]
+_CONTAINERS = {".mp4", ".m4a", ".mov", ".mkv", ".avi", ".webm", ".aac", ".mp3", ".opus"}
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Read an audio file (or a video's audio track) → ``[n_samples]`` float32 mono, 16 kHz.
+
+    Channels are averaged; any sample rate is resampled (soxr, high quality). Raises
+    :class:`InputError` naming the file when it is missing, unreadable or holds no audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file" if not path.exists() else "not a file")
+    if path.suffix.lower() in _CONTAINERS:
+        samples = _decode_with_ffmpeg(path)
+    else:
+        try:
+            samples = _decode_with_soundfile(path)
+        except InputError:
+            # soundfile reads wav/flac/ogg; anything else it rejects may still be audio ffmpeg
+            # knows (a wav with an exotic codec, say).
+            samples = _decode_with_ffmpeg(path)
+    if samples.size == 0:
+        raise InputError(path, "the audio is empty")
+    if not np.all(np.isfinite(samples)):
+        raise InputError(path, "the audio contains NaN or infinite samples")
+    return samples
+
+
+def _decode_with_soundfile(path: Path) -> np.ndarray:
+    import librosa
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+        raise InputError(path, f"not a readable audio file ({err})") from None
+    mono = data.mean(axis=1)
+    if rate != SAMPLE_RATE and mono.size:
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _decode_with_ffmpeg(path: Path) -> np.ndarray:
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+               "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        detail = message[-1] if message else f"ffmpeg exit code {result.returncode}"
+        if "matches no streams" in detail or "Stream map" in detail:
+            detail = "it has no audio track"
+        raise InputError(path, f"cannot decode audio ({detail})")
+    return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+
+
+def n_video_frames(n_samples: int) -> int:
+    """Whole 25 fps video frames in ``n_samples`` of 16 kHz audio."""
+    return int(n_samples) // SAMPLES_PER_VIDEO_FRAME
+
+
+def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndarray:
+    """``[n_samples]`` float 16 kHz → ``[4T, 26]`` float32 at 100 Hz (T = whole video frames).
+
+    ``kind="logmel"``: natural log of 26 mel-band power energies (floored at 1e-8).
+    ``kind="mfcc"``: the first 26 DCT-II coefficients of those log energies.
+    See the module docstring for the frame-alignment rule.
+    """
+    import librosa
+
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D mono; got shape {samples.shape}")
+    if kind not in ("logmel", "mfcc"):
+        raise ValueError(f"kind must be 'logmel' or 'mfcc'; got {kind!r}")
+    n_features = FEATURES_PER_VIDEO_FRAME * n_video_frames(samples.size)
+    if n_features == 0:
+        return np.zeros((0, N_BANDS), np.float32)
+    # Dropping the first half hop turns librosa's frames centred on 160 m into frames centred
+    # on 160 m + 80, the centre of hop m (module docstring).
+    shifted = samples[HOP // 2:]
+    power = librosa.feature.melspectrogram(
+        y=shifted, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, win_length=WINDOW,
+        window="hann", center=True, pad_mode="reflect", power=2.0, n_mels=N_BANDS,
+        fmin=0.0, fmax=SAMPLE_RATE / 2)
+    log_energy = np.log(np.maximum(power, _LOG_FLOOR))
+    if kind == "mfcc":
+        import scipy.fft
+        log_energy = scipy.fft.dct(log_energy, type=2, axis=0, norm="ortho")
+    features = log_energy.T[:n_features]
+    assert features.shape[0] == n_features, (features.shape, n_features)
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def feature_config(kind: FeatureKind = "logmel") -> dict:
+    """What a dataset's manifest records about its features, so mismatches can be caught."""
+    return {"kind": kind, "n_bands": N_BANDS, "sample_rate": SAMPLE_RATE, "hop": HOP,
+            "window": WINDOW, "n_fft": N_FFT, "rate_hz": SAMPLE_RATE // HOP}

@@ -1,0 +1,57 @@
+"""The CLI's error policy: one line and exit 2 for bad input, exit 1 for bugs, no tracebacks."""
+import subprocess
+import sys
+
+import pytest
+
+from motion import cli
+from syncers.errors import InputError
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("data", "train", "generate", "evaluate", "analyze", "demo", "render"):
+        assert command in out
+
+
+def test_unimplemented_command_is_one_line_exit_2(capsys):
+    assert cli.main(["analyze", "--data", "x", "--out", "y"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "msync: error: msync analyze: not implemented yet (issue 6)"
+
+
+def test_bad_argument_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "synth", "--out", "x", "--coupling", "tail=1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "expected head=F,lips=F" in err
+
+
+def test_input_error_and_internal_error(monkeypatch, capsys):
+    def bad_input(args):
+        raise InputError("some/file.wav", "the audio is empty")
+
+    def bug(args):
+        raise ZeroDivisionError("oops")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["demo"].set_defaults(handler=bad_input)
+    assert cli.main(["demo", "--out", "x"]) == 2
+    assert capsys.readouterr().err == "msync: error: some/file.wav: the audio is empty\n"
+    parser._subparsers._group_actions[0].choices["demo"].set_defaults(handler=bug)
+    assert cli.main(["demo", "--out", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ZeroDivisionError: oops" in err
+    assert cli.main(["--debug", "demo", "--out", "x"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_process():
+    result = subprocess.run([sys.executable, "-m", "motion.cli", "demo", "--out", "x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -1,0 +1,91 @@
+"""Audio loading (any rate, channels, depth, container) and the 100 Hz feature alignment."""
+import numpy as np
+import pytest
+import scipy.fft
+import soundfile
+
+from syncers.errors import InputError
+from syncers.features import SAMPLE_RATE, audio_features, load_audio
+
+REAL_AUDIO = {  # file -> expected 16 kHz samples
+    "RD_Radio31_000.wav": 128000,      # 16 kHz stereo s16
+    "chinese_poem1.wav": 87552,        # 24 kHz mono: 131328 × 2/3
+    "imagine.wav": 89690,              # 48 kHz stereo s24: 269070 / 3
+    "WDA_KatieHill_000.mp4": 128000,   # AAC track of an mp4
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_AUDIO))
+def test_real_media_loads_at_16k_mono(real_media, name):
+    samples = load_audio(real_media / name)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(samples.size - REAL_AUDIO[name]) <= 2
+    assert 0.005 < np.sqrt(np.mean(samples ** 2)) < 1.0      # speech, not silence or garbage
+
+
+def test_eight_seconds_give_800_feature_frames(real_media):
+    features = audio_features(load_audio(real_media / "RD_Radio31_000.wav"))
+    assert features.shape == (800, 26) and features.dtype == np.float32
+    assert np.all(np.isfinite(features))
+
+
+def test_resampling_and_mixdown_keep_the_tone(tmp_path):
+    rate, seconds = 44100, 1.0
+    t = np.arange(int(rate * seconds)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    stereo = np.stack([tone, tone], axis=1)
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, stereo, rate, subtype="PCM_24")
+    samples = load_audio(path)
+    assert samples.size == pytest.approx(SAMPLE_RATE * seconds, abs=2)
+    spectrum = np.abs(np.fft.rfft(samples))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / samples.size
+    assert peak_hz == pytest.approx(440.0, abs=2.0)
+    assert np.max(np.abs(samples)) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("n_samples,expected", [(128000, 800), (127999, 796), (639, 0),
+                                                (640, 4), (16000, 100)])
+def test_feature_count_is_four_per_whole_video_frame(n_samples, expected):
+    noise = np.random.default_rng(0).normal(size=n_samples).astype(np.float32) * 0.1
+    assert audio_features(noise).shape == (expected, 26)
+
+
+def test_frame_alignment_rule():
+    """A click in hop m lands in feature frame m (windows centred on the hop centre)."""
+    samples = np.zeros(16000, np.float32)
+    for hop in (40, 41, 90):
+        click = samples.copy()
+        click[hop * 160 + 80] = 1.0
+        energy = audio_features(click).sum(axis=1)
+        assert int(np.argmax(energy)) == hop
+        # the click is inside exactly the windows whose span covers it: m-1, m, m+1
+        loud = np.flatnonzero(energy > energy.min() + 1.0)
+        assert set(loud) <= {hop - 1, hop, hop + 1}
+
+
+def test_mfcc_is_the_dct_of_the_log_mel():
+    noise = np.random.default_rng(1).normal(size=32000).astype(np.float32)
+    logmel = audio_features(noise)
+    mfcc = audio_features(noise, kind="mfcc")
+    np.testing.assert_allclose(mfcc, scipy.fft.dct(logmel, type=2, axis=1, norm="ortho"),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_silence_stays_finite():
+    features = audio_features(np.zeros(6400, np.float32))
+    assert np.all(np.isfinite(features)) and features.max() == features.min()
+
+
+def test_bad_audio_names_the_file(tmp_path):
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(InputError, match="missing.wav: no such file"):
+        load_audio(missing)
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n")
+    with pytest.raises(InputError, match="notes.wav: cannot decode audio"):
+        load_audio(text)
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, np.float32), 16000)
+    with pytest.raises(InputError, match="empty.wav: the audio is empty"):
+        load_audio(empty)
