@@ -1,0 +1,174 @@
+"""Source images for the renderer: loading, face detection and the 256×256 face crop.
+
+Faces are found with the LBP frontal-face cascade that scikit-image ships (DESIGN.md,
+"Renderer"); the crop is a square around the largest detection with a margin, padded by edge
+replication where it leaves the image. Boxes: ``FaceCrop.box`` is in source pixels with edge
+coordinates ``(x0, y0, x1, y1)`` (pixel ``i`` spans ``[i, i+1)``); ``FaceCrop.face_box`` is in the
+normalised coordinates of the crop (x right, y down, −1/+1 = centres of the first/last pixel),
+ready for ``syncers.template.fit_to_box``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+
+from render.errors import RenderInputError
+
+MIN_SIDE = 16              # smaller images cannot hold a face worth animating
+DETECT_SIDE = 256          # detection runs on a copy whose longer side is this (speed)
+DEFAULT_MARGIN = 0.25      # crop side = face side · (1 + 2·margin)
+DEFAULT_FACE_BOX = (-0.5, -0.5, 0.5, 0.5)  # --no-crop: assume a centred face filling half
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceCrop:
+    """A square face crop: ``image [size, size, 3]`` float32 in [0, 1]; ``box`` the crop in
+    source pixels ``(x0, y0, x1, y1)``; ``face_box`` the face in the crop's normalised coords."""
+
+    image: np.ndarray
+    box: tuple[int, int, int, int]
+    face_box: tuple[float, float, float, float]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image PIL can open → ``[H, W, 3]`` float32 RGB in [0, 1].
+
+    Alpha is composited over white (transparent backgrounds would otherwise turn black),
+    16-bit and float images are scaled, grayscale/palette/CMYK converted, EXIF rotation applied.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise RenderInputError(path, "no such image file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise RenderInputError(path, f"not a readable image ({type(err).__name__}: {err})") \
+            from None
+    if min(img.size) < MIN_SIDE:
+        raise RenderInputError(path, f"image is {img.size[0]}x{img.size[1]} pixels; need at least "
+                                     f"{MIN_SIDE}x{MIN_SIDE}")
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # PIL opens 16-bit grayscale PNGs as I;16 (or I); values run to 65535.
+        gray = np.asarray(img, dtype=np.float64) / 65535.0
+        rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
+    elif mode == "F":
+        rgb = np.repeat(np.clip(np.asarray(img, np.float64), 0, 1)[..., None], 3, axis=-1)
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), np.float64) / 255.0
+        alpha = rgba[..., 3:]
+        rgb = rgba[..., :3] * alpha + (1.0 - alpha)
+    else:
+        rgb = np.asarray(img.convert("RGB"), np.float64) / 255.0
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade():
+    from skimage import data
+    from skimage.feature import Cascade
+    return Cascade(data.lbp_frontal_face_cascade_filename())
+
+
+def detect_faces(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Face boxes ``(x0, y0, x1, y1)`` in source pixels of ``image [H, W, 3]``, largest first."""
+    from skimage.transform import resize
+
+    _check_image(image)
+    h, w = image.shape[:2]
+    scale = min(1.0, DETECT_SIDE / max(h, w))
+    small = image if scale == 1.0 else resize(
+        image, (max(1, round(h * scale)), max(1, round(w * scale))), anti_aliasing=True)
+    sh, sw = small.shape[:2]
+    found = _cascade().detect_multi_scale(
+        np.ascontiguousarray(small, np.float32), scale_factor=1.1, step_ratio=1.2,
+        min_size=(24, 24), max_size=(sh, sw))
+    boxes = [(d["c"] / scale, d["r"] / scale, (d["c"] + d["width"]) / scale,
+              (d["r"] + d["height"]) / scale) for d in found]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+def crop(image: np.ndarray, size: int = 256, margin: float = DEFAULT_MARGIN,
+         path: str | os.PathLike | None = None) -> FaceCrop:
+    """Square crop ``[size, size, 3]`` around the largest face in ``image [H, W, 3]``.
+
+    ``path`` only names the file in the error raised when no face is found.
+    """
+    boxes = detect_faces(image)
+    if not boxes:
+        raise RenderInputError(path, "no face found by the LBP frontal-face detector; "
+                                     "use --no-crop to animate the centre of the image")
+    return crop_around(image, boxes[0], size, margin)
+
+
+def crop_around(image: np.ndarray, face: tuple[float, float, float, float], size: int = 256,
+                margin: float = DEFAULT_MARGIN) -> FaceCrop:
+    """Square crop around a given face box ``(x0, y0, x1, y1)`` in source pixels."""
+    x0, y0, x1, y1 = face
+    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box = (round(cx - side / 2), round(cy - side / 2))
+    box = (box[0], box[1], box[0] + round(side), box[1] + round(side))
+    face_box = tuple(_to_crop_coords(v, o, box[2] - box[0], size)
+                     for v, o in ((x0, box[0]), (y0, box[1]), (x1, box[0]), (y1, box[1])))
+    return FaceCrop(_cut(image, box, size), box, face_box)
+
+
+def no_crop(image: np.ndarray, size: int = 256) -> FaceCrop:
+    """Centre square crop resized to ``size``; the face is assumed at ``DEFAULT_FACE_BOX``."""
+    _check_image(image)
+    h, w = image.shape[:2]
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    box = (x0, y0, x0 + side, y0 + side)
+    return FaceCrop(_cut(image, box, size), box, DEFAULT_FACE_BOX)
+
+
+def track_box(frames: np.ndarray, stride: int = 5) -> tuple[float, float, float, float] | None:
+    """One face box ``(x0, y0, x1, y1)`` in pixels for a clip ``[T, H, W, 3]``: the per-coordinate
+    median of the largest detection in every ``stride``-th frame (frames without one are
+    skipped); ``None`` when no frame has a face. A fixed box keeps the crop from jittering."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3]; got {tuple(frames.shape)}")
+    found = []
+    for frame in frames[::max(1, stride)]:
+        frame = frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame
+        boxes = detect_faces(frame)
+        if boxes:
+            found.append(boxes[0])
+    if not found:
+        return None
+    return tuple(float(v) for v in np.median(np.asarray(found), axis=0))
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3]; got {tuple(image.shape)}")
+
+
+def _to_crop_coords(v: float, origin: int, side: int, size: int) -> float:
+    """Source-pixel edge coordinate → normalised coordinate of the resized crop."""
+    u = (v - origin) * size / side          # edge coordinate in the resized crop
+    return float(2.0 * (u - 0.5) / (size - 1) - 1.0)
+
+
+def _cut(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """``image[box]`` with edge replication outside the image, resized to ``[size, size, 3]``."""
+    from skimage.transform import resize
+
+    _check_image(image)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    pad = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+    padded = np.pad(image, pad, mode="edge")
+    patch = padded[y0 + pad[0][0]:y1 + pad[0][0], x0 + pad[1][0]:x1 + pad[1][0]]
+    if patch.shape[:2] == (size, size):
+        return np.ascontiguousarray(patch, np.float32)
+    out = resize(patch, (size, size), order=1, anti_aliasing=patch.shape[0] > size)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,114 @@
+"""Source images: loading odd formats, bad files, and the face crop on real portraits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from render import face
+from render.errors import RenderInputError
+
+
+def _gradient(h=48, w=64):
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x / (w - 1), y / (h - 1), np.full((h, w), 0.5)], -1)
+
+
+def test_rgb_png_round_trips(tmp_path):
+    rgb = (_gradient() * 255).round().astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    img = face.load_image(tmp_path / "a.png")
+    assert img.shape == (48, 64, 3) and img.dtype == np.float32
+    np.testing.assert_allclose(img, rgb / 255.0, atol=1e-6)
+
+
+def test_rgba_is_composited_over_white(tmp_path):
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 0] = 255                       # red ...
+    rgba[:16, :, 3] = 255                    # ... opaque on top, transparent below
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    img = face.load_image(tmp_path / "a.png")
+    np.testing.assert_allclose(img[0, 0], [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(img[-1, 0], [1, 1, 1], atol=1e-6)
+
+
+def test_16bit_grayscale_is_scaled(tmp_path):
+    gray = (np.linspace(0, 65535, 32 * 32).reshape(32, 32)).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").mode.startswith("I")
+    img = face.load_image(tmp_path / "a.png")
+    assert img.shape == (32, 32, 3)
+    np.testing.assert_allclose(img[..., 0], gray / 65535.0, atol=1e-6)
+    np.testing.assert_array_equal(img[..., 0], img[..., 2])
+
+
+def test_grayscale_is_expanded(tmp_path):
+    Image.fromarray(np.full((20, 30), 128, np.uint8), "L").save(tmp_path / "a.png")
+    img = face.load_image(tmp_path / "a.png")
+    assert img.shape == (20, 30, 3)
+    np.testing.assert_allclose(img, 128 / 255, atol=1e-6)
+
+
+def test_cmyk_is_converted(tmp_path):
+    rgb = Image.fromarray((_gradient() * 255).astype(np.uint8))
+    rgb.convert("CMYK").save(tmp_path / "a.tiff")
+    img = face.load_image(tmp_path / "a.tiff")
+    assert img.shape == (48, 64, 3)
+    np.testing.assert_allclose(img, np.asarray(rgb) / 255.0, atol=0.02)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 100)])
+def test_tiny_image_is_an_input_error(tmp_path, size):
+    Image.new("RGB", size).save(tmp_path / "tiny.png")
+    with pytest.raises(RenderInputError, match="tiny.png.*pixels"):
+        face.load_image(tmp_path / "tiny.png")
+
+
+def test_text_file_named_png_is_an_input_error(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image at all\n")
+    with pytest.raises(RenderInputError, match="notes.png: not a readable image"):
+        face.load_image(tmp_path / "notes.png")
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(RenderInputError, match="missing.png: no such image file"):
+        face.load_image(tmp_path / "missing.png")
+
+
+def test_no_face_suggests_no_crop():
+    with pytest.raises(RenderInputError, match="no face found.*--no-crop"):
+        face.crop(np.full((200, 300, 3), 0.5, np.float32), path="flat.png")
+
+
+def test_no_crop_is_the_centre_square():
+    img = np.zeros((100, 300, 3), np.float32)
+    img[:, 100:200] = 1.0                     # the centre square is white, the sides black
+    c = face.no_crop(img, size=64)
+    assert c.image.shape == (64, 64, 3) and c.box == (100, 0, 200, 100)
+    assert c.face_box == face.DEFAULT_FACE_BOX
+    assert c.image.min() > 0.99
+
+
+def test_crop_pads_by_edge_replication_outside_the_image():
+    img = np.zeros((100, 100, 3), np.float32)
+    img[:, :50] = 1.0
+    c = face.crop_around(img, (0, 20, 60, 80), size=64, margin=0.5)   # box runs off the left
+    assert c.box[0] < 0
+    assert c.image[:, 0].min() > 0.99         # left border replicated (white), not black
+
+
+@pytest.mark.parametrize("name", ["happy.png", "people_0.png", "art_0.png"])
+def test_crop_finds_the_face_on_real_portraits(real_media, name):
+    img = face.load_image(real_media / name)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = face.detect_faces(img)[0]
+    side = x1 - x0
+    print(f"{name}: image {w}x{h} face ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})")
+    assert 0.25 * min(h, w) < side < 0.9 * min(h, w)             # a portrait's face, sensibly sized
+    assert 0.3 * w < (x0 + x1) / 2 < 0.7 * w and 0.2 * h < (y0 + y1) / 2 < 0.7 * h
+    c = face.crop(img)
+    assert c.image.shape == (256, 256, 3) and c.image.dtype == np.float32
+    bx0, by0, bx1, by1 = c.box
+    assert bx1 - bx0 == by1 - by0 and bx0 <= x0 and by0 <= y0 and bx1 >= x1 and by1 >= y1
+    fx0, fy0, fx1, fy1 = c.face_box
+    assert -0.8 < fx0 < -0.5 and 0.5 < fx1 < 0.8 and -0.8 < fy0 < -0.5 and 0.5 < fy1 < 0.8
