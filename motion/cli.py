@@ -117,8 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--videos", required=True)
     prepare.add_argument("--out", required=True)
     prepare.add_argument("--fomm-checkpoint")
+    prepare.add_argument("--fomm-config", help="FOMM YAML (default configs/render/vox-256.yaml)")
     prepare.add_argument("--landmarks", action="store_true")
-    prepare.add_argument("--flip", action="store_true")
+    prepare.add_argument("--flip", action="store_true",
+                         help="also store keypoints of the horizontally flipped video")
+    prepare.add_argument("--split-by", choices=("speaker", "clip"), default="speaker")
+    prepare.add_argument("--min-seconds", type=_positive_float, default=2.0)
+    prepare.add_argument("--workers", type=_positive_int, default=1,
+                         help="videos prepared in parallel (processes)")
     prepare.set_defaults(handler=_lazy("motion.prepare:prepare_command", "data prepare"))
 
     train = commands.add_parser("train", help="train syncers or the generator").add_subparsers(
