@@ -120,6 +120,21 @@ def crop_around(image: np.ndarray, face: tuple[float, float, float, float], size
     return FaceCrop(_cut(image, box, size), box, face_box)
 
 
+def crop_frames(frames: np.ndarray, face: tuple[float, float, float, float], size: int = 256,
+                margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """``frames [T, H, W, 3]`` (uint8 or float in [0, 1]) → ``[T, size, size, 3]`` float32 crops
+    around one face box: every frame cropped exactly as :func:`crop_around` crops one image
+    (a video keeps one box per clip), the whole clip at once.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3]; got {tuple(frames.shape)}")
+    box = crop_around(np.zeros((2, 2, 3), np.float32), face, size=2, margin=margin).box
+    patches = _patch(frames, box).astype(np.float32)
+    if frames.dtype == np.uint8:
+        patches *= np.float32(1 / 255.0)
+    return _resize(patches, size)
+
+
 def no_crop(image: np.ndarray, size: int = 256) -> FaceCrop:
     """Centre square crop resized to ``size``; the face is assumed at ``DEFAULT_FACE_BOX``."""
     _check_image(image)
@@ -160,15 +175,41 @@ def _to_crop_coords(v: float, origin: int, side: int, size: int) -> float:
 
 def _cut(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """``image[box]`` with edge replication outside the image, resized to ``[size, size, 3]``."""
+    _check_image(image)
+    return _resize(_patch(image[None], box).astype(np.float32), size)[0]
+
+
+def _patch(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``frames [T, H, W, C][:, box]``, edge-replicated where the box leaves the frame."""
+    h, w = frames.shape[1:3]
+    x0, y0, x1, y1 = box
+    pad = ((0, 0), (max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+    if any(any(p) for p in pad):
+        frames = np.pad(frames, pad, mode="edge")
+    return frames[:, y0 + pad[1][0]:y1 + pad[1][0], x0 + pad[2][0]:x1 + pad[2][0]]
+
+
+def _resize(patches: np.ndarray, size: int) -> np.ndarray:
+    """``[T, h, w, 3]`` float32 → ``[T, size, size, 3]`` in [0, 1] (skimage's linear resize)."""
+    n, n_rows, n_cols = patches.shape[:3]
+    if (n_rows, n_cols) == (size, size):
+        return np.ascontiguousarray(patches, np.float32)
+    rows, cols = _resize_matrix(n_rows, size), _resize_matrix(n_cols, size)
+    resized_rows = (rows @ patches.reshape(n, n_rows, -1)).reshape(n, size, n_cols, 3)
+    # Channels folded into rows so the second product is one GEMM per frame, not size tiny ones.
+    by_channel = resized_rows.transpose(0, 1, 3, 2).reshape(n, size * 3, n_cols)
+    out = (by_channel @ cols.T).reshape(n, size, 3, size).transpose(0, 1, 3, 2)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]``: skimage's antialiased linear resize along one axis, as a matrix.
+
+    The resize is linear and separable, so resizing the identity yields its exact operator;
+    cropping then costs two small matrix products instead of a filter-and-interpolate pass.
+    """
     from skimage.transform import resize
 
-    _check_image(image)
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = box
-    pad = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
-    padded = np.pad(image, pad, mode="edge")
-    patch = padded[y0 + pad[0][0]:y1 + pad[0][0], x0 + pad[1][0]:x1 + pad[1][0]]
-    if patch.shape[:2] == (size, size):
-        return np.ascontiguousarray(patch, np.float32)
-    out = resize(patch, (size, size), order=1, anti_aliasing=patch.shape[0] > size)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    matrix = resize(np.eye(n_in), (n_out, n_in), order=1, anti_aliasing=n_in > n_out)
+    return matrix.astype(np.float32)
