@@ -1,0 +1,160 @@
+"""FOMM model configuration: the ``model_params`` of a FOMM YAML as frozen dataclasses.
+
+The official configs (``configs/render/vox-256.yaml``, ``vox-adv-256.yaml``) map one-to-one
+onto constructor arguments (FOMM ``demo.load_checkpoints``): ``common_params`` go to both
+networks, ``kp_detector_params`` to KPDetector, ``generator_params`` to
+OcclusionAwareGenerator with its nested ``dense_motion_params`` for DenseMotionNetwork. Only
+``model_params`` (and msync's own ``render_params``) are read; the training sections are
+ignored. Unknown keys inside those sections are errors naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from render.errors import RenderInputError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "render" / "vox-256.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class KPDetectorConfig:
+    """FOMM ``KPDetector`` arguments (modules/keypoint_detector.py)."""
+    block_expansion: int = 32
+    num_kp: int = 10
+    num_channels: int = 3
+    max_features: int = 1024
+    num_blocks: int = 5
+    temperature: float = 0.1
+    estimate_jacobian: bool = True
+    scale_factor: float = 0.25
+    single_jacobian_map: bool = False
+    pad: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseMotionConfig:
+    """FOMM ``DenseMotionNetwork`` arguments (modules/dense_motion.py)."""
+    block_expansion: int = 64
+    num_blocks: int = 5
+    max_features: int = 1024
+    num_kp: int = 10
+    num_channels: int = 3
+    estimate_occlusion_map: bool = True
+    scale_factor: float = 0.25
+    kp_variance: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """FOMM ``OcclusionAwareGenerator`` arguments (modules/generator.py)."""
+    num_channels: int = 3
+    num_kp: int = 10
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 2
+    num_bottleneck_blocks: int = 6
+    estimate_occlusion_map: bool = True
+    estimate_jacobian: bool = True
+    dense_motion: DenseMotionConfig = DenseMotionConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class FommConfig:
+    """Everything that decides the numbers of a FOMM port.
+
+    ``grid_align_corners`` is grid_sample's convention (FOMM_NOTES.md §9). Default True: the
+    released checkpoints were trained on torch 1.0, whose grid_sample behaved as
+    align_corners=True; torch >= 1.3 defaults to False, which zooms every warp by W/(W-1).
+    """
+    kp_detector: KPDetectorConfig = KPDetectorConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    grid_align_corners: bool = True
+
+
+_COMMON = {"num_kp", "num_channels", "estimate_jacobian"}
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _section(data: Any, name: str, source: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise RenderInputError(source, f"{name} must be a mapping")
+    return dict(data)
+
+
+def _check(keys, allowed: set[str], name: str, source: str) -> None:
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        raise RenderInputError(source, f"unknown config key {name}.{unknown[0]}")
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
+    """Build a :class:`FommConfig` from a parsed FOMM YAML (top-level mapping)."""
+    if not isinstance(data, Mapping) or "model_params" not in data:
+        raise RenderInputError(source, "a FOMM config needs a model_params section")
+    model = _section(data["model_params"], "model_params", source)
+    common = _section(model.get("common_params"), "model_params.common_params", source)
+    _check(common, _COMMON, "model_params.common_params", source)
+    kp = _section(model.get("kp_detector_params"), "model_params.kp_detector_params", source)
+    _check(kp, _fields(KPDetectorConfig) - _COMMON, "model_params.kp_detector_params", source)
+    gen = _section(model.get("generator_params"), "model_params.generator_params", source)
+    dense = _section(gen.pop("dense_motion_params", None),
+                     "model_params.generator_params.dense_motion_params", source)
+    _check(gen, _fields(GeneratorConfig) - _COMMON - {"dense_motion"},
+           "model_params.generator_params", source)
+    _check(dense, _fields(DenseMotionConfig) - _COMMON - {"estimate_occlusion_map"},
+           "model_params.generator_params.dense_motion_params", source)
+    render = _section(data.get("render_params"), "render_params", source)
+    _check(render, {"grid_align_corners"}, "render_params", source)
+    common_kp = {k: v for k, v in common.items() if k != "estimate_jacobian"}
+    try:
+        dense_cfg = DenseMotionConfig(
+            **dense, **common_kp,
+            estimate_occlusion_map=gen.get("estimate_occlusion_map", True))
+        config = FommConfig(
+            kp_detector=KPDetectorConfig(**kp, **common),
+            generator=GeneratorConfig(**gen, **common, dense_motion=dense_cfg),
+            grid_align_corners=bool(render.get("grid_align_corners", True)))
+    except TypeError as err:
+        raise RenderInputError(source, f"bad model_params ({err})") from None
+    if not config.kp_detector.estimate_jacobian or not config.generator.estimate_jacobian:
+        # Every released checkpoint estimates jacobians; the port only implements that path.
+        raise RenderInputError(source, "estimate_jacobian: False is not supported")
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None) -> FommConfig:
+    """Read a FOMM YAML (default ``configs/render/vox-256.yaml``)."""
+    path = DEFAULT_CONFIG if path is None else Path(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise RenderInputError(path, f"cannot read config ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise RenderInputError(path, f"not valid YAML ({str(err).splitlines()[0]})") from None
+    return from_dict(data, source=os.fspath(path))
+
+
+def to_dict(config: FommConfig) -> dict[str, Any]:
+    """The inverse of :func:`from_dict` (a FOMM-style ``model_params`` + ``render_params``)."""
+    kp = dataclasses.asdict(config.kp_detector)
+    gen = dataclasses.asdict(config.generator)
+    dense = gen.pop("dense_motion")
+    common = {k: kp.pop(k) for k in _COMMON}
+    for k in _COMMON:
+        gen.pop(k)
+    for k in _COMMON | {"estimate_occlusion_map"}:
+        dense.pop(k, None)
+    gen["dense_motion_params"] = dense
+    return {"model_params": {"common_params": common, "kp_detector_params": kp,
+                             "generator_params": gen},
+            "render_params": {"grid_align_corners": config.grid_align_corners}}
