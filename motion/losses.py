@@ -1,0 +1,98 @@
+"""Losses of the MS-Sync generator (paper eq. 6–7, 11–14, 16).
+
+- Hinge (geometric GAN) losses, eq. 11–13: ``L_D = E[max(0, 1 − D(real))] + E[max(0, 1 +
+  D(fake))]`` for each discriminator, ``L_G = −E[D(fake)]``.
+- ``L_rec = ||x − G(x0, a)||²`` (eq. 14), as the mean over frames, keypoints and values.
+- ``L_AV^MS = Σ_i −mean_t S^i(a^i_t, x^i_t)`` (eq. 6–7): temporal pyramids (eq. 5,
+  ``syncers.pyramid``) of the generated motion and of its audio; at level i every whole 5-frame
+  motion segment (centres 2..T_i−3) is scored against its 20-feature audio window by the frozen
+  syncer S^i. With ``multiscale=False`` only level 1 is used (the paper's single-scale
+  ablation). The syncers enter as a callable ``score(level, audio [N, 20, F], motion [N, 5, 60])
+  -> [N]`` closing over their frozen parameters, so this module does not depend on their
+  implementation. An audio window reaching past the sequence is edge-clamped
+  (``segments(mode="clip")``): at level 4 of a 40-frame sequence, one feature of one window.
+- The generator's total, eq. 16: ``λav·L_AV^MS + λadv·(L_Gf + L_Gs) + λrec·L_rec``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from syncers.pyramid import SEGMENT_FRAMES, audio_centers, segments, temporal_pyramid
+
+ScoreFn = Callable[[int, jax.Array, jax.Array], jax.Array]
+AUDIO_SEGMENT = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    lambda_av: float = 8.0
+    lambda_adv: float = 0.1
+    lambda_rec: float = 1.0
+    multiscale_av: bool = True      # False: L_AV on level 1 only (ablation)
+    levels: int = 4
+    frame_discriminator: bool = True
+    sequence_discriminator: bool = True
+    pyramid_kind: str = "box"
+    pyramid_k: int = 3
+
+
+def d_hinge(real, fake) -> jax.Array:
+    """Eq. 11–12: the discriminator's hinge loss on its scores for real and generated data."""
+    return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+
+
+def g_hinge(fake) -> jax.Array:
+    """Eq. 13: the generator's adversarial loss."""
+    return -jnp.mean(fake)
+
+
+def reconstruction(x_true, x_gen) -> jax.Array:
+    """Eq. 14 on ``[B, T, 10, 6]`` sequences."""
+    return jnp.mean((x_true - x_gen) ** 2)
+
+
+def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), kind="box",
+            k: int = 3) -> dict[int, jax.Array]:
+    """``{level: mean_t S^i(a^i_t, x^i_t)}`` over the batch (eq. 6–7's inner terms)."""
+    batch, n_frames = motion_BxTxKx6.shape[:2]
+    if audio_Bx4TxF.shape[:2] != (batch, 4 * n_frames):
+        raise ValueError(f"audio must be [B={batch}, 4T={4 * n_frames}, F]; got "
+                         f"{tuple(audio_Bx4TxF.shape)}")
+    top = max(levels)
+    motion = motion_BxTxKx6.reshape(batch, n_frames, -1)
+    pyr_x = jax.vmap(lambda m: temporal_pyramid(m, top, kind, k))(motion)
+    pyr_a = jax.vmap(lambda a: temporal_pyramid(a, top, kind, k))(audio_Bx4TxF)
+    out = {}
+    for level in levels:
+        x_i, a_i = pyr_x[level - 1], pyr_a[level - 1]
+        half = SEGMENT_FRAMES // 2
+        centres = jnp.arange(half, x_i.shape[1] - half)
+        if centres.size == 0:
+            raise ValueError(f"a {n_frames}-frame sequence has no whole segment at level {level}")
+        seg_x = jax.vmap(lambda m: segments(m, centres))(x_i)             # [B, N, 5, 60]
+        seg_a = jax.vmap(lambda a: segments(a, audio_centers(centres, level), AUDIO_SEGMENT))(
+            a_i)                                                           # [B, N, 20, F]
+        s = score(level, seg_a.reshape((-1,) + seg_a.shape[2:]),
+                  seg_x.reshape((-1,) + seg_x.shape[2:]))
+        out[level] = jnp.mean(s)
+    return out
+
+
+def av_multiscale(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, config: LossConfig
+                  ) -> tuple[jax.Array, dict[int, jax.Array]]:
+    """Eq. 6–7: ``(L_AV^MS, {level: mean score})``; level 1 only when not ``multiscale_av``."""
+    levels = tuple(range(1, config.levels + 1)) if config.multiscale_av else (1,)
+    scores = av_sync(score, motion_BxTxKx6, audio_Bx4TxF, levels, config.pyramid_kind,
+                     config.pyramid_k)
+    return -sum(scores.values()), scores
+
+
+def generator_total(config: LossConfig, l_av, l_gf, l_gs, l_rec) -> jax.Array:
+    """Eq. 16 (switched-off discriminators contribute nothing)."""
+    adv = (l_gf if config.frame_discriminator else 0.0) + (
+        l_gs if config.sequence_discriminator else 0.0)
+    return config.lambda_av * l_av + config.lambda_adv * adv + config.lambda_rec * l_rec

@@ -1,0 +1,119 @@
+"""Autoregressive rollout of G (paper eq. 8–10) with a fixed-size key/value cache.
+
+Frame convention: ``x_obs [B, O, 10, 6]`` are frames 0..O−1 (O = obs_len = 3 warm-up frames);
+``audio_features [B, 4A, F]`` cover frames 0..A−1 (features 4j..4j+3 ↔ frame j) with
+``A ≥ O + n_frames``; the rollout returns frames O..O+n_frames−1, frame O+k being
+``x_{O+k} = x_{O+k−1} + G(x_{0..O+k−1}, a_{O+k})``. Audio beyond frame O+n_frames−1 (up to the
+FPN look-ahead, ``GeneratorConfig.lookahead``) is used as context when given; it is zero
+padding otherwise.
+
+:func:`rollout` is the one implementation for training and inference: the whole audio FPN and
+the audio part of every branch's first layer are computed once, outside the scan; the scan body
+is one frame: encode x_t, one decode step of the Transformer against a ring buffer of C keys and
+values per layer (O(C) per frame, any length: the buffer slides), the branches, x_{t+1} = x_t +
+v. It is differentiable end to end (training back-propagates through the 40-frame rollout).
+:func:`rollout_reencode` computes the same function by re-encoding the whole history at every
+step (O(t) per frame) — a slow reference for the tests only.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from motion.generator import (KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig,
+                              branch_scales)
+
+
+def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
+    if x_obs.ndim != 4 or x_obs.shape[2:] != (N_KEYPOINTS, KEYPOINT_DIM):
+        raise ValueError(f"x_obs must be [B, O, {N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
+                         f"{tuple(x_obs.shape)}")
+    batch, n_obs = x_obs.shape[:2]
+    if n_obs < 1:
+        raise ValueError("x_obs needs at least one observed frame")
+    if (audio_features.ndim != 3 or audio_features.shape[0] != batch
+            or audio_features.shape[2] != config.audio_features):
+        raise ValueError(f"audio_features must be [B={batch}, 4A, {config.audio_features}]; "
+                         f"got {tuple(audio_features.shape)}")
+    if audio_features.shape[1] % 4 or audio_features.shape[1] // 4 < n_obs + n_frames:
+        raise ValueError(f"audio_features must hold 4·A features with A ≥ O + n_frames = "
+                         f"{n_obs + n_frames} frames; got {audio_features.shape[1]} features")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1; got {n_frames}")
+    return batch, n_obs
+
+
+def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> jax.Array:
+    """Zeroed ring buffer ``[L, B, C, H, D/H]`` (keys or values of every layer)."""
+    return jnp.zeros((config.n_layers, batch, config.context, config.n_heads,
+                      config.d_model // config.n_heads), dtype)
+
+
+def decode_step(params, carry, a_proj_BxNxH, *, config: GeneratorConfig, scales):
+    """The scan body: one generated frame. ``carry = (x_t [B,10,6], k, v, t)`` →
+    ``(carry', x_{t+1})``. Public so that benchmarks can cost one frame on its own."""
+    apply = functools.partial(Generator(config).apply, {"params": params})
+    x_t, k_c, v_c, t = carry
+    e_t = apply(x_t, method=Generator.encode)
+    h_t, k_c, v_c = apply(e_t, k_c, v_c, t, method=Generator.temporal_decode)
+    v_next, _ = apply(h_t, e_t, a_proj_BxNxH, scales, method=Generator.velocity)
+    x_next = x_t + v_next
+    return (x_next, k_c, v_c, t + 1), x_next
+
+
+def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,
+            head_scale=1.0, lip_scale=1.0, unroll: int = 1) -> jax.Array:
+    """``x_obs [B, O, 10, 6]``, ``audio_features [B, 4A, F]`` → frames ``[B, n_frames, 10, 6]``.
+
+    ``head_scale`` / ``lip_scale`` scale the coarse (levels 3–4) / finest (level 1) branch terms
+    of eq. 10 (see ``motion.generator``); 1 is the trained model. Jit with ``n_frames``,
+    ``config`` and ``unroll`` static.
+    """
+    batch, n_obs = _check(x_obs, audio_features, n_frames, config)
+    model = Generator(config)
+    apply = functools.partial(model.apply, {"params": params})
+    scales = branch_scales(config.levels, head_scale, lip_scale)
+    # Audio-only work for all frames at once, outside the scan: [n, B, levels, hidden].
+    a_proj = apply(audio_features, method=Generator.audio_projections)
+    a_proj = jnp.moveaxis(a_proj[:, n_obs:n_obs + n_frames], 1, 0)
+
+    k_cache = v_cache = empty_cache(config, batch, x_obs.dtype)
+    # Warm-up: observed frames 0..O−2 only fill the caches; frame O−1 starts the scan.
+    e_obs = apply(x_obs[:, :-1], method=Generator.encode)
+    for j in range(n_obs - 1):
+        _, k_cache, v_cache = apply(e_obs[:, j], k_cache, v_cache, jnp.int32(j),
+                                    method=Generator.temporal_decode)
+
+    step = functools.partial(decode_step, params, config=config, scales=scales)
+    init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
+    _, frames = jax.lax.scan(step, init, a_proj, unroll=unroll)
+    return jnp.moveaxis(frames, 0, 1)
+
+
+def rollout_reencode(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,
+                     head_scale=1.0, lip_scale=1.0) -> jax.Array:
+    """Reference for the tests: the same frames as :func:`rollout`, re-encoding every step."""
+    batch, n_obs = _check(x_obs, audio_features, n_frames, config)
+    model = Generator(config)
+    apply = functools.partial(model.apply, {"params": params})
+    scales = branch_scales(config.levels, head_scale, lip_scale)
+    a_proj = apply(audio_features, method=Generator.audio_projections)
+    total = n_obs + n_frames
+    history = jnp.zeros((batch, total) + x_obs.shape[2:], x_obs.dtype)
+    history = history.at[:, :n_obs].set(x_obs)
+
+    def step(k, history):
+        t = n_obs - 1 + k
+        e = apply(history, method=Generator.encode)                      # [B, total, D]
+        h = apply(e, method=Generator.temporal_full)                     # causal: later
+        e_t = jax.lax.dynamic_index_in_dim(e, t, 1, keepdims=False)      # frames unused
+        h_t = jax.lax.dynamic_index_in_dim(h, t, 1, keepdims=False)
+        a_t = jax.lax.dynamic_index_in_dim(a_proj, t + 1, 1, keepdims=False)
+        v, _ = apply(h_t, e_t, a_t, scales, method=Generator.velocity)
+        x_t = jax.lax.dynamic_index_in_dim(history, t, 1, keepdims=False)
+        return jax.lax.dynamic_update_index_in_dim(history, x_t + v, t + 1, 1)
+
+    history = jax.lax.fori_loop(0, n_frames, step, history)
+    return history[:, n_obs:]

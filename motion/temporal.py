@@ -1,0 +1,110 @@
+"""Causal Transformer temporal module with a sliding key/value cache (MS-Sync §3.2, h_t).
+
+Pre-LayerNorm encoder layers (d_model, n_heads, d_ff) over the keypoint encodings enc(x_s).
+Every layer's attention is causal and *sliding*: frame t attends to frames t−C+1..t of the layer
+below (C = ``context`` = 40). Positions are a learned bias per head and per relative offset
+0..C−1 added to the attention logits, so only distances matter: the cache can slide forever and
+a frame's keys never need re-encoding (absolute positions would change meaning as it slides,
+and a 60 s rollout would reach positions never seen in 40-frame training).
+
+Two evaluations of the same function:
+- :meth:`TemporalTransformer.full` — all frames at once with a banded causal mask ``[T, T]``
+  (teacher forcing, and the re-encode reference of the tests);
+- :meth:`TemporalTransformer.decode` — one new frame against a ring buffer of C keys/values per
+  layer: slot ``t mod C`` holds frame t, whose offset from the newest frame is
+  ``(t − slot) mod C``; slots not written yet (offset > t) are masked. O(C) per frame.
+
+The paper's code re-encodes the last 40 frames at every step (O(C²) per frame, and h_t sees
+exactly 40 frames); with per-layer sliding windows h_t's receptive field grows to
+n_layers·(C−1)+1 frames while every attention still reads at most C keys.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_MASKED = -1e9      # finite: exp underflows to exactly 0 without inf − inf NaNs
+
+
+class Layer(nn.Module):
+    d_model: int
+    n_heads: int
+    d_ff: int
+    context: int
+
+    def setup(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        self.norm1 = nn.LayerNorm()
+        self.qkv = nn.Dense(3 * self.d_model)
+        self.proj = nn.Dense(self.d_model)
+        self.norm2 = nn.LayerNorm()
+        self.ff1 = nn.Dense(self.d_ff)
+        self.ff2 = nn.Dense(self.d_model)
+        self.rel_bias = self.param("rel_bias", nn.initializers.normal(0.02),
+                                   (self.n_heads, self.context))
+
+    def _split(self, x):
+        """``[..., 3D]`` → q, k, v each ``[..., H, D/H]``."""
+        head = self.d_model // self.n_heads
+        q, k, v = jnp.split(x, 3, axis=-1)
+        shape = x.shape[:-1] + (self.n_heads, head)
+        return q.reshape(shape) * head ** -0.5, k.reshape(shape), v.reshape(shape)
+
+    def _feedforward(self, x):
+        return x + self.ff2(nn.gelu(self.ff1(self.norm2(x))))
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        """Full sequence, banded causal mask."""
+        n = x_BxTxD.shape[1]
+        q, k, v = self._split(self.qkv(self.norm1(x_BxTxD)))          # [B, T, H, Dh]
+        offset = jnp.arange(n)[:, None] - jnp.arange(n)[None, :]      # [T(query), T(key)]
+        valid = (offset >= 0) & (offset < self.context)
+        bias = jnp.where(valid[None], self.rel_bias[:, jnp.clip(offset, 0, self.context - 1)],
+                         _MASKED)                                     # [H, T, T]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias[None]
+        attn = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+        x = x_BxTxD + self.proj(attn.reshape(x_BxTxD.shape))
+        return self._feedforward(x)
+
+    def decode(self, x_BxD, k_cache, v_cache, index: int, t):
+        """One frame at absolute index ``t`` against ring buffer ``index`` of the stacked caches
+        ``[L, B, C, H, Dh]``; returns (y, k', v'). Updating the stacked buffers in place (not
+        per-layer copies re-stacked) keeps a step's memory traffic O(C·B·D) for the whole scan."""
+        q, k, v = self._split(self.qkv(self.norm1(x_BxD)))            # [B, H, Dh]
+        start = (index, 0, t % self.context, 0, 0)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None, :, None], start)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None, :, None], start)
+        offset = (t - jnp.arange(self.context)) % self.context        # [C]
+        bias = jnp.where(offset <= t, self.rel_bias[:, offset], _MASKED)   # [H, C]
+        logits = jnp.einsum("bhd,bchd->bhc", q, k_cache[index]) + bias[None]
+        attn = jnp.einsum("bhc,bchd->bhd", jax.nn.softmax(logits, axis=-1), v_cache[index])
+        x = x_BxD + self.proj(attn.reshape(x_BxD.shape))
+        return self._feedforward(x), k_cache, v_cache
+
+
+class TemporalTransformer(nn.Module):
+    """enc(x_0..t) → h_t; caches are ``[L, B, C, H, D/H]`` (keys and values)."""
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    context: int
+
+    def setup(self):
+        self.layers = [Layer(self.d_model, self.n_heads, self.d_ff, self.context)
+                       for _ in range(self.n_layers)]
+        self.norm = nn.LayerNorm()
+
+    def full(self, e_BxTxD: jax.Array) -> jax.Array:
+        x = e_BxTxD
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+    def decode(self, e_BxD, k_cache, v_cache, t):
+        x = e_BxD
+        for i, layer in enumerate(self.layers):
+            x, k_cache, v_cache = layer.decode(x, k_cache, v_cache, i, t)
+        return self.norm(x), k_cache, v_cache

@@ -1,0 +1,136 @@
+"""The generator's parts: sizes, shapes, causality of the temporal module, FPN look-ahead, eq. 10."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from generator_helpers import jit, tiny_params
+from motion.fpn import AudioFPN, lookahead_frames
+from motion.generator import (PAPER, PRESETS, TINY, Generator, branch_scales, count_params,
+                              init_params)
+
+CONFIG = TINY
+
+
+@pytest.fixture(scope="module")
+def params():
+    return tiny_params(CONFIG)
+
+
+def _apply_raw(params, *args, method):
+    return Generator(CONFIG).apply({"params": params}, *args, method=method)
+
+
+_apply = functools.partial(jit, static_argnames="method")(_apply_raw)
+
+
+def test_paper_size_is_within_25_percent_of_the_paper_code():
+    shapes = jax.eval_shape(functools.partial(init_params, PAPER), jax.random.PRNGKey(0))
+    n = count_params(shapes)
+    assert abs(n - 41.7e6) / 41.7e6 <= 0.25, n
+
+
+def test_presets_are_ordered_by_size():
+    sizes = {name: count_params(jax.eval_shape(functools.partial(init_params, c),
+                                               jax.random.PRNGKey(0)))
+             for name, c in PRESETS.items()}
+    assert sizes["tiny"] < sizes["small"] < sizes["paper"]
+
+
+def test_shapes(params):
+    x = jnp.zeros((2, 12, 10, 6))
+    audio = jnp.zeros((2, 48, 26))
+    v = _apply(params, x, audio, method=Generator.__call__)
+    assert v.shape == (2, 11, 10, 6)
+    a = _apply(params, audio, method=Generator.audio_projections)
+    assert a.shape == (2, 12, CONFIG.levels, CONFIG.branch_hidden)
+    e = _apply(params, x, method=Generator.encode)
+    assert e.shape == (2, 12, CONFIG.d_model)
+    assert _apply(params, e, method=Generator.temporal_full).shape == (2, 12, CONFIG.d_model)
+
+
+def test_temporal_module_is_causal_with_a_sliding_context(params):
+    n = 100
+    e = jax.random.normal(jax.random.PRNGKey(1), (1, n, CONFIG.d_model))
+    t = 90
+
+    weights = jax.random.normal(jax.random.PRNGKey(2), (CONFIG.d_model,))
+
+    def h_t(e):   # a random projection: the sum of a LayerNorm output is constant
+        return _apply_raw(params, e, method=Generator.temporal_full)[0, t] @ weights
+
+    grad = np.abs(np.asarray(jit(jax.grad(h_t))(e)[0])).sum(-1)             # [n]
+    assert np.all(grad[t + 1:] == 0.0)                                  # exactly: causal
+    assert np.all(grad[t - CONFIG.context + 1:t + 1] > 0)               # reads its context
+    # receptive field through the stack of sliding windows: L·(C−1) frames back, no further
+    reach = CONFIG.n_layers * (CONFIG.context - 1)
+    assert np.all(grad[:t - reach] == 0.0)
+
+
+def test_fpn_lookahead_is_documented_and_tight():
+    assert lookahead_frames(4, 1) == (1, 5, 13, 29)
+    assert PAPER.lookahead == 29
+    fpn = AudioFPN(channels=4, levels=4, post_convs=1)
+    audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 80, 5))
+    variables = jit(fpn.init)(jax.random.PRNGKey(3), audio)
+    t = 33          # t ≡ 1 mod 8: every level's next (future) coarse frame is furthest ahead
+
+    @jit
+    def level_at_t(audio):
+        return fpn.apply(variables, audio)[0, t]                        # [levels, C]
+
+    base = level_at_t(audio)
+    for level, reach in enumerate(lookahead_frames(4, 1)):
+        after = audio.at[:, 4 * (t + reach + 1):].add(1.0)              # beyond the reach
+        np.testing.assert_array_equal(level_at_t(after)[level], base[level])
+        at = audio.at[:, 4 * (t + reach):4 * (t + reach + 1)].add(1.0)  # the last frame read
+        assert np.abs(level_at_t(at)[level] - base[level]).max() > 0
+
+
+def test_eq10_masks_sum_to_one_and_scales(params):
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    h = jax.random.normal(keys[0], (3, CONFIG.d_model))
+    e = jax.random.normal(keys[1], (3, CONFIG.d_model))
+    a = jax.random.normal(keys[2], (3, CONFIG.levels, CONFIG.branch_hidden))
+    ones = jnp.ones((CONFIG.levels,))
+    v, masks = _apply(params, h, e, a, ones, method=Generator.velocity)
+    assert v.shape == (3, 10, 6) and masks.shape == (3, CONFIG.levels, 10)
+    np.testing.assert_allclose(masks.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(branch_scales(4), ones)
+    np.testing.assert_array_equal(branch_scales(4, head_scale=0.5, lip_scale=2.0),
+                                  [2.0, 1.0, 0.5, 0.5])
+    v1, _ = _apply(params, h, e, a, branch_scales(4, 1.0, 1.0), method=Generator.velocity)
+    np.testing.assert_array_equal(v1, v)
+
+    def velocity_through(params, scales):
+        return _apply_raw(params, h, e, a, scales, method=Generator.velocity)[0].sum()
+
+    grad_fn = jit(jax.grad(velocity_through))
+
+    # scale 0 removes a branch: its v^i outputs (first 60 of 70 columns) no longer matter
+    for scales, removed in ((branch_scales(4, lip_scale=0.0), [0]),
+                            (branch_scales(4, head_scale=0.0), [2, 3])):
+        w_out = grad_fn(params, scales)["head"]["w_out"]
+        for i in range(CONFIG.levels):
+            g = np.abs(np.asarray(w_out[i, :, :60])).max()
+            assert (g == 0.0) == (i in removed), (scales, i, g)
+
+
+def test_yaml_configs_match_the_presets():
+    from pathlib import Path
+
+    from motion import discriminators
+    from motion.config import GeneratorRunConfig
+    from syncers.config import load
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paper = load(GeneratorRunConfig, root / "generator.yaml")
+    assert paper.model == PAPER and paper.loss.lambda_av == 8.0
+    assert paper.discriminators == discriminators.DiscriminatorConfig()
+    small = load(GeneratorRunConfig, root / "generator-small.yaml", ["loss.multiscale_av=false"])
+    assert small.model == PRESETS["small"] and not small.loss.multiscale_av
+    assert small.discriminators == discriminators.SMALL

@@ -1,0 +1,73 @@
+"""Hinge losses, L_rec and L_AV^MS against hand computations (eq. 6–7, 11–14, 16)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motion import losses
+
+
+def test_hinge_losses_by_hand():
+    real = jnp.array([2.0, 0.5, -1.0])
+    fake = jnp.array([-2.0, 0.0, 0.5])
+    # real: max(0, 1−r) = 0, 0.5, 2 → 2.5/3; fake: max(0, 1+f) = 0, 1, 1.5 → 2.5/3
+    np.testing.assert_allclose(losses.d_hinge(real, fake), 5.0 / 3, rtol=1e-6)
+    np.testing.assert_allclose(losses.g_hinge(fake), 1.5 / 3, rtol=1e-6)
+    np.testing.assert_allclose(losses.reconstruction(jnp.ones((1, 2, 10, 6)),
+                                                     jnp.zeros((1, 2, 10, 6))), 1.0)
+
+
+def _toy_score(level, audio_Nx20xF, motion_Nx5x60):
+    # depends on level, both windows and their alignment: easy to recompute by hand
+    return level * jnp.tanh(audio_Nx20xF.mean((1, 2)) * motion_Nx5x60.mean((1, 2)))
+
+
+def _np_pyramid(x, levels=4, k=3):
+    """Eq. 5 in NumPy: box of 2k+1 taps, reflect padding, keep every other frame."""
+    out = [x]
+    for _ in range(levels - 1):
+        p = np.pad(out[-1], [(k, k)] + [(0, 0)] * (x.ndim - 1), mode="reflect")
+        smooth = sum(p[j:j + out[-1].shape[0]] for j in range(2 * k + 1)) / (2 * k + 1)
+        out.append(smooth[::2])
+    return out
+
+
+def test_av_multiscale_equals_a_hand_computation():
+    rng = np.random.default_rng(0)
+    motion = rng.normal(size=(2, 40, 10, 6)).astype(np.float32)
+    audio = rng.normal(size=(2, 160, 26)).astype(np.float32)
+    config = losses.LossConfig()
+    av = jax.jit(losses.av_multiscale, static_argnums=(0, 3))
+    total, per_level = av(_toy_score, jnp.asarray(motion), jnp.asarray(audio), config)
+    expected = {}
+    for level in range(1, 5):
+        scores = []
+        for b in range(2):
+            x = _np_pyramid(motion[b].reshape(40, 60).astype(np.float64))[level - 1]
+            a = _np_pyramid(audio[b].astype(np.float64))[level - 1]
+            for c in range(2, x.shape[0] - 2):                           # whole segments only
+                seg_x = x[c - 2:c + 3]
+                centre = 4 * c + (2 if level == 1 else 1)                # pyramid.audio_centers
+                seg_a = a[np.clip(np.arange(centre - 10, centre + 10), 0, len(a) - 1)]
+                scores.append(level * np.tanh(seg_a.mean() * seg_x.mean()))
+        expected[level] = np.mean(scores)
+    for level in range(1, 5):
+        np.testing.assert_allclose(per_level[level], expected[level], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(total, -sum(expected.values()), rtol=1e-5)
+    single, levels = av(_toy_score, jnp.asarray(motion), jnp.asarray(audio),
+                        losses.LossConfig(multiscale_av=False))
+    assert list(levels) == [1]
+    np.testing.assert_allclose(single, -expected[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="level 4"):
+        jax.eval_shape(lambda m, a: losses.av_multiscale(_toy_score, m, a, config),
+                       jnp.asarray(motion[:, :20]), jnp.asarray(audio[:, :80]))
+
+
+def test_total_loss_eq16_with_switches():
+    config = losses.LossConfig()
+    np.testing.assert_allclose(losses.generator_total(config, 1.0, 2.0, 3.0, 4.0),
+                               8 * 1 + 0.1 * (2 + 3) + 4)
+    off = losses.LossConfig(frame_discriminator=False, lambda_rec=0.0)
+    np.testing.assert_allclose(losses.generator_total(off, 1.0, 2.0, 3.0, 4.0), 8 + 0.1 * 3)

@@ -1,0 +1,112 @@
+"""The rollout (KV cache vs re-encode, causality, gradients, long sequences) and generate()."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from generator_helpers import jit, tiny_params
+from motion import generate as gen
+from motion.generator import TINY
+from motion.rollout import rollout, rollout_reencode
+
+ROLL = jit(rollout, static_argnames=("n_frames", "config", "unroll"))
+REENCODE = jit(rollout_reencode, static_argnames=("n_frames", "config"))
+
+
+@pytest.fixture(scope="module")
+def params():
+    return tiny_params(TINY)
+
+
+def _inputs(batch, n_frames, seed=1, config=TINY):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    x_obs = 0.3 * jax.random.normal(k1, (batch, config.obs_len, 10, 6))
+    audio = jax.random.normal(k2, (batch, 4 * (config.obs_len + n_frames), 26))
+    return x_obs, audio
+
+
+def test_shapes_and_errors(params):
+    x_obs, audio = _inputs(2, 10)
+    assert ROLL(params, x_obs, audio, n_frames=10, config=TINY).shape == (2, 10, 10, 6)
+    with pytest.raises(ValueError, match="x_obs"):
+        rollout(params, x_obs[..., :5], audio, 10, config=TINY)
+    with pytest.raises(ValueError, match="A ≥ O \\+ n_frames"):
+        rollout(params, x_obs, audio, 11, config=TINY)
+    with pytest.raises(ValueError, match="audio_features"):
+        rollout(params, x_obs, audio[:1], 10, config=TINY)
+
+
+def test_kv_cache_equals_reencode_past_the_context(params):
+    config, n_frames = TINY, 60
+    x_obs, audio = _inputs(2, n_frames, seed=6)
+    fast = ROLL(params, x_obs, audio, n_frames=n_frames, config=config)
+    slow = REENCODE(params, x_obs, audio, n_frames=n_frames, config=config)
+    assert n_frames + config.obs_len > config.context                           # the cache slid
+    assert float(jnp.abs(fast[:, -1] - x_obs[:, -1]).max()) > 0.1        # frames really move
+    np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
+    scaled = ROLL(params, x_obs, audio, n_frames=n_frames, config=config, head_scale=0.5,
+                  lip_scale=2.0)
+    scaled_slow = REENCODE(params, x_obs, audio, n_frames=n_frames, config=config,
+                           head_scale=0.5, lip_scale=2.0)
+    np.testing.assert_allclose(scaled, scaled_slow, atol=1e-5, rtol=0)
+
+
+def test_audio_lookahead_bounds_what_a_frame_reads(params):
+    n_frames, reach, obs = 50, TINY.lookahead, TINY.obs_len
+    x_obs, audio = _inputs(1, n_frames + reach, seed=7)
+    base = ROLL(params, x_obs, audio, n_frames=n_frames, config=TINY)
+    t = 17          # absolute frame index, ≡ 1 mod 8: every level reaches its furthest
+    k = t - obs                                                          # its output row
+    later = audio.at[:, 4 * (t + reach + 1):].add(1.0)
+    out = ROLL(params, x_obs, later, n_frames=n_frames, config=TINY)
+    np.testing.assert_array_equal(out[:, :k + 1], base[:, :k + 1])       # frames ≤ t unchanged
+    assert float(jnp.abs(out[:, k + 1:] - base[:, k + 1:]).max()) > 0
+    at = audio.at[:, 4 * (t + reach):4 * (t + reach + 1)].add(1.0)
+    out = ROLL(params, x_obs, at, n_frames=n_frames, config=TINY)
+    np.testing.assert_array_equal(out[:, :k], base[:, :k])
+    assert float(jnp.abs(out[:, k] - base[:, k]).max()) > 0              # the bound is tight
+
+
+def test_gradients_finite_through_a_40_frame_rollout(params):
+    x_obs, audio = _inputs(2, 40, seed=9)
+    target = jnp.zeros((2, 40, 10, 6))
+
+    def loss(params):
+        return jnp.mean((rollout(params, x_obs, audio, 40, config=TINY) - target) ** 2)
+
+    grads = jit(jax.grad(loss))(params)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert all(float(jnp.abs(g).max()) > 0 for g in leaves)              # every parameter used
+
+
+def test_generate_60_seconds_and_buckets(params):
+    model = gen.GeneratorModel(params, TINY)
+    x0 = 0.3 * np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
+    audio = np.random.default_rng(1).normal(size=(4 * 1500, 26)).astype(np.float32)
+    long = gen.generate(model, x0, audio)                                # bucket 1536
+    assert long.shape == (1500, 10, 6)
+    np.testing.assert_array_equal(long[0], x0)
+    assert np.all(np.isfinite(long))
+    assert gen.generate(model, x0, audio[:4]).shape == (1, 10, 6)
+    # frames that cannot see the (mirrored) end of the audio do not depend on the bucket
+    n = 60                                                               # bucket 64
+    short = gen.generate(model, x0, audio[:4 * n])
+    keep = n - TINY.lookahead
+    np.testing.assert_allclose(short[:keep], long[:keep], atol=1e-5)
+    assert gen.bucket(119) == 128 and gen.bucket(1499) == 1536
+
+
+def test_generate_scales_and_no_recompile(params):
+    model = gen.GeneratorModel(params, TINY)
+    x0 = np.zeros((10, 6), np.float32)
+    audio = np.random.default_rng(4).normal(size=(4 * 50, 26)).astype(np.float32)
+    base = gen.generate(model, x0, audio)
+    compiled = gen._rollout_jit._cache_size()
+    np.testing.assert_array_equal(gen.generate(model, x0, audio, 1.0, 1.0), base)
+    calm = gen.generate(model, x0, audio, head_scale=0.0, lip_scale=0.0)
+    gen.generate(model, x0, audio[:4 * 40], head_scale=2.0)             # same bucket (64)
+    assert gen._rollout_jit._cache_size() == compiled                    # no recompilation
+    assert np.abs(calm - base).max() > 0
