@@ -1,0 +1,447 @@
+"""Stage 1: train the syncer pyramid (``msync train syncers``; DESIGN.md "Syncers").
+
+One syncer per level i (paper eq. 1–2, 5), each trained on level i of both modalities'
+pyramids, one level after the other. Per level there is one pure ``train_step(state, batch)``,
+jitted once with the state donated; Adam (optax); an orbax ``CheckpointManager`` under
+``RUN/checkpoints/level_<i>`` saving every ``train.checkpoint_every`` steps and at the end
+(orbax writes to a temporary directory and renames it: a killed run never leaves a half
+checkpoint). Batches are a pure function of ``(seed, level, step)`` (``sampling.Sampler``) and
+the parameters' initial values of ``(seed, level)``, so rerunning the same command restores the
+last step and ends bit-identical to an uninterrupted run.
+
+A run directory holds ``config.yaml`` (the resolved config), ``run.json`` (data root,
+``keypoint_space``, feature config, motion/audio widths, score kind, steps and seconds per
+level), ``metrics.jsonl`` (one row per ``train.log_every`` steps: step, level, loss, accuracy of
+picking the positive, temperature, lr, steps_per_s; rows past the restored step are dropped
+on resume, so none are duplicated) and the checkpoints. :func:`load_run` reads a run back for
+``evaluate`` and the generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import flax.struct
+
+from syncers import config as config_lib
+from syncers import objectives
+from syncers.dataset import load_split, read_manifest
+from syncers.errors import InputError
+from syncers.models import ModelConfig, Syncer, init_params
+from syncers.objectives import ObjectiveConfig
+from syncers.sampling import DataConfig, Sampler, SamplingConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "syncers.yaml"
+# Keys that may differ between a run and its resumption: where the data is, which levels.
+_RESUMABLE_CHANGES = ("data_root", "train.levels")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 1e-4
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 1.0         # global-norm clip; 0 switches it off
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000             # per level
+    levels: tuple[int, ...] = (1, 2, 3, 4)
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    max_to_keep: int = 2
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncersConfig:
+    data_root: str = ""            # filled from --data
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# --------------------------------------------------------------------------- state and step
+
+@flax.struct.dataclass
+class TrainState:
+    """One level's training state; the optimizer itself is rebuilt from the config, so the
+    state is plain arrays (what orbax checkpoints) and equal configs share one compiled step."""
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(config: OptimConfig, steps: int):
+    """``(tx, schedule)``: Adam with an optional warm-up/cosine schedule and norm clipping."""
+    if config.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0 if config.warmup_steps else config.learning_rate, config.learning_rate,
+            config.warmup_steps, max(steps, config.warmup_steps + 1),
+            end_value=0.1 * config.learning_rate)
+    elif config.warmup_steps:
+        schedule = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+    else:
+        schedule = optax.constant_schedule(config.learning_rate)
+    tx = optax.adam(schedule)
+    if config.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
+    return tx, schedule
+
+
+def create_state(config: SyncersConfig, level: int, motion_dim: int, audio_dim: int,
+                 stats: dict[str, np.ndarray] | None = None) -> TrainState:
+    """Initial state of one level: ``params = {"syncer": ..., "objective": {"log_temperature"}}``.
+
+    ``stats`` (per-channel means/stds of the level's data) replace the model's normalisers.
+    """
+    model = Syncer(config.model, motion_dim, audio_dim)
+    variables = init_params(model, [config.train.seed, level])
+    syncer_params = dict(variables["params"])
+    for name, value in (stats or {}).items():
+        syncer_params[name] = jnp.asarray(value, jnp.float32)
+    params = {"syncer": {"params": syncer_params},
+              "objective": objectives.init_params(config.objective)}
+    tx, _ = make_optimizer(config.optim, config.train.steps)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    # Committed to the device like restored checkpoints and step outputs are, so a fresh and a
+    # resumed state hit the same compiled step (jit keys its cache on commitment too).
+    return jax.device_put(state, jax.local_devices()[0])
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Syncer,
+               objective: ObjectiveConfig, tx: optax.GradientTransformation
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One Adam step on a batch ``{"motion": [B, 5, M], "audio": [B, C, 20, F]}``."""
+
+    def loss_fn(params):
+        e_a = model.apply(params["syncer"], batch["audio"], method=Syncer.embed_audio)
+        e_x = model.apply(params["syncer"], batch["motion"], method=Syncer.embed_motion)
+        loss, accuracy = objectives.loss(objective, params["objective"], e_a, e_x)
+        return loss, accuracy
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads),
+               "temperature": objectives.temperature(objective, state.params["objective"])}
+    return state, metrics
+
+
+@functools.lru_cache(maxsize=8)
+def jit_train_step(model: Syncer, objective: ObjectiveConfig, optim: OptimConfig, steps: int):
+    """The step, jitted once per (model, objective, optimizer) — cached, so resuming or
+    retraining in one process reuses the compiled code; the input state is donated."""
+    tx, _ = make_optimizer(optim, steps)
+    return jax.jit(functools.partial(train_step, model=model, objective=objective, tx=tx),
+                   donate_argnums=0)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _manager(directory: Path, config: TrainConfig):
+    import orbax.checkpoint as ocp
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.max_to_keep, create=True, enable_async_checkpointing=False)
+    try:
+        return ocp.CheckpointManager(directory.resolve(), options=options)
+    except Exception as err:  # noqa: BLE001 - anything orbax dislikes about the folder
+        raise InputError(directory, f"not a usable checkpoint directory ({_one_line(err)})") \
+            from None
+
+
+def _save(manager, state: TrainState) -> None:
+    import orbax.checkpoint as ocp
+    step = int(state.step)
+    if manager.latest_step() == step:
+        return
+    manager.save(step, args=ocp.args.StandardSave(_checkpointed(state)))
+    manager.wait_until_finished()
+
+
+def _restore(manager, state: TrainState, directory: Path) -> TrainState:
+    """``state`` with the latest checkpoint's values, or ``state`` when there is none."""
+    import orbax.checkpoint as ocp
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return state
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _checkpointed(state))
+        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
+        raise InputError(directory, f"cannot restore the checkpoint ({_one_line(err)}); "
+                                    "delete the directory to start over") from None
+    return state.replace(step=restored["step"], params=restored["params"],
+                         opt_state=restored["opt_state"])
+
+
+def _checkpointed(state: TrainState) -> dict[str, Any]:
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+# --------------------------------------------------------------------------- the run
+
+def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
+                       stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) every level in ``config.train.levels``; returns ``run.json``'s dict.
+
+    ``stop_after`` ends this invocation (after a checkpoint) once that many steps ran — for
+    tests of resumption and for time-boxed jobs; rerunning continues where it stopped.
+    """
+    workdir = Path(workdir)
+    levels = tuple(sorted(set(config.train.levels)))
+    if not levels or min(levels) < 1:
+        raise InputError("--set", f"train.levels must be levels >= 1; got {list(levels)}")
+    manifest = read_manifest(config.data_root)
+    clips = load_split(manifest.root, "train", manifest)
+    sampler = Sampler(clips, levels, config.data, config.sampling, config.train.seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_resumed_config(config, workdir / "config.yaml")
+    config_lib.dump(config, workdir / "config.yaml")
+    info = _read_json(workdir / "run.json")
+    info.update({"data_root": str(manifest.root), "keypoint_space": manifest.keypoint_space,
+                 "features": manifest.features, "fps": manifest.fps,
+                 "motion_dim": sampler.motion_dim, "audio_dim": sampler.audio_dim,
+                 "score": objectives.score_kind(config.objective),
+                 "n_train_clips": sampler.n_clips})
+    info.setdefault("levels", {})
+
+    # Restore every level first, so a damaged checkpoint is reported before any work.
+    model = Syncer(config.model, sampler.motion_dim, sampler.audio_dim)
+    states, managers = {}, {}
+    for level in levels:
+        directory = workdir / "checkpoints" / f"level_{level}"
+        managers[level] = _manager(directory, config.train)
+        fresh = create_state(config, level, sampler.motion_dim, sampler.audio_dim,
+                             sampler.stats(level))
+        states[level] = _restore(managers[level], fresh, directory)
+    _truncate_metrics(workdir / "metrics.jsonl", {lv: int(s.step) for lv, s in states.items()})
+    _write_json(workdir / "run.json", info)
+
+    total = config.train.steps * len(levels)
+    done = sum(min(int(s.step), config.train.steps) for s in states.values())
+    ran = 0
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=done, desc="syncers", unit="step", dynamic_ncols=True,
+               file=sys.stderr, disable=None)
+    start_all = time.perf_counter()
+    # One jitted step for all levels: levels with equal batch shapes (1–3 by default) share
+    # the compiled executable; XLA on a CPU takes seconds per compile.
+    step_fn = jit_train_step(model, config.objective, config.optim, config.train.steps)
+    _, schedule = make_optimizer(config.optim, config.train.steps)
+    try:
+        for level in levels:
+            state = states[level]
+            if int(state.step) >= config.train.steps:
+                continue
+            if stop_after is not None and ran >= stop_after:
+                break
+            state, n_ran, stopped = _train_level(
+                level, state, step_fn, sampler, managers[level], schedule, config.train,
+                workdir, bar, budget=None if stop_after is None else stop_after - ran)
+            ran += n_ran
+            states[level] = state
+            entry = info["levels"].setdefault(str(level), {"steps": 0, "seconds": 0.0})
+            entry["steps"] = int(state.step)
+            entry["seconds"] = round(entry["seconds"] + stopped["seconds"], 3)
+            _write_json(workdir / "run.json", info)
+            if stopped["stopped"]:
+                break
+    finally:
+        bar.close()
+        for manager in managers.values():
+            manager.close()
+    finished = all(int(s.step) >= config.train.steps for s in states.values())
+    print(f"msync: syncers levels {','.join(map(str, levels))}: "
+          f"{'done' if finished else 'stopped'} at steps "
+          f"{', '.join(str(int(states[lv].step)) for lv in levels)} of {config.train.steps} "
+          f"({time.perf_counter() - start_all:.1f} s) -> {workdir}", file=sys.stderr)
+    return info
+
+
+def _train_level(level, state, step_fn, sampler, manager, schedule, train: TrainConfig,
+                 workdir, bar, budget):
+    """At most ``budget`` steps of one level: ``(state, steps ran, {"stopped", "seconds"})``."""
+    start = time.perf_counter()
+    interval_start, interval_steps = start, 0
+    pending = None        # the previous step's metrics, read after the next step is dispatched
+    stopped = False
+    ran = 0
+    metrics_path = workdir / "metrics.jsonl"
+    while int(state.step) < train.steps:
+        step = int(state.step)
+        batch = sampler.batch(level, step)
+        state, metrics = step_fn(state, batch)
+        ran += 1
+        interval_steps += 1
+        if pending is not None:
+            _check_finite(pending, level, workdir)
+        pending = (step + 1, metrics)
+        done = step + 1
+        stopping = budget is not None and ran >= budget
+        if done % train.log_every == 0 or done == train.steps:
+            values = jax.device_get(metrics)
+            _check_finite((done, values), level, workdir)
+            now = time.perf_counter()
+            row = {"step": done, "level": level, "loss": float(values["loss"]),
+                   "accuracy": float(values["accuracy"]),
+                   "temperature": float(values["temperature"]),
+                   "grad_norm": float(values["grad_norm"]), "lr": float(schedule(step)),
+                   "steps_per_s": round(interval_steps / max(now - interval_start, 1e-9), 3)}
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            interval_start, interval_steps = now, 0
+            bar.set_postfix(level=level, loss=f"{row['loss']:.3f}",
+                            acc=f"{row['accuracy']:.2f}")
+        bar.update(1)
+        if done % train.checkpoint_every == 0 or done == train.steps or stopping:
+            _save(manager, state)
+        if stopping:
+            stopped = True
+            break
+    if pending is not None:
+        _check_finite(pending, level, workdir)
+    _save(manager, state)
+    return state, ran, {"stopped": stopped and int(state.step) < train.steps,
+                        "seconds": time.perf_counter() - start}
+
+
+def _check_finite(pending, level: int, workdir: Path) -> None:
+    step, metrics = pending
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+        raise InputError(workdir / "config.yaml",
+                         f"the level {level} loss became {loss} at step {step}; lower "
+                         "optim.learning_rate (or check the data) and rerun — the run resumes "
+                         "from its last finite checkpoint")
+
+
+def _check_resumed_config(config: SyncersConfig, path: Path) -> None:
+    if not path.is_file():
+        return
+    previous = config_lib.to_dict(config_lib.load(SyncersConfig, path))
+    current = config_lib.to_dict(config)
+    for key in _diff(previous, current):
+        if key not in _RESUMABLE_CHANGES:
+            raise InputError(path, f"this run was started with a different {key} "
+                                   "(resuming needs the same config; use a new --out)")
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b))
+                for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _truncate_metrics(path: Path, restored: dict[int, int]) -> None:
+    """Drop rows a resumed run will write again (past each level's restored step)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue        # a line cut short by a kill
+        if row.get("step", 0) <= restored.get(row.get("level"), 0):
+            keep.append(line)
+    _atomic_write(path, "".join(line + "\n" for line in keep))
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic_write(path, json.dumps(data, indent=1) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- reading a run
+
+@dataclasses.dataclass(frozen=True)
+class TrainedSyncers:
+    """A trained run: ``model`` (the same module for every level) and ``params[level]``."""
+    config: SyncersConfig
+    info: dict
+    model: Syncer
+    params: dict[int, Any]
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(sorted(self.params))
+
+
+def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> TrainedSyncers:
+    """Read ``RUN/config.yaml``, ``RUN/run.json`` and each level's latest checkpoint."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
+        raise InputError(run, "not a syncer run (no config.yaml/run.json; train one with "
+                              "`msync train syncers`)")
+    config = config_lib.load(SyncersConfig, run / "config.yaml")
+    info = _read_json(run / "run.json")
+    trained = sorted(int(k) for k, v in info.get("levels", {}).items() if v.get("steps"))
+    levels = tuple(levels) if levels else tuple(trained)
+    missing = [lv for lv in levels if lv not in trained]
+    if missing or not levels:
+        raise InputError(run, f"has no trained level {missing or ''} (trained: {trained})")
+    model = Syncer(config.model, int(info["motion_dim"]), int(info["audio_dim"]))
+    params = {}
+    for level in levels:
+        directory = run / "checkpoints" / f"level_{level}"
+        if not directory.is_dir():
+            raise InputError(directory, "missing checkpoint directory")
+        manager = _manager(directory, config.train)
+        try:
+            fresh = create_state(config, level, model.motion_dim, model.audio_dim)
+            state = _restore(manager, fresh, directory)
+        finally:
+            manager.close()
+        if int(state.step) == 0:
+            raise InputError(directory, "holds no checkpoint")
+        params[level] = state.params["syncer"]
+    return TrainedSyncers(config=config, info=info, model=model, params=params)
+
+
+def train_command(args) -> None:
+    """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]``."""
+    overrides = list(args.overrides or [])
+    overrides.append(f"data_root={json.dumps(str(args.data))}")
+    if args.levels:
+        overrides.append(f"train.levels=[{','.join(map(str, args.levels))}]")
+    config = config_lib.load(SyncersConfig, args.config or DEFAULT_CONFIG, overrides)
+    train_and_evaluate(config, args.out)

@@ -1,0 +1,154 @@
+"""Syncer training end to end on a tiny coupled dataset: CLI, resume, evaluate, bad input."""
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from motion import cli
+from syncers import config as config_lib
+from syncers.models import Syncer
+from syncers.train import SyncersConfig, jit_train_step, load_run, train_and_evaluate
+from syncer_data import make_dataset
+
+# Tiny sizes keep XLA's compile time (the bulk of these tests on a CPU) to a few seconds.
+TINY = {
+    "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
+              "motion": {"width": 8, "depth": 0}},
+    "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 0],
+                 "other_negatives": [0, 0, 0, 4]},
+    "optim": {"learning_rate": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
+    "train": {"steps": 6, "checkpoint_every": 2, "log_every": 1, "levels": [1]},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("syncer-data") / "data")
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("syncer-config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data, tiny_yaml, tmp_path_factory):
+    run = tmp_path_factory.mktemp("syncer-run") / "run"
+    code = cli.main(["train", "syncers", "--data", str(data), "--out", str(run),
+                     "--config", str(tiny_yaml), "--levels", "1,4"])
+    assert code == 0
+    return run
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_config_run_info_and_metrics(trained, data, tiny_yaml):
+    config = config_lib.load(SyncersConfig, trained / "config.yaml")
+    assert config.train.levels == (1, 4) and config.model.embed_dim == 16
+    assert config.data_root == str(data)
+    info = json.loads((trained / "run.json").read_text())
+    assert info["keypoint_space"] == "test-v1" and info["features"] == {"kind": "test"}
+    assert info["motion_dim"] == 60 and info["score"] == "cos"
+    assert {k: v["steps"] for k, v in info["levels"].items()} == {"1": 6, "4": 6}
+    table = rows(trained)
+    assert [(r["level"], r["step"]) for r in table] == [(1, s) for s in range(1, 7)] + \
+        [(4, s) for s in range(1, 7)]
+    for row in table:
+        assert set(row) >= {"step", "level", "loss", "accuracy", "lr", "steps_per_s"}
+        assert np.isfinite(row["loss"]) and 0 <= row["accuracy"] <= 1
+    # Rerunning a finished run trains nothing and adds no rows.
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(trained),
+                     "--config", str(tiny_yaml), "--levels", "1,4"]) == 0
+    assert rows(trained) == table
+
+
+def test_evaluate_writes_the_issue_layout(trained, data, tmp_path):
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(trained),
+                     "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["n_clips"] == 3 and result["clip_frames"] == 200
+    assert result["offsets"]["min"] == -15 and "5" in result["overlap_rule"]
+    assert set(result["levels"]) == {"1", "4"}
+    for entry in result["levels"].values():
+        for kind in ("gt", "random"):
+            m = entry[kind]
+            assert 0 <= m["av_off_mean"] <= 15 and m["av_conf_mean"] >= 0
+            assert -1 <= m["avs_u_mean"] <= 1 and "av_off_std" in m
+    assert "| 4 | random |" in (out / "metrics.md").read_text()
+    run = load_run(trained)
+    assert run.levels == (1, 4)
+
+
+def test_resume_is_bit_identical(data, tmp_path):
+    config = config_lib.from_dict(SyncersConfig, TINY | {"data_root": str(data)})
+    # The compiled step is cached per (model, objective, optimizer): other tests may have
+    # compiled it already (level 4 shapes too), so count new compilations.
+    model = Syncer(config.model, 60, 26)
+    step = jit_train_step(model, config.objective, config.optim, config.train.steps)
+    compiled_before = step._cache_size()
+    train_and_evaluate(config, tmp_path / "whole")
+    # Stop after 3 steps (mid-way between checkpoints at 2 and 4), then rerun to the end.
+    train_and_evaluate(config, tmp_path / "resumed", stop_after=3)
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["levels"]["1"][
+        "steps"] == 3
+    train_and_evaluate(config, tmp_path / "resumed")
+    whole, resumed = load_run(tmp_path / "whole"), load_run(tmp_path / "resumed")
+    for a, b in zip(jax.tree.leaves(whole.params[1]), jax.tree.leaves(resumed.params[1])):
+        np.testing.assert_array_equal(a, b)
+    # Three invocations (fresh, stopped, resumed), one compilation of level 1: no re-tracing.
+    assert step._cache_size() == max(compiled_before, 1)
+    strip = lambda table: [{k: v for k, v in r.items() if k != "steps_per_s"}  # noqa: E731
+                           for r in table]
+    assert strip(rows(tmp_path / "whole")) == strip(rows(tmp_path / "resumed"))
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_data_dir_without_manifest(tmp_path, capsys, tiny_yaml):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["train", "syncers", "--data", str(tmp_path / "empty"), "--out",
+                     str(tmp_path / "run"), "--config", str(tiny_yaml)]) == 2
+    assert "manifest.json: missing" in one_line_error(capsys)
+
+
+def test_unknown_config_key(data, tmp_path, capsys):
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(tmp_path / "run"),
+                     "--set", "no.such=1"]) == 2
+    assert "unknown config key 'no.such'" in one_line_error(capsys)
+
+
+def test_corrupt_checkpoint_directory(trained, data, tiny_yaml, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    level_dir = run / "checkpoints" / "level_1"
+    for path in level_dir.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(run),
+                     "--config", str(tiny_yaml), "--levels", "1,4"]) == 2
+    line = one_line_error(capsys)
+    assert "level_1" in line and "cannot restore the checkpoint" in line
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(run),
+                     "--out", str(tmp_path / "eval")]) == 2
+    assert "level_1" in one_line_error(capsys)
+
+
+def test_nan_stops_with_a_clear_message(data, tiny_yaml, tmp_path, capsys):
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(tmp_path / "run"),
+                     "--config", str(tiny_yaml), "--set", "optim.learning_rate=.nan"]) == 2
+    line = one_line_error(capsys)
+    assert "loss became nan" in line and "learning_rate" in line
