@@ -21,7 +21,12 @@ def test_frame_discriminator_shapes():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 10, 6))
     d = FrameDiscriminator(TINY)
     variables = jit(d.init)(jax.random.PRNGKey(1), x)
-    assert jit(d.apply)(variables, x).shape == (2, 7)
+    scores = jit(d.apply)(variables, x)
+    assert scores.shape == (2, 7)
+    # D_f judges single frames: changing frame 3 changes its score and no other.
+    changed = jit(d.apply)(variables, x.at[:, 3].add(1.0))
+    moved = np.abs(np.asarray(changed - scores)) > 1e-6
+    assert moved[:, 3].all() and not np.delete(moved, 3, axis=1).any()
 
 
 def test_sequence_discriminator_windows_condition_and_spectral_norm():

@@ -124,11 +124,18 @@ def test_missing_unknown_and_misshaped_tensors_are_named(models):
 
 
 def test_num_batches_tracked_is_ignored(models):
+    import jax
+    full = convert_state_dicts(_state_dicts(models), CONFIG)
     sd = _state_dicts(models)
+    removed = 0
     for net in sd.values():
         for key in [k for k in net if k.endswith("num_batches_tracked")]:
             del net[key]
-    convert_state_dicts(sd, CONFIG)
+            removed += 1
+    assert removed > 0
+    stripped = convert_state_dicts(sd, CONFIG)
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), full, stripped)
+    assert all(jax.tree_util.tree_leaves(same))
 
 
 class _Evil:
