@@ -170,3 +170,7 @@ def test_plain_pickle_and_missing_networks_are_refused(tmp_path):
     garbage.write_bytes(os.urandom(64))
     with pytest.raises(RenderInputError, match=str(garbage)):
         read_checkpoint(garbage)
+    text = tmp_path / "notes.pth.tar"
+    text.write_text("hi\n")          # legacy unpickler: unknown opcode -> KeyError inside torch
+    with pytest.raises(RenderInputError, match="notes.pth.tar: not a readable PyTorch checkpoint"):
+        read_checkpoint(text)

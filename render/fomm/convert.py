@@ -155,8 +155,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]
         raise RenderInputError(path, "refused: the checkpoint's pickle references code or "
                                "objects other than tensors and plain containers, which this "
                                f"loader never executes ({_unpickling_reason(err)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise RenderInputError(path, f"not a readable PyTorch checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as err:
+        # Arbitrary bytes fed to torch's legacy unpickler surface as any of these (an unknown
+        # opcode is a KeyError), never as one documented error.
+        raise RenderInputError(path, "not a readable PyTorch checkpoint "
+                               f"({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, Mapping):
         raise RenderInputError(path, "checkpoint is not a dict of state dicts")
     missing = [n for n in NETWORKS if not isinstance(checkpoint.get(n), Mapping)]
