@@ -21,10 +21,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from syncers.pyramid import SEGMENT_FRAMES, audio_centers, segments, temporal_pyramid
+from syncers.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
+                             temporal_pyramid)
 
 ScoreFn = Callable[[int, jax.Array, jax.Array], jax.Array]
-AUDIO_SEGMENT = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), k
         if centres.size == 0:
             raise ValueError(f"a {n_frames}-frame sequence has no whole segment at level {level}")
         seg_x = jax.vmap(lambda m: segments(m, centres))(x_i)             # [B, N, 5, 60]
-        seg_a = jax.vmap(lambda a: segments(a, audio_centers(centres, level), AUDIO_SEGMENT))(
+        seg_a = jax.vmap(lambda a: segments(a, audio_centers(centres, level), AUDIO_SEGMENT_FRAMES))(
             a_i)                                                           # [B, N, 20, F]
         s = score(level, seg_a.reshape((-1,) + seg_a.shape[2:]),
                   seg_x.reshape((-1,) + seg_x.shape[2:]))

@@ -21,14 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from syncers.pyramid import AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES
+
 # LeCun-uniform initial weights (PyTorch's default family), so that :func:`init_params` can draw
 # the same distribution with NumPy (see there).
 _INIT = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 Dense = functools.partial(nn.Dense, kernel_init=_INIT)
 
 LAYER_SCALE = 0.1
-AUDIO_FRAMES = 20       # 100 Hz feature frames per segment (at every pyramid level)
-MOTION_FRAMES = 5       # motion frames per segment
+AUDIO_FRAMES = AUDIO_SEGMENT_FRAMES   # 100 Hz feature frames per segment, every level
+MOTION_FRAMES = SEGMENT_FRAMES        # motion frames per segment
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 SEGMENT_FRAMES = 5          # motion frames per segment, at every level
 FEATURES_PER_FRAME = 4      # 100 Hz audio features per 25 fps video frame
+AUDIO_SEGMENT_FRAMES = SEGMENT_FRAMES * FEATURES_PER_FRAME   # 20 feature frames per segment
 
 
 def filter_taps(kind: Literal["box", "gaussian"] = "box", k: int = 3) -> np.ndarray:
@@ -100,6 +101,9 @@ def audio_centers(motion_centers: jax.Array, level: int = 1) -> jax.Array:
     midpoints gives m = 4n + ½ + 3/(2s): ``4n + 2`` at level 1 and ``4n + 1`` above it (rounded:
     exact at level 1, within half a level-i feature frame above it, 25 ms at level 4).
     """
-    stride = 2 ** (level - 1)
-    offset = int(round(0.5 + 1.5 / stride))
-    return jnp.asarray(motion_centers) * FEATURES_PER_FRAME + offset
+    return jnp.asarray(motion_centers) * FEATURES_PER_FRAME + audio_center_offset(level)
+
+
+def audio_center_offset(level: int) -> int:
+    """The ``+2`` / ``+1`` of :func:`audio_centers` as a plain int (a constant under ``jit``)."""
+    return int(round(0.5 + 1.5 / 2 ** (level - 1)))

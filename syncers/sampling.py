@@ -23,9 +23,9 @@ import numpy as np
 
 from syncers.dataset import Clip
 from syncers.errors import InputError
-from syncers.pyramid import SEGMENT_FRAMES, temporal_pyramid
+from syncers.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_center_offset,
+                             temporal_pyramid)
 
-AUDIO_SEGMENT = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,20 +73,11 @@ def valid_centres(n_frames: int, level: int) -> tuple[tuple[int, int], tuple[int
     for _ in range(level - 1):
         n_motion, n_audio = -(-n_motion // 2), -(-n_audio // 2)
     half = SEGMENT_FRAMES // 2
-    offset = audio_offset(level)
+    offset = audio_center_offset(level)
     # Audio window of centre n covers features 4n + offset + [-10, 10).
-    lo = -(-(AUDIO_SEGMENT // 2 - offset) // 4)
-    hi = (n_audio - AUDIO_SEGMENT // 2 - offset) // 4
+    lo = -(-(AUDIO_SEGMENT_FRAMES // 2 - offset) // 4)
+    hi = (n_audio - AUDIO_SEGMENT_FRAMES // 2 - offset) // 4
     return (half, n_motion - 1 - half), (max(lo, 0), min(hi, n_motion - 1))
-
-
-def audio_offset(level: int) -> int:
-    """Feature centre of level-frame centre n is ``4n + audio_offset(level)``.
-
-    ``pyramid.audio_centers``'s rule in plain Python, so it stays a constant under ``jit``
-    (tests/test_syncer_metrics.py checks the two agree).
-    """
-    return int(round(0.5 + 1.5 / 2 ** (level - 1)))
 
 
 def clip_pyramids(motion_TxM: np.ndarray, audio_4TxF: np.ndarray, levels: int,
@@ -182,8 +173,8 @@ class Sampler:
         audio_clip = np.concatenate(audio_clip, axis=1)
         audio_centre = np.concatenate(audio_centre, axis=1)
         motion_index = centre[:, None] + np.arange(SEGMENT_FRAMES) - SEGMENT_FRAMES // 2
-        feature_centre = 4 * audio_centre + audio_offset(level)
-        audio_index = feature_centre[..., None] + np.arange(AUDIO_SEGMENT) - AUDIO_SEGMENT // 2
+        feature_centre = 4 * audio_centre + audio_center_offset(level)
+        audio_index = feature_centre[..., None] + np.arange(AUDIO_SEGMENT_FRAMES) - AUDIO_SEGMENT_FRAMES // 2
         return {"motion": data["motion"][clip[:, None], motion_index],
                 "audio": data["audio"][audio_clip[..., None], audio_index]}
 

@@ -65,8 +65,8 @@ def test_level_metrics_is_vectorised_over_clips():
     np.testing.assert_allclose(both["avs_m"], 1.0, rtol=1e-5)
 
 
-def test_audio_offset_matches_pyramid():
-    from syncers.pyramid import audio_centers
-    from syncers.sampling import audio_offset
-    for level in (1, 2, 3, 4, 5):
-        assert int(audio_centers(np.array([7]), level)[0]) == 28 + audio_offset(level)
+def test_audio_center_offsets_are_the_derived_rule():
+    from syncers.pyramid import audio_center_offset, audio_centers
+    # m = 4n + 1/2 + 3/(2s), rounded: +2 at level 1, +1 above (test_pyramid checks the timing).
+    assert [audio_center_offset(level) for level in (1, 2, 3, 4, 5)] == [2, 1, 1, 1, 1]
+    np.testing.assert_array_equal(audio_centers(np.array([7, 9]), 3), [29, 37])
