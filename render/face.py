@@ -111,10 +111,7 @@ def crop_around(image: np.ndarray, face: tuple[float, float, float, float], size
                 margin: float = DEFAULT_MARGIN) -> FaceCrop:
     """Square crop around a given face box ``(x0, y0, x1, y1)`` in source pixels."""
     x0, y0, x1, y1 = face
-    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    box = (round(cx - side / 2), round(cy - side / 2))
-    box = (box[0], box[1], box[0] + round(side), box[1] + round(side))
+    box = _square_box(face, margin)
     face_box = tuple(_to_crop_coords(v, o, box[2] - box[0], size)
                      for v, o in ((x0, box[0]), (y0, box[1]), (x1, box[0]), (y1, box[1])))
     return FaceCrop(_cut(image, box, size), box, face_box)
@@ -128,7 +125,7 @@ def crop_frames(frames: np.ndarray, face: tuple[float, float, float, float], siz
     """
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3]; got {tuple(frames.shape)}")
-    box = crop_around(np.zeros((2, 2, 3), np.float32), face, size=2, margin=margin).box
+    box = _square_box(face, margin)
     patches = _patch(frames, box).astype(np.float32)
     if frames.dtype == np.uint8:
         patches *= np.float32(1 / 255.0)
@@ -160,6 +157,14 @@ def track_box(frames: np.ndarray, stride: int = 5) -> tuple[float, float, float,
     if not found:
         return None
     return tuple(float(v) for v in np.median(np.asarray(found), axis=0))
+
+
+def _square_box(face: tuple[float, float, float, float], margin: float) -> tuple[int, int, int, int]:
+    """The square crop box (source pixels) around a face box, ``margin`` of its side each way."""
+    x0, y0, x1, y1 = face
+    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)
+    left, top = round((x0 + x1) / 2 - side / 2), round((y0 + y1) / 2 - side / 2)
+    return (left, top, left + round(side), top + round(side))
 
 
 def _check_image(image: np.ndarray) -> None:

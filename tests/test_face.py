@@ -112,3 +112,14 @@ def test_crop_finds_the_face_on_real_portraits(real_media, name):
     assert bx1 - bx0 == by1 - by0 and bx0 <= x0 and by0 <= y0 and bx1 >= x1 and by1 >= y1
     fx0, fy0, fx1, fy1 = c.face_box
     assert -0.8 < fx0 < -0.5 and 0.5 < fx1 < 0.8 and -0.8 < fy0 < -0.5 and 0.5 < fy1 < 0.8
+
+
+def test_crop_frames_equals_crop_around_per_frame():
+    rng = np.random.default_rng(4)
+    frames = (rng.random((3, 90, 120, 3)) * 255).astype(np.uint8)
+    for face_box in [(30.0, 20.0, 70.0, 60.0), (-5.0, 50.0, 40.0, 95.0)]:   # second leaves the frame
+        crops = face.crop_frames(frames, face_box, size=64)
+        assert crops.shape == (3, 64, 64, 3) and crops.dtype == np.float32
+        for frame, crop in zip(frames, crops):
+            one = face.crop_around(frame.astype(np.float32) / 255.0, face_box, size=64)
+            np.testing.assert_allclose(crop, one.image, atol=1e-6)
