@@ -49,6 +49,10 @@ class ModelConfig:
     audio: EncoderConfig = EncoderConfig(kernel=7)
     motion: EncoderConfig = EncoderConfig(kernel=3)
     frame_hidden: int = 256      # hidden width of e_x's per-frame MLP
+    # Subtract each motion segment's mean over its 5 frames: the syncer then sees how the face
+    # moves inside the window, not where it sits (speaker shape, slow drift), which otherwise
+    # dominates the input at the coarse levels.
+    center_motion: bool = False
 
 
 class DepthwiseConv1D(nn.Module):
@@ -164,6 +168,9 @@ class Syncer(nn.Module):
     def embed_motion(self, motion):
         _check_tail(motion, (MOTION_FRAMES, self.motion_dim), "motion segments")
         mean, std = jax.lax.stop_gradient((self.motion_mean, self.motion_std))
+        if self.config.center_motion:
+            motion = motion - jnp.mean(motion, axis=-2, keepdims=True)
+            mean = jnp.zeros_like(mean)
         flat = ((motion - mean) / std).reshape((-1,) + motion.shape[-2:])
         return _unit(self.motion_encoder(flat)).reshape(motion.shape[:-2] + (-1,))
 

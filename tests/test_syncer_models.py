@@ -77,3 +77,21 @@ def test_normalisers_are_frozen():
     for name in ("audio_mean", "audio_std", "motion_mean", "motion_std"):
         assert not np.any(grads[name]), name
     assert np.any(grads["audio_encoder"]["Dense_0"]["kernel"])
+
+
+def test_centred_motion_ignores_where_the_face_sits():
+    """``center_motion``: a segment and the same segment shifted by a constant embed equally
+    (speaker shape and slow drift are not sync cues), while a change of motion inside the
+    window still changes the embedding."""
+    import dataclasses
+    model = Syncer(dataclasses.replace(TINY, center_motion=True), motion_dim=12, audio_dim=26)
+    params = init_params(model, 0)
+    rng = np.random.default_rng(1)
+    motion = rng.standard_normal((3, 5, 12)).astype(np.float32)
+    offset = rng.standard_normal((3, 1, 12)).astype(np.float32)
+    moved = motion.copy()
+    moved[:, 2] += 1.0
+    embed = jax.jit(lambda m: model.apply(params, m, method=Syncer.embed_motion))
+    base = np.asarray(embed(motion))
+    np.testing.assert_allclose(embed(motion + offset), base, atol=1e-5)
+    assert np.min(np.linalg.norm(np.asarray(embed(moved)) - base, axis=-1)) > 1e-2
