@@ -91,6 +91,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _distributed_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="multi-host: start jax.distributed first (SLURM, Open MPI, cloud TPU detected; "
+             "else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+
+
 class _Parser(argparse.ArgumentParser):
     # argparse's own exit code for usage errors is already 2; keep its message to one line.
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -136,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     syncers.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE")
     syncers.add_argument("--levels", type=_levels)
+    _distributed_flag(syncers)
     syncers.set_defaults(handler=_lazy("syncers.train:train_command", "train syncers"))
     generator = train.add_parser("generator", help="stage 2: the multi-scale generator")
     generator.add_argument("--data", required=True)
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--config")
     generator.add_argument("--set", dest="overrides", action="append", default=[],
                            metavar="KEY=VALUE")
+    _distributed_flag(generator)
     generator.set_defaults(handler=_lazy("motion.train:train_command", "train generator"))
 
     generate = commands.add_parser("generate", help="image + speech -> talking-head video")
@@ -166,18 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--clip-frames", type=_positive_int, default=200)
-    evaluate.set_defaults(handler=_lazy("syncers.evaluate:evaluate_command", "evaluate"))
+    evaluate.set_defaults(handler=_lazy("motion.evaluate:evaluate_command", "evaluate"))
 
     analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")
     analyze.add_argument("--data", required=True)
     analyze.add_argument("--out", required=True)
-    analyze.add_argument("--points", default="17-47")
-    analyze.add_argument("--generated")
-    analyze.add_argument("--scales", type=_positive_int, default=3)
+    analyze.add_argument("--points", default="17-47",
+                         help="rigid points, e.g. 17-47 (landmarks) or 0-4 (phantom keypoints)")
+    analyze.add_argument("--generated", help="dataset of generated motion (same clip ids)")
+    analyze.add_argument("--scales", type=_positive_int, default=3,
+                         help="syncer scales: 200, 400, 800 (, 1600) ms")
+    analyze.add_argument("--split", default="heldout",
+                         choices=("heldout", "test", "val", "train", "all"),
+                         help="clips scored (heldout = val + test)")
+    analyze.add_argument("--config", help="syncer YAML (default: configs/analyze.yaml)")
+    analyze.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE")
     analyze.set_defaults(handler=_lazy("motion.analyze:analyze_command", "analyze"))
 
     demo = commands.add_parser("demo", help="the whole pipeline on the phantom corpus")
     demo.add_argument("--out", required=True)
+    demo.add_argument("--config", help="YAML (default: configs/demo.yaml)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE")
     demo.set_defaults(handler=_lazy("motion.demo:demo_command", "demo"))
 
     render = commands.add_parser("render", help="renderer tools").add_subparsers(
@@ -200,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "distributed", False):
+            # Before the handler imports anything that could start a JAX backend.
+            from syncers import parallel
+            parallel.initialize()
         args.handler(args)
     except (InputError, RenderInputError) as err:
         if args.debug:

@@ -149,7 +149,10 @@ class Sampler:
     def n_candidates(self, level: int) -> int:
         return 1 + self.config.hard_negatives[level - 1] + self.config.other_negatives[level - 1]
 
-    def batch(self, level: int, step: int) -> dict[str, np.ndarray]:
+    def batch(self, level: int, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """Batch ``step`` of ``level``; ``rows`` selects rows of it (one process's share under
+        data parallelism) with the values they have in the whole batch — every row's indices
+        are drawn, only the selected rows are gathered."""
         data = self._levels[level]
         rng = np.random.default_rng([self.seed, level, step])
         size = self.config.batch_size
@@ -172,6 +175,9 @@ class Sampler:
             audio_centre.append(lo + _below(rng, hi - lo + 1))
         audio_clip = np.concatenate(audio_clip, axis=1)
         audio_centre = np.concatenate(audio_centre, axis=1)
+        if rows is not None:
+            clip, centre = clip[rows], centre[rows]
+            audio_clip, audio_centre = audio_clip[rows], audio_centre[rows]
         motion_index = centre[:, None] + np.arange(SEGMENT_FRAMES) - SEGMENT_FRAMES // 2
         feature_centre = 4 * audio_centre + audio_center_offset(level)
         audio_index = feature_centre[..., None] + np.arange(AUDIO_SEGMENT_FRAMES) - AUDIO_SEGMENT_FRAMES // 2

@@ -9,6 +9,12 @@ checkpoint). Batches are a pure function of ``(seed, level, step)`` (``sampling.
 the parameters' initial values of ``(seed, level)``, so rerunning the same command restores the
 last step and ends bit-identical to an uninterrupted run.
 
+Data parallel over every device of every process (``syncers.parallel``): the batch is split
+over a ``data`` mesh axis, the state replicated, and each process samples only its rows of
+each global batch (``sampling.batch_size`` is global). ``--distributed`` starts
+``jax.distributed`` first; orbax then writes each checkpoint collectively and only process 0
+writes ``config.yaml``, ``run.json`` and ``metrics.jsonl``.
+
 A run directory holds ``config.yaml`` (the resolved config), ``run.json`` (data root,
 ``keypoint_space``, feature config, motion/audio widths, score kind, steps and seconds per
 level), ``metrics.jsonl`` (one row per ``train.log_every`` steps: step, level, loss, accuracy of
@@ -36,6 +42,7 @@ import flax.struct
 
 from syncers import config as config_lib
 from syncers import objectives
+from syncers import parallel
 from syncers.dataset import load_split, read_manifest
 from syncers.errors import InputError
 from syncers.models import ModelConfig, Syncer, init_params
@@ -105,10 +112,11 @@ def make_optimizer(config: OptimConfig, steps: int):
 
 
 def create_state(config: SyncersConfig, level: int, motion_dim: int, audio_dim: int,
-                 stats: dict[str, np.ndarray] | None = None) -> TrainState:
+                 stats: dict[str, np.ndarray] | None = None, mesh=None) -> TrainState:
     """Initial state of one level: ``params = {"syncer": ..., "objective": {"log_temperature"}}``.
 
     ``stats`` (per-channel means/stds of the level's data) replace the model's normalisers.
+    The state is replicated over ``mesh`` (default: every device, ``parallel.data_mesh``).
     """
     model = Syncer(config.model, motion_dim, audio_dim)
     variables = init_params(model, [config.train.seed, level])
@@ -119,9 +127,9 @@ def create_state(config: SyncersConfig, level: int, motion_dim: int, audio_dim: 
               "objective": objectives.init_params(config.objective)}
     tx, _ = make_optimizer(config.optim, config.train.steps)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    # Committed to the device like restored checkpoints and step outputs are, so a fresh and a
-    # resumed state hit the same compiled step (jit keys its cache on commitment too).
-    return jax.device_put(state, jax.local_devices()[0])
+    # Committed to the mesh like restored checkpoints and step outputs are, so a fresh and a
+    # resumed state hit the same compiled step (jit keys its cache on shardings too).
+    return parallel.replicate(state, mesh if mesh is not None else parallel.data_mesh())
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Syncer,
@@ -144,21 +152,32 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Syncer,
     return state, metrics
 
 
+def jit_train_step(model: Syncer, objective: ObjectiveConfig, optim: OptimConfig, steps: int,
+                   mesh=None):
+    """The step, jitted once per (model, objective, optimizer, mesh) — cached, so resuming or
+    retraining in one process reuses the compiled code; the input state is donated. The batch
+    is split over ``mesh``'s ``data`` axis, state and metrics replicated (default mesh: every
+    device)."""
+    return _jit_train_step(model, objective, optim, steps,
+                           mesh if mesh is not None else parallel.data_mesh())
+
+
 @functools.lru_cache(maxsize=8)
-def jit_train_step(model: Syncer, objective: ObjectiveConfig, optim: OptimConfig, steps: int):
-    """The step, jitted once per (model, objective, optimizer) — cached, so resuming or
-    retraining in one process reuses the compiled code; the input state is donated."""
+def _jit_train_step(model, objective, optim, steps, mesh):
     tx, _ = make_optimizer(optim, steps)
-    return jax.jit(functools.partial(train_step, model=model, objective=objective, tx=tx),
-                   donate_argnums=0)
+    return parallel.data_parallel_jit(
+        functools.partial(train_step, model=model, objective=objective, tx=tx), mesh, n_args=2)
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 def _manager(directory: Path, config: TrainConfig):
     import orbax.checkpoint as ocp
+    # cleanup_tmp_directories: drop what a killed save left (orbax writes into a temporary
+    # directory and renames it when complete, so those are never read as checkpoints).
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=config.max_to_keep, create=True, enable_async_checkpointing=False)
+        max_to_keep=config.max_to_keep, create=True, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True)
     try:
         return ocp.CheckpointManager(directory.resolve(), options=options)
     except Exception as err:  # noqa: BLE001 - anything orbax dislikes about the folder
@@ -210,12 +229,17 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     levels = tuple(sorted(set(config.train.levels)))
     if not levels or min(levels) < 1:
         raise InputError("--set", f"train.levels must be levels >= 1; got {list(levels)}")
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(config.sampling.batch_size, mesh)
     manifest = read_manifest(config.data_root)
     clips = load_split(manifest.root, "train", manifest)
     sampler = Sampler(clips, levels, config.data, config.sampling, config.train.seed)
+    primary = parallel.is_primary()
     workdir.mkdir(parents=True, exist_ok=True)
     _check_resumed_config(config, workdir / "config.yaml")
-    config_lib.dump(config, workdir / "config.yaml")
+    parallel.sync("msync-syncers-config-checked")    # every process read the old config
+    if primary:
+        config_lib.dump(config, workdir / "config.yaml")
     info = _read_json(workdir / "run.json")
     info.update({"data_root": str(manifest.root), "keypoint_space": manifest.keypoint_space,
                  "features": manifest.features, "fps": manifest.fps,
@@ -231,21 +255,23 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
         directory = workdir / "checkpoints" / f"level_{level}"
         managers[level] = _manager(directory, config.train)
         fresh = create_state(config, level, sampler.motion_dim, sampler.audio_dim,
-                             sampler.stats(level))
+                             sampler.stats(level), mesh)
         states[level] = _restore(managers[level], fresh, directory)
-    _truncate_metrics(workdir / "metrics.jsonl", {lv: int(s.step) for lv, s in states.items()})
-    _write_json(workdir / "run.json", info)
+    if primary:
+        _truncate_metrics(workdir / "metrics.jsonl",
+                          {lv: int(s.step) for lv, s in states.items()})
+        _write_json(workdir / "run.json", info)
 
     total = config.train.steps * len(levels)
     done = sum(min(int(s.step), config.train.steps) for s in states.values())
     ran = 0
     from tqdm import tqdm
     bar = tqdm(total=total, initial=done, desc="syncers", unit="step", dynamic_ncols=True,
-               file=sys.stderr, disable=None)
+               file=sys.stderr, disable=None if primary else True)
     start_all = time.perf_counter()
     # One jitted step for all levels: levels with equal batch shapes (1–3 by default) share
     # the compiled executable; XLA on a CPU takes seconds per compile.
-    step_fn = jit_train_step(model, config.objective, config.optim, config.train.steps)
+    step_fn = jit_train_step(model, config.objective, config.optim, config.train.steps, mesh)
     _, schedule = make_optimizer(config.optim, config.train.steps)
     try:
         for level in levels:
@@ -256,13 +282,15 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
                 break
             state, n_ran, stopped = _train_level(
                 level, state, step_fn, sampler, managers[level], schedule, config.train,
-                workdir, bar, budget=None if stop_after is None else stop_after - ran)
+                workdir, bar, budget=None if stop_after is None else stop_after - ran,
+                mesh=mesh)
             ran += n_ran
             states[level] = state
             entry = info["levels"].setdefault(str(level), {"steps": 0, "seconds": 0.0})
             entry["steps"] = int(state.step)
             entry["seconds"] = round(entry["seconds"] + stopped["seconds"], 3)
-            _write_json(workdir / "run.json", info)
+            if primary:
+                _write_json(workdir / "run.json", info)
             if stopped["stopped"]:
                 break
     finally:
@@ -270,25 +298,32 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
         for manager in managers.values():
             manager.close()
     finished = all(int(s.step) >= config.train.steps for s in states.values())
-    print(f"msync: syncers levels {','.join(map(str, levels))}: "
-          f"{'done' if finished else 'stopped'} at steps "
-          f"{', '.join(str(int(states[lv].step)) for lv in levels)} of {config.train.steps} "
-          f"({time.perf_counter() - start_all:.1f} s) -> {workdir}", file=sys.stderr)
+    if primary:
+        print(f"msync: syncers levels {','.join(map(str, levels))}: "
+              f"{'done' if finished else 'stopped'} at steps "
+              f"{', '.join(str(int(states[lv].step)) for lv in levels)} of "
+              f"{config.train.steps} on {parallel.describe(mesh)} "
+              f"({time.perf_counter() - start_all:.1f} s) -> {workdir}", file=sys.stderr)
     return info
 
 
 def _train_level(level, state, step_fn, sampler, manager, schedule, train: TrainConfig,
-                 workdir, bar, budget):
-    """At most ``budget`` steps of one level: ``(state, steps ran, {"stopped", "seconds"})``."""
+                 workdir, bar, budget, mesh):
+    """At most ``budget`` steps of one level: ``(state, steps ran, {"stopped", "seconds"})``.
+
+    Each process samples its rows of the global batch; only process 0 logs metrics."""
     start = time.perf_counter()
     interval_start, interval_steps = start, 0
     pending = None        # the previous step's metrics, read after the next step is dispatched
     stopped = False
     ran = 0
     metrics_path = workdir / "metrics.jsonl"
+    primary = parallel.is_primary()
+    size = sampler.config.batch_size
+    rows = parallel.local_rows(size, mesh)
     while int(state.step) < train.steps:
         step = int(state.step)
-        batch = sampler.batch(level, step)
+        batch = parallel.global_batch(sampler.batch(level, step, rows), mesh, size)
         state, metrics = step_fn(state, batch)
         ran += 1
         interval_steps += 1
@@ -306,8 +341,9 @@ def _train_level(level, state, step_fn, sampler, manager, schedule, train: Train
                    "temperature": float(values["temperature"]),
                    "grad_norm": float(values["grad_norm"]), "lr": float(schedule(step)),
                    "steps_per_s": round(interval_steps / max(now - interval_start, 1e-9), 3)}
-            with open(metrics_path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            if primary:
+                with open(metrics_path, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
             interval_start, interval_steps = now, 0
             bar.set_postfix(level=level, loss=f"{row['loss']:.3f}",
                             acc=f"{row['accuracy']:.2f}")
@@ -438,7 +474,8 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
 
 
 def train_command(args) -> None:
-    """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]``."""
+    """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]
+    [--distributed]`` (``motion.cli`` has started ``jax.distributed`` for ``--distributed``)."""
     overrides = list(args.overrides or [])
     overrides.append(f"data_root={json.dumps(str(args.data))}")
     if args.levels:

@@ -17,7 +17,13 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-def test_unimplemented_command_is_one_line_exit_2(capsys):
+def test_unbuilt_handler_is_one_line_exit_2(monkeypatch, capsys):
+    """A command whose module is not there yet says so in one line (exit 2)."""
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setitem(cli._NOT_YET, "analyze", 6)
+    parser._subparsers._group_actions[0].choices["analyze"].set_defaults(
+        handler=cli._lazy("motion.no_such_module:analyze_command", "analyze"))
     assert cli.main(["analyze", "--data", "x", "--out", "y"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "msync: error: msync analyze: not implemented yet (issue 6)"
@@ -51,7 +57,8 @@ def test_input_error_and_internal_error(monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_console_script_runs_as_a_process():
-    result = subprocess.run([sys.executable, "-m", "motion.cli", "demo", "--out", "x"],
-                            capture_output=True, text=True)
+def test_console_script_runs_as_a_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "motion.cli", "evaluate", "--data",
+                             str(tmp_path / "none"), "--syncers", str(tmp_path / "none"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
