@@ -2,51 +2,128 @@
 
 Prints one JSON object:
 - ``calibration``: ``bench.calibrate`` (fp32 matmul GFLOP/s, weight-streaming GB/s);
-- ``params``: G (and per part), D_f, D_s;
+- ``params``: G (and per part), D_f, D_s, one paper-size syncer;
 - ``batch1``: 120 frames at batch 1 after compilation — frames/s and the fraction of the
   weight-streaming bound (bytes of the parameters one generated frame reads ÷ stream GB/s;
   the FPN and the audio part of the branches run once per sequence, not per frame);
-- ``batch32``: 120 frames at batch 32 — frames/s and the fraction of the matmul bound (FLOPs
-  from XLA's cost analysis ÷ matmul GFLOP/s). XLA's cost analysis counts a while loop's body
-  once, so FLOPs = cost(rollout) + (n − 1)·cost(one scan step) (the step is costed on its own,
-  ``motion.rollout.decode_step``);
-- ``g_train_rollout``: forward + backward of L_rec through a 40-frame rollout at batch 8, FLOPs
-  counted the same way with the backward step ≈ 2× the forward step;
-- ``train_step``: the whole ``motion.train.train_step`` (D and G), batch 8, 40 frames, with a
-  stand-in syncer scorer;
-- compile times of each.
+- ``batch32``: 120 frames at batch 32 — frames/s and the fraction of the matmul bound;
+- ``train_step``: the whole ``motion.train.train_step`` (one D and one G step), batch 8,
+  40-frame sequences, scored by four paper-size syncers (``configs/syncers.yaml``, random
+  parameters: the cost does not depend on their values) — sequences/s, FLOPs, fraction of the
+  matmul bound, compile time;
+- ``train_parts``: where a training step's time goes, each part jitted and timed on its own:
+  ``g_rollout`` (forward + backward of a 40-frame rollout, the backward seeded by L_rec),
+  ``discriminators`` (D_f + D_s: D's hinge step on real and generated sequences and the
+  adversarial gradient w.r.t. the generated frames), ``syncers`` (L_AV^MS and its gradient
+  w.r.t. the generated frames); ``rest`` = the step minus the parts (optimisers, glue).
 
-Usage: ``python -m bench.bench_generator [--config configs/generator.yaml] [--frames 120]``.
+FLOPs: XLA's cost analysis (``compiled.cost_analysis()``) counts a loop body once, whatever its
+trip count — the rollout's scan (forward and transposed) and D_s's LSTM scans. So ``gflop`` =
+XLA's count + the matmul/convolution FLOPs of the missing iterations, taken from the jaxpr
+(``jaxpr_flops``: every ``dot_general``/``conv_general_dilated``, scan bodies × their length);
+``gflop_xla_raw`` is XLA's count as reported. The fraction of the matmul bound is
+``gflop / seconds ÷ matmul GFLOP/s``.
+
+Usage: ``python -m bench.bench_generator [--config configs/generator.yaml] [--frames 120]
+[--skip-generation] [--skip-train] [--unroll 4]``.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import math
 import time
 
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jax_core
 
 from bench.calibrate import best_seconds, calibrate
+from motion import losses
 from motion.config import GeneratorRunConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
-from motion.generator import Generator, branch_scales, count_params, init_params
-from motion.rollout import decode_step, empty_cache, rollout
+from motion.generator import count_params, init_params
+from motion.rollout import rollout
 from syncers.config import load
 
+SYNCERS_CONFIG = "configs/syncers.yaml"
+TRAIN_BATCH = 8          # the issue's yardstick: one D + G step, batch 8, 40-frame sequences
+TRAIN_FRAMES = 40
 
-def _flops(compiled) -> float:
+
+# --------------------------------------------------------------------------- FLOPs
+
+def _xla_flops(compiled) -> float:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", 0.0))
 
 
-def _compile(fn, *args):
+def _dot_flops(eqn) -> float:
+    (contract, _), _ = eqn.params["dimension_numbers"]
+    lhs = eqn.invars[0].aval.shape
+    out = eqn.outvars[0].aval.shape
+    return 2.0 * math.prod(out) * math.prod(lhs[d] for d in contract)
+
+
+def _conv_flops(eqn) -> float:
+    rhs = eqn.invars[1].aval.shape
+    out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+    return 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / rhs[out_feature_dim]
+
+
+def _count(jaxpr, loops: bool) -> float:
+    """Matmul + convolution FLOPs of a jaxpr; scan bodies × length when ``loops``, else once
+    (as XLA's cost analysis counts them). A while loop's trip count is unknown: counted once."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            total += _dot_flops(eqn)
+        elif name == "conv_general_dilated":
+            total += _conv_flops(eqn)
+        elif name == "scan":
+            times = eqn.params["length"] if loops else 1
+            total += times * _count(eqn.params["jaxpr"].jaxpr, loops)
+        elif name == "cond":
+            total += max(_count(b.jaxpr, loops) for b in eqn.params["branches"])
+        else:
+            for value in eqn.params.values():
+                if isinstance(value, jax_core.ClosedJaxpr):
+                    total += _count(value.jaxpr, loops)
+                elif isinstance(value, jax_core.Jaxpr):
+                    total += _count(value, loops)
+    return total
+
+
+def jaxpr_flops(fn, *args) -> tuple[float, float]:
+    """``(FLOPs with every loop iteration, FLOPs with loop bodies once)`` of matmuls/convs."""
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return _count(jaxpr, True), _count(jaxpr, False)
+
+
+def measure(fn, *args, repeats: int = 3) -> dict:
+    """Compile ``fn`` for ``args``, time it, count its FLOPs (see the module docstring)."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - start
+    compile_s = time.perf_counter() - start
+    seconds = best_seconds(compiled, *args, repeats=repeats)
+    raw = _xla_flops(compiled)
+    every, once = jaxpr_flops(fn, *args)
+    flops = raw + every - once
+    return {"seconds": round(seconds, 4), "gflop": round(flops / 1e9, 3),
+            "gflop_xla_raw": round(raw / 1e9, 3), "gflop_matmul": round(every / 1e9, 3),
+            "gflops_achieved": round(flops / seconds / 1e9, 1), "compile_s": round(compile_s, 1)}
 
+
+def _fraction(result: dict, machine: dict) -> dict:
+    result["fraction_of_matmul_bound"] = round(result["gflops_achieved"]
+                                               / machine["matmul_gflops"], 3)
+    return result
+
+
+# --------------------------------------------------------------------------- generation
 
 def _inputs(config, batch, n_frames, key):
     k1, k2 = jax.random.split(key)
@@ -56,16 +133,6 @@ def _inputs(config, batch, n_frames, key):
     return x_obs, audio
 
 
-def _step_flops(params, config, batch) -> float:
-    """FLOPs of one scan step (one generated frame for the whole batch)."""
-    carry = (jnp.zeros((batch, 10, 6)), empty_cache(config, batch), empty_cache(config, batch),
-             jnp.int32(5))
-    a_proj = jnp.zeros((batch, config.levels, config.branch_hidden))
-    step = functools.partial(decode_step, config=config, scales=branch_scales(config.levels))
-    compiled, _ = _compile(step, params, carry, a_proj)
-    return _flops(compiled)
-
-
 def per_frame_bytes(params) -> int:
     """Bytes of parameters one generated frame reads: all of G but the FPN and the audio part
     of the branches' first layer (computed once per sequence, outside the scan)."""
@@ -73,69 +140,110 @@ def per_frame_bytes(params) -> int:
     return 4 * (count_params(read) - params["head"]["w_audio"].size)
 
 
-def bench_generation(params, config, batch, n_frames, key):
+def bench_generation(params, config, batch, n_frames, key, unroll: int = 1):
     x_obs, audio = _inputs(config, batch, n_frames, key)
-    fn = functools.partial(rollout, n_frames=n_frames, config=config)
-    compiled, compile_s = _compile(fn, params, x_obs, audio)
-    seconds = best_seconds(compiled, params, x_obs, audio, repeats=3)
-    flops = _flops(compiled) + (n_frames - 1) * _step_flops(params, config, batch)
-    return {"batch": batch, "frames": n_frames, "seconds": round(seconds, 4),
-            "frames_per_s": round(batch * n_frames / seconds, 1), "gflop": round(flops / 1e9, 3),
-            "gflops_achieved": round(flops / seconds / 1e9, 1),
-            "compile_s": round(compile_s, 1)}
+    fn = functools.partial(rollout, n_frames=n_frames, config=config, unroll=unroll)
+    out = {"batch": batch, "frames": n_frames, "unroll": unroll,
+           **measure(fn, params, x_obs, audio)}
+    out["frames_per_s"] = round(batch * n_frames / out["seconds"], 1)
+    return out
 
 
-def bench_train_rollout(params, config, batch, n_frames, key):
-    x_obs, audio = _inputs(config, batch, n_frames, key)
-    target = jnp.zeros((batch, n_frames, 10, 6))
+# --------------------------------------------------------------------------- training
 
-    def loss(params, x_obs, audio):
-        return jnp.mean((rollout(params, x_obs, audio, n_frames, config=config) - target) ** 2)
+def paper_syncers(seed: int = 0):
+    """``(score_fn, frozen)``: four paper-size syncers (random parameters) as the training step
+    sees them (``motion.train.syncer_score_fn``)."""
+    from motion.train import syncer_score_fn
+    from syncers.models import Syncer
+    from syncers.models import init_params as syncer_init
+    from syncers.train import SyncersConfig
 
-    compiled, compile_s = _compile(jax.value_and_grad(loss), params, x_obs, audio)
-    seconds = best_seconds(compiled, params, x_obs, audio, repeats=3)
-    # forward step once more per frame, backward ≈ 2 forward (counted once by cost analysis)
-    flops = _flops(compiled) + (n_frames - 1) * 3 * _step_flops(params, config, batch)
-    return {"batch": batch, "frames": n_frames, "seconds": round(seconds, 4),
-            "sequences_per_s": round(batch / seconds, 2), "gflop": round(flops / 1e9, 3),
-            "gflops_achieved": round(flops / seconds / 1e9, 1),
-            "compile_s": round(compile_s, 1)}
+    config = load(SyncersConfig, SYNCERS_CONFIG)
+    model = Syncer(config.model, 60, 26)
+    frozen = {level: syncer_init(model, seed + level) for level in (1, 2, 3, 4)}
+    return syncer_score_fn(model, "cos"), frozen
 
 
-def bench_train_step(run, batch, n_frames, key):
-    """Full ``motion.train.train_step`` (D and G). The syncers are a stand-in scorer (a frozen
-    linear projection per modality, cosine): the real syncers' cost is not included."""
+def _train_inputs(run, batch, n_frames, key):
+    obs = run.model.obs_len
+    k1, k2 = jax.random.split(key)
+    return {"keypoints": 0.1 * jax.random.normal(k1, (batch, obs + n_frames, 10, 6)),
+            "audio_features": jax.random.normal(k2, (batch, 4 * (obs + n_frames),
+                                                     run.model.audio_features))}
+
+
+def _discriminate(run, d_params, d_stats, x_obs, x, update):
+    f = FrameDiscriminator(run.discriminators)
+    s = SequenceDiscriminator(run.discriminators)
+    kw = dict(update_stats=update, mutable=["batch_stats"]) if update else {}
+    out_f = f.apply({"params": d_params["frame"], "batch_stats": d_stats["frame"]}, x, **kw)
+    out_s = s.apply({"params": d_params["seq"], "batch_stats": d_stats["seq"]}, x_obs, x, **kw)
+    return (out_f[0], out_s[0]) if update else (out_f, out_s)
+
+
+def bench_train(run, batch, n_frames, key, machine, repeats=3):
+    """The whole step and its parts (see the module docstring)."""
     from motion.train import create_train_state, train_step
 
-    def score(frozen, level, audio, motion):
-        a = audio.mean(1) @ frozen["a"]
-        m = motion.mean(1) @ frozen["m"]
-        return jnp.sum(a * m, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(m, axis=-1))
-
-    config = run.model
+    score_fn, frozen = paper_syncers()
     state = jax.jit(create_train_state, static_argnums=(0, 2))(run, key, n_frames)
-    obs = config.obs_len
-    k1, k2 = jax.random.split(key)
-    batch_in = {"keypoints": 0.1 * jax.random.normal(k1, (batch, obs + n_frames, 10, 6)),
-                "audio_features": jax.random.normal(k2, (batch, 4 * (obs + n_frames), 26))}
-    frozen = {"a": jnp.ones((26, 8)), "m": jnp.ones((60, 8))}
-    fn = functools.partial(train_step, run=run, score_fn=score)
-    compiled, compile_s = _compile(fn, state, frozen, batch_in, key)
-    seconds = best_seconds(compiled, state, frozen, batch_in, key, repeats=3)
-    # the rollout's scan body is counted once by XLA: add (n − 1)·(forward + ≈2× backward)
-    flops = _flops(compiled) + (n_frames - 1) * 3 * _step_flops(state.g_params, config, batch)
-    return {"batch": batch, "frames": n_frames, "seconds": round(seconds, 4),
-            "sequences_per_s": round(batch / seconds, 2), "gflop": round(flops / 1e9, 3),
-            "gflops_achieved": round(flops / seconds / 1e9, 1),
-            "compile_s": round(compile_s, 1),
-            "note": "D_s LSTM scans are also counted once by XLA: FLOPs are a lower bound"}
+    inputs = _train_inputs(run, batch, n_frames, key)
+    obs = run.model.obs_len
+    x_obs, real = inputs["keypoints"][:, :obs], inputs["keypoints"][:, obs:]
+    audio = inputs["audio_features"]
+    fake = real + 0.01
+
+    step = functools.partial(train_step, run=run, score_fn=score_fn)
+    whole = measure(step, state, frozen, inputs, key, repeats=repeats)
+    whole.update(batch=batch, frames=n_frames,
+                 sequences_per_s=round(batch / whole["seconds"], 3))
+
+    def g_rollout(g_params):
+        def l_rec(g):
+            return losses.reconstruction(real, rollout(g, x_obs, audio, n_frames,
+                                                       config=run.model))
+        return jax.value_and_grad(l_rec)(g_params)
+
+    def discriminators(d_params, d_stats, fake):
+        def d_loss(d):
+            sf, ss = _discriminate(run, d, d_stats, jnp.concatenate([x_obs, x_obs]),
+                                   jnp.concatenate([real, fake]), True)
+            return losses.d_hinge(sf[:batch], sf[batch:]) + losses.d_hinge(ss[:batch],
+                                                                           ss[batch:])
+
+        def g_adv(f):
+            sf, ss = _discriminate(run, d_params, d_stats, x_obs, f, False)
+            return losses.g_hinge(sf) + losses.g_hinge(ss)
+        return jax.value_and_grad(d_loss)(d_params), jax.value_and_grad(g_adv)(fake)
+
+    def syncers(frozen, fake):
+        score = functools.partial(score_fn, frozen)
+        return jax.value_and_grad(lambda f: losses.av_multiscale(
+            score, f, audio[:, 4 * obs:], run.loss)[0])(fake)
+
+    parts = {"g_rollout": measure(g_rollout, state.g_params, repeats=repeats),
+             "discriminators": measure(discriminators, state.d_params, state.d_stats, fake,
+                                       repeats=repeats),
+             "syncers": measure(syncers, frozen, fake, repeats=repeats)}
+    for part in parts.values():
+        _fraction(part, machine)
+        part["share_of_step"] = round(part["seconds"] / whole["seconds"], 3)
+    rest = whole["seconds"] - sum(p["seconds"] for p in parts.values())
+    parts["rest"] = {"seconds": round(rest, 4), "share_of_step": round(rest / whole["seconds"],
+                                                                       3)}
+    return _fraction(whole, machine), parts, count_params(frozen[1]["params"])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/generator.yaml")
     parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--unroll", type=int, nargs="*", default=[],
+                        help="also time batch-32 generation with the rollout's scan unrolled")
     args = parser.parse_args(argv)
     run = load(GeneratorRunConfig, args.config)
     config = run.model
@@ -150,26 +258,25 @@ def main(argv=None) -> None:
                       "G_parts": {k: count_params(v) for k, v in params.items()},
                       "D_f": count_params(d_f["params"]), "D_s": count_params(d_s["params"])}}
 
-    b1 = bench_generation(params, config, 1, args.frames, key)
-    nbytes = per_frame_bytes(params)
-    bound_fps = machine["stream_gbps"] * 1e9 / nbytes
-    b1.update(bytes_per_frame=nbytes, bound_frames_per_s=round(bound_fps, 1),
-              fraction_of_stream_bound=round(b1["frames_per_s"] / bound_fps, 3))
-    out["batch1"] = b1
-
-    b32 = bench_generation(params, config, 32, args.frames, key)
-    b32["fraction_of_matmul_bound"] = round(b32["gflops_achieved"] / machine["matmul_gflops"], 3)
-    out["batch32"] = b32
+    if not args.skip_generation:
+        b1 = bench_generation(params, config, 1, args.frames, key)
+        nbytes = per_frame_bytes(params)
+        bound_fps = machine["stream_gbps"] * 1e9 / nbytes
+        b1.update(bytes_per_frame=nbytes, bound_frames_per_s=round(bound_fps, 1),
+                  fraction_of_stream_bound=round(b1["frames_per_s"] / bound_fps, 3))
+        out["batch1"] = b1
+        out["batch32"] = _fraction(bench_generation(params, config, 32, args.frames, key),
+                                   machine)
+        for unroll in args.unroll:      # the scan unrolled: fewer loop iterations to fuse across
+            out[f"batch32_unroll{unroll}"] = _fraction(
+                bench_generation(params, config, 32, args.frames, key, unroll), machine)
 
     if not args.skip_train:
-        tr = bench_train_rollout(params, config, 8, 40, key)
-        tr["fraction_of_matmul_bound"] = round(tr["gflops_achieved"] / machine["matmul_gflops"],
-                                               3)
-        out["g_train_rollout"] = tr
-        ts = bench_train_step(run, 8, 40, key)
-        ts["fraction_of_matmul_bound"] = round(ts["gflops_achieved"] / machine["matmul_gflops"],
-                                               3)
-        out["train_step"] = ts
+        whole, parts, syncer_params = bench_train(run, TRAIN_BATCH, TRAIN_FRAMES, key,
+                                                  machine, args.repeats)
+        out["params"]["syncer_per_level"] = syncer_params
+        out["train_step"] = whole
+        out["train_parts"] = parts
     out["calibration_after"] = calibrate()     # the machine is shared: show the drift
     print(json.dumps(out, indent=1))
 

@@ -5,7 +5,8 @@ Scores, with a trained syncer run, per level (``metrics.level_metrics``): ground
 c+1, a fixed derangement). Each clip is cut to its first ``clip_frames`` frames (200 = 8 s, the
 shortest length that keeps ≥ 5 overlapping segments for every offset in −15..15 at level 4;
 longer clips are cut, shorter ones skipped). :func:`score_pairs` scores any (motion, audio)
-pairs — the generator's evaluation adds a ``generated`` entry with it.
+pairs; :func:`evaluate`'s ``extra`` hook scores more motion against each clip's own audio — the
+generator's evaluation (``motion.evaluate``) adds its ``generated`` entry with it.
 
 Writes ``DIR/metrics.json``::
 
@@ -21,11 +22,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from syncers.dataset import load_split, read_manifest
+from syncers.dataset import Clip, load_split, read_manifest
 from syncers.errors import InputError
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, level_metrics, overlap_counts, summarise
 from syncers.sampling import motion_features
@@ -74,8 +75,14 @@ def score_pairs(run: TrainedSyncers, motion_CxTxM: np.ndarray, audio_CxAxF: np.n
 
 
 def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
-             clip_frames: int = 200) -> dict:
-    """The ``metrics.json`` dict for ground-truth and random pairs of ``split``."""
+             clip_frames: int = 200, extra: Callable[[list[Clip]], dict] | None = None) -> dict:
+    """The ``metrics.json`` dict for ground-truth and random pairs of ``split``.
+
+    ``extra(clips)`` (optional) returns ``{name: (motion [C, T, M], reference [C, T, M] |
+    None)}`` for the evaluated clips (T = ``clip_frames``, the clips' first frames); each
+    entry is scored against the clips' own audio and added beside ``gt``/``random`` at every
+    level (with a reference, also AVS_m/AVS_v).
+    """
     check_clip_frames(clip_frames, run.levels)
     manifest = read_manifest(root)
     if manifest.keypoint_space != run.info.get("keypoint_space"):
@@ -91,9 +98,14 @@ def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
     audio = np.stack([c.audio_features[:4 * clip_frames] for c in clips])
     gt = score_pairs(run, motion, audio)
     shuffled = score_pairs(run, motion, np.roll(audio, -1, axis=0))
+    levels = {str(level): {"gt": summarise(gt[level]), "random": summarise(shuffled[level])}
+              for level in run.levels}
+    for name, (other, reference) in (extra(clips) if extra else {}).items():
+        scored = score_pairs(run, other, audio, reference)
+        for level in run.levels:
+            levels[str(level)][name] = summarise(scored[level])
     return {
-        "levels": {str(level): {"gt": summarise(gt[level]), "random": summarise(shuffled[level])}
-                   for level in run.levels},
+        "levels": levels,
         "n_clips": len(clips), "clip_frames": clip_frames, "split": split,
         "offsets": {"min": -MAX_OFFSET, "max": MAX_OFFSET, "unit": "frames of each level",
                     "av_off_mean": "mean of |AV-Off| over clips"},
@@ -119,8 +131,8 @@ def markdown(result: dict) -> str:
 def evaluate_command(args) -> None:
     """``msync evaluate --data DIR --syncers RUN --out DIR [--split] [--clip-frames]``."""
     if getattr(args, "model", None):
-        raise InputError(args.model, "scoring a generator needs `msync train generator` "
-                                     "(issue 4); run without --model for GT/random pairs")
+        raise InputError(args.model, "a generator is scored by `msync evaluate` "
+                                     "(motion.evaluate.evaluate_command), not here")
     run = load_run(args.syncers)
     result = evaluate(run, args.data, args.split, args.clip_frames)
     result["syncers"] = str(args.syncers)
