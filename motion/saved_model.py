@@ -15,6 +15,7 @@ whose exported model lives in ``RUN/model``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -81,14 +82,15 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
     params_path = path / PARAMS
     if not params_path.is_file():
         raise InputError(params_path, "missing")
-    template = jax.tree.map(np.asarray, init_params(config, jax.random.key(0)))
+    # Shapes only: building real initial values would cost a minute of eager Flax on a CPU.
+    template = jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
     try:
         state = flax.serialization.msgpack_restore(params_path.read_bytes())
         params = flax.serialization.from_state_dict(template, state)
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(params_path, f"cannot be read as generator parameters ({err})") from None
     bad = [jax.tree_util.keystr(k) for k, (a, b) in _pairs(template, params)
-           if np.shape(a) != np.shape(b)]
+           if tuple(a.shape) != np.shape(b)]
     if bad:
         raise InputError(params_path, f"parameter shapes do not match model.json's config: "
                                       f"{', '.join(bad[:3])}")

@@ -42,11 +42,16 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise RenderInputError(path, "no such image file")
+        raise RenderInputError(path, "is a directory, not an image file" if os.path.isdir(path)
+                               else "no such image file")
+    if os.path.getsize(path) == 0:
+        raise RenderInputError(path, "the file is empty (0 bytes)")
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             img.load()
+    except Image.DecompressionBombError as err:
+        raise RenderInputError(path, f"image is too large ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise RenderInputError(path, f"not a readable image ({type(err).__name__}: {err})") \
             from None
@@ -66,6 +71,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         rgb = rgba[..., :3] * alpha + (1.0 - alpha)
     else:
         rgb = np.asarray(img.convert("RGB"), np.float64) / 255.0
+    if not np.all(np.isfinite(rgb)):
+        raise RenderInputError(path, "image holds NaN or infinite pixel values")
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 

@@ -46,6 +46,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "the file is empty (0 bytes)")
     if path.suffix.lower() in _CONTAINERS:
         samples = _decode_with_ffmpeg(path)
     else:

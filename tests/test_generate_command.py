@@ -1,0 +1,297 @@
+"""``msync generate`` end to end with a tiny random model: the mp4 (frames, fps, codecs, audio),
+``--keypoints-out``, the keypoint-space check, the bundled defaults, and every bad input giving one
+line and exit 2 (or being converted)."""
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from generator_helpers import tiny_params
+from motion import cli
+from motion import generate as gen
+from motion.generator import TINY
+from motion.saved_model import save_model
+from render import face
+from render.video import probe, read_video
+from syncers.features import feature_config
+from syncers.template import fit_to_box
+
+SECONDS = 1.0          # 25 frames: one rollout bucket and one warp compile for the whole module
+
+
+def _face_image() -> np.ndarray:
+    """A 96×96 uint8 crop of the astronaut's face (the LBP detector finds it)."""
+    from skimage import data, transform
+    crop = data.astronaut()[10:250, 110:350]
+    return (transform.resize(crop, (96, 96), anti_aliasing=True) * 255 + 0.5).astype(np.uint8)
+
+
+def _write_png16(path, pixels_u16: np.ndarray) -> None:
+    """A 16-bit RGB (or gray) PNG, written by hand: PIL cannot write 16-bit RGB."""
+    h, w = pixels_u16.shape[:2]
+    color_type = 2 if pixels_u16.ndim == 3 else 0
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels_u16)
+
+    def chunk(tag, data):
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Models, images and wavs shared by the module (paths in a dict)."""
+    root = tmp_path_factory.mktemp("generate")
+    model = gen.GeneratorModel(tiny_params(TINY), TINY)
+    phantom = save_model(root / "phantom", model, keypoint_space="phantom-v1",
+                         features=feature_config("logmel"))
+    fomm = save_model(root / "fomm", model, keypoint_space="fomm-vox256",
+                      features=feature_config("logmel"))
+    other = save_model(root / "other", model, keypoint_space="mediapipe-v2",
+                       features=feature_config("logmel"))
+    mfcc40 = save_model(root / "mfcc40", model, keypoint_space="phantom-v1",
+                        features={**feature_config("mfcc"), "n_bands": 40})
+    pixels = _face_image()
+    Image.fromarray(pixels).save(root / "face.png")
+    speech = gen.demo_speech(SECONDS, seed=1)
+    soundfile.write(root / "speech.wav", speech, 16000)
+    # 24-bit stereo at 22.05 kHz: resampled and mixed down on load
+    import librosa
+    resampled = librosa.resample(speech, orig_sr=16000, target_sr=22050)
+    soundfile.write(root / "speech24.wav", np.stack([resampled, resampled], 1), 22050,
+                    subtype="PCM_24")
+    return {"root": root, "phantom": phantom, "fomm": fomm, "other": other, "mfcc40": mfcc40,
+            "face": root / "face.png", "pixels": pixels, "wav": root / "speech.wav",
+            "wav24": root / "speech24.wav"}
+
+
+def _run(capsys, *argv):
+    code = cli.main(["generate", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line_error(code, err):
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("msync: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_video_has_a_frame_per_40_ms_the_audio_and_moves(media, tmp_path, capsys):
+    out, kp_out = tmp_path / "sub" / "x.mp4", tmp_path / "kp.npz"
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav24"],
+                             "--model", media["phantom"], "--out", out, "--keypoints-out", kp_out)
+    assert code == 0, err
+    assert "25 frames" in stdout and "frames/s" in stdout and stdout.count("\n") == 1
+    info = probe(out)
+    assert (info.video_codec, info.audio_codec, info.fps) == ("h264", "aac", 25.0)
+    assert (info.width, info.height) == (256, 256)
+    assert abs(info.duration - SECONDS) < 0.05
+    frames = read_video(out)
+    assert len(frames) == 25
+    # the tiny random model moves the keypoints, so the warp moves pixels
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.5
+    assert not (tmp_path / "sub" / "x.partial.mp4").exists()
+
+    with np.load(kp_out, allow_pickle=False) as saved:
+        keypoints, fps, space = saved["keypoints"], saved["fps"], str(saved["keypoint_space"])
+    assert keypoints.shape == (25, 10, 6) and fps == 25.0 and space == "phantom-v1"
+    # frame 0 is x0: the template on the detected face box
+    crop = face.crop(face.load_image(media["face"]))
+    np.testing.assert_allclose(keypoints[0], fit_to_box(crop.face_box), atol=1e-5)
+    assert np.abs(np.diff(keypoints, axis=0)).max() > 1e-3
+
+
+def test_phantom_motion_scales_with_the_face(media, tmp_path, capsys):
+    """A phantom model runs in the corpus's face box; its motion is mapped onto the face by a
+    similarity, so relative motion is the same whatever the face's size in the crop."""
+    runs = {}
+    for flag in ((), ("--no-crop",)):
+        kp_out = tmp_path / f"kp{len(flag)}.npz"
+        code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                            media["phantom"], "--out", tmp_path / "x.mp4", "--keypoints-out",
+                            kp_out, *flag)
+        assert code == 0, err
+        runs[flag] = np.load(kp_out)["keypoints"]
+    a, b = runs[()], runs[("--no-crop",)]
+    span = [np.ptp(k[0, :, 0]) for k in (a, b)]          # face width in the crop
+    rel = [(k[..., :2] - k[:1, :, :2]) / s for k, s in zip((a, b), span)]
+    np.testing.assert_allclose(rel[0], rel[1], atol=1e-4)
+    np.testing.assert_allclose(a[..., 2:], b[..., 2:], atol=1e-5)   # jacobians unchanged
+
+
+@pytest.mark.parametrize("kind", ["cmyk.jpg", "rgba.png", "rgb16.png", "gray16.png"])
+def test_unusual_image_formats_are_converted(media, tmp_path, capsys, kind):
+    pixels = media["pixels"]
+    path = tmp_path / kind
+    if kind == "cmyk.jpg":
+        Image.fromarray(pixels).convert("CMYK").save(path, quality=95)
+    elif kind == "rgba.png":
+        alpha = np.full(pixels.shape[:2] + (1,), 255, np.uint8)
+        alpha[:8] = 0                                       # a transparent strip at the top
+        Image.fromarray(np.concatenate([pixels, alpha], -1)).save(path)
+    elif kind == "rgb16.png":
+        _write_png16(path, pixels.astype(np.uint16) * 257)
+    else:
+        _write_png16(path, pixels.mean(-1).astype(np.uint16) * 257)
+    image = face.load_image(path)
+    assert image.shape == (96, 96, 3) and image.dtype == np.float32
+    expected = pixels / 255.0 if kind != "gray16.png" else np.repeat(
+        pixels.mean(-1, keepdims=True).astype(np.uint16) / 255.0, 3, -1)
+    if kind == "rgba.png":
+        assert np.allclose(image[:8], 1.0)                  # composited over white
+        image, expected = image[8:], expected[8:]
+    if kind == "cmyk.jpg":                                 # lossy: compare on average
+        assert np.abs(image - expected).mean() < 0.01
+    else:
+        np.testing.assert_allclose(image, expected, atol=1e-3)
+    code, _, err = _run(capsys, "--image", path, "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", tmp_path / "x.mp4")
+    assert code == 0, err
+
+
+def _no_face(path):
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(path)
+
+
+def _bad_inputs():
+    """(name, flag, make(path), message regex) for every bad file."""
+    rng = np.random.default_rng(0)
+    return [
+        ("missing.png", "--image", None, "missing.png: no such image file"),
+        ("missing.wav", "--audio", None, "missing.wav: no such file"),
+        ("zero.wav", "--audio", lambda p: p.write_bytes(b""), r"zero.wav: the file is empty"),
+        ("empty.wav", "--audio", lambda p: soundfile.write(p, np.zeros(0, np.float32), 16000),
+         "empty.wav: the audio is empty"),
+        ("short.wav", "--audio",
+         lambda p: soundfile.write(p, 0.1 * rng.standard_normal(3200).astype(np.float32), 16000),
+         r"short.wav: the audio is 0.20 s long; msync generate needs at least 0.5 s"),
+        ("text.wav", "--audio", lambda p: p.write_text("not audio\n"),
+         "text.wav: cannot decode audio"),
+        ("noface.png", "--image", _no_face, "noface.png: no face found.*--no-crop"),
+        ("one.png", "--image", lambda p: Image.new("RGB", (1, 1)).save(p),
+         "one.png: image is 1x1 pixels; need at least 16x16"),
+        ("text.png", "--image", lambda p: p.write_text("not an image\n"),
+         "text.png: not a readable image"),
+        ("cut.png", "--image",
+         lambda p: p.write_bytes(_png_bytes()[:300]), "cut.png: not a readable image"),
+        ("folder.png", "--image", lambda p: p.mkdir(), "folder.png: is a directory"),
+    ]
+
+
+def _png_bytes() -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(_face_image()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name,flag,make,message", _bad_inputs(), ids=lambda v: str(v)[:12])
+def test_bad_input_is_one_line_and_exit_2(media, tmp_path, capsys, name, flag, make, message):
+    bad = tmp_path / name
+    if make is not None:
+        make(bad)
+    inputs = {"--image": media["face"], "--audio": media["wav"], flag: bad}
+    out = tmp_path / "x.mp4"
+    code, stdout, err = _run(capsys, *[v for kv in inputs.items() for v in kv],
+                             "--model", media["phantom"], "--out", out)
+    assert re.search(message, _one_line_error(code, err)), err
+    assert not out.exists() and stdout == ""
+
+
+def test_no_crop_animates_an_image_without_a_face(media, tmp_path, capsys):
+    _no_face(tmp_path / "noface.png")
+    code, _, err = _run(capsys, "--image", tmp_path / "noface.png", "--audio", media["wav"],
+                        "--model", media["phantom"], "--out", tmp_path / "x.mp4", "--no-crop")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("model,extra,message", [
+    ("phantom", ("--fomm-checkpoint", "vox.pth.tar"), "phantom-v1.*drop --fomm-checkpoint"),
+    ("phantom", ("--renderer", "fomm"), "--renderer fomm needs --fomm-checkpoint"),
+    ("fomm", (), "FOMM keypoints \\(fomm-vox256\\).*pass --fomm-checkpoint"),
+    ("fomm", ("--renderer", "warp", "--fomm-checkpoint", "vox.pth.tar"),
+     "FOMM keypoints.*drop --renderer warp"),
+    ("other", (), "unknown keypoint space 'mediapipe-v2'"),
+    ("mfcc40", (), "audio features"),
+])
+def test_model_and_renderer_must_share_a_keypoint_space(media, tmp_path, capsys, model, extra,
+                                                        message):
+    out = tmp_path / "x.mp4"
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media[model], "--out", out, *extra)
+    assert re.search(message, _one_line_error(code, err)), err
+    assert not out.exists()
+
+
+def test_bad_output_names(media, tmp_path, capsys):
+    common = ("--image", media["face"], "--audio", media["wav"], "--model", media["phantom"])
+    code, _, err = _run(capsys, *common, "--out", tmp_path / "x.avi")
+    assert "--out must name a .mp4 file" in _one_line_error(code, err)
+    (tmp_path / "d.mp4").mkdir()
+    code, _, err = _run(capsys, *common, "--out", tmp_path / "d.mp4")
+    assert "is a directory" in _one_line_error(code, err)
+    code, _, err = _run(capsys, *common, "--out", tmp_path / "x.mp4", "--keypoints-out",
+                        tmp_path / "kp.txt")
+    assert "--keypoints-out must name a .npz file" in _one_line_error(code, err)
+
+
+def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(gen, "DEMO_MODEL_DIR", tmp_path / "nothing")
+    code, _, err = _run(capsys, "--out", tmp_path / "x.mp4")
+    err = _one_line_error(code, err)
+    assert "no bundled demo model is installed" in err and "--model" in err
+
+
+def test_bundled_face_and_utterance(media, monkeypatch, tmp_path, capsys):
+    """``msync generate --out x.mp4``: the astronaut and a phantom utterance, same every time."""
+    speech = gen.demo_speech()
+    np.testing.assert_array_equal(speech, gen.demo_speech())
+    assert speech.size == gen.DEMO_SPEECH_SECONDS * 16000 and np.abs(speech).max() > 0.1
+    monkeypatch.setattr(gen, "DEMO_MODEL_DIR", media["phantom"])
+    monkeypatch.setattr(gen, "DEMO_SPEECH_SECONDS", SECONDS)  # keep the test to one bucket
+    monkeypatch.setattr(gen, "demo_speech", lambda: speech[:int(SECONDS * 16000)])
+    code, stdout, err = _run(capsys, "--out", tmp_path / "x.mp4")
+    assert code == 0, err
+    assert "25 frames" in stdout
+    assert len(read_video(tmp_path / "x.mp4")) == 25
+
+
+def test_fomm_renderer_with_a_fomm_space_model(media, monkeypatch, tmp_path, capsys):
+    """With a FOMM checkpoint, x0 comes from the KP detector and FOMM draws the frames (a
+    reduced random-weight FOMM stands in for vox-256)."""
+    import render.fomm
+    from render.keypoints import join
+    from test_fomm_model import small_model
+
+    fomm = small_model()
+    monkeypatch.setattr(render.fomm, "load", lambda path, *a, **k: fomm)
+    kp_out = tmp_path / "kp.npz"
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
+                             "--model", media["fomm"], "--fomm-checkpoint", "vox.pth.tar",
+                             "--out", tmp_path / "x.mp4", "--keypoints-out", kp_out)
+    assert code == 0, err
+    assert "fomm renderer" in stdout
+    crop = face.crop(face.load_image(media["face"]))
+    x0 = join(fomm.keypoints(crop.image[None]))[0]
+    keypoints = np.load(kp_out)["keypoints"]
+    np.testing.assert_allclose(keypoints[0], x0, atol=1e-6)
+    assert len(read_video(tmp_path / "x.mp4")) == 25
+
+
+
+@pytest.mark.parametrize("flag,value", [("--head-scale", "nan"), ("--lip-scale", "-1")])
+def test_motion_scales_must_be_finite_and_non_negative(media, tmp_path, capsys, flag, value):
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", tmp_path / "x.mp4", flag, value)
+    assert f"{flag} must be a number >= 0" in _one_line_error(code, err)
