@@ -1,7 +1,8 @@
 """The generator stage's run configuration (``configs/generator*.yaml``), loaded with
 ``syncers.config.load(GeneratorRunConfig, path, overrides)``. Each module receives only its own
 section: ``model`` → ``motion.generator``, ``discriminators`` → ``motion.discriminators``,
-``loss`` → ``motion.losses`` (training keys are added with the training loop)."""
+``loss`` → ``motion.losses``; ``optim``, ``train`` and ``data`` drive the training loop
+(``motion.train``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,36 @@ import dataclasses
 from motion.discriminators import DiscriminatorConfig
 from motion.generator import GeneratorConfig
 from motion.losses import LossConfig
+from syncers.loader import Augment
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam (β1 = 0, β2 = 0.999) for G and D, both ×``decay_factor`` after ``decay_step``."""
+    lr_g: float = 2e-5
+    lr_d: float = 1e-5
+    b1: float = 0.0
+    b2: float = 0.999
+    decay_step: int = 70000
+    decay_factor: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 75000
+    batch_size: int = 8
+    seq_frames: int = 40           # generated frames per training sequence (after obs_len)
+    checkpoint_every: int = 5000
+    log_every: int = 50
+    validate_every: int = 1000
+    val_batch_size: int = 16       # the fixed validation batch (val split, no augmentation)
+    max_to_keep: int = 2
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    augment: Augment = dataclasses.field(default_factory=Augment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,3 +47,6 @@ class GeneratorRunConfig:
     model: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     discriminators: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -1,8 +1,9 @@
-"""GAN training step of the generator (paper §3.3, eq. 11–16): pure functions, jitted once.
+"""Stage 2: GAN training of the generator (paper §3.3, eq. 11–16; ``msync train generator``).
 
 :func:`train_step` ``(state, frozen, batch, rng) -> (state, metrics)`` does one alternating
-update on a batch ``{"keypoints": [B, O+n, 10, 6], "audio_features": [B, 4(O+n), F]}`` (the
-first O = obs_len frames are observed, the next n generated):
+update on a batch ``{"keypoints": [B, O+n, 10, 6], "audio_features": [B, 4(O+n+L), F]}`` (the
+first O = obs_len frames are observed, the next n generated; the audio runs L ≥ 0 frames past
+the last generated one — the FPN's look-ahead, ``GeneratorConfig.lookahead``):
 
 1. G rolls out n frames once (``motion.rollout``), keeping its VJP;
 2. D_f and D_s take a hinge step (eq. 11–12) on real frames/windows vs the generated ones;
@@ -10,27 +11,64 @@ first O = obs_len frames are observed, the next n generated):
    *updated* discriminators, differentiated w.r.t. the generated frames and pulled back through
    the stored rollout VJP — one rollout forward and one backward per step, not two.
 
-Adam with β1 = 0, β2 = 0.999 (lr 2e-5 for G, 1e-5 for D by default). ``frozen`` holds the
-syncers' parameters, passed separately (never differentiated nor checkpointed with the state);
-``score_fn(frozen, level, audio [N,20,F], motion [N,5,60]) -> [N]`` is static.
-The CLI / orbax loop comes later (``train_command``).
+Adam with β1 = 0, β2 = 0.999; learning rates (2e-5 for G, 1e-5 for D by default) step-decay
+×``decay_factor`` once ``state.step`` reaches ``decay_step`` (:func:`schedules`): the schedule
+reads the state's step, so a restored state continues on the same schedule. ``frozen`` holds the
+syncers' parameters ``{level: variables}``, passed separately (never differentiated nor
+checkpointed with the state); ``score_fn(frozen, level, audio [N,20,F], motion [N,5,60]) -> [N]``
+is static (:func:`syncer_score_fn` builds it from a syncer run).
+
+:func:`train` is the loop around the step: batches are a pure function of ``(seed, step)``
+(``syncers.loader.WindowLoader``: windows of O + n + L frames, the augmentations of DESIGN.md;
+the keypoints are cut to O + n), an orbax ``CheckpointManager`` under ``RUN/checkpoints`` saves
+the whole :class:`TrainState` every ``train.checkpoint_every`` steps and at the end (atomically),
+and rerunning the same command resumes from the last checkpoint and ends bit-identical to an
+uninterrupted run. A run directory holds ``config.yaml`` (resolved), ``run.json`` (data root,
+keypoint space, feature config, the syncer run, sizes, the fixed validation batch's
+ground-truth AV scores), ``metrics.jsonl`` (every ``train.log_every`` steps: every loss term,
+``lr_g``, ``lr_d``, ``steps_per_s``; every ``train.validate_every`` steps also ``val_av_<i>``,
+the mean S^i of sequences generated on a fixed validation batch, and ``val_l_rec``; rows past
+the restored step are dropped on resume) and ``model/`` (``motion.saved_model``, exported at
+every checkpoint, so ``load_model(RUN)`` works while training runs).
 """
 from __future__ import annotations
 
 import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from motion import losses
-from motion.config import GeneratorRunConfig
+from motion.config import GeneratorRunConfig, OptimConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
-from motion.generator import init_params
+from motion.generate import GeneratorModel
+from motion.generator import count_params, init_params
 from motion.rollout import rollout
+from syncers import config as config_lib
+from syncers import train as syncer_train
+from syncers.dataset import load_split, read_manifest
+from syncers.errors import InputError
+from syncers.loader import WindowLoader
+from syncers.models import Syncer
+from syncers.models import score_fn as pair_score
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "generator.yaml"
+# Keys that may differ between a run and its resumption (none changes a step's arithmetic).
+_RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every",
+                      "train.validate_every", "train.max_to_keep")
+
+
+# --------------------------------------------------------------------------- state and step
 
 @flax.struct.dataclass
 class TrainState:
@@ -43,12 +81,22 @@ class TrainState:
     rng: jax.Array
 
 
-def optimizers(lr_g: float = 2e-5, lr_d: float = 1e-5):
-    return optax.adam(lr_g, b1=0.0, b2=0.999), optax.adam(lr_d, b1=0.0, b2=0.999)
+def schedules(optim: OptimConfig) -> tuple[Callable, Callable]:
+    """``(lr_g(step), lr_d(step))``: constant, ×``decay_factor`` from ``decay_step`` on."""
+    def make(lr):
+        return optax.piecewise_constant_schedule(lr, {optim.decay_step: optim.decay_factor})
+    return make(optim.lr_g), make(optim.lr_d)
 
 
-def create_train_state(run: GeneratorRunConfig, rng, n_frames: int = 40, lr_g: float = 2e-5,
-                       lr_d: float = 1e-5) -> TrainState:
+def optimizers(optim: OptimConfig):
+    """Adam's moment estimates (β1, β2) for G and D; the step is scaled by :func:`schedules`."""
+    tx = optax.scale_by_adam(b1=optim.b1, b2=optim.b2)
+    return tx, tx
+
+
+def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None) -> TrainState:
+    """Fresh G, D_f, D_s and optimiser states (D initialised on ``n_frames`` = seq_frames)."""
+    n_frames = n_frames or run.train.seq_frames
     k_g, k_f, k_s, rng = jax.random.split(rng, 4)
     g = init_params(run.model, k_g)
     x = jnp.zeros((1, n_frames, 10, 6))
@@ -57,7 +105,7 @@ def create_train_state(run: GeneratorRunConfig, rng, n_frames: int = 40, lr_g: f
     v_s = SequenceDiscriminator(run.discriminators).init(k_s, obs, x)
     d = {"frame": v_f["params"], "seq": v_s["params"]}
     stats = {"frame": v_f.get("batch_stats", {}), "seq": v_s.get("batch_stats", {})}
-    tx_g, tx_d = optimizers(lr_g, lr_d)
+    tx_g, tx_d = optimizers(run.optim)
     return TrainState(jnp.int32(0), g, d, stats, tx_g.init(g), tx_d.init(d), rng)
 
 
@@ -74,15 +122,23 @@ def _discriminate(run, d_params, d_stats, x_obs, x, update):
     return out_f, out_s, d_stats
 
 
+def _apply(tx, lr, grads, opt_state, params):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+    return params, opt_state
+
+
 def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig,
-               score_fn: Callable, lr_g: float = 2e-5, lr_d: float = 1e-5):
-    """One D step then one G step; returns ``(state, metrics)`` (every loss term)."""
+               score_fn: Callable):
+    """One D step then one G step; returns ``(state, metrics)`` (every loss term, both lrs)."""
     obs = run.model.obs_len
     keypoints = batch["keypoints"]
     audio = batch["audio_features"]
     x_obs, real = keypoints[:, :obs], keypoints[:, obs:]
     n = real.shape[1]
-    tx_g, tx_d = optimizers(lr_g, lr_d)
+    tx_g, tx_d = optimizers(run.optim)
+    sched_g, sched_d = schedules(run.optim)
+    lr_g, lr_d = sched_g(state.step), sched_d(state.step)
     cfg = run.loss
 
     fake, pull_back = jax.vjp(
@@ -99,8 +155,7 @@ def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig
 
     (l_d, (l_df, l_ds, stats)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
         state.d_params)
-    d_updates, d_opt = tx_d.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    d_params, d_opt = _apply(tx_d, lr_d, d_grads, state.d_opt, state.d_params)
 
     score = functools.partial(score_fn, frozen)
 
@@ -115,10 +170,9 @@ def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig
 
     (_, metrics), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake)
     (g_grads,) = pull_back(fake_grad)
-    g_updates, g_opt = tx_g.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    g_params, g_opt = _apply(tx_g, lr_g, g_grads, state.g_opt, state.g_params)
 
-    metrics = dict(metrics, d_loss=l_d, l_df=l_df, l_ds=l_ds,
+    metrics = dict(metrics, d_loss=l_d, l_df=l_df, l_ds=l_ds, lr_g=lr_g, lr_d=lr_d,
                    g_grad_norm=optax.tree.norm(g_grads),
                    d_grad_norm=optax.tree.norm(d_grads))
     new = TrainState(state.step + 1, g_params, d_params, stats, g_opt, d_opt,
@@ -126,7 +180,313 @@ def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig
     return new, metrics
 
 
-def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, **kwargs):
-    """``train_step`` jitted once for this config and syncer scorer, the state donated."""
-    return jax.jit(functools.partial(train_step, run=run, score_fn=score_fn, **kwargs),
-                   donate_argnums=0)
+@functools.lru_cache(maxsize=4)
+def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options: tuple = ()):
+    """``train_step`` jitted once for this config and syncer scorer, the state donated (cached:
+    resuming or retraining in one process reuses the compiled step)."""
+    return jax.jit(functools.partial(train_step, run=run, score_fn=score_fn), donate_argnums=0,
+                   compiler_options=dict(compiler_options) or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_validate(run: GeneratorRunConfig, score_fn: Callable, levels: tuple[int, ...],
+                  compiler_options: tuple = ()):
+    return jax.jit(functools.partial(validate, run=run, score_fn=score_fn, levels=levels),
+                   compiler_options=dict(compiler_options) or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_create(compiler_options: tuple = ()):
+    return jax.jit(create_train_state, static_argnums=(0, 2),
+                   compiler_options=dict(compiler_options) or None)
+
+
+def validate(g_params, frozen, batch, *, run: GeneratorRunConfig, score_fn: Callable,
+             levels: tuple[int, ...]) -> dict[str, jax.Array]:
+    """``{"val_av_<i>": mean S^i of generated sequences, "val_l_rec"}`` on one batch (no
+    update); every level in ``levels`` whatever ``loss.multiscale_av`` says."""
+    obs = run.model.obs_len
+    keypoints, audio = batch["keypoints"], batch["audio_features"]
+    n = keypoints.shape[1] - obs
+    fake = rollout(g_params, keypoints[:, :obs], audio, n, config=run.model)
+    scores = losses.av_sync(functools.partial(score_fn, frozen), fake,
+                            audio[:, 4 * obs:4 * (obs + n)], levels, run.loss.pyramid_kind,
+                            run.loss.pyramid_k)
+    return {"val_l_rec": losses.reconstruction(keypoints[:, obs:], fake),
+            **{f"val_av_{k}": v for k, v in scores.items()}}
+
+
+def ground_truth_scores(frozen, batch, *, run: GeneratorRunConfig, score_fn: Callable,
+                        levels: tuple[int, ...]) -> dict[str, float]:
+    """The validation batch's own (real) sequences scored like :func:`validate` does."""
+    obs = run.model.obs_len
+    keypoints, audio = batch["keypoints"], batch["audio_features"]
+    n = keypoints.shape[1] - obs
+    scores = losses.av_sync(functools.partial(score_fn, frozen), jnp.asarray(keypoints[:, obs:]),
+                            jnp.asarray(audio[:, 4 * obs:4 * (obs + n)]), levels,
+                            run.loss.pyramid_kind, run.loss.pyramid_k)
+    return {f"gt_av_{k}": round(float(v), 6) for k, v in scores.items()}
+
+
+# --------------------------------------------------------------------------- the syncers
+
+@functools.lru_cache(maxsize=8)
+def syncer_score_fn(model: Syncer, kind: str) -> Callable:
+    """``score(frozen, level, audio [N,20,F], motion [N,5,60]) -> [N]`` for a syncer run:
+    ``frozen[level]`` is that level's variables (their stored mean/std normalise the inputs)."""
+    pair = pair_score(kind)
+
+    def score(frozen, level, audio_Nx20xF, motion_Nx5x60):
+        e_a = model.apply(frozen[level], audio_Nx20xF, method=Syncer.embed_audio)
+        e_x = model.apply(frozen[level], motion_Nx5x60, method=Syncer.embed_motion)
+        return pair(e_a, e_x)
+
+    return score
+
+
+def _load_syncers(path, manifest, run: GeneratorRunConfig):
+    """``(TrainedSyncers, validation levels)``, checked against the data and the loss."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(path, "no such syncer run (train one with `msync train syncers`)")
+    syncers = syncer_train.load_run(path)
+    space = syncers.info.get("keypoint_space")
+    if manifest.keypoint_space != space:
+        raise InputError(manifest.root / "manifest.json",
+                         f"keypoint_space {manifest.keypoint_space!r} differs from the syncer "
+                         f"run's {space!r} ({path})")
+    data = syncers.config.data
+    if data.motion != "keypoints" or data.points or syncers.model.motion_dim != 60:
+        raise InputError(path / "config.yaml", "the generator needs syncers trained on all 10 "
+                                               "keypoints (data.motion: keypoints, points: [])")
+    if syncers.model.audio_dim != run.model.audio_features:
+        raise InputError(path / "run.json", f"syncers read {syncers.model.audio_dim} audio "
+                                            f"features, model.audio_features is "
+                                            f"{run.model.audio_features}")
+    if (data.pyramid_kind, data.pyramid_k) != (run.loss.pyramid_kind, run.loss.pyramid_k):
+        raise InputError(path / "config.yaml",
+                         f"syncers use a {data.pyramid_kind}/k={data.pyramid_k} pyramid, "
+                         f"loss.pyramid_kind/k is {run.loss.pyramid_kind}/{run.loss.pyramid_k}")
+    needed = tuple(range(1, run.loss.levels + 1)) if run.loss.multiscale_av else (1,)
+    missing = [lv for lv in needed if lv not in syncers.levels]
+    if missing:
+        raise InputError(path, f"has no trained level {missing} that the loss uses "
+                               f"(trained: {list(syncers.levels)})")
+    val_levels = tuple(lv for lv in range(1, run.loss.levels + 1) if lv in syncers.levels)
+    return syncers, val_levels
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _checkpointed(state: TrainState) -> dict[str, Any]:
+    return {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
+            "d_stats": state.d_stats, "g_opt": state.g_opt, "d_opt": state.d_opt,
+            "rng": state.rng}
+
+
+def _save(manager, state: TrainState) -> bool:
+    import orbax.checkpoint as ocp
+    step = int(state.step)
+    if manager.latest_step() == step:
+        return False
+    manager.save(step, args=ocp.args.StandardSave(_checkpointed(state)))
+    manager.wait_until_finished()
+    return True
+
+
+def _restore(manager, state: TrainState, directory: Path) -> TrainState:
+    """``state`` with the latest checkpoint's values, or ``state`` when there is none."""
+    import orbax.checkpoint as ocp
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return state
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _checkpointed(state))
+        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
+        raise InputError(directory, f"cannot restore the checkpoint "
+                                    f"({syncer_train._one_line(err)}); delete the directory "
+                                    "to start over") from None
+    return TrainState(**restored)
+
+
+# --------------------------------------------------------------------------- the run
+
+def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
+          syncers_run: str | os.PathLike, workdir: str | os.PathLike,
+          stop_after: int | None = None, compiler_options: dict | None = None
+          ) -> dict[str, Any]:
+    """Train (or resume) the generator; returns ``run.json``'s dict.
+
+    ``stop_after`` ends this invocation (after a checkpoint) once that many steps ran — for
+    tests of resumption and for time-boxed jobs; rerunning continues where it stopped.
+    ``compiler_options`` go to XLA (the tests use ``{"xla_backend_optimization_level": 0}``
+    to compile in a fraction of the time).
+    """
+    workdir = Path(workdir)
+    tc = config.train
+    if min(tc.steps, tc.batch_size, tc.seq_frames, tc.checkpoint_every, tc.log_every,
+           tc.validate_every, tc.val_batch_size) < 1:
+        raise InputError("--set", "train.steps, batch sizes, seq_frames and the *_every "
+                                  "intervals must be >= 1")
+    manifest = read_manifest(data_root)
+    syncers, val_levels = _load_syncers(syncers_run, manifest, config)
+    obs, n = config.model.obs_len, tc.seq_frames
+    window = obs + n + config.model.lookahead
+    train_clips = load_split(manifest.root, "train", manifest)
+    loader = WindowLoader(train_clips, window, tc.batch_size, tc.seed, config.data.augment)
+    val_split = "val" if manifest.splits.get("val") else "train"
+    val_clips = train_clips if val_split == "train" else load_split(manifest.root, "val",
+                                                                     manifest)
+    val_batch = _cut(WindowLoader(val_clips, window, tc.val_batch_size, tc.seed + 1).batch(0),
+                     obs + n)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_resumed(config, syncers_run, workdir)
+    config_lib.dump(config, workdir / "config.yaml")
+
+    score_fn = syncer_score_fn(syncers.model, syncers.info["score"])
+    frozen = jax.device_put(dict(syncers.params), jax.local_devices()[0])
+    directory = workdir / "checkpoints"
+    manager = syncer_train._manager(directory, tc)
+    options = tuple(sorted((compiler_options or {}).items()))
+    fresh = _jit_create(options)(config, jax.random.PRNGKey(tc.seed), n)
+    # Committed like restored checkpoints and step outputs, so both hit one compiled step.
+    fresh = jax.device_put(fresh, jax.local_devices()[0])
+    state = _restore(manager, fresh, directory)
+    start_step = int(state.step)
+    syncer_train._truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
+
+    info = syncer_train._read_json(workdir / "run.json")
+    info.update({
+        "data_root": str(manifest.root.resolve()), "keypoint_space": manifest.keypoint_space,
+        "features": manifest.features, "fps": manifest.fps,
+        "syncers_run": str(Path(syncers_run).resolve()), "syncer_levels": list(syncers.levels),
+        "score": syncers.info["score"], "n_train_clips": len(loader.clips),
+        "window_frames": window, "lookahead": config.model.lookahead, "val_split": val_split,
+        "val_clips": len(val_clips),
+        "params": {"generator": count_params(state.g_params),
+                   "d_frame": count_params(state.d_params["frame"]),
+                   "d_seq": count_params(state.d_params["seq"])},
+        "val_ground_truth": ground_truth_scores(frozen, val_batch, run=config, score_fn=score_fn,
+                                                levels=val_levels),
+    })
+    info.setdefault("seconds", 0.0)
+    syncer_train._write_json(workdir / "run.json", info)
+
+    step_fn = jit_train_step(config, score_fn, options)
+    val_fn = _jit_validate(config, score_fn, val_levels, options)
+    root_key = jax.random.PRNGKey(tc.seed)
+    from tqdm import tqdm
+    bar = tqdm(total=tc.steps, initial=min(start_step, tc.steps), desc="generator",
+               unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
+    start = time.perf_counter()
+    interval_start, interval_steps, ran = start, 0, 0
+    pending = None
+    last_val: dict[str, float] = {}
+    try:
+        while int(state.step) < tc.steps:
+            step = int(state.step)
+            batch = _cut(loader.batch(step), obs + n)
+            state, metrics = step_fn(state, frozen, batch, jax.random.fold_in(root_key, step))
+            ran += 1
+            interval_steps += 1
+            if pending is not None:
+                _check_finite(*pending, workdir)
+            pending = (step + 1, metrics)
+            done = step + 1
+            stopping = stop_after is not None and ran >= stop_after
+            row = None
+            if done % tc.log_every == 0 or done == tc.steps:
+                values = jax.device_get(metrics)
+                _check_finite(done, values, workdir)
+                now = time.perf_counter()
+                row = {"step": done, **{k: _round(v) for k, v in values.items()},
+                       "steps_per_s": round(interval_steps / max(now - interval_start, 1e-9), 4)}
+                interval_start, interval_steps = now, 0
+                bar.set_postfix(loss=f"{row['g_total']:.3f}", d=f"{row['d_loss']:.3f}",
+                                rec=f"{row['l_rec']:.2e}")
+            if done % tc.validate_every == 0 or done == tc.steps:
+                last_val = {k: _round(v) for k, v in
+                            jax.device_get(val_fn(state.g_params, frozen, val_batch)).items()}
+                row = dict(row or {"step": done}, **last_val)
+            if row is not None:
+                with open(workdir / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            bar.update(1)
+            if done % tc.checkpoint_every == 0 or done == tc.steps or stopping:
+                _checkpoint(manager, state, config, info, workdir)
+            if stopping:
+                break
+        if pending is not None:
+            _check_finite(*pending, workdir)
+        _checkpoint(manager, state, config, info, workdir)
+    finally:
+        bar.close()
+        manager.close()
+    seconds = time.perf_counter() - start
+    info["seconds"] = round(info["seconds"] + seconds, 3)
+    info["steps"] = int(state.step)
+    syncer_train._write_json(workdir / "run.json", info)
+    finished = int(state.step) >= tc.steps
+    val = ", ".join(f"S{k[7:]} {v:.3f}" for k, v in last_val.items() if k.startswith("val_av_"))
+    rate = ran / seconds if seconds > 0 else 0.0
+    print(f"msync: generator {'done' if finished else 'stopped'} at step {int(state.step)} of "
+          f"{tc.steps} ({ran} steps in {seconds:.1f} s, {rate:.2f} steps/s"
+          f"{'; val ' + val if val else ''}) -> {workdir}", file=sys.stderr)
+    return info
+
+
+def _cut(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
+    """The loader's window (O + n + look-ahead frames) → keypoints of the first O + n frames,
+    audio features of all of them (the rollout reads the look-ahead as context)."""
+    return {"keypoints": batch["keypoints"][:, :frames],
+            "audio_features": batch["audio_features"]}
+
+
+def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: dict,
+                workdir: Path) -> None:
+    """Save the state and export the generator to ``RUN/model`` (once per step)."""
+    from motion.saved_model import save_model
+    if not _save(manager, state) and (workdir / "model").is_dir():
+        return
+    save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
+               keypoint_space=info["keypoint_space"], features=info["features"],
+               syncers_run=info["syncers_run"], step=int(state.step),
+               data_root=info["data_root"])
+
+
+def _check_finite(step: int, metrics, workdir: Path) -> None:
+    for key in ("g_total", "d_loss"):
+        value = float(metrics[key])
+        if not math.isfinite(value):
+            raise InputError(workdir / "config.yaml",
+                             f"{key} became {value} at step {step}; lower optim.lr_g/lr_d "
+                             "(or check the data) and rerun — the run resumes from its last "
+                             "finite checkpoint")
+
+
+def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> None:
+    path = workdir / "config.yaml"
+    if path.is_file():
+        previous = config_lib.to_dict(config_lib.load(GeneratorRunConfig, path))
+        for key in syncer_train._diff(previous, config_lib.to_dict(config)):
+            if key not in _RESUMABLE_CHANGES:
+                raise InputError(path, f"this run was started with a different {key} "
+                                       "(resuming needs the same config; use a new --out)")
+    before = syncer_train._read_json(workdir / "run.json").get("syncers_run")
+    if before and before != str(Path(syncers_run).resolve()):
+        raise InputError(workdir / "run.json", f"this run was trained against the syncers "
+                                               f"{before}, not {Path(syncers_run).resolve()} "
+                                               "(use a new --out)")
+
+
+def _round(value) -> float:
+    return round(float(value), 7)
+
+
+def train_command(args) -> None:
+    """``msync train generator --data DIR --syncers RUN --out RUN [--config YAML] [--set k=v]``."""
+    config = config_lib.load(GeneratorRunConfig, args.config or DEFAULT_CONFIG,
+                             list(args.overrides or []))
+    train(config, args.data, args.syncers, args.out)

@@ -11,7 +11,7 @@ import pytest
 
 from generator_helpers import jit
 from motion import discriminators, generator
-from motion.config import GeneratorRunConfig
+from motion.config import GeneratorRunConfig, OptimConfig
 from motion.losses import LossConfig
 from motion.rollout import rollout
 from motion.train import create_train_state, train_step
@@ -30,7 +30,8 @@ def test_one_step_lowers_reconstruction_and_is_finite():
     run = GeneratorRunConfig(model=generator.TINY,
                              discriminators=dataclasses.replace(discriminators.TINY,
                                                                 windows=(5, 40)),
-                             loss=LossConfig(lambda_av=0.1))
+                             loss=LossConfig(lambda_av=0.1),
+                             optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, decay_step=1))
     n, obs = 40, run.model.obs_len
     state = jit(create_train_state, static_argnums=(0, 2))(run, jax.random.PRNGKey(0), n)
     t = jnp.arange(obs + n)[None, :, None, None] / 10.0
@@ -46,11 +47,16 @@ def test_one_step_lowers_reconstruction_and_is_finite():
         return jnp.mean((out - keypoints[:, obs:]) ** 2)
 
     before = float(l_rec(state.g_params))
-    step = jit(functools.partial(train_step, run=run, score_fn=_score, lr_g=1e-3, lr_d=1e-3))
+    step = jit(functools.partial(train_step, run=run, score_fn=_score))
     new, metrics = step(state, frozen, batch, jax.random.PRNGKey(3))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
     np.testing.assert_allclose(metrics["l_rec"], before, rtol=1e-5)
     assert sorted(k for k in metrics if k.startswith("av_score")) == [
         f"av_score_{i}" for i in range(1, 5)]
     assert int(new.step) == 1
+    # the learning rates follow the state's step: full before decay_step, ×0.1 from it on
+    assert float(metrics["lr_g"]) == pytest.approx(1e-3)
+    assert float(metrics["lr_d"]) == pytest.approx(1e-3)
+    _, later = step(new, frozen, batch, jax.random.PRNGKey(4))
+    assert float(later["lr_g"]) == pytest.approx(1e-4)
     assert float(l_rec(new.g_params)) < before

@@ -1,0 +1,186 @@
+"""Generator training end to end (motion.train.train): resume, metrics, export, bad input.
+
+A tiny coupled dataset (train/val/test), a tiny two-level syncer run and a tiny generator; the
+steps are compiled unoptimised (``FAST_COMPILE``), which both runs of a comparison share.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from generator_helpers import FAST_COMPILE
+from motion import cli
+from motion.config import GeneratorRunConfig
+from motion.generate import generate
+from motion.saved_model import load_model
+from motion.train import TrainState, train
+from syncers import config as config_lib
+from syncers.dataset import write_clip, write_manifest
+from syncer_data import coupled_clip
+
+SYNCERS = {
+    "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
+              "motion": {"width": 8, "depth": 0}},
+    "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 0],
+                 "other_negatives": [0, 0, 0, 4]},
+    "optim": {"learning_rate": 1e-3},
+    "train": {"steps": 2, "checkpoint_every": 2, "log_every": 1, "levels": [1, 2]},
+}
+GENERATOR = {
+    "model": {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "encoder_hidden": 16,
+              "fpn_channels": 8, "branch_hidden": 16, "branch_depth": 2,
+              "velocity_init_scale": 0.1},
+    "discriminators": {"frame_hidden": 16, "frame_layers": 2, "seq_embed": 8, "seq_hidden": 8,
+                       "windows": [5, 20]},
+    "loss": {"levels": 2},
+    "optim": {"lr_g": 1e-3, "lr_d": 1e-3, "decay_step": 3},
+    "train": {"steps": 5, "batch_size": 2, "seq_frames": 20, "checkpoint_every": 2,
+              "log_every": 1, "validate_every": 2, "val_batch_size": 2},
+}
+
+
+def _dataset(root: Path, space: str = "test-v1") -> Path:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, count in (("train", 4), ("val", 2), ("test", 2)):
+        splits[split] = []
+        for i in range(count):
+            keypoints, audio = coupled_clip(rng, 200)
+            write_clip(root, split, f"{split}{i}", keypoints, audio, meta={"fps": 25})
+            splits[split].append((f"{split}{i}", 200))
+    write_manifest(root, splits, keypoint_space=space, features={"kind": "test"})
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("generator-train")
+    data = _dataset(base / "data")
+    (base / "syncers.yaml").write_text(yaml.safe_dump(SYNCERS))
+    (base / "generator.yaml").write_text(yaml.safe_dump(GENERATOR))
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(base / "syncers"),
+                     "--config", str(base / "syncers.yaml")]) == 0
+    config = config_lib.load(GeneratorRunConfig, base / "generator.yaml")
+    full = base / "full"
+    train(config, data, base / "syncers", full, compiler_options=FAST_COMPILE)
+    return {"base": base, "data": data, "syncers": base / "syncers", "config": config,
+            "full": full}
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _final_state(run: Path) -> dict:
+    """The latest checkpoint's arrays, read back without a template."""
+    import orbax.checkpoint as ocp
+    with ocp.CheckpointManager(run.resolve() / "checkpoints") as manager:
+        return manager.restore(manager.latest_step())
+
+
+def test_run_writes_config_info_metrics_and_model(setup):
+    full = setup["full"]
+    assert config_lib.load(GeneratorRunConfig, full / "config.yaml") == setup["config"]
+    info = json.loads((full / "run.json").read_text())
+    assert info["keypoint_space"] == "test-v1" and info["features"] == {"kind": "test"}
+    assert info["syncers_run"] == str(setup["syncers"].resolve())
+    assert info["val_split"] == "val" and info["steps"] == 5
+    assert info["window_frames"] == 3 + 20 + setup["config"].model.lookahead
+    assert set(info["val_ground_truth"]) == {"gt_av_1", "gt_av_2"}
+    rows = _rows(full)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    for row in rows:
+        assert {"g_total", "l_av", "l_gf", "l_gs", "l_rec", "d_loss", "l_df", "l_ds",
+                "av_score_1", "av_score_2", "lr_g", "lr_d", "steps_per_s"} <= set(row)
+        assert all(np.isfinite(v) for v in row.values())
+        # step decay ×0.1 once the state's step reaches decay_step (3): updates 4 and 5
+        assert row["lr_g"] == pytest.approx(1e-3 if row["step"] <= 3 else 1e-4)
+    assert [r["step"] for r in rows if "val_av_1" in r] == [2, 4, 5]
+    assert all({"val_av_2", "val_l_rec"} <= set(r) for r in rows if "val_av_1" in r)
+
+
+def test_resume_is_bit_identical_and_drops_rows_past_the_checkpoint(setup):
+    run = setup["base"] / "resumed"
+    info = train(setup["config"], setup["data"], setup["syncers"], run, stop_after=3,
+                 compiler_options=FAST_COMPILE)
+    assert info["steps"] == 3 and [r["step"] for r in _rows(run)] == [1, 2, 3]
+    # Kill after step 3 was logged but before its checkpoint: only step 2's remains.
+    shutil.rmtree(run / "checkpoints" / "3")
+    train(setup["config"], setup["data"], setup["syncers"], run, compiler_options=FAST_COMPILE)
+    rows, reference = _rows(run), _rows(setup["full"])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    for got, want in zip(rows, reference):
+        got.pop("steps_per_s"), want.pop("steps_per_s")
+        assert got == want
+    got, want = _final_state(run), _final_state(setup["full"])
+    assert set(got) == set(TrainState.__dataclass_fields__)
+    flat_got, flat_want = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(flat_got) == len(flat_want) and int(got["step"]) == 5
+    for a, b in zip(flat_got, flat_want):
+        np.testing.assert_array_equal(a, b)
+    assert (run / "model" / "params.msgpack").read_bytes() == \
+        (setup["full"] / "model" / "params.msgpack").read_bytes()
+    # A finished run reruns as a no-op.
+    train(setup["config"], setup["data"], setup["syncers"], run, compiler_options=FAST_COMPILE)
+    assert [r["step"] for r in _rows(run)] == [1, 2, 3, 4, 5]
+
+
+def test_exported_model_loads_and_generates(setup):
+    model, info = load_model(setup["full"])
+    assert info["step"] == 5 and info["keypoint_space"] == "test-v1"
+    assert info["syncers_run"] == str(setup["syncers"].resolve())
+    assert model.config == setup["config"].model
+    params = flax.serialization.msgpack_restore(
+        (setup["full"] / "model" / "params.msgpack").read_bytes())
+    state = _final_state(setup["full"])
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state["g_params"])):
+        np.testing.assert_array_equal(a, b)
+    clip = np.load(setup["data"] / "test" / "test0.npz")
+    out = generate(model, clip["keypoints"][0], clip["audio_features"][:4 * 30])
+    assert out.shape == (30, 10, 6) and np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[0], clip["keypoints"][0])
+    assert np.abs(out[1:] - out[0]).max() > 0          # it moves
+
+
+def _cli(setup, tmp_path, *extra, data=None, syncers=None, out=None):
+    return cli.main(["train", "generator", "--data", str(data or setup["data"]),
+                     "--syncers", str(syncers or setup["syncers"]),
+                     "--out", str(out or tmp_path / "run"),
+                     "--config", str(setup["base"] / "generator.yaml"), *extra])
+
+
+def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _cli(setup, tmp_path, data=empty) == 2
+    assert f"{empty / 'manifest.json'}: missing" in capsys.readouterr().err
+
+    assert _cli(setup, tmp_path, "--set", "no.such=1") == 2
+    assert "--set: unknown config key 'no.such'" in capsys.readouterr().err
+
+    assert _cli(setup, tmp_path, syncers=empty) == 2
+    assert f"{empty}: not a syncer run" in capsys.readouterr().err
+
+    other = _dataset(tmp_path / "other", space="other-v1")
+    assert _cli(setup, tmp_path, data=other) == 2
+    err = capsys.readouterr().err
+    assert f"{other / 'manifest.json'}: keypoint_space 'other-v1' differs" in err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(setup["full"], broken)
+    latest = max(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
+    for path in (broken / "checkpoints" / str(latest)).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    assert _cli(setup, tmp_path, out=broken) == 2
+    err = capsys.readouterr().err
+    assert f"{broken / 'checkpoints'}: cannot restore the checkpoint" in err
+    assert len(err.strip().splitlines()) == 1
+
+    assert _cli(setup, tmp_path, "--set", "loss.lambda_av=2", out=setup["full"]) == 2
+    assert "different loss.lambda_av" in capsys.readouterr().err
