@@ -1,0 +1,48 @@
+"""``msync demo``: the stage plan and the self-contained results page (the stages themselves are
+each tested with their own command)."""
+from pathlib import Path
+
+from motion import cli, demo
+from syncers import config as config_lib
+
+
+def test_stages_chain_each_output_into_the_next(tmp_path):
+    config = config_lib.load(demo.DemoConfig, demo.DEFAULT_CONFIG)
+    plan = dict(demo.stages(config, tmp_path))
+    assert list(plan) == ["synthesise corpus", "train syncers", "train generator", "evaluate",
+                          "analyze", "generate videos"]
+    data, syncers, generator = (str(tmp_path / p) for p in ("phantom", "syncers", "generator"))
+    (synth,), (train_s,), (train_g,), (evaluate,), (analyze,) = (
+        plan[k] for k in list(plan)[:5])
+    assert synth[:4] == ["data", "synth", "--out", data]
+    assert train_s[train_s.index("--out") + 1] == syncers
+    assert train_g[train_g.index("--syncers") + 1] == syncers
+    assert evaluate[evaluate.index("--model") + 1] == generator
+    assert analyze[analyze.index("--points") + 1] == "0-4"
+    # Every planned command parses (flags exist, values are valid).
+    parser = cli.build_parser()
+    for commands in plan.values():
+        for argv in commands:
+            parser.parse_args(argv)
+
+
+def test_index_page_links_videos_tables_and_plots_relatively(tmp_path):
+    (tmp_path / "phantom.mp4").write_bytes(b"")
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "metrics.md").write_text(
+        "# Sync metrics\n\n| level | pairs | mean \\|AV-Off\\| |\n|---|---|---|\n| 1 | gt | 0.00 |\n")
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "lag_curve.png").write_bytes(b"")
+    page = demo.write_index(tmp_path, {"train syncers": 12.5}).read_text()
+    assert "<video id='phantom' src='phantom.mp4'" in page
+    assert "<th>mean |AV-Off|</th>" in page and "<td>0.00</td>" in page
+    assert "src='analysis/lag_curve.png'" in page
+    assert str(tmp_path) not in page            # relative links only: opens without a server
+    assert "<td>12.5</td>" in page
+
+
+def test_too_small_corpus_is_one_line_exit_2(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--set", "corpus.clips=5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "msync: error: --set: corpus.clips must be at least 20 (train/val/test splits); got 5")
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--set", "no.such=1"]) == 2
