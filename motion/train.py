@@ -30,6 +30,13 @@ ground-truth AV scores), ``metrics.jsonl`` (every ``train.log_every`` steps: eve
 the mean S^i of sequences generated on a fixed validation batch, and ``val_l_rec``; rows past
 the restored step are dropped on resume) and ``model/`` (``motion.saved_model``, exported at
 every checkpoint, so ``load_model(RUN)`` works while training runs).
+
+Data parallel over every device of every process (``syncers.parallel``): the step is jitted with
+the batch split over a ``data`` mesh axis and everything else replicated; each process draws the
+whole (cheap) batch and hands only its rows to the global array, so any device count sees the
+same global batch. ``--distributed`` starts ``jax.distributed`` first; every process takes part
+in each (collective) orbax save, and only process 0 writes ``config.yaml``, ``run.json``,
+``metrics.jsonl`` and ``model/``.
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ from motion.generate import GeneratorModel
 from motion.generator import count_params, init_params
 from motion.rollout import rollout
 from syncers import config as config_lib
+from syncers import parallel
 from syncers import train as syncer_train
 from syncers.dataset import load_split, read_manifest
 from syncers.errors import InputError
@@ -180,19 +188,30 @@ def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig
     return new, metrics
 
 
+def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options: tuple = (),
+                   mesh=None):
+    """``train_step`` jitted once for this config, syncer scorer and mesh, the state donated
+    (cached: resuming or retraining in one process reuses the compiled step). The batch is
+    split over ``mesh``'s ``data`` axis, everything else replicated (default mesh: every
+    device, ``syncers.parallel``)."""
+    return _jit_train_step(run, score_fn, compiler_options,
+                           mesh if mesh is not None else parallel.data_mesh())
+
+
 @functools.lru_cache(maxsize=4)
-def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options: tuple = ()):
-    """``train_step`` jitted once for this config and syncer scorer, the state donated (cached:
-    resuming or retraining in one process reuses the compiled step)."""
-    return jax.jit(functools.partial(train_step, run=run, score_fn=score_fn), donate_argnums=0,
-                   compiler_options=dict(compiler_options) or None)
+def _jit_train_step(run, score_fn, compiler_options, mesh):
+    return parallel.data_parallel_jit(
+        functools.partial(train_step, run=run, score_fn=score_fn), mesh, n_args=4,
+        batch_argnums=(2,), compiler_options=dict(compiler_options) or None)
 
 
 @functools.lru_cache(maxsize=4)
 def _jit_validate(run: GeneratorRunConfig, score_fn: Callable, levels: tuple[int, ...],
-                  compiler_options: tuple = ()):
-    return jax.jit(functools.partial(validate, run=run, score_fn=score_fn, levels=levels),
-                   compiler_options=dict(compiler_options) or None)
+                  compiler_options: tuple = (), mesh=None):
+    return parallel.data_parallel_jit(
+        functools.partial(validate, run=run, score_fn=score_fn, levels=levels),
+        mesh if mesh is not None else parallel.data_mesh(), n_args=3,
+        batch_argnums=(), donate_argnums=(), compiler_options=dict(compiler_options) or None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -341,21 +360,28 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     val_batch = _cut(WindowLoader(val_clips, window, tc.val_batch_size, tc.seed + 1).batch(0),
                      obs + n)
 
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(tc.batch_size, mesh, "train.batch_size")
+    rows = parallel.local_rows(tc.batch_size, mesh)
+    primary = parallel.is_primary()
     workdir.mkdir(parents=True, exist_ok=True)
     _check_resumed(config, syncers_run, workdir)
-    config_lib.dump(config, workdir / "config.yaml")
+    parallel.sync("msync-generator-config-checked")     # every process read the old config
+    if primary:
+        config_lib.dump(config, workdir / "config.yaml")
 
     score_fn = syncer_score_fn(syncers.model, syncers.info["score"])
-    frozen = jax.device_put(dict(syncers.params), jax.local_devices()[0])
+    frozen = parallel.replicate(dict(syncers.params), mesh)
     directory = workdir / "checkpoints"
     manager = syncer_train._manager(directory, tc)
     options = tuple(sorted((compiler_options or {}).items()))
     fresh = _jit_create(options)(config, jax.random.PRNGKey(tc.seed), n)
-    # Committed like restored checkpoints and step outputs, so both hit one compiled step.
-    fresh = jax.device_put(fresh, jax.local_devices()[0])
+    # Replicated like restored checkpoints and step outputs, so both hit one compiled step.
+    fresh = parallel.replicate(fresh, mesh)
     state = _restore(manager, fresh, directory)
     start_step = int(state.step)
-    syncer_train._truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
+    if primary:
+        syncer_train._truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
 
     info = syncer_train._read_json(workdir / "run.json")
     info.update({
@@ -372,14 +398,17 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
                                                 levels=val_levels),
     })
     info.setdefault("seconds", 0.0)
-    syncer_train._write_json(workdir / "run.json", info)
+    if primary:
+        syncer_train._write_json(workdir / "run.json", info)
 
-    step_fn = jit_train_step(config, score_fn, options)
-    val_fn = _jit_validate(config, score_fn, val_levels, options)
+    step_fn = jit_train_step(config, score_fn, options, mesh)
+    val_fn = _jit_validate(config, score_fn, val_levels, options, mesh)
+    val_batch = parallel.replicate(val_batch, mesh)
     root_key = jax.random.PRNGKey(tc.seed)
     from tqdm import tqdm
     bar = tqdm(total=tc.steps, initial=min(start_step, tc.steps), desc="generator",
-               unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
+               unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=None if primary else True)
     start = time.perf_counter()
     interval_start, interval_steps, ran = start, 0, 0
     pending = None
@@ -387,8 +416,12 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     try:
         while int(state.step) < tc.steps:
             step = int(state.step)
-            batch = _cut(loader.batch(step), obs + n)
-            state, metrics = step_fn(state, frozen, batch, jax.random.fold_in(root_key, step))
+            # Every process draws the whole batch (the loader's augmentation stream is
+            # sequential over rows) and hands only its own rows to the global array.
+            local = jax.tree.map(lambda a: a[rows], _cut(loader.batch(step), obs + n))
+            batch = parallel.global_batch(local, mesh, tc.batch_size)
+            key = parallel.replicate(jax.random.fold_in(root_key, step), mesh)
+            state, metrics = step_fn(state, frozen, batch, key)
             ran += 1
             interval_steps += 1
             if pending is not None:
@@ -410,27 +443,30 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
                 last_val = {k: _round(v) for k, v in
                             jax.device_get(val_fn(state.g_params, frozen, val_batch)).items()}
                 row = dict(row or {"step": done}, **last_val)
-            if row is not None:
+            if row is not None and primary:
                 with open(workdir / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(row) + "\n")
             bar.update(1)
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopping:
-                _checkpoint(manager, state, config, info, workdir)
+                _checkpoint(manager, state, config, info, workdir, primary)
             if stopping:
                 break
         if pending is not None:
             _check_finite(*pending, workdir)
-        _checkpoint(manager, state, config, info, workdir)
+        _checkpoint(manager, state, config, info, workdir, primary)
     finally:
         bar.close()
         manager.close()
     seconds = time.perf_counter() - start
     info["seconds"] = round(info["seconds"] + seconds, 3)
     info["steps"] = int(state.step)
-    syncer_train._write_json(workdir / "run.json", info)
+    if primary:
+        syncer_train._write_json(workdir / "run.json", info)
     finished = int(state.step) >= tc.steps
     val = ", ".join(f"S{k[7:]} {v:.3f}" for k, v in last_val.items() if k.startswith("val_av_"))
     rate = ran / seconds if seconds > 0 else 0.0
+    if not primary:
+        return info
     print(f"msync: generator {'done' if finished else 'stopped'} at step {int(state.step)} of "
           f"{tc.steps} ({ran} steps in {seconds:.1f} s, {rate:.2f} steps/s"
           f"{'; val ' + val if val else ''}) -> {workdir}", file=sys.stderr)
@@ -445,10 +481,11 @@ def _cut(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
 
 
 def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: dict,
-                workdir: Path) -> None:
-    """Save the state and export the generator to ``RUN/model`` (once per step)."""
+                workdir: Path, primary: bool = True) -> None:
+    """Save the state (collectively: every process calls this) and export the generator to
+    ``RUN/model`` (process 0; once per step)."""
     from motion.saved_model import save_model
-    if not _save(manager, state) and (workdir / "model").is_dir():
+    if (not _save(manager, state) and (workdir / "model").is_dir()) or not primary:
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
                keypoint_space=info["keypoint_space"], features=info["features"],

@@ -184,3 +184,59 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
 
     assert _cli(setup, tmp_path, "--set", "loss.lambda_av=2", out=setup["full"]) == 2
     assert "different loss.lambda_av" in capsys.readouterr().err
+
+
+_FOUR_DEVICES = """
+import sys
+sys.path.insert(0, {repo!r})
+from syncers import config as config_lib
+from motion.config import GeneratorRunConfig
+from motion.train import train
+config = config_lib.load(GeneratorRunConfig, {config!r}, ["train.batch_size=4"])
+train(config, {data!r}, {syncers!r}, {out!r}, stop_after=3, compiler_options={options!r})
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_match_one_device(setup, tmp_path):
+    """Data parallel (``syncers.parallel``): 3 steps on 4 CPU devices give the parameters of
+    1 device with the same global batch (a subprocess: the device count is fixed at start)."""
+    import os
+    import subprocess
+    import sys
+    base = setup["base"]
+    config = config_lib.apply_overrides(setup["config"], ["train.batch_size=4"])
+    train(config, setup["data"], setup["syncers"], tmp_path / "one", stop_after=3,
+          compiler_options=FAST_COMPILE)
+    script = _FOUR_DEVICES.format(repo=str(Path(__file__).resolve().parents[1]),
+                                  config=str(base / "generator.yaml"), data=str(setup["data"]),
+                                  syncers=str(setup["syncers"]), out=str(tmp_path / "four"),
+                                  options=FAST_COMPILE)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, _ = load_model(tmp_path / "one")
+    four, info = load_model(tmp_path / "four")
+    assert info["step"] == 3
+    # The attention's key bias adds the same q·b to every logit of a row, which the softmax
+    # ignores: its gradient is rounding noise, which Adam (β1 = 0) turns into ±lr steps of
+    # either sign. It is compared through what the model computes instead.
+    def without_key_bias(path, a):
+        if jax.tree_util.keystr(path).endswith("['qkv']['bias']"):   # [q | k | v]
+            a = np.concatenate([a[:a.size // 3], a[2 * a.size // 3:]])
+        return a
+
+    one_p = jax.tree_util.tree_map_with_path(without_key_bias, one.params)
+    four_p = jax.tree_util.tree_map_with_path(without_key_bias, four.params)
+    difference = max(float(np.max(np.abs(a - b))) for a, b in
+                     zip(jax.tree.leaves(one_p), jax.tree.leaves(four_p)))
+    print(f"generator, 1 vs 4 devices: max |param difference| = {difference:.3g} "
+          "(all but the key biases)")
+    assert difference <= 1e-5
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(0, 0.3, (10, 6)).astype(np.float32)
+    audio = rng.normal(size=(4 * 30, 26)).astype(np.float32)
+    np.testing.assert_allclose(generate(four, x0, audio), generate(one, x0, audio), atol=5e-5)
+    rows = _rows(tmp_path / "four")
+    assert [r["step"] for r in rows] == [1, 2, 3]
