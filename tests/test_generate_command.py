@@ -295,3 +295,15 @@ def test_motion_scales_must_be_finite_and_non_negative(media, tmp_path, capsys, 
     code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
                         media["phantom"], "--out", tmp_path / "x.mp4", flag, value)
     assert f"{flag} must be a number >= 0" in _one_line_error(code, err)
+
+
+def test_shipped_demo_model_is_a_small_phantom_model():
+    """The bundled model loads, is in the phantom keypoint space with log-mel features, says
+    how to reproduce it, and stays a few MB."""
+    from motion.saved_model import load_model
+    model, info = load_model(gen.DEMO_MODEL_DIR)
+    assert info["keypoint_space"] == "phantom-v1" and info["features"]["kind"] == "logmel"
+    assert any("configs/generator-small.yaml" in line for line in info["recipe"])
+    size = sum(p.stat().st_size for p in gen.DEMO_MODEL_DIR.iterdir())
+    assert size < 10 * 2 ** 20
+    assert model.config.d_model == 128
