@@ -41,6 +41,7 @@ from jax.extend import core as jax_core
 
 from bench.calibrate import best_seconds, calibrate
 from motion import losses
+from motion import train as motion_train
 from motion.config import GeneratorRunConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
@@ -174,12 +175,8 @@ def _train_inputs(run, batch, n_frames, key):
 
 
 def _discriminate(run, d_params, d_stats, x_obs, x, update):
-    f = FrameDiscriminator(run.discriminators)
-    s = SequenceDiscriminator(run.discriminators)
-    kw = dict(update_stats=update, mutable=["batch_stats"]) if update else {}
-    out_f = f.apply({"params": d_params["frame"], "batch_stats": d_stats["frame"]}, x, **kw)
-    out_s = s.apply({"params": d_params["seq"], "batch_stats": d_stats["seq"]}, x_obs, x, **kw)
-    return (out_f[0], out_s[0]) if update else (out_f, out_s)
+    """The training step's discriminator call (``motion.train._discriminate``), scores only."""
+    return motion_train._discriminate(run, d_params, d_stats, x_obs, x, update)[:2]
 
 
 def bench_train(run, batch, n_frames, key, machine, repeats=3):
