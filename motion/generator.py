@@ -12,7 +12,10 @@
 The branches are stored stacked (``[levels, ...]``) and run as one batched contraction; the
 first layer is split into its ``[h, enc]`` part (one matrix for all branches) and its audio part,
 which depends on audio only and is precomputed for every frame outside the rollout's scan
-(:meth:`Generator.audio_projections`). The rollout itself lives in ``motion.rollout``.
+(:meth:`Generator.audio_projections`). These modules define the parameters and evaluate whole
+sequences (teacher forcing, the tests' re-encode reference); the rollout (``motion.rollout``)
+evaluates one frame at a time with ``motion.decode``, the same function on the same parameters
+in a layout that is faster on CPUs.
 
 Branch scales (inference only, :func:`branch_scales`): ``v = Σ_i s_i·m_i·v^i`` with
 ``s = (lip_scale, 1, head_scale, head_scale)``: the masks m_i are computed as trained, then the
@@ -160,9 +163,6 @@ class Generator(nn.Module):
 
     def temporal_full(self, e_BxTxD):
         return self.temporal.full(e_BxTxD)
-
-    def temporal_decode(self, e_BxD, k_cache, v_cache, t):
-        return self.temporal.decode(e_BxD, k_cache, v_cache, t)
 
     def velocity(self, h_BxD, e_BxD, a_proj_BxNxH, scales_N):
         return self.head(h_BxD, e_BxD, a_proj_BxNxH, scales_N)

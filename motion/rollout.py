@@ -9,9 +9,13 @@ padding otherwise.
 
 :func:`rollout` is the one implementation for training and inference: the whole audio FPN and
 the audio part of every branch's first layer are computed once, outside the scan; the scan body
-is one frame: encode x_t, one decode step of the Transformer against a ring buffer of C keys and
+is one frame (``motion.decode.decode_step``, feature-major, parameters transposed once per
+rollout): encode x_t, one decode step of the Transformer against a ring buffer of C keys and
 values per layer (O(C) per frame, any length: the buffer slides), the branches, x_{t+1} = x_t +
-v. It is differentiable end to end (training back-propagates through the 40-frame rollout).
+v. It is differentiable end to end (training back-propagates through the 40-frame rollout);
+its VJP is custom only in *where* weight gradients are formed — after the scan, as one product
+over all frames, instead of accumulated frame by frame inside it (``motion.decode``) — and
+equals plain AD (tested).
 :func:`rollout_reencode` computes the same function by re-encoding the whole history at every
 step (O(t) per frame) — a slow reference for the tests only.
 """
@@ -22,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from motion import decode
 from motion.generator import (KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig,
                               branch_scales)
 
@@ -45,24 +50,6 @@ def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
     return batch, n_obs
 
 
-def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> jax.Array:
-    """Zeroed ring buffer ``[L, B, C, H, D/H]`` (keys or values of every layer)."""
-    return jnp.zeros((config.n_layers, batch, config.context, config.n_heads,
-                      config.d_model // config.n_heads), dtype)
-
-
-def decode_step(params, carry, a_proj_BxNxH, *, config: GeneratorConfig, scales):
-    """The scan body: one generated frame. ``carry = (x_t [B,10,6], k, v, t)`` →
-    ``(carry', x_{t+1})``. Public so that benchmarks can cost one frame on its own."""
-    apply = functools.partial(Generator(config).apply, {"params": params})
-    x_t, k_c, v_c, t = carry
-    e_t = apply(x_t, method=Generator.encode)
-    h_t, k_c, v_c = apply(e_t, k_c, v_c, t, method=Generator.temporal_decode)
-    v_next, _ = apply(h_t, e_t, a_proj_BxNxH, scales, method=Generator.velocity)
-    x_next = x_t + v_next
-    return (x_next, k_c, v_c, t + 1), x_next
-
-
 def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,
             head_scale=1.0, lip_scale=1.0, unroll: int = 1) -> jax.Array:
     """``x_obs [B, O, 10, 6]``, ``audio_features [B, 4A, F]`` → frames ``[B, n_frames, 10, 6]``.
@@ -72,24 +59,57 @@ def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorCo
     ``config`` and ``unroll`` static.
     """
     batch, n_obs = _check(x_obs, audio_features, n_frames, config)
-    model = Generator(config)
-    apply = functools.partial(model.apply, {"params": params})
+    apply = functools.partial(Generator(config).apply, {"params": params})
     scales = branch_scales(config.levels, head_scale, lip_scale)
-    # Audio-only work for all frames at once, outside the scan: [n, B, levels, hidden].
+    # Audio-only work for all frames at once, outside the scan: [n, levels, hidden, B].
     a_proj = apply(audio_features, method=Generator.audio_projections)
-    a_proj = jnp.moveaxis(a_proj[:, n_obs:n_obs + n_frames], 1, 0)
+    a_proj = jnp.transpose(a_proj[:, n_obs:n_obs + n_frames], (1, 2, 3, 0))
 
-    k_cache = v_cache = empty_cache(config, batch, x_obs.dtype)
+    weights = decode.prepare(params, config)
+    k_cache = v_cache = decode.empty_cache(config, batch, x_obs.dtype)
     # Warm-up: observed frames 0..O−2 only fill the caches; frame O−1 starts the scan.
-    e_obs = apply(x_obs[:, :-1], method=Generator.encode)
     for j in range(n_obs - 1):
-        _, k_cache, v_cache = apply(e_obs[:, j], k_cache, v_cache, jnp.int32(j),
-                                    method=Generator.temporal_decode)
-
-    step = functools.partial(decode_step, params, config=config, scales=scales)
-    init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
-    _, frames = jax.lax.scan(step, init, a_proj, unroll=unroll)
+        e_j = decode.encode(weights, x_obs[:, j])
+        _, k_cache, v_cache = decode.temporal(weights, e_j, k_cache, v_cache, j, config)
+    frames = _scan_frames(config, unroll, n_obs - 1, weights, (x_obs[:, -1], k_cache, v_cache),
+                          a_proj, scales)
     return jnp.moveaxis(frames, 0, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _scan_frames(config, unroll, t0, weights, init, a_proj, scales):
+    """``[n, B, 10, 6]``: the scan of :func:`motion.decode.decode_step` from frame ``t0``."""
+    step = functools.partial(decode.decode_step, weights, config=config, scales=scales)
+    return jax.lax.scan(step, (*init, jnp.int32(t0)), a_proj, unroll=unroll)[1]
+
+
+def _scan_frames_fwd(config, unroll, t0, weights, init, a_proj, scales):
+    """The same scan with probes; its VJP and the dense layers' inputs are the residuals."""
+    weights = decode.prepare_backward(weights)
+    probes = decode.zero_probes(weights, init[0].shape[0], a_proj.shape[0])
+
+    def probed(weights, init, a_proj, scales, probes):
+        def step(carry, xs):
+            return decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
+                                      probes=xs[1])
+        _, (frames, inputs) = jax.lax.scan(step, (*init, jnp.int32(t0)), (a_proj, probes),
+                                           unroll=unroll)
+        return frames, inputs
+
+    frames, pull_back, inputs = jax.vjp(probed, weights, init, a_proj, scales, probes,
+                                        has_aux=True)
+    return frames, (pull_back, inputs)
+
+
+def _scan_frames_bwd(config, unroll, t0, residuals, ct_frames):
+    pull_back, inputs = residuals
+    ct_weights, ct_init, ct_a_proj, ct_scales, ct_probes = pull_back(ct_frames)
+    ct_weights = decode.add_weight_gradients(
+        ct_weights, decode.weight_gradients(ct_weights, inputs, ct_probes))
+    return decode.drop_backward(ct_weights), ct_init, ct_a_proj, ct_scales
+
+
+_scan_frames.defvjp(_scan_frames_fwd, _scan_frames_bwd)
 
 
 def rollout_reencode(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,

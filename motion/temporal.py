@@ -8,11 +8,12 @@ a frame's keys never need re-encoding (absolute positions would change meaning a
 and a 60 s rollout would reach positions never seen in 40-frame training).
 
 Two evaluations of the same function:
-- :meth:`TemporalTransformer.full` — all frames at once with a banded causal mask ``[T, T]``
-  (teacher forcing, and the re-encode reference of the tests);
-- :meth:`TemporalTransformer.decode` — one new frame against a ring buffer of C keys/values per
-  layer: slot ``t mod C`` holds frame t, whose offset from the newest frame is
-  ``(t − slot) mod C``; slots not written yet (offset > t) are masked. O(C) per frame.
+- :meth:`TemporalTransformer.full` (here) — all frames at once with a banded causal mask
+  ``[T, T]`` (teacher forcing, and the re-encode reference of the tests);
+- ``motion.decode.temporal`` — one new frame against a ring buffer of C keys/values per layer:
+  slot ``t mod C`` holds frame t, whose offset from the newest frame is ``(t − slot) mod C``;
+  slots not written yet (offset > t) are masked. O(C) per frame. It reads these modules'
+  parameters in a feature-major layout that is faster on CPUs (see ``motion.decode``).
 
 The paper's code re-encodes the last 40 frames at every step (O(C²) per frame, and h_t sees
 exactly 40 frames); with per-layer sliding windows h_t's receptive field grows to
@@ -24,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_MASKED = -1e9      # finite: exp underflows to exactly 0 without inf − inf NaNs
+MASKED_LOGIT = -1e9      # finite: exp underflows to exactly 0 without inf − inf NaNs
 
 
 class Layer(nn.Module):
@@ -62,30 +63,15 @@ class Layer(nn.Module):
         offset = jnp.arange(n)[:, None] - jnp.arange(n)[None, :]      # [T(query), T(key)]
         valid = (offset >= 0) & (offset < self.context)
         bias = jnp.where(valid[None], self.rel_bias[:, jnp.clip(offset, 0, self.context - 1)],
-                         _MASKED)                                     # [H, T, T]
+                         MASKED_LOGIT)                                     # [H, T, T]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias[None]
         attn = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
         x = x_BxTxD + self.proj(attn.reshape(x_BxTxD.shape))
         return self._feedforward(x)
 
-    def decode(self, x_BxD, k_cache, v_cache, index: int, t):
-        """One frame at absolute index ``t`` against ring buffer ``index`` of the stacked caches
-        ``[L, B, C, H, Dh]``; returns (y, k', v'). Updating the stacked buffers in place (not
-        per-layer copies re-stacked) keeps a step's memory traffic O(C·B·D) for the whole scan."""
-        q, k, v = self._split(self.qkv(self.norm1(x_BxD)))            # [B, H, Dh]
-        start = (index, 0, t % self.context, 0, 0)
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None, :, None], start)
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None, :, None], start)
-        offset = (t - jnp.arange(self.context)) % self.context        # [C]
-        bias = jnp.where(offset <= t, self.rel_bias[:, offset], _MASKED)   # [H, C]
-        logits = jnp.einsum("bhd,bchd->bhc", q, k_cache[index]) + bias[None]
-        attn = jnp.einsum("bhc,bchd->bhd", jax.nn.softmax(logits, axis=-1), v_cache[index])
-        x = x_BxD + self.proj(attn.reshape(x_BxD.shape))
-        return self._feedforward(x), k_cache, v_cache
-
 
 class TemporalTransformer(nn.Module):
-    """enc(x_0..t) → h_t; caches are ``[L, B, C, H, D/H]`` (keys and values)."""
+    """enc(x_0..t) → h_t (all frames; one frame at a time: ``motion.decode.temporal``)."""
     d_model: int
     n_layers: int
     n_heads: int
@@ -102,9 +88,3 @@ class TemporalTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.norm(x)
-
-    def decode(self, e_BxD, k_cache, v_cache, t):
-        x = e_BxD
-        for i, layer in enumerate(self.layers):
-            x, k_cache, v_cache = layer.decode(x, k_cache, v_cache, i, t)
-        return self.norm(x), k_cache, v_cache
