@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--keypoints-out")
     generate.add_argument("--head-scale", type=float, default=1.0)
     generate.add_argument("--lip-scale", type=float, default=1.0)
+    generate.add_argument("--audio-normalization", metavar="{corpus,none}",
+                          help="match the audio features to the model's training corpus "
+                               "(default: corpus when the model records its statistics)")
+    generate.add_argument("--drift-window", type=float, metavar="SECONDS",
+                          help="remove motion slower than this window (0 = off; default: the "
+                               "model's drift_window_s, else 0)")
     generate.add_argument("--no-crop", action="store_true")
     generate.set_defaults(handler=_lazy("motion.generate:generate_command", "generate"))
 

@@ -15,6 +15,23 @@ look-ahead, so the result does not depend on the bucket (tested).
 trained model, 0 removes that motion, > 1 exaggerates it. They are traced values: changing them
 does not recompile.
 
+Two corrections for speech unlike the training corpus, both off in :func:`generate` itself and
+chosen per model by ``msync generate`` (issue 6):
+
+- :func:`match_features` (``--audio-normalization corpus``, the default when the model records
+  ``feature_stats``): per band, every feature value is replaced by the training corpus's value at
+  the same rank — quantile matching onto the per-band quantiles ``model.json`` records
+  (``motion.saved_model``). Log-mel energies are absolute, so a recording's gain and noise floor
+  move all of them; the phantom corpus's pauses are digital silence at the log floor. Matching
+  ranks rather than mean/std keeps that two-mode (pause/speech) shape.
+- :func:`remove_drift` (``--drift-window S``; default the model's ``drift_window_s``, 0 = off):
+  each keypoint value's deviation from x0 minus its centred moving average over S seconds — a
+  high-pass that keeps lip motion (syllables, 3–6 Hz) and removes the slow walk-off of a rollout
+  whose velocities are biased. The bundled demo model needs it (1 s): on its own phantom test
+  clips its mouth opening grows from 0.06 to 0.6 in 8 s (ground truth stays within 0.04–0.10),
+  and on real speech the warp then swirls the face. It also removes the slowest head motion
+  (below about 0.5 Hz), so a model that does not drift should not record it.
+
 ``msync generate`` (:func:`generate_command`) wraps this for a person with an image and a wav:
 face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the phantom template on the
 face box) → keypoints for the whole audio → frames (FOMM, else the weight-free warp) → H.264 +
@@ -119,6 +136,54 @@ def generate(model: GeneratorModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,
     return generate_batch(model, x0[None], audio[None], head_scale, lip_scale)[0]
 
 
+def match_features(features_4TxF: np.ndarray, quantiles_QxF: np.ndarray) -> np.ndarray:
+    """Per-band quantile matching: ``[4T, F]`` → ``[4T, F]`` with each band's values replaced by
+    the corpus's at the same rank.
+
+    ``quantiles [Q, F]`` are the corpus's per-band quantiles at levels ``linspace(0, 1, Q)``.
+    A value of mid-rank ``u = (rank − ½) / 4T`` (tied values share their mean rank, so a band
+    that is constant maps to the corpus median) becomes the corpus quantile at ``u``, linearly
+    interpolated. The result's per-band distribution is the corpus's; its time course (which
+    frame is louder than which) is the utterance's.
+    """
+    from scipy.stats import rankdata
+
+    features = np.asarray(features_4TxF, np.float32)
+    quantiles = np.asarray(quantiles_QxF, np.float32)
+    if features.ndim != 2 or quantiles.ndim != 2 or quantiles.shape[1] != features.shape[1]:
+        raise ValueError(f"features [4T, F] and quantiles [Q, F] must share F; got "
+                         f"{features.shape} and {quantiles.shape}")
+    if features.shape[0] == 0:
+        return features.copy()
+    levels = np.linspace(0.0, 1.0, quantiles.shape[0])
+    ranks = (rankdata(features, method="average", axis=0) - 0.5) / features.shape[0]
+    out = np.empty_like(features)
+    for band in range(features.shape[1]):
+        out[:, band] = np.interp(ranks[:, band], levels, quantiles[:, band])
+    return out
+
+
+def remove_drift(keypoints_Tx10x6: np.ndarray, window_frames: int) -> np.ndarray:
+    """``[T, 10, 6]`` → ``[T, 10, 6]``: each value minus the centred moving average (width
+    ``window_frames``, made odd) of its deviation from frame 0.
+
+    The deviation is extended past both ends by odd reflection (``2·d[edge] − d[edge ∓ k]``), so
+    a linear walk-off is removed right up to the ends, and the first and the last frame are x0
+    exactly (the face starts as the source image and comes back to it over the last half
+    window). A window under 2 frames returns the input unchanged.
+    """
+    keypoints = np.asarray(keypoints_Tx10x6, np.float32)
+    half = int(window_frames) // 2
+    if half < 1 or keypoints.shape[0] < 2:
+        return keypoints.copy()
+    deviation = (keypoints - keypoints[:1]).astype(np.float64)
+    padded = np.pad(deviation, ((half, half), (0, 0), (0, 0)), mode="reflect",
+                    reflect_type="odd")
+    sums = np.cumsum(np.concatenate([np.zeros_like(padded[:1]), padded]), axis=0)
+    trend = (sums[2 * half + 1:] - sums[:-(2 * half + 1)]) / (2 * half + 1)
+    return (keypoints - trend).astype(np.float32)
+
+
 # --- msync generate ------------------------------------------------------------------------------
 
 FPS = 25.0
@@ -127,6 +192,7 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 DEMO_SPEECH_SECONDS = 4.0
 DEMO_SPEECH_SEED = 20240
 PHANTOM_SPACE = "phantom-v1"
+AUDIO_NORMALIZATIONS = ("corpus", "none")
 # The phantom corpus draws each speaker's face box around this centre with about this half side
 # (syncers.phantom_motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
 # height 1.0–1.2× the width). A phantom model runs in such a box; its output is then mapped onto
@@ -207,6 +273,21 @@ def _feature_kind(info: dict, model: GeneratorModel, name: str) -> str:
         raise InputError(name, f"model.json: the model's audio features {bad or recorded} differ "
                                f"from what msync computes ({expected})")
     return kind
+
+
+def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.ndarray | None:
+    """The per-band corpus quantiles ``[Q, F]`` to match features onto, or None: ``none``, or a
+    model that records none (older models) with ``--audio-normalization`` left unset."""
+    from syncers.errors import InputError
+
+    stats = info.get("feature_stats")
+    if normalization == "none" or (stats is None and normalization is None):
+        return None
+    if stats is None:
+        raise InputError(name, "--audio-normalization corpus: this model's model.json records no "
+                               "feature_stats (models exported before them); use "
+                               "--audio-normalization none")
+    return np.asarray(stats["quantiles"], np.float32)
 
 
 def _source_keypoints(crop, fomm) -> tuple[np.ndarray, Any]:
@@ -306,6 +387,14 @@ def generate_command(args: Any) -> None:
         if not (np.isfinite(value) and value >= 0):
             raise InputError(None, f"{flag} must be a number >= 0 (1 = as trained, 0 = no such "
                                    f"motion); got {value}")
+    normalization = getattr(args, "audio_normalization", None)
+    if normalization not in (None,) + AUDIO_NORMALIZATIONS:
+        raise InputError(None, f"--audio-normalization must be one of "
+                               f"{', '.join(AUDIO_NORMALIZATIONS)}; got {normalization!r}")
+    drift_window = getattr(args, "drift_window", None)
+    if drift_window is not None and not (np.isfinite(drift_window) and drift_window >= 0):
+        raise InputError(None, f"--drift-window must be a number of seconds >= 0 (0 = off); got "
+                               f"{drift_window}")
     out = _output_path(args.out, ".mp4", "--out")
     keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out")
     fomm_checkpoint = getattr(args, "fomm_checkpoint", None)
@@ -314,6 +403,9 @@ def generate_command(args: Any) -> None:
     space = str(info.get("keypoint_space", ""))
     check_pairing(space, renderer, fomm_checkpoint, model_name)
     kind = _feature_kind(info, model, model_name)
+    quantiles = _corpus_quantiles(info, normalization, model_name)
+    if drift_window is None:
+        drift_window = float(info.get("drift_window_s") or 0.0)
 
     image_name = args.image or "astronaut (bundled)"
     image = face.load_image(args.image) if args.image else demo_image()
@@ -334,6 +426,8 @@ def generate_command(args: Any) -> None:
             raise InputError(fomm_checkpoint, f"the FOMM model has {fomm.config.generator.num_kp} "
                                               f"keypoints; msync's generator moves {N_KEYPOINTS}")
     features = audio_features(samples, kind)
+    if quantiles is not None:
+        features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
 
     x0_model, to_image = _source_keypoints(crop, fomm)
@@ -341,6 +435,7 @@ def generate_command(args: Any) -> None:
     with tqdm(total=n_frames, desc="generate", unit="frame") as bar:
         generated = generate(model, x0_model, features, head_scale=args.head_scale,
                              lip_scale=args.lip_scale)
+        generated = remove_drift(generated, round(drift_window * FPS))
         bar.update(n_frames)
     generate_s = time.perf_counter() - started
     keypoints = to_image(generated)
@@ -363,7 +458,8 @@ def generate_command(args: Any) -> None:
             np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
                      keypoint_space=np.array(space))
     print(f"msync generate: {n_frames} frames ({seconds:.2f} s of audio, {renderer} renderer, "
-          f"{space} model) -> {out}; generation {generate_s:.1f} s "
+          f"{space} model, audio {'matched to its corpus' if quantiles is not None else 'as is'}"
+          f", drift window {drift_window:g} s) -> {out}; generation {generate_s:.1f} s "
           f"({n_frames / max(generate_s, 1e-9):.0f} frames/s), rendering {render_s:.1f} s "
           f"({n_frames / max(render_s, 1e-9):.0f} frames/s), both with JIT compilation; "
           f"total {time.perf_counter() - command_started:.0f} s")

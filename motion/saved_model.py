@@ -5,7 +5,12 @@ A saved model is a directory holding
 
 - ``model.json``: ``{"format": "msync-generator", "version": 1, "config": {GeneratorConfig
   fields}, "keypoint_space": str, "features": {feature config}, "syncers_run": str | null,
-  "step": int, ...}`` (extra keys are kept in ``info``);
+  "step": int, ...}`` (extra keys are kept in ``info``), and optionally
+  ``"feature_stats": {"quantiles": [Q][F], "source": str}`` — per-band quantiles (levels
+  ``linspace(0, 1, Q)``) of the training split's audio features, which ``msync generate`` matches
+  an utterance's features onto (``motion.generate.match_features``; models without them are
+  used as they are) — and ``"drift_window_s": float``, the drift-removal window ``msync
+  generate`` applies by default (``motion.generate.remove_drift``; absent = none);
 - ``params.msgpack``: the generator's parameters, ``flax.serialization.msgpack_serialize`` of a
   plain nested dict of float32 arrays. msgpack carries data only, so loading one never runs code.
 
@@ -33,12 +38,24 @@ FORMAT = "msync-generator"
 VERSION = 1
 META = "model.json"
 PARAMS = "params.msgpack"
+N_QUANTILES = 101          # percentiles 0, 1, ..., 100: about 30 KB of JSON at 26 bands
+
+
+def corpus_feature_stats(features: list[np.ndarray], source: str) -> dict:
+    """``feature_stats`` for ``model.json`` from a corpus's clips' features (each ``[4T, F]``):
+    per-band quantiles at ``linspace(0, 1, N_QUANTILES)``, rounded to 1e-4 (far below the
+    features' spread) so the file stays small and the same corpus gives the same bytes."""
+    stacked = np.concatenate([np.asarray(f, np.float64) for f in features])
+    quantiles = np.quantile(stacked, np.linspace(0.0, 1.0, N_QUANTILES), axis=0)
+    return {"quantiles": np.round(quantiles, 4).tolist(),
+            "source": f"{source} ({len(features)} clips, {stacked.shape[0]} feature frames)"}
 
 
 def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_space: str,
                features: dict | None = None, syncers_run: str | None = None, step: int = 0,
-               **extra: Any) -> Path:
-    """Write ``model`` and what it was trained on to ``directory`` (atomically per file)."""
+               feature_stats: dict | None = None, **extra: Any) -> Path:
+    """Write ``model`` and what it was trained on to ``directory`` (atomically per file);
+    ``feature_stats`` (from :func:`corpus_feature_stats`) is written only when given."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(model.params))
@@ -46,6 +63,8 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_
     meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(model.config),
             "keypoint_space": keypoint_space, "features": features or {},
             "syncers_run": syncers_run, "step": int(step), **extra}
+    if feature_stats is not None:
+        meta["feature_stats"] = feature_stats
     _atomic_write(directory / META, (json.dumps(meta, indent=1) + "\n").encode())
     return directory
 
@@ -79,6 +98,7 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
     if not isinstance(raw, dict) or set(raw) - fields:
         raise InputError(meta_path, f"config has unknown keys {sorted(set(raw or {}) - fields)}")
     config = GeneratorConfig(**raw)
+    _check_generate_settings(info, config, meta_path)
     params_path = path / PARAMS
     if not params_path.is_file():
         raise InputError(params_path, "missing")
@@ -96,6 +116,29 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
                                       f"{', '.join(bad[:3])}")
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     return GeneratorModel(params=params, config=config), info
+
+
+def _check_generate_settings(info: dict, config: GeneratorConfig, meta_path: Path) -> None:
+    """``feature_stats`` must be ``[Q ≥ 2][audio_features]`` finite quantiles, non-decreasing
+    along Q; ``drift_window_s`` a number >= 0. Either may be absent (older models)."""
+    stats = info.get("feature_stats")
+    if stats is not None:
+        try:
+            quantiles = np.asarray(stats["quantiles"], np.float64)
+        except (TypeError, KeyError, ValueError):
+            raise InputError(meta_path, "feature_stats must hold \"quantiles\": a [Q][bands] "
+                                        "list of numbers") from None
+        if (quantiles.ndim != 2 or quantiles.shape[0] < 2
+                or quantiles.shape[1] != config.audio_features):
+            raise InputError(meta_path, f"feature_stats quantiles must be [Q >= 2, "
+                                        f"{config.audio_features}]; got {list(quantiles.shape)}")
+        if not np.all(np.isfinite(quantiles)) or np.any(np.diff(quantiles, axis=0) < 0):
+            raise InputError(meta_path, "feature_stats quantiles must be finite and "
+                                        "non-decreasing in every band")
+    window = info.get("drift_window_s")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
+                               or not np.isfinite(window) or window < 0):
+        raise InputError(meta_path, f"drift_window_s must be a number >= 0; got {window!r}")
 
 
 def _pairs(a, b):

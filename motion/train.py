@@ -61,6 +61,7 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generate import GeneratorModel
 from motion.generator import count_params, init_params
 from motion.rollout import rollout
+from motion.saved_model import corpus_feature_stats
 from syncers import config as config_lib
 from syncers import parallel
 from syncers import train as syncer_train
@@ -353,6 +354,9 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     obs, n = config.model.obs_len, tc.seq_frames
     window = obs + n + config.model.lookahead
     train_clips = load_split(manifest.root, "train", manifest)
+    # What generate matches an utterance's features onto (motion.saved_model, issue 6).
+    feature_stats = corpus_feature_stats([c.audio_features for c in train_clips],
+                                         f"train split of {manifest.root.resolve()}")
     loader = WindowLoader(train_clips, window, tc.batch_size, tc.seed, config.data.augment)
     val_split = "val" if manifest.splits.get("val") else "train"
     val_clips = train_clips if val_split == "train" else load_split(manifest.root, "val",
@@ -448,12 +452,12 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
                     handle.write(json.dumps(row) + "\n")
             bar.update(1)
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopping:
-                _checkpoint(manager, state, config, info, workdir, primary)
+                _checkpoint(manager, state, config, info, workdir, primary, feature_stats)
             if stopping:
                 break
         if pending is not None:
             _check_finite(*pending, workdir)
-        _checkpoint(manager, state, config, info, workdir, primary)
+        _checkpoint(manager, state, config, info, workdir, primary, feature_stats)
     finally:
         bar.close()
         manager.close()
@@ -481,16 +485,16 @@ def _cut(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
 
 
 def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: dict,
-                workdir: Path, primary: bool = True) -> None:
-    """Save the state (collectively: every process calls this) and export the generator to
-    ``RUN/model`` (process 0; once per step)."""
+                workdir: Path, primary: bool = True, feature_stats: dict | None = None) -> None:
+    """Save the state (collectively: every process calls this) and export the generator, with
+    the training split's ``feature_stats``, to ``RUN/model`` (process 0; once per step)."""
     from motion.saved_model import save_model
     if (not _save(manager, state) and (workdir / "model").is_dir()) or not primary:
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
                keypoint_space=info["keypoint_space"], features=info["features"],
                syncers_run=info["syncers_run"], step=int(state.step),
-               data_root=info["data_root"])
+               data_root=info["data_root"], feature_stats=feature_stats)
 
 
 def _check_finite(step: int, metrics, workdir: Path) -> None:

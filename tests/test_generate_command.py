@@ -1,6 +1,7 @@
 """``msync generate`` end to end with a tiny random model: the mp4 (frames, fps, codecs, audio),
-``--keypoints-out``, the keypoint-space check, the bundled defaults, and every bad input giving one
-line and exit 2 (or being converted)."""
+``--keypoints-out``, the keypoint-space check, the bundled defaults, the corpus matching and drift
+removal a model records (issue 6), and every bad input giving one line and exit 2 (or being
+converted)."""
 from __future__ import annotations
 
 import re
@@ -16,10 +17,10 @@ from generator_helpers import tiny_params
 from motion import cli
 from motion import generate as gen
 from motion.generator import TINY
-from motion.saved_model import save_model
+from motion.saved_model import corpus_feature_stats, load_model, save_model
 from render import face
 from render.video import probe, read_video
-from syncers.features import feature_config
+from syncers.features import audio_features, feature_config, load_audio
 from syncers.template import fit_to_box
 
 SECONDS = 1.0          # 25 frames: one rollout bucket and one warp compile for the whole module
@@ -69,7 +70,17 @@ def media(tmp_path_factory):
     resampled = librosa.resample(speech, orig_sr=16000, target_sr=22050)
     soundfile.write(root / "speech24.wav", np.stack([resampled, resampled], 1), 22050,
                     subtype="PCM_24")
+    # the same parameters with corpus statistics (of phantom speech at another gain) and a
+    # drift-removal window, as the bundled model records them (issue 6)
+    corpus = [gen.demo_speech(4.0, seed=s) * 0.3 for s in (2, 3)]
+    stats = save_model(root / "stats", model, keypoint_space="phantom-v1",
+                       features=feature_config("logmel"),
+                       feature_stats=corpus_feature_stats([audio_features(c) for c in corpus],
+                                                          "two phantom utterances"))
+    drift = save_model(root / "drift", model, keypoint_space="phantom-v1",
+                       features=feature_config("logmel"), drift_window_s=0.4)
     return {"root": root, "phantom": phantom, "fomm": fomm, "other": other, "mfcc40": mfcc40,
+            "stats": stats, "drift": drift,
             "face": root / "face.png", "pixels": pixels, "wav": root / "speech.wav",
             "wav24": root / "speech24.wav"}
 
@@ -295,6 +306,66 @@ def test_motion_scales_must_be_finite_and_non_negative(media, tmp_path, capsys, 
     code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
                         media["phantom"], "--out", tmp_path / "x.mp4", flag, value)
     assert f"{flag} must be a number >= 0" in _one_line_error(code, err)
+
+
+def _keypoints(capsys, media, tmp_path, model, *flags):
+    kp_out = tmp_path / f"kp{len(list(tmp_path.iterdir()))}.npz"
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                             media[model], "--out", tmp_path / "x.mp4", "--keypoints-out",
+                             kp_out, *flags)
+    assert code == 0, err
+    return np.load(kp_out)["keypoints"], stdout
+
+
+def _expected(media, model_name, features_fn=lambda f: f, keypoints_fn=lambda k: k):
+    """What generate should give, computed from the library functions in the model's space."""
+    model, _ = load_model(media[model_name])
+    x0, to_image = gen._source_keypoints(face.crop(face.load_image(media["face"])), None)
+    features = features_fn(audio_features(load_audio(media["wav"])))
+    return to_image(keypoints_fn(gen.generate(model, x0, features)))
+
+
+def test_audio_is_matched_to_the_models_corpus_when_it_records_one(media, tmp_path, capsys):
+    """A model without feature_stats generates as before; one with them matches the features
+    (per band, onto its corpus's quantiles) unless --audio-normalization none."""
+    before = _expected(media, "phantom")
+    old, stdout = _keypoints(capsys, media, tmp_path, "phantom")
+    np.testing.assert_allclose(old, before, atol=1e-5)
+    assert "audio as is" in stdout and "drift window 0 s" in stdout
+    quantiles = np.asarray(load_model(media["stats"])[1]["feature_stats"]["quantiles"])
+    matched, stdout = _keypoints(capsys, media, tmp_path, "stats")
+    np.testing.assert_allclose(
+        matched, _expected(media, "stats", lambda f: gen.match_features(f, quantiles)), atol=1e-5)
+    assert "audio matched to its corpus" in stdout
+    assert np.abs(matched - old).max() > 1e-4          # the matching changed the motion
+    unmatched, _ = _keypoints(capsys, media, tmp_path, "stats", "--audio-normalization", "none")
+    np.testing.assert_allclose(unmatched, old, atol=1e-6)
+
+
+def test_drift_window_defaults_to_the_models_and_the_flag_overrides_it(media, tmp_path, capsys):
+    raw = _expected(media, "drift")
+    default, stdout = _keypoints(capsys, media, tmp_path, "drift")
+    assert "drift window 0.4 s" in stdout
+    np.testing.assert_allclose(default, gen.remove_drift(raw, 10), atol=1e-5)   # 0.4 s × 25
+    np.testing.assert_allclose(default[0], raw[0], atol=1e-6)                     # still x0
+    off, _ = _keypoints(capsys, media, tmp_path, "drift", "--drift-window", "0")
+    np.testing.assert_allclose(off, raw, atol=1e-5)
+    wider, _ = _keypoints(capsys, media, tmp_path, "phantom", "--drift-window", "0.6")
+    np.testing.assert_allclose(wider, gen.remove_drift(raw, 15), atol=1e-5)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--audio-normalization", "loud"), "--audio-normalization must be one of corpus, none"),
+    (("--drift-window", "-1"), "--drift-window must be a number of seconds >= 0"),
+    (("--drift-window", "inf"), "--drift-window must be a number of seconds >= 0"),
+    (("--audio-normalization", "corpus"), "records no feature_stats"),
+])
+def test_bad_normalization_flags_give_one_line_and_exit_2(media, tmp_path, capsys, flags,
+                                                          message):
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", tmp_path / "x.mp4", *flags)
+    assert message in _one_line_error(code, err)
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_shipped_demo_model_is_a_small_phantom_model():
