@@ -64,6 +64,9 @@ class DemoConfig:
     generator: StageConfig = StageConfig("generator-small.yaml")
     analyze: AnalyzeConfig = dataclasses.field(default_factory=AnalyzeConfig)
     real_media: bool = True                # also generate from ../shared/data/real when present
+    # msync generate --drift-window for the videos: the short demo training leaves the
+    # generator's velocities biased, and without it the face walks off within a second
+    drift_window_s: float = 1.0
 
 
 def _config_path(name: str) -> str:
@@ -83,12 +86,14 @@ def stages(config: DemoConfig, out: Path) -> list[tuple[str, list[list[str]]]]:
     data, syncers, generator = out / "phantom", out / "syncers", out / "generator"
     sets = lambda stage: [a for o in stage.overrides for a in ("--set", o)]  # noqa: E731
     corpus = config.corpus
+    drift = ["--drift-window", str(config.drift_window_s)]
     videos = [["generate", "--model", str(generator), "--out", str(out / "phantom.mp4"),
-               "--keypoints-out", str(out / "phantom_keypoints.npz")]]
+               "--keypoints-out", str(out / "phantom_keypoints.npz"), *drift]]
     if config.real_media and (REAL_MEDIA / "happy.png").is_file():
         videos.append(["generate", "--model", str(generator), "--image",
                        str(REAL_MEDIA / "happy.png"), "--audio",
-                       str(REAL_MEDIA / "RD_Radio31_000.wav"), "--out", str(out / "real.mp4")])
+                       str(REAL_MEDIA / "RD_Radio31_000.wav"), "--out", str(out / "real.mp4"),
+                       *drift])
     return [
         ("synthesise corpus", [["data", "synth", "--out", str(data), "--clips", str(corpus.clips),
                                 "--seconds", str(corpus.seconds), "--seed", str(corpus.seed)]]),
@@ -142,9 +147,11 @@ def write_index(out: Path, timings: dict[str, float]) -> Path:
     if videos:
         parts.append("<h2>Generated videos</h2>")
         for name in videos:
+            poster = _poster(out / name)
             parts.append(f"<figure><video id='{name.split('.')[0]}' src='{name}' controls "
-                         f"width='256' height='256'></video><figcaption>{name}</figcaption>"
-                         "</figure>")
+                         f"preload='metadata' width='256' height='256'"
+                         + (f" poster='{poster.name}'" if poster else "") +
+                         f"></video><figcaption>{name}</figcaption></figure>")
     metrics = out / "evaluation" / "metrics.md"
     if metrics.is_file():
         parts += ["<h2>Multi-scale sync metrics (test split)</h2>", _markdown(metrics.read_text())]
@@ -164,8 +171,26 @@ def write_index(out: Path, timings: dict[str, float]) -> Path:
     return page
 
 
+def _poster(video: Path) -> Path | None:
+    """A PNG of the video's frame at 1 s beside it (the page shows a frame before it plays), or
+    None when the video cannot be read."""
+    import imageio.v3 as iio
+
+    from render.errors import RenderInputError
+    from render.video import read_video
+
+    poster = video.with_name(video.stem + "_poster.png")
+    try:
+        frames = read_video(video)
+        iio.imwrite(poster, frames[min(25, len(frames) - 1)])
+    except (InputError, RenderInputError, OSError, ValueError, IndexError):
+        return None
+    return poster
+
+
 def _markdown(text: str) -> str:
-    """The small Markdown subset our reports use (headings, paragraphs, pipe tables) as HTML."""
+    """The small Markdown subset our reports use (headings, paragraphs, pipe tables) as HTML;
+    image lines are left out (the page shows every plot in its own section)."""
     out: list[str] = []
     table: list[list[str]] = []
 
@@ -190,7 +215,7 @@ def _markdown(text: str) -> str:
         if stripped.startswith("#"):
             level = min(len(stripped) - len(stripped.lstrip("#")) + 2, 6)
             out.append(f"<h{level}>{html.escape(stripped.lstrip('#').strip())}</h{level}>")
-        elif stripped:
+        elif stripped and not re.fullmatch(r"!\[[^\]]*\]\([^)]*\)", stripped):
             out.append(f"<p>{html.escape(stripped)}</p>")
     flush()
     return "\n".join(out)

@@ -19,6 +19,8 @@ def test_stages_chain_each_output_into_the_next(tmp_path):
     assert train_g[train_g.index("--syncers") + 1] == syncers
     assert evaluate[evaluate.index("--model") + 1] == generator
     assert analyze[analyze.index("--points") + 1] == "0-4"
+    for argv in plan["generate videos"]:      # the short training drifts: videos detrend it
+        assert argv[argv.index("--drift-window") + 1] == "1.0"
     # Every planned command parses (flags exist, values are valid).
     parser = cli.build_parser()
     for commands in plan.values():
@@ -39,6 +41,24 @@ def test_index_page_links_videos_tables_and_plots_relatively(tmp_path):
     assert "src='analysis/lag_curve.png'" in page
     assert str(tmp_path) not in page            # relative links only: opens without a server
     assert "<td>12.5</td>" in page
+
+
+def test_index_page_has_posters_and_leaves_markdown_images_to_the_plots(tmp_path):
+    import numpy as np
+
+    from render.video import write_video
+
+    frames = np.zeros((30, 32, 32, 3), np.uint8)
+    frames[25:] = 200                          # the poster is the frame at 1 s
+    write_video(tmp_path / "real.mp4", frames)
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "report.md").write_text(
+        "# Analysis\n\nSome text.\n\n![AV-Off histograms, scale 1](offsets_scale1.png)\n")
+    page = demo.write_index(tmp_path, {}).read_text()
+    assert "poster='real_poster.png'" in page
+    import imageio.v3 as iio
+    assert iio.imread(tmp_path / "real_poster.png").mean() > 150
+    assert "<p>Some text.</p>" in page and "![" not in page
 
 
 def test_too_small_corpus_is_one_line_exit_2(tmp_path, capsys):
