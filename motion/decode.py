@@ -10,10 +10,12 @@ memory layout:
   memory once per frame — and XLA:CPU runs ``W[out, in] @ h[in, B]`` 2–3× faster than
   ``h[B, in] @ W[in, out]`` (a 60-frame scan of four 1024–5120-wide layers on this 2-core CPU:
   105 vs 36 GFLOP/s at B = 32, 52 vs 21 at B = 8, 7.1 vs 5.9 at B = 1);
-- the key/value caches are ``[L, B, H, C, D/H]`` ring buffers (slot ``t mod C`` holds frame t,
-  as in ``motion.temporal``): attention is B·H small products, which run 6× faster with the
-  batch axes leading than trailing (q, k, v and the result are transposed instead: [D, B] is
-  small).
+- the key/value caches are per layer, tuples of L ``[B, H, C, D/H]`` ring buffers (slot
+  ``t mod C`` holds frame t, as in ``motion.temporal``): attention is B·H small products, which
+  run 6× faster with the batch axes leading than trailing (q, k, v and the result are
+  transposed instead: [D, B] is small); separate buffers per layer, not one stacked array,
+  because the backward pass of a layer's slice of a stacked carry pads its cotangent to the
+  whole stack every frame.
 
 **Deferred weight gradients.** Differentiating a scan makes JAX accumulate each loop-invariant
 weight's cotangent in the backward loop's carry: every frame adds a rank-B outer product to a
@@ -98,10 +100,10 @@ def add_weight_gradients(ct_weights: dict, grads: dict) -> dict:
     return ct_weights
 
 
-def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> jax.Array:
-    """Zeroed ring buffer ``[L, B, H, C, D/H]`` (keys or values of every layer)."""
-    return jnp.zeros((config.n_layers, batch, config.n_heads, config.context,
-                      config.d_model // config.n_heads), dtype)
+def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> tuple:
+    """Zeroed ring buffers, one ``[B, H, C, D/H]`` per layer (keys or values)."""
+    shape = (batch, config.n_heads, config.context, config.d_model // config.n_heads)
+    return tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layers))
 
 
 # --------------------------------------------------------------------------- dense layers
@@ -193,12 +195,14 @@ def temporal(weights, e_DxB, k_cache, v_cache, t, config: GeneratorConfig, dense
         # [3D, B] → q, k, v [B, H, 1, D/H]: attention is a per-(row, head) product, batch-major
         q, k, v = (jnp.transpose(part.reshape(n_heads, head, 1, -1), (3, 0, 2, 1))
                    for part in jnp.split(qkv, 3, axis=0))
-        start = (i, 0, 0, t % config.context, 0)
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None], start)
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None], start)
+        start = (0, 0, t % config.context, 0)
+        k_layer = jax.lax.dynamic_update_slice(k_cache[i], k, start)
+        v_layer = jax.lax.dynamic_update_slice(v_cache[i], v, start)
+        k_cache = k_cache[:i] + (k_layer,) + k_cache[i + 1:]
+        v_cache = v_cache[:i] + (v_layer,) + v_cache[i + 1:]
         bias = jnp.where(offset <= t, p["rel_bias"][:, offset], MASKED_LOGIT)      # [H, C]
-        logits = jnp.einsum("bhd,bhcd->bhc", q[:, :, 0] * head ** -0.5, k_cache[i]) + bias
-        attn = jnp.einsum("bhc,bhcd->bhd", jax.nn.softmax(logits, axis=-1), v_cache[i])
+        logits = jnp.einsum("bhd,bhcd->bhc", q[:, :, 0] * head ** -0.5, k_layer) + bias
+        attn = jnp.einsum("bhc,bhcd->bhd", jax.nn.softmax(logits, axis=-1), v_layer)
         x = x + dense(f"layers{i}.proj", p["proj"], attn.reshape(-1, config.d_model).T)
         hidden = jax.nn.gelu(dense(f"layers{i}.ff1", p["ff1"], _layer_norm(p["norm2"], x)))
         x = x + dense(f"layers{i}.ff2", p["ff2"], hidden)
