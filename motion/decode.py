@@ -25,8 +25,9 @@ weights' own cotangents are not formed in the loop (:func:`_deferred_matmul` pas
 input's cotangent back, computed with the ``[in, out]`` copy of the matrix, again the fast
 layout); the probes' cotangents — each layer's output cotangent per frame — come out stacked
 ``[T, N, B]`` and ``motion.rollout`` forms every weight's gradient after the scan as one
-product over all frames and rows, ``Σ_{t,b} ∂out[t] · in[t]ᵀ``. The layers' inputs for that
-product are returned by :func:`decode_step` (``inputs``).
+product over all frames and rows, ``Σ_{t,b} in[t] · ∂out[t]ᵀ``, written straight into G's
+``[in, out]`` parameter layout (:func:`weight_gradients`). The layers' inputs for that product
+are returned by :func:`decode_step` and :func:`warm_up` (``inputs``).
 """
 from __future__ import annotations
 
@@ -77,27 +78,10 @@ def prepare_backward(weights: dict) -> dict:
     """:func:`prepare`'s tree plus each dense layer's ``[.., in, out]`` copy ``"w_io"`` (what
     :func:`_deferred_matmul`'s backward multiplies by, in the fast layout)."""
     weights = jax.tree_util.tree_map(lambda x: x, weights)        # fresh containers
-    for _, path in dense_names_of(weights):
-        layer = _get(weights, path)
+    for _, path, _ in dense_names_of(weights):
+        layer = get_path(weights, path)
         layer["w_io"] = jnp.swapaxes(layer["w"], -1, -2)
     return weights
-
-
-def drop_backward(weights: dict) -> dict:
-    """Inverse of :func:`prepare_backward`'s additions (for a cotangent tree)."""
-    weights = jax.tree_util.tree_map(lambda x: x, weights)
-    for _, path in dense_names_of(weights):
-        del _get(weights, path)["w_io"]
-    return weights
-
-
-def add_weight_gradients(ct_weights: dict, grads: dict) -> dict:
-    """``ct_weights`` with :func:`weight_gradients`' ``{path: ∂w}`` added to each ``"w"``."""
-    ct_weights = jax.tree_util.tree_map(lambda x: x, ct_weights)
-    for path, grad in grads.items():
-        layer = _get(ct_weights, path)
-        layer["w"] = layer["w"] + grad
-    return ct_weights
 
 
 def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> tuple:
@@ -140,28 +124,39 @@ class _Layers:
         return _deferred_matmul(p["w"], p["w_io"], h) + p["b"] + self.probes[name]
 
 
-def dense_names_of(weights: dict) -> list[tuple[str, tuple]]:
-    """``(name, path in prepare()'s tree)`` of every dense layer of a frame."""
-    names = [("encoder.in", ("encoder", "in")), ("encoder.out", ("encoder", "out"))]
+def dense_names_of(weights: dict) -> list[tuple[str, tuple, tuple]]:
+    """``(name, path in prepare()'s tree, path of its ``[.., in, out]`` matrix in G's
+    parameters)`` of every dense layer of a frame."""
+    names = [("encoder.in", ("encoder", "in"), ("encoder", "Dense_0", "kernel")),
+             ("encoder.out", ("encoder", "out"), ("encoder", "Dense_1", "kernel"))]
     for i in range(len(weights["layers"])):
-        names += [(f"layers{i}.{n}", ("layers", i, n)) for n in ("qkv", "proj", "ff1", "ff2")]
-    names.append(("head.state", ("head", "state")))
-    names += [(f"head.hidden{j}", ("head", "hidden", j))
+        names += [(f"layers{i}.{n}", ("layers", i, n), ("temporal", f"layers_{i}", n, "kernel"))
+                  for n in ("qkv", "proj", "ff1", "ff2")]
+    names.append(("head.state", ("head", "state"), ("head", "state_in", "kernel")))
+    names += [(f"head.hidden{j}", ("head", "hidden", j), ("head", f"w{j}"))
               for j in range(len(weights["head"]["hidden"]))]
-    names.append(("head.out", ("head", "out")))
+    names.append(("head.out", ("head", "out"), ("head", "w_out")))
     return names
+
+
+def frame_params(params) -> dict:
+    """The part of G's parameters one frame reads: all but the audio FPN and the audio part of
+    the branches' first layer (both run once per sequence, outside the scan)."""
+    return {"encoder": params["encoder"], "temporal": params["temporal"],
+            "head": {k: v for k, v in params["head"].items() if k != "w_audio"}}
 
 
 def zero_probes(weights: dict, batch: int, n_frames: int) -> dict:
     """Zeros ``[T, .., out, B]`` for every dense layer's output (see the module docstring)."""
     probes = {}
-    for name, path in dense_names_of(weights):
-        bias = _get(weights, path)["b"]
+    for name, path, _ in dense_names_of(weights):
+        bias = get_path(weights, path)["b"]
         probes[name] = jnp.zeros((n_frames,) + bias.shape[:-1] + (batch,), bias.dtype)
     return probes
 
 
-def _get(tree, path):
+def get_path(tree, path):
+    """``tree[path[0]][path[1]]...``."""
     for key in path:
         tree = tree[key]
     return tree
@@ -240,9 +235,28 @@ def decode_step(weights, carry, a_proj_NxHxB, *, config: GeneratorConfig, scales
 
 
 def weight_gradients(weights: dict, inputs: dict, probe_cotangents: dict) -> dict:
-    """``{path: ∂w [.., out, in]}`` of every dense layer from its stacked inputs ``[T, .., in, B]``
-    and output cotangents ``[T, .., out, B]`` — one product over all frames and rows each."""
+    """``{parameter path: ∂kernel [.., in, out]}`` of every dense layer, from its stacked inputs
+    ``[T, .., in, B]`` and output cotangents ``[T, .., out, B]``: one product over all frames and
+    rows each, written straight into G's ``[in, out]`` layout (transposing a finished gradient
+    costs a strided pass over it; a GEMM can write either layout for free)."""
     grads = {}
-    for name, path in dense_names_of(weights):
-        grads[path] = jnp.einsum("t...ob,t...ib->...oi", probe_cotangents[name], inputs[name])
+    for name, _, param_path in dense_names_of(weights):
+        if name in inputs:
+            grads[param_path] = jnp.einsum("t...ob,t...ib->...io", probe_cotangents[name],
+                                           inputs[name])
     return grads
+
+
+def warm_up(weights, x_obs_BxOx10x6, config: GeneratorConfig, probes=None):
+    """Fill the caches with observed frames 0..O−2 (encode + temporal only): ``(k, v)`` caches,
+    and with ``probes`` (``[O−1, ..]`` slices of :func:`zero_probes`) also the dense layers'
+    stacked inputs ``{name: [O−1, .., in, B]}``."""
+    k_cache = v_cache = empty_cache(config, x_obs_BxOx10x6.shape[0], x_obs_BxOx10x6.dtype)
+    frames = []
+    for j in range(x_obs_BxOx10x6.shape[1] - 1):
+        dense = _Layers(None if probes is None else {n: p[j] for n, p in probes.items()})
+        e_j = encode(weights, x_obs_BxOx10x6[:, j], dense)
+        _, k_cache, v_cache = temporal(weights, e_j, k_cache, v_cache, j, config, dense)
+        frames.append(dense.inputs)
+    inputs = {n: jnp.stack([f[n] for f in frames]) for n in (frames[0] if frames else {})}
+    return (k_cache, v_cache) if probes is None else (k_cache, v_cache, inputs)

@@ -65,48 +65,61 @@ def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorCo
     a_proj = apply(audio_features, method=Generator.audio_projections)
     a_proj = jnp.transpose(a_proj[:, n_obs:n_obs + n_frames], (1, 2, 3, 0))
 
-    weights = decode.prepare(params, config)
-    k_cache = v_cache = decode.empty_cache(config, batch, x_obs.dtype)
-    # Warm-up: observed frames 0..O−2 only fill the caches; frame O−1 starts the scan.
-    for j in range(n_obs - 1):
-        e_j = decode.encode(weights, x_obs[:, j])
-        _, k_cache, v_cache = decode.temporal(weights, e_j, k_cache, v_cache, j, config)
-    frames = _scan_frames(config, unroll, n_obs - 1, weights, (x_obs[:, -1], k_cache, v_cache),
-                          a_proj, scales)
+    frames = _scan_frames(config, unroll, decode.frame_params(params), x_obs, a_proj, scales)
     return jnp.moveaxis(frames, 0, 1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _scan_frames(config, unroll, t0, weights, init, a_proj, scales):
-    """``[n, B, 10, 6]``: the scan of :func:`motion.decode.decode_step` from frame ``t0``."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _scan_frames(config, unroll, params, x_obs, a_proj, scales):
+    """``[n, B, 10, 6]``: the warm-up on ``x_obs [B, O, 10, 6]``, then the scan of
+    :func:`motion.decode.decode_step` from frame O−1 (``params``: ``decode.frame_params``)."""
+    weights = decode.prepare(params, config)
+    k_cache, v_cache = decode.warm_up(weights, x_obs, config)
     step = functools.partial(decode.decode_step, weights, config=config, scales=scales)
-    return jax.lax.scan(step, (*init, jnp.int32(t0)), a_proj, unroll=unroll)[1]
+    init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(x_obs.shape[1] - 1))
+    return jax.lax.scan(step, init, a_proj, unroll=unroll)[1]
 
 
-def _scan_frames_fwd(config, unroll, t0, weights, init, a_proj, scales):
-    """The same scan with probes; its VJP and the dense layers' inputs are the residuals."""
-    weights = decode.prepare_backward(weights)
-    probes = decode.zero_probes(weights, init[0].shape[0], a_proj.shape[0])
+def _scan_frames_fwd(config, unroll, params, x_obs, a_proj, scales):
+    """The same with probes on every dense layer (warm-up and scan); the residuals are the VJP
+    of that function and of :func:`motion.decode.prepare`, and the layers' stacked inputs."""
+    def prepared(params):
+        return decode.prepare_backward(decode.prepare(params, config))
 
-    def probed(weights, init, a_proj, scales, probes):
+    weights, prepare_pull_back = jax.vjp(prepared, params)
+    batch, n_obs = x_obs.shape[:2]
+    probes = decode.zero_probes(weights, batch, a_proj.shape[0])
+    warm_probes = decode.zero_probes(weights, batch, n_obs - 1)
+
+    def probed(weights, x_obs, a_proj, scales, probes, warm_probes):
+        k_cache, v_cache, warm_inputs = decode.warm_up(weights, x_obs, config, warm_probes)
+
         def step(carry, xs):
             return decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
                                       probes=xs[1])
-        _, (frames, inputs) = jax.lax.scan(step, (*init, jnp.int32(t0)), (a_proj, probes),
-                                           unroll=unroll)
-        return frames, inputs
+        init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
+        _, (frames, inputs) = jax.lax.scan(step, init, (a_proj, probes), unroll=unroll)
+        return frames, (inputs, warm_inputs)
 
-    frames, pull_back, inputs = jax.vjp(probed, weights, init, a_proj, scales, probes,
-                                        has_aux=True)
-    return frames, (pull_back, inputs)
+    frames, pull_back, inputs = jax.vjp(probed, weights, x_obs, a_proj, scales, probes,
+                                        warm_probes, has_aux=True)
+    return frames, (pull_back, prepare_pull_back, inputs)
 
 
-def _scan_frames_bwd(config, unroll, t0, residuals, ct_frames):
-    pull_back, inputs = residuals
-    ct_weights, ct_init, ct_a_proj, ct_scales, ct_probes = pull_back(ct_frames)
-    ct_weights = decode.add_weight_gradients(
-        ct_weights, decode.weight_gradients(ct_weights, inputs, ct_probes))
-    return decode.drop_backward(ct_weights), ct_init, ct_a_proj, ct_scales
+def _scan_frames_bwd(config, unroll, residuals, ct_frames):
+    pull_back, prepare_pull_back, (inputs, warm_inputs) = residuals
+    ct_weights, ct_x_obs, ct_a_proj, ct_scales, ct_probes, ct_warm = pull_back(ct_frames)
+    # The dense matrices' cotangents in ct_weights are zeros (motion.decode._deferred_matmul):
+    # the prepare VJP maps the rest (biases, LayerNorms, position biases) to G's layout.
+    (ct_params,) = prepare_pull_back(ct_weights)
+    ct_params = jax.tree_util.tree_map(lambda x: x, ct_params)            # fresh containers
+    for grads in (decode.weight_gradients(ct_weights, inputs, ct_probes),
+                  decode.weight_gradients(ct_weights, warm_inputs, ct_warm)):
+        for path, grad in grads.items():
+            *parents, leaf = path
+            node = decode.get_path(ct_params, parents)
+            node[leaf] = node[leaf] + grad
+    return ct_params, ct_x_obs, ct_a_proj, ct_scales
 
 
 _scan_frames.defvjp(_scan_frames_fwd, _scan_frames_bwd)
