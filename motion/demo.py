@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 import os
 import re
 import sys
@@ -228,4 +229,7 @@ def demo_command(args) -> None:
     if config.corpus.clips < 20:
         raise InputError("--set", f"corpus.clips must be at least 20 (train/val/test splits); "
                                   f"got {config.corpus.clips}")
+    if not (math.isfinite(config.drift_window_s) and config.drift_window_s >= 0):
+        raise InputError("--set", f"drift_window_s must be a number of seconds >= 0 (0 = off); "
+                                  f"got {config.drift_window_s}")
     demo(config, args.out)

@@ -69,20 +69,31 @@ def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorCo
     return jnp.moveaxis(frames, 0, 1)
 
 
+def _frames(weights, x_obs, a_proj, scales, *, config, unroll, probes=None, warm_probes=None):
+    """The warm-up on ``x_obs [B, O, 10, 6]`` then the scan of ``motion.decode.decode_step``
+    from frame O−1: frames ``[n, B, 10, 6]``; with probes (``motion.decode.zero_probes``) also
+    the dense layers' stacked inputs ``(scan, warm-up)``."""
+    n_obs = x_obs.shape[1]
+    k_cache, v_cache, *warm_inputs = decode.warm_up(weights, x_obs, config, warm_probes)
+
+    def step(carry, xs):
+        return decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
+                                  probes=xs[1])
+    init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
+    _, out = jax.lax.scan(step, init, (a_proj, probes), unroll=unroll)
+    return out if probes is None else (out[0], (out[1], warm_inputs[0]))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _scan_frames(config, unroll, params, x_obs, a_proj, scales):
-    """``[n, B, 10, 6]``: the warm-up on ``x_obs [B, O, 10, 6]``, then the scan of
-    :func:`motion.decode.decode_step` from frame O−1 (``params``: ``decode.frame_params``)."""
-    weights = decode.prepare(params, config)
-    k_cache, v_cache = decode.warm_up(weights, x_obs, config)
-    step = functools.partial(decode.decode_step, weights, config=config, scales=scales)
-    init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(x_obs.shape[1] - 1))
-    return jax.lax.scan(step, init, a_proj, unroll=unroll)[1]
+    """``[n, B, 10, 6]`` from ``params`` (``decode.frame_params``): :func:`_frames`."""
+    return _frames(decode.prepare(params, config), x_obs, a_proj, scales, config=config,
+                   unroll=unroll)
 
 
 def _scan_frames_fwd(config, unroll, params, x_obs, a_proj, scales):
-    """The same with probes on every dense layer (warm-up and scan); the residuals are the VJP
-    of that function and of :func:`motion.decode.prepare`, and the layers' stacked inputs."""
+    """:func:`_frames` with probes on every dense layer (warm-up and scan); the residuals are
+    its VJP, :func:`motion.decode.prepare`'s, and the layers' stacked inputs."""
     def prepared(params):
         return decode.prepare_backward(decode.prepare(params, config))
 
@@ -92,14 +103,8 @@ def _scan_frames_fwd(config, unroll, params, x_obs, a_proj, scales):
     warm_probes = decode.zero_probes(weights, batch, n_obs - 1)
 
     def probed(weights, x_obs, a_proj, scales, probes, warm_probes):
-        k_cache, v_cache, warm_inputs = decode.warm_up(weights, x_obs, config, warm_probes)
-
-        def step(carry, xs):
-            return decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
-                                      probes=xs[1])
-        init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
-        _, (frames, inputs) = jax.lax.scan(step, init, (a_proj, probes), unroll=unroll)
-        return frames, (inputs, warm_inputs)
+        return _frames(weights, x_obs, a_proj, scales, config=config, unroll=unroll,
+                       probes=probes, warm_probes=warm_probes)
 
     frames, pull_back, inputs = jax.vjp(probed, weights, x_obs, a_proj, scales, probes,
                                         warm_probes, has_aux=True)

@@ -39,16 +39,23 @@ VERSION = 1
 META = "model.json"
 PARAMS = "params.msgpack"
 N_QUANTILES = 101          # percentiles 0, 1, ..., 100: about 30 KB of JSON at 26 bands
+MAX_STATS_FRAMES = 2_000_000   # ≈ 5.5 h of audio: percentiles are settled long before that
 
 
 def corpus_feature_stats(features: list[np.ndarray], source: str) -> dict:
     """``feature_stats`` for ``model.json`` from a corpus's clips' features (each ``[4T, F]``):
     per-band quantiles at ``linspace(0, 1, N_QUANTILES)``, rounded to 1e-4 (far below the
-    features' spread) so the file stays small and the same corpus gives the same bytes."""
-    stacked = np.concatenate([np.asarray(f, np.float64) for f in features])
+    features' spread) so the file stays small and the same corpus gives the same bytes.
+
+    A corpus of more than ``MAX_STATS_FRAMES`` frames is read at a fixed stride (every k-th frame
+    of every clip), so a large dataset's statistics cost bounded memory and stay deterministic."""
+    total = sum(len(f) for f in features)
+    stride = max(1, -(-total // MAX_STATS_FRAMES))
+    stacked = np.concatenate([np.asarray(f[::stride], np.float64) for f in features])
     quantiles = np.quantile(stacked, np.linspace(0.0, 1.0, N_QUANTILES), axis=0)
+    sampled = f", one in {stride} read" if stride > 1 else ""
     return {"quantiles": np.round(quantiles, 4).tolist(),
-            "source": f"{source} ({len(features)} clips, {stacked.shape[0]} feature frames)"}
+            "source": f"{source} ({len(features)} clips, {total} feature frames{sampled})"}
 
 
 def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_space: str,

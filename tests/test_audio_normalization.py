@@ -108,6 +108,18 @@ def test_stats_and_drift_window_round_trip_through_save_and_load(tmp_path):
     assert "feature_stats" not in old and "drift_window_s" not in old
 
 
+def test_a_large_corpus_is_read_at_a_fixed_stride(monkeypatch):
+    import motion.saved_model as saved_model
+
+    clips = _corpus(n_clips=4, n=300)
+    monkeypatch.setattr(saved_model, "MAX_STATS_FRAMES", 500)          # 1200 frames → every 3rd
+    stats = saved_model.corpus_feature_stats(clips, "big")
+    expected = np.quantile(np.concatenate([c[::3] for c in clips]),
+                           np.linspace(0, 1, N_QUANTILES), axis=0)
+    np.testing.assert_allclose(stats["quantiles"], expected, atol=6e-5)
+    assert stats["source"] == "big (4 clips, 1200 feature frames, one in 3 read)"
+
+
 @pytest.mark.parametrize("patch,message", [
     ({"feature_stats": {"quantiles": [[0.0] * 3] * 4}}, "quantiles must be"),
     ({"feature_stats": {"quantiles": [[1.0] * BANDS, [0.0] * BANDS]}}, "non-decreasing"),
