@@ -1,8 +1,8 @@
 """One generated frame of G, feature-major: the rollout's scan body (paper eq. 8–10).
 
-The same function as ``Generator.encode`` → ``Generator.temporal_decode`` →
-``Generator.velocity`` (``motion.generator``, ``motion.temporal``), evaluated on a different
-memory layout:
+The same function as ``Generator.encode`` → the temporal module at frame t
+(``TemporalTransformer.full``'s last row) → ``Generator.velocity`` (``motion.generator``,
+``motion.temporal``), evaluated one frame at a time on a different memory layout:
 
 - activations are kept **feature-major**, ``[D, B]``, and every matrix is stored ``[out, in]``
   (:func:`prepare` transposes G's parameters once per rollout, outside the scan). A frame at
