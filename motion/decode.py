@@ -110,26 +110,6 @@ def _deferred_bwd(w_io, ct_oB):
 _deferred_matmul.defvjp(_deferred_fwd, _deferred_bwd)
 
 
-@jax.custom_vjp
-def _feature_major(x_BxD):
-    """``x.T``, whose backward keeps the transpose out of the producing matrix product. XLA
-    otherwise folds it into ``w_io @ ct`` as a ``[B, in]``-output product, off the fast
-    feature-major path: 0.6–0.8 ms per layer and frame at B = 8 in a training rollout's
-    profile; keeping them apart took 0.1 s off a 40-frame rollout's forward + backward."""
-    return x_BxD.T
-
-
-def _feature_major_fwd(x_BxD):
-    return x_BxD.T, None
-
-
-def _feature_major_bwd(_, ct_DxB):
-    return (jax.lax.optimization_barrier(ct_DxB).T,)
-
-
-_feature_major.defvjp(_feature_major_fwd, _feature_major_bwd)
-
-
 class _Layers:
     """Applies dense layers by name; with probes, records inputs and defers weight gradients."""
 
@@ -218,8 +198,7 @@ def temporal(weights, e_DxB, k_cache, v_cache, t, config: GeneratorConfig, dense
         bias = jnp.where(offset <= t, p["rel_bias"][:, offset], MASKED_LOGIT)      # [H, C]
         logits = jnp.einsum("bhd,bhcd->bhc", q[:, :, 0] * head ** -0.5, k_layer) + bias
         attn = jnp.einsum("bhc,bhcd->bhd", jax.nn.softmax(logits, axis=-1), v_layer)
-        attn = _feature_major(attn.reshape(-1, config.d_model))                   # [D, B]
-        x = x + dense(f"layers{i}.proj", p["proj"], attn)
+        x = x + dense(f"layers{i}.proj", p["proj"], attn.reshape(-1, config.d_model).T)
         hidden = jax.nn.gelu(dense(f"layers{i}.ff1", p["ff1"], _layer_norm(p["norm2"], x)))
         x = x + dense(f"layers{i}.ff2", p["ff2"], hidden)
     return _layer_norm(weights["norm"], x), k_cache, v_cache
