@@ -15,11 +15,14 @@ from syncers.loader import Augment
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Adam (β1 = 0, β2 = 0.999) for G and D, both ×``decay_factor`` after ``decay_step``."""
+    """Adam (β1 = 0, β2 = 0.999) for G and D, both ×``decay_factor`` after ``decay_step``.
+    ``eps`` is Adam's ε (optax's default): a gradient entry much smaller than it gets a step
+    proportional to itself rather than ±lr."""
     lr_g: float = 2e-5
     lr_d: float = 1e-5
     b1: float = 0.0
     b2: float = 0.999
+    eps: float = 1e-8
     decay_step: int = 70000
     decay_factor: float = 0.1
 

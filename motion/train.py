@@ -99,7 +99,7 @@ def schedules(optim: OptimConfig) -> tuple[Callable, Callable]:
 
 def optimizers(optim: OptimConfig):
     """Adam's moment estimates (β1, β2) for G and D; the step is scaled by :func:`schedules`."""
-    tx = optax.scale_by_adam(b1=optim.b1, b2=optim.b2)
+    tx = optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
     return tx, tx
 
 

@@ -192,7 +192,7 @@ sys.path.insert(0, {repo!r})
 from syncers import config as config_lib
 from motion.config import GeneratorRunConfig
 from motion.train import train
-config = config_lib.load(GeneratorRunConfig, {config!r}, ["train.batch_size=4"])
+config = config_lib.load(GeneratorRunConfig, {config!r}, {overrides!r})
 train(config, {data!r}, {syncers!r}, {out!r}, stop_after=3, compiler_options={options!r})
 """
 
@@ -200,16 +200,27 @@ train(config, {data!r}, {syncers!r}, {out!r}, stop_after=3, compiler_options={op
 @pytest.mark.slow
 def test_four_devices_match_one_device(setup, tmp_path):
     """Data parallel (``syncers.parallel``): 3 steps on 4 CPU devices give the parameters of
-    1 device with the same global batch (a subprocess: the device count is fixed at start)."""
+    1 device with the same global batch (a subprocess: the device count is fixed at start).
+
+    Both runs use Adam ε = 1e-3. With the default 1e-8, an entry whose gradient is zero up to
+    rounding (the key bias, which the softmax ignores; each discriminator's output bias while
+    every hinge term is active; an entry whose batch terms cancel) gets a ±lr step whose sign
+    is that of the noise, so the four partial sums of the 4-device run, equally exact, move it
+    by up to 2·lr per step (measured: temporal layers_0 ff1 kernel[14, 10], gradient +4.8e-8
+    on one device and −4.0e-8 on four, against 0.11 for that leaf's largest entry), and the
+    discriminators' flipped entries then shift later G gradients. With ε far above rounding
+    noise a step is a Lipschitz function of the gradient, so every entry is compared."""
     import os
     import subprocess
     import sys
     base = setup["base"]
-    config = config_lib.apply_overrides(setup["config"], ["train.batch_size=4"])
+    overrides = ["train.batch_size=4", "optim.eps=1e-3"]
+    config = config_lib.apply_overrides(setup["config"], overrides)
     train(config, setup["data"], setup["syncers"], tmp_path / "one", stop_after=3,
           compiler_options=FAST_COMPILE)
     script = _FOUR_DEVICES.format(repo=str(Path(__file__).resolve().parents[1]),
-                                  config=str(base / "generator.yaml"), data=str(setup["data"]),
+                                  config=str(base / "generator.yaml"), overrides=overrides,
+                                  data=str(setup["data"]),
                                   syncers=str(setup["syncers"]), out=str(tmp_path / "four"),
                                   options=FAST_COMPILE)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -219,20 +230,9 @@ def test_four_devices_match_one_device(setup, tmp_path):
     one, _ = load_model(tmp_path / "one")
     four, info = load_model(tmp_path / "four")
     assert info["step"] == 3
-    # The attention's key bias adds the same q·b to every logit of a row, which the softmax
-    # ignores: its gradient is rounding noise, which Adam (β1 = 0) turns into ±lr steps of
-    # either sign. It is compared through what the model computes instead.
-    def without_key_bias(path, a):
-        if jax.tree_util.keystr(path).endswith("['qkv']['bias']"):   # [q | k | v]
-            a = np.concatenate([a[:a.size // 3], a[2 * a.size // 3:]])
-        return a
-
-    one_p = jax.tree_util.tree_map_with_path(without_key_bias, one.params)
-    four_p = jax.tree_util.tree_map_with_path(without_key_bias, four.params)
     difference = max(float(np.max(np.abs(a - b))) for a, b in
-                     zip(jax.tree.leaves(one_p), jax.tree.leaves(four_p)))
-    print(f"generator, 1 vs 4 devices: max |param difference| = {difference:.3g} "
-          "(all but the key biases)")
+                     zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)))
+    print(f"generator, 1 vs 4 devices: max |param difference| = {difference:.3g}")
     assert difference <= 1e-5
     rng = np.random.default_rng(0)
     x0 = rng.normal(0, 0.3, (10, 6)).astype(np.float32)
