@@ -17,17 +17,25 @@ The same function as ``Generator.encode`` → the temporal module at frame t
   because the backward pass of a layer's slice of a stacked carry pads its cotangent to the
   whole stack every frame.
 
-**Deferred weight gradients.** Differentiating a scan makes JAX accumulate each loop-invariant
-weight's cotangent in the backward loop's carry: every frame adds a rank-B outer product to a
-full-size accumulator (126 MB at paper size), which dominated a training step. With
-:func:`decode_step` given ``probes`` (zeros ``[N, B]`` added to each dense layer's output), the
-weights' own cotangents are not formed in the loop (:func:`_deferred_matmul` passes only the
-input's cotangent back, computed with the ``[in, out]`` copy of the matrix, again the fast
-layout); the probes' cotangents — each layer's output cotangent per frame — come out stacked
-``[T, N, B]`` and ``motion.rollout`` forms every weight's gradient after the scan as one
-product over all frames and rows, ``Σ_{t,b} in[t] · ∂out[t]ᵀ``, written straight into G's
-``[in, out]`` parameter layout (:func:`weight_gradients`). The layers' inputs for that product
-are returned by :func:`decode_step` and :func:`warm_up` (``inputs``).
+**The backward pass: a replay, and deferred weight gradients.** Differentiating the scan
+directly has two costs that dominated a training step. JAX accumulates each loop-invariant
+weight's cotangent in the backward loop's carry (every frame adds a rank-B outer product to a
+full-size accumulator: 126 MB at paper size), and it saves a copy of every layer's key/value
+cache per frame for the attention's backward. ``motion.rollout`` avoids both:
+
+- its forward pass records each dense layer's input and product ``w @ h`` per frame
+  (:class:`Layers` with ``record=True``);
+- its backward pass is the VJP of a *replay* of the frames (:class:`Layers` given the
+  products and zero ``probes [N, B]`` added to each dense layer's output): a replayed layer
+  reads no matrix in the forward direction (:func:`_replayed_matmul` returns the recorded
+  product), and its backward passes only the input's cotangent, computed with the
+  ``[in, out]`` copy of the matrix, again the fast layout; attention reads every frame's
+  recorded keys and values (:func:`key_value_history`, :func:`_history_attention`) instead of
+  a per-frame copy of the cache;
+- the probes' cotangents — each layer's output cotangent per frame — come out stacked
+  ``[T, N, B]``, and every weight's gradient is formed after the scan as one product over all
+  frames and rows, ``Σ_{t,b} in[t] · ∂out[t]ᵀ``, written straight into G's ``[in, out]``
+  parameter layout (:func:`weight_gradients`).
 """
 from __future__ import annotations
 
@@ -76,7 +84,7 @@ def prepare(params, config: GeneratorConfig) -> dict:
 
 def prepare_backward(weights: dict) -> dict:
     """:func:`prepare`'s tree plus each dense layer's ``[.., in, out]`` copy ``"w_io"`` (what
-    :func:`_deferred_matmul`'s backward multiplies by, in the fast layout)."""
+    :func:`_replayed_matmul`'s backward multiplies by, in the fast layout)."""
     weights = jax.tree_util.tree_map(lambda x: x, weights)        # fresh containers
     for _, path, _ in dense_names_of(weights):
         layer = get_path(weights, path)
@@ -93,35 +101,67 @@ def empty_cache(config: GeneratorConfig, batch: int, dtype=jnp.float32) -> tuple
 # --------------------------------------------------------------------------- dense layers
 
 @jax.custom_vjp
-def _deferred_matmul(w_oi, w_io, h_iB):
-    """``w_oi [.., out, in] @ h [.., in, B]`` whose backward returns no weight cotangent (it is
-    formed after the scan from the probes, see the module docstring)."""
-    return jnp.matmul(w_oi, h_iB)
+def _feature_major(x_BxD):
+    """``x.T``, whose backward keeps the transpose out of the producing matrix product. XLA
+    otherwise folds it into ``w_io @ ct`` as a ``[B, in]``-output product, off the fast
+    feature-major path: 0.6–0.8 ms per layer and frame at B = 8 in a training rollout's
+    profile; keeping them apart took 0.1 s off a 40-frame rollout's forward + backward."""
+    return x_BxD.T
 
 
-def _deferred_fwd(w_oi, w_io, h_iB):
-    return jnp.matmul(w_oi, h_iB), w_io
+def _feature_major_fwd(x_BxD):
+    return x_BxD.T, None
 
 
-def _deferred_bwd(w_io, ct_oB):
-    return None, None, jnp.matmul(w_io, ct_oB)
+def _feature_major_bwd(_, ct_DxB):
+    return (jax.lax.optimization_barrier(ct_DxB).T,)
 
 
-_deferred_matmul.defvjp(_deferred_fwd, _deferred_bwd)
+_feature_major.defvjp(_feature_major_fwd, _feature_major_bwd)
 
 
-class _Layers:
-    """Applies dense layers by name; with probes, records inputs and defers weight gradients."""
+@jax.custom_vjp
+def _replayed_matmul(w_io, h_iB, product_oB):
+    """``w_oi @ h``, its value taken from ``product`` (recorded by the forward pass); the
+    backward returns only the input's cotangent, ``w_io @ ct`` (see the module docstring)."""
+    return product_oB
 
-    def __init__(self, probes):
-        self.probes = probes
-        self.inputs = {}
+
+def _replayed_fwd(w_io, h_iB, product_oB):
+    return product_oB, w_io
+
+
+def _replayed_bwd(w_io, ct_oB):
+    return None, jnp.matmul(w_io, ct_oB), None
+
+
+_replayed_matmul.defvjp(_replayed_fwd, _replayed_bwd)
+
+
+class Layers:
+    """Applies dense layers by name, in one of three modes:
+
+    - plain: ``w @ h + b``;
+    - ``record=True``: plain, keeping each layer's input (``inputs``) and product ``w @ h``
+      (``products``) for the backward pass;
+    - ``probes`` and ``products`` given (the replay): the recorded product in value, no matrix
+      read, plus ``b`` and the layer's probe; its backward is the input's cotangent only, and
+      the probe's cotangent is the layer's output cotangent (weights' gradients are formed
+      after the scan, :func:`weight_gradients`).
+    """
+
+    def __init__(self, probes=None, products=None, record: bool = False):
+        self.probes, self.recorded, self.record = probes, products, record
+        self.inputs, self.products = {}, {}
 
     def __call__(self, name: str, p: dict, h):
-        if self.probes is None:
-            return jnp.matmul(p["w"], h) + p["b"]
-        self.inputs[name] = h
-        return _deferred_matmul(p["w"], p["w_io"], h) + p["b"] + self.probes[name]
+        if self.recorded is not None:
+            out = _replayed_matmul(p["w_io"], h, self.recorded[name])
+            return out + p["b"] + self.probes[name]
+        product = jnp.matmul(p["w"], h)
+        if self.record:
+            self.inputs[name], self.products[name] = h, product
+        return product + p["b"]
 
 
 def dense_names_of(weights: dict) -> list[tuple[str, tuple, tuple]]:
@@ -172,42 +212,90 @@ def _layer_norm(p, x_DxB):
 
 def encode(weights, x_BxKx6, dense=None):
     """enc(x_t): ``[B, 10, 6]`` → ``[D, B]``."""
-    dense = dense or _Layers(None)
+    dense = dense or Layers()
     p = weights["encoder"]
     x = x_BxKx6.reshape(x_BxKx6.shape[0], N_KEYPOINTS * KEYPOINT_DIM).T
     x = jax.nn.gelu(_layer_norm(p["norm"], dense("encoder.in", p["in"], x)))
     return dense("encoder.out", p["out"], x)
 
 
-def temporal(weights, e_DxB, k_cache, v_cache, t, config: GeneratorConfig, dense=None):
-    """h_t and the updated caches: one frame at absolute index ``t`` (``motion.temporal``)."""
-    dense = dense or _Layers(None)
+def temporal(weights, e_DxB, k_cache, v_cache, t, config: GeneratorConfig, dense=None,
+             history=None):
+    """h_t and the updated caches: one frame at absolute index ``t`` (``motion.temporal``).
+
+    Caches are ring buffers ``[B, H, C, D/H]`` (slot ``t mod C``), or, in the replay
+    (``history`` = per-layer keys and values of every frame, ``([B, H, N, D/H], ..)`` twice),
+    buffers ``[B, H, N, D/H]`` written at ``t`` whose values are never read: attention reads
+    ``history`` (:func:`_history_attention`) and the buffers only carry the keys' and values'
+    cotangents back to the frames that wrote them."""
+    dense = dense or Layers()
     n_heads, head = config.n_heads, config.d_model // config.n_heads
-    offset = (t - jnp.arange(config.context)) % config.context           # [C]
+    if history is None:
+        offset = (t - jnp.arange(config.context)) % config.context          # [C]
+        valid = offset <= t
+    else:
+        offset = t - jnp.arange(history[0][0].shape[2])                     # [N]
+        valid = (offset >= 0) & (offset < config.context)
+        offset = jnp.clip(offset, 0, config.context - 1)
     x = e_DxB
     for i, p in enumerate(weights["layers"]):
         qkv = dense(f"layers{i}.qkv", p["qkv"], _layer_norm(p["norm1"], x))   # [3D, B]
         # [3D, B] → q, k, v [B, H, 1, D/H]: attention is a per-(row, head) product, batch-major
         q, k, v = (jnp.transpose(part.reshape(n_heads, head, 1, -1), (3, 0, 2, 1))
                    for part in jnp.split(qkv, 3, axis=0))
-        start = (0, 0, t % config.context, 0)
+        start = (0, 0, t % config.context if history is None else t, 0)
         k_layer = jax.lax.dynamic_update_slice(k_cache[i], k, start)
         v_layer = jax.lax.dynamic_update_slice(v_cache[i], v, start)
         k_cache = k_cache[:i] + (k_layer,) + k_cache[i + 1:]
         v_cache = v_cache[:i] + (v_layer,) + v_cache[i + 1:]
-        bias = jnp.where(offset <= t, p["rel_bias"][:, offset], MASKED_LOGIT)      # [H, C]
-        logits = jnp.einsum("bhd,bhcd->bhc", q[:, :, 0] * head ** -0.5, k_layer) + bias
-        attn = jnp.einsum("bhc,bhcd->bhd", jax.nn.softmax(logits, axis=-1), v_layer)
-        x = x + dense(f"layers{i}.proj", p["proj"], attn.reshape(-1, config.d_model).T)
+        bias = jnp.where(valid, p["rel_bias"][:, offset], MASKED_LOGIT)      # [H, C or N]
+        q = q[:, :, 0] * head ** -0.5
+        if history is None:
+            logits = jnp.einsum("bhd,bhcd->bhc", q, k_layer) + bias
+            attn = jnp.einsum("bhc,bhcd->bhd", jax.nn.softmax(logits, axis=-1), v_layer)
+        else:
+            attn = _history_attention(q, k_layer, v_layer, bias, history[0][i], history[1][i])
+        attn = _feature_major(attn.reshape(-1, config.d_model))                   # [D, B]
+        x = x + dense(f"layers{i}.proj", p["proj"], attn)
         hidden = jax.nn.gelu(dense(f"layers{i}.ff1", p["ff1"], _layer_norm(p["norm2"], x)))
         x = x + dense(f"layers{i}.ff2", p["ff2"], hidden)
     return _layer_norm(weights["norm"], x), k_cache, v_cache
 
 
+@jax.custom_vjp
+def _history_attention(q_BxHxd, k_buffer, v_buffer, bias_HxN, k_history, v_history):
+    """Attention of ``q`` over ``k_history`` / ``v_history`` ``[B, H, N, d]`` (+ ``bias``), as
+    if over the buffers: their cotangents go to ``k_buffer`` / ``v_buffer`` (the replay's
+    carried buffers, see :func:`temporal`), none to the histories, which are constants, so the
+    backward pass saves no per-frame copy of a cache."""
+    logits = jnp.einsum("bhd,bhnd->bhn", q_BxHxd, k_history) + bias_HxN
+    return jnp.einsum("bhn,bhnd->bhd", jax.nn.softmax(logits, axis=-1), v_history)
+
+
+def _history_attention_fwd(q, k_buffer, v_buffer, bias, k_history, v_history):
+    logits = jnp.einsum("bhd,bhnd->bhn", q, k_history) + bias
+    weights = jax.nn.softmax(logits, axis=-1)
+    return (jnp.einsum("bhn,bhnd->bhd", weights, v_history),
+            (q, weights, k_history, v_history))
+
+
+def _history_attention_bwd(residuals, ct_BxHxd):
+    q, weights, k_history, v_history = residuals
+    ct_weights = jnp.einsum("bhd,bhnd->bhn", ct_BxHxd, v_history)
+    ct_logits = weights * (ct_weights - jnp.sum(weights * ct_weights, axis=-1, keepdims=True))
+    return (jnp.einsum("bhn,bhnd->bhd", ct_logits, k_history),
+            jnp.einsum("bhn,bhd->bhnd", ct_logits, q),
+            jnp.einsum("bhn,bhd->bhnd", weights, ct_BxHxd),
+            ct_logits.sum(axis=0), None, None)
+
+
+_history_attention.defvjp(_history_attention_fwd, _history_attention_bwd)
+
+
 def velocity(weights, h_DxB, e_DxB, a_proj_NxHxB, scales_N, config: GeneratorConfig,
              dense=None):
     """Eq. 10: ``v [B, 10, 6]`` from h_t, enc(x_t) and the branches' audio projections."""
-    dense = dense or _Layers(None)
+    dense = dense or Layers()
     p = weights["head"]
     levels, width = config.levels, config.branch_hidden
     z = dense("head.state", p["state"], jnp.concatenate([h_DxB, e_DxB], axis=0))
@@ -222,16 +310,15 @@ def velocity(weights, h_DxB, e_DxB, a_proj_NxHxB, scales_N, config: GeneratorCon
     return v
 
 
-def decode_step(weights, carry, a_proj_NxHxB, *, config: GeneratorConfig, scales, probes=None):
-    """One generated frame: ``carry = (x_t [B,10,6], k, v, t)`` → ``(carry', x_{t+1})``; with
-    ``probes`` (one frame's slice of :func:`zero_probes`) → ``(carry', (x_{t+1}, inputs))``."""
-    dense = _Layers(probes)
+def decode_step(weights, carry, a_proj_NxHxB, *, config: GeneratorConfig, scales, dense=None,
+                history=None):
+    """One generated frame: ``carry = (x_t [B,10,6], k, v, t)`` → ``(carry', x_{t+1})``
+    (``dense``: a :class:`Layers`, for its modes; ``history``: see :func:`temporal`)."""
     x_t, k_cache, v_cache, t = carry
     e_t = encode(weights, x_t, dense)
-    h_t, k_cache, v_cache = temporal(weights, e_t, k_cache, v_cache, t, config, dense)
+    h_t, k_cache, v_cache = temporal(weights, e_t, k_cache, v_cache, t, config, dense, history)
     x_next = x_t + velocity(weights, h_t, e_t, a_proj_NxHxB, scales, config, dense)
-    carry = (x_next, k_cache, v_cache, t + 1)
-    return (carry, x_next) if probes is None else (carry, (x_next, dense.inputs))
+    return (x_next, k_cache, v_cache, t + 1), x_next
 
 
 def weight_gradients(weights: dict, inputs: dict, probe_cotangents: dict) -> dict:
@@ -247,16 +334,32 @@ def weight_gradients(weights: dict, inputs: dict, probe_cotangents: dict) -> dic
     return grads
 
 
-def warm_up(weights, x_obs_BxOx10x6, config: GeneratorConfig, probes=None):
-    """Fill the caches with observed frames 0..O−2 (encode + temporal only): ``(k, v)`` caches,
-    and with ``probes`` (``[O−1, ..]`` slices of :func:`zero_probes`) also the dense layers'
-    stacked inputs ``{name: [O−1, .., in, B]}``."""
-    k_cache = v_cache = empty_cache(config, x_obs_BxOx10x6.shape[0], x_obs_BxOx10x6.dtype)
-    frames = []
+def key_value_history(weights: dict, products: dict, config: GeneratorConfig):
+    """Every frame's keys and values per layer, ``([B, H, N, D/H], ..)`` twice, from the
+    recorded products of the ``qkv`` layers (``{name: [N, 3D, B]}``, frames 0..N−1)."""
+    n_heads, head, width = config.n_heads, config.d_model // config.n_heads, config.d_model
+    keys, values = [], []
+    for i, p in enumerate(weights["layers"]):
+        qkv = products[f"layers{i}.qkv"] + p["qkv"]["b"]                      # [N, 3D, B]
+        for part, out in ((qkv[:, width:2 * width], keys), (qkv[:, 2 * width:], values)):
+            out.append(jnp.transpose(part.reshape(part.shape[0], n_heads, head, -1),
+                                     (3, 1, 0, 2)))
+    return tuple(keys), tuple(values)
+
+
+def warm_up(weights, x_obs_BxOx10x6, config: GeneratorConfig, dense_of=None, history=None):
+    """Fill the caches with observed frames 0..O−2 (encode + temporal only): ``(k, v, layers)``,
+    ``layers`` the frames' :class:`Layers` (``dense_of(j)``, plain by default; their records).
+    With ``history`` the caches are the replay's ``[B, H, N, D/H]`` buffers (:func:`temporal`)."""
+    batch = x_obs_BxOx10x6.shape[0]
+    if history is None:
+        k_cache = v_cache = empty_cache(config, batch, x_obs_BxOx10x6.dtype)
+    else:
+        k_cache = v_cache = tuple(jnp.zeros_like(k) for k in history[0])
+    layers = []
     for j in range(x_obs_BxOx10x6.shape[1] - 1):
-        dense = _Layers(None if probes is None else {n: p[j] for n, p in probes.items()})
+        dense = dense_of(j) if dense_of else Layers()
         e_j = encode(weights, x_obs_BxOx10x6[:, j], dense)
-        _, k_cache, v_cache = temporal(weights, e_j, k_cache, v_cache, j, config, dense)
-        frames.append(dense.inputs)
-    inputs = {n: jnp.stack([f[n] for f in frames]) for n in (frames[0] if frames else {})}
-    return (k_cache, v_cache) if probes is None else (k_cache, v_cache, inputs)
+        _, k_cache, v_cache = temporal(weights, e_j, k_cache, v_cache, j, config, dense, history)
+        layers.append(dense)
+    return k_cache, v_cache, layers

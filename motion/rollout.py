@@ -13,9 +13,9 @@ is one frame (``motion.decode.decode_step``, feature-major, parameters transpose
 rollout): encode x_t, one decode step of the Transformer against a ring buffer of C keys and
 values per layer (O(C) per frame, any length: the buffer slides), the branches, x_{t+1} = x_t +
 v. It is differentiable end to end (training back-propagates through the 40-frame rollout);
-its VJP is custom only in *where* weight gradients are formed — after the scan, as one product
-over all frames, instead of accumulated frame by frame inside it (``motion.decode``) — and
-equals plain AD (tested).
+its VJP is custom — a replay of the recorded forward pass whose weight gradients are formed
+after the scan, as one product over all frames, and whose attention needs no per-frame copy of
+the caches (``motion.decode``) — and equals plain AD (tested).
 :func:`rollout_reencode` computes the same function by re-encoding the whole history at every
 step (O(t) per frame) — a slow reference for the tests only.
 """
@@ -69,52 +69,79 @@ def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorCo
     return jnp.moveaxis(frames, 0, 1)
 
 
-def _frames(weights, x_obs, a_proj, scales, *, config, unroll, probes=None, warm_probes=None):
+def _frames(weights, x_obs, a_proj, scales, *, config, unroll, dense_of=None, history=None,
+            extra=None):
     """The warm-up on ``x_obs [B, O, 10, 6]`` then the scan of ``motion.decode.decode_step``
-    from frame O−1: frames ``[n, B, 10, 6]``; with probes (``motion.decode.zero_probes``) also
-    the dense layers' stacked inputs ``(scan, warm-up)``."""
+    from frame O−1: frames ``[n, B, 10, 6]`` and the layers' records ``(scan, warm-up)``:
+    ``dense_of(j, extra_j)`` makes frame j's ``motion.decode.Layers`` (plain by default; j is
+    None in the scan, whose frame k gets ``extra``'s slice k); ``history``: see
+    ``motion.decode.temporal``."""
     n_obs = x_obs.shape[1]
-    k_cache, v_cache, *warm_inputs = decode.warm_up(weights, x_obs, config, warm_probes)
+    dense_of = dense_of or (lambda j, extra: decode.Layers())
+    k_cache, v_cache, warm = decode.warm_up(weights, x_obs, config,
+                                            lambda j: dense_of(j, None), history)
 
     def step(carry, xs):
-        return decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
-                                  probes=xs[1])
+        dense = dense_of(None, xs[1])
+        carry, x_next = decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
+                                           dense=dense, history=history)
+        return carry, (x_next, dense.inputs, dense.products)
     init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
-    _, out = jax.lax.scan(step, init, (a_proj, probes), unroll=unroll)
-    return out if probes is None else (out[0], (out[1], warm_inputs[0]))
+    _, (frames, inputs, products) = jax.lax.scan(step, init, (a_proj, extra), unroll=unroll)
+    warm_records = tuple({n: jnp.stack([getattr(layers, kind)[n] for layers in warm])
+                          for n in (getattr(warm[0], kind) if warm else {})}
+                         for kind in ("inputs", "products"))
+    return frames, (inputs, products), warm_records
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _scan_frames(config, unroll, params, x_obs, a_proj, scales):
     """``[n, B, 10, 6]`` from ``params`` (``decode.frame_params``): :func:`_frames`."""
     return _frames(decode.prepare(params, config), x_obs, a_proj, scales, config=config,
-                   unroll=unroll)
+                   unroll=unroll)[0]
 
 
 def _scan_frames_fwd(config, unroll, params, x_obs, a_proj, scales):
-    """:func:`_frames` with probes on every dense layer (warm-up and scan); the residuals are
-    its VJP, :func:`motion.decode.prepare`'s, and the layers' stacked inputs."""
+    """:func:`_frames`, recording every dense layer's input and product (warm-up and scan);
+    the residuals are those records, :func:`motion.decode.prepare`'s VJP and the inputs."""
     def prepared(params):
         return decode.prepare_backward(decode.prepare(params, config))
 
     weights, prepare_pull_back = jax.vjp(prepared, params)
-    batch, n_obs = x_obs.shape[:2]
-    probes = decode.zero_probes(weights, batch, a_proj.shape[0])
-    warm_probes = decode.zero_probes(weights, batch, n_obs - 1)
-
-    def probed(weights, x_obs, a_proj, scales, probes, warm_probes):
-        return _frames(weights, x_obs, a_proj, scales, config=config, unroll=unroll,
-                       probes=probes, warm_probes=warm_probes)
-
-    frames, pull_back, inputs = jax.vjp(probed, weights, x_obs, a_proj, scales, probes,
-                                        warm_probes, has_aux=True)
-    return frames, (pull_back, prepare_pull_back, inputs)
+    frames, records, warm_records = _frames(
+        weights, x_obs, a_proj, scales, config=config, unroll=unroll,
+        dense_of=lambda j, extra: decode.Layers(record=True))
+    return frames, (prepare_pull_back, weights, x_obs, a_proj, scales, records, warm_records)
 
 
 def _scan_frames_bwd(config, unroll, residuals, ct_frames):
-    pull_back, prepare_pull_back, (inputs, warm_inputs) = residuals
+    """The backward pass is the VJP of a *replay* of the forward (``motion.decode.Layers``):
+    every dense layer's product is the recorded one (no matrix is read; its backward reads
+    the ``[in, out]`` copy once per frame), attention reads every frame's recorded keys and
+    values (``motion.decode.key_value_history``) instead of a per-frame copy of the cache,
+    and each layer's output cotangent comes out through its zero probe. Weight gradients are
+    then one product over all frames and rows per layer (``motion.decode.weight_gradients``)."""
+    prepare_pull_back, weights, x_obs, a_proj, scales, records, warm_records = residuals
+    (inputs, products), (warm_inputs, warm_products) = records, warm_records
+    batch, n_obs = x_obs.shape[:2]
+    every = {n: jnp.concatenate([warm_products[n], p]) if n in warm_products else p
+             for n, p in products.items()}
+    keys, values = decode.key_value_history(weights, every, config)
+    probes = decode.zero_probes(weights, batch, a_proj.shape[0])
+    warm_probes = decode.zero_probes(weights, batch, n_obs - 1)
+
+    def replay(weights, x_obs, a_proj, scales, probes, warm_probes):
+        def dense_of(j, extra):
+            if j is None:
+                return decode.Layers(extra[0], extra[1])
+            return decode.Layers({n: p[j] for n, p in warm_probes.items()},
+                                 {n: p[j] for n, p in warm_products.items()})
+        return _frames(weights, x_obs, a_proj, scales, config=config, unroll=unroll,
+                       dense_of=dense_of, history=(keys, values), extra=(probes, products))[0]
+
+    _, pull_back = jax.vjp(replay, weights, x_obs, a_proj, scales, probes, warm_probes)
     ct_weights, ct_x_obs, ct_a_proj, ct_scales, ct_probes, ct_warm = pull_back(ct_frames)
-    # The dense matrices' cotangents in ct_weights are zeros (motion.decode._deferred_matmul):
+    # The dense matrices' cotangents in ct_weights are zeros (motion.decode._replayed_matmul):
     # the prepare VJP maps the rest (biases, LayerNorms, position biases) to G's layout.
     (ct_params,) = prepare_pull_back(ct_weights)
     ct_params = jax.tree_util.tree_map(lambda x: x, ct_params)            # fresh containers

@@ -82,8 +82,9 @@ def test_gradients_finite_through_a_40_frame_rollout(params):
     assert all(float(jnp.abs(g).max()) > 0 for g in leaves)              # every parameter used
 
 
-def test_deferred_weight_gradients_equal_plain_autodiff(params):
-    """The rollout's custom VJP (weight gradients formed after the scan, motion.decode) gives
+def test_replayed_backward_equals_plain_autodiff(params):
+    """The rollout's custom VJP (a replay of the recorded forward pass, attention over the
+    recorded keys and values, weight gradients formed after the scan: motion.decode) gives
     the gradients plain AD gives through the re-encode reference — for every parameter, the
     observed frames and the audio — past the context, with branch scales."""
     n_frames = 42
