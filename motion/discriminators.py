@@ -24,7 +24,6 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
 
@@ -174,13 +173,13 @@ class SequenceDiscriminator(nn.Module):
             raise ValueError(f"no window of {c.windows} fits a {n}-frame sequence")
         groups = [obs] + [windows(seq, size).reshape((-1, size, seq.shape[-1]))
                           for size in sizes]                                # [N_g, L_g, 2F]
-        # One embedding call for the frames of every group (so one power iteration per D call).
-        flat = jnp.concatenate([g.reshape(-1, g.shape[-1]) for g in groups])
-        z = nn.leaky_relu(_Dense(c.seq_embed, c.spectral_norm)(flat, update_stats), 0.2)
+        # One embedding call per group, in this order, as when each group had its own LSTM
+        # pass: with update_stats each call is one power iteration of the spectral norm, so
+        # D trains as it did then (fewer calls measurably changed a short phantom run).
+        embed = _Dense(c.seq_embed, c.spectral_norm)
         lstm = _LSTMWeights(c.seq_hidden, name="OptimizedLSTMCell_0")(c.seq_embed)
-        offsets = np.cumsum([0] + [g.shape[0] * g.shape[1] for g in groups])
-        codes = final_states(*lstm, [z[a:b].reshape(g.shape[:2] + (-1,)) for a, b, g in
-                                     zip(offsets[:-1], offsets[1:], groups)])
+        codes = final_states(*lstm, [nn.leaky_relu(embed(g, update_stats), 0.2)
+                                     for g in groups])
         cond = _Dense(c.seq_hidden, c.spectral_norm)(codes[0], update_stats)   # E c
         head = _Dense(1, c.spectral_norm)
         scores = []
