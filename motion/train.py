@@ -349,6 +349,9 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
            tc.validate_every, tc.val_batch_size) < 1:
         raise InputError("--set", "train.steps, batch sizes, seq_frames and the *_every "
                                   "intervals must be >= 1")
+    oc = config.optim
+    if not (oc.eps > 0 and 0 <= oc.b1 < 1 and 0 <= oc.b2 < 1):
+        raise InputError("--set", "Adam needs optim.eps > 0 and 0 <= optim.b1, optim.b2 < 1")
     manifest = read_manifest(data_root)
     syncers, val_levels = _load_syncers(syncers_run, manifest, config)
     obs, n = config.model.obs_len, tc.seq_frames
