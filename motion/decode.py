@@ -268,8 +268,8 @@ def _history_attention(q_BxHxd, k_buffer, v_buffer, bias_HxN, k_history, v_histo
     if over the buffers: their cotangents go to ``k_buffer`` / ``v_buffer`` (the replay's
     carried buffers, see :func:`temporal`), none to the histories, which are constants, so the
     backward pass saves no per-frame copy of a cache."""
-    logits = jnp.einsum("bhd,bhnd->bhn", q_BxHxd, k_history) + bias_HxN
-    return jnp.einsum("bhn,bhnd->bhd", jax.nn.softmax(logits, axis=-1), v_history)
+    return _history_attention_fwd(q_BxHxd, k_buffer, v_buffer, bias_HxN, k_history,
+                                  v_history)[0]
 
 
 def _history_attention_fwd(q, k_buffer, v_buffer, bias, k_history, v_history):

@@ -11,7 +11,7 @@ import pytest
 
 from generator_helpers import jit
 from motion.discriminators import (TINY, DiscriminatorConfig, FrameDiscriminator,
-                                   SequenceDiscriminator, windows)
+                                   SequenceDiscriminator, _Dense, windows)
 
 
 def test_windows_stride_half_the_window():
@@ -56,32 +56,35 @@ def test_sequence_discriminator_windows_condition_and_spectral_norm():
 
 class _PerWindowLSTM(nn.Module):
     """D_s as first written: one ``nn.RNN(nn.OptimizedLSTMCell)`` pass per window size and
-    one over the observed frames, the embedding applied per pass. The reference for the
-    packed recurrence (``motion.discriminators.final_states``)."""
+    one over the observed frames, the embedding applied per pass (with spectral norm, one
+    power iteration each). The reference for the packed recurrence
+    (``motion.discriminators.final_states``)."""
     config: DiscriminatorConfig
 
     @nn.compact
-    def __call__(self, x_obs, x):
+    def __call__(self, x_obs, x, update_stats=False):
         c = self.config
         batch, n_obs, n = x.shape[0], x_obs.shape[1], x.shape[1]
         full = jnp.concatenate([x_obs, x], axis=1).reshape(batch, n_obs + n, -1)
         feats = jnp.concatenate([full[:, 1:], full[:, 1:] - full[:, :-1]], axis=-1)
-        embed = nn.Dense(c.seq_embed)
+        embed = _Dense(c.seq_embed, c.spectral_norm)
         lstm = nn.RNN(nn.OptimizedLSTMCell(c.seq_hidden), return_carry=True)
 
         def code(frames):
-            (_, hidden), _ = lstm(nn.leaky_relu(embed(frames), 0.2))
+            (_, hidden), _ = lstm(nn.leaky_relu(embed(frames, update_stats), 0.2))
             return hidden
 
         obs = jnp.concatenate([full[:, :1], jnp.zeros_like(full[:, :1])], axis=-1)
-        cond = nn.Dense(c.seq_hidden)(code(jnp.concatenate([obs, feats[:, :n_obs - 1]], 1)))
-        head = nn.Dense(1)
+        cond = _Dense(c.seq_hidden, c.spectral_norm)(
+            code(jnp.concatenate([obs, feats[:, :n_obs - 1]], 1)), update_stats)
+        head = _Dense(1, c.spectral_norm)
         seq, scores = feats[:, n_obs - 1:], []
         for size in c.windows:
             if size <= n:
                 w = windows(seq, size)
                 phi = code(w.reshape((-1,) + w.shape[2:])).reshape(batch, w.shape[1], -1)
-                scores.append(head(phi)[..., 0] + jnp.einsum("bnh,bh->bn", phi, cond))
+                scores.append(head(phi, update_stats)[..., 0]
+                              + jnp.einsum("bnh,bh->bn", phi, cond))
         return jnp.concatenate(scores, axis=1)
 
 
@@ -94,13 +97,9 @@ def test_packed_lstm_equals_one_pass_per_window(n_frames):
     x_obs = jax.random.normal(k1, (3, 3, 10, 6))
     x = jax.random.normal(k2, (3, n_frames, 10, 6))
     variables = SequenceDiscriminator(config).init(k3, x_obs, x)
-    flat = {"Dense_0": variables["params"]["_Dense_0"]["Dense_0"],
-            "Dense_1": variables["params"]["_Dense_1"]["Dense_0"],
-            "Dense_2": variables["params"]["_Dense_2"]["Dense_0"],
-            "OptimizedLSTMCell_0": variables["params"]["OptimizedLSTMCell_0"]}
     reference = _PerWindowLSTM(config)
     assert (jax.tree.map(jnp.shape, reference.init(k3, x_obs, x)["params"])
-            == jax.tree.map(jnp.shape, flat))
+            == jax.tree.map(jnp.shape, variables["params"]))
 
     def packed(params, x):
         return SequenceDiscriminator(config).apply({"params": params}, x_obs, x)
@@ -113,11 +112,31 @@ def test_packed_lstm_equals_one_pass_per_window(n_frames):
                                                     argnums=(0, 1))(p, x)))(params, x)
 
     ours, grad_packed = value_and_grads(packed, variables["params"])
-    theirs, grad_ref = value_and_grads(per_window, flat)
+    theirs, grad_ref = value_and_grads(per_window, variables["params"])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad_packed[1], grad_ref[1], rtol=1e-4, atol=1e-6)
-    for ours, theirs in [(grad_packed[0]["OptimizedLSTMCell_0"],
-                          grad_ref[0]["OptimizedLSTMCell_0"]),
-                         (grad_packed[0]["_Dense_0"]["Dense_0"], grad_ref[0]["Dense_0"])]:
-        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grad_packed[0]), jax.tree.leaves(grad_ref[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_lstm_keeps_one_power_iteration_per_embedding_call():
+    """With spectral norm and ``update_stats``, D_s's power-iteration vectors and scores equal
+    those of one embedding call (one iteration) per window size and the observed frames, as
+    D_s trained before the packing (a single call changed a short phantom run's outcome)."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(3), 3)
+    x_obs = jax.random.normal(k1, (2, 3, 10, 6))
+    x = jax.random.normal(k2, (2, 40, 10, 6))
+    variables = SequenceDiscriminator(TINY).init(k3, x_obs, x)
+
+    def update(module):
+        return jit(lambda v: module.apply(v, x_obs, x, update_stats=True,
+                                          mutable=["batch_stats"]))(variables)
+
+    (ours, ours_stats), (theirs, theirs_stats) = (update(SequenceDiscriminator(TINY)),
+                                                  update(_PerWindowLSTM(TINY)))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(ours_stats), jax.tree.leaves(theirs_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # The stats moved: a single call per D forward would leave different vectors.
+    assert any(np.abs(np.asarray(a - b)).max() > 1e-4 for a, b in
+               zip(jax.tree.leaves(ours_stats), jax.tree.leaves(variables["batch_stats"])))
