@@ -98,21 +98,13 @@ def final_states(w_x, w_h, bias, groups: list[jax.Array]) -> list[jax.Array]:
     continues on a shrinking prefix of rows. This replaces one sequential pass per group
     (5 + 10 + 20 + 40 + O steps for D_s) by one of 40 steps with wider matrices, and the
     input projection is one matrix product per segment of steps, outside the recurrence.
+    The recurrence itself is :func:`_recurrence` (feature-major, deferred weight gradient).
     """
-    hidden = w_h.shape[0]
     order = sorted(range(len(groups)), key=lambda g: -groups[g].shape[1])
     inputs = [groups[g] for g in order]
     rows = [x.shape[0] for x in inputs]
     lengths = [x.shape[1] for x in inputs]
-    state = (jnp.zeros((sum(rows), hidden), w_h.dtype),) * 2
-
-    def step(carry, gates_in):
-        c, h = carry
-        gates = gates_in + h @ w_h + bias
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return (c, h), None
+    state = (jnp.zeros((w_h.shape[0], sum(rows)), w_h.dtype),) * 2          # [H, rows]
 
     finals = {}
     start, n_active = 0, len(order)
@@ -121,15 +113,77 @@ def final_states(w_x, w_h, bias, groups: list[jax.Array]) -> list[jax.Array]:
             active = inputs[:n_active]
             # Project per segment, not per group: the backward then slices and pads
             # In-wide inputs instead of 4H-wide gates.
-            xs = jnp.concatenate([x[:, start:end] for x in active]).swapaxes(0, 1) @ w_x
+            x = jnp.concatenate([x[:, start:end] for x in active])          # [rows, T, In]
+            gates_in = jnp.einsum("rti,ig->tgr", x, w_x)                   # [T, 4H, rows]
             width = sum(rows[:n_active])
-            state, _ = jax.lax.scan(step, tuple(s[:width] for s in state), xs)
+            state = _recurrence(w_h, bias, tuple(s[:, :width] for s in state), gates_in)
         while n_active and lengths[n_active - 1] == end:
             n_active -= 1
             first = sum(rows[:n_active])
-            finals[order[n_active]] = state[1][first:first + rows[n_active]]
+            finals[order[n_active]] = state[1][:, first:first + rows[n_active]].T
         start = end
     return [finals[g] for g in range(len(groups))]
+
+
+@jax.custom_vjp
+def _recurrence(w_h, bias, state, gates_in):
+    """LSTM steps, feature-major: ``state = (c, h)`` ``[H, R]``, ``gates_in [T, 4H, R]`` (the
+    input projection) → the state after T steps, gates i, f, g, o; ``w_h [H, 4H]``.
+
+    Feature-major because a step is a skinny product (R is 8–64 rows for most of D_s's
+    steps): ``w_hᵀ[4H, H] @ h[H, R]`` and, backward, ``w_h[H, 4H] @ ∂gates[4H, R]`` both run
+    in XLA:CPU's fast layout (``motion.decode``), where row-major ``h @ w_h`` and its
+    transpose ran at 2–6 GB/s. The weight gradient is formed after the scan, one product
+    over all steps (``Σ_t h_{t−1} ∂gates_tᵀ``), instead of a ``[H, 4H]`` accumulator updated
+    every step of the backward loop."""
+    return _run_recurrence(w_h.T, w_h, bias[:, None], state, gates_in)[0]
+
+
+def _run_recurrence(w_hT, w_h, bias_col, state, gates_in):
+    """The scan of :func:`_recurrence`: (final state, ``h_{t−1}`` of every step ``[T, H, R]``)."""
+    def step(carry, gates_t):
+        c, h = carry
+        gates = gates_t + _recurrent_product(w_hT, w_h, h) + bias_col
+        i, f, g, o = jnp.split(gates, 4, axis=0)
+        c_next = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return (c_next, jax.nn.sigmoid(o) * jnp.tanh(c_next)), h
+    return jax.lax.scan(step, state, gates_in)
+
+
+def _recurrence_fwd(w_h, bias, state, gates_in):
+    w_hT, bias_col = w_h.T, bias[:, None]
+    final, pull_back, h_prev = jax.vjp(
+        lambda state, gates_in: _run_recurrence(w_hT, w_h, bias_col, state, gates_in),
+        state, gates_in, has_aux=True)
+    return final, (pull_back, h_prev)
+
+
+def _recurrence_bwd(residuals, ct_final):
+    pull_back, h_prev = residuals
+    ct_state, ct_gates = pull_back(ct_final)             # ∂gates_t = ∂gates_in_t: [T, 4H, R]
+    ct_w_h = jnp.einsum("thr,tgr->hg", h_prev, ct_gates)
+    return ct_w_h, ct_gates.sum(axis=(0, 2)), ct_state, ct_gates
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+@jax.custom_vjp
+def _recurrent_product(w_hT, w_h, h):
+    """``w_hT @ h``; its backward gives ``h`` its cotangent only, as ``w_h @ ct`` (the weight
+    gradient is :func:`_recurrence`'s, after the scan)."""
+    return w_hT @ h
+
+
+def _recurrent_product_fwd(w_hT, w_h, h):
+    return w_hT @ h, w_h
+
+
+def _recurrent_product_bwd(w_h, ct):
+    return None, None, w_h @ ct
+
+
+_recurrent_product.defvjp(_recurrent_product_fwd, _recurrent_product_bwd)
 
 
 class FrameDiscriminator(nn.Module):
