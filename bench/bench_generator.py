@@ -8,7 +8,9 @@ Prints one JSON object:
 - ``batch1``: 120 frames at batch 1 after compilation — frames/s and the fraction of the
   weight-streaming bound (bytes of the parameters one generated frame reads ÷ stream GB/s;
   the FPN and the audio part of the branches run once per sequence, not per frame);
-- ``batch32``: 120 frames at batch 32 — frames/s and the fraction of the matmul bound;
+- ``batch32``: 120 frames at batch 32 — frames/s and the fraction of the matmul bound (both
+  generation figures time a loaded model's path, ``motion.generate.ready``: the per-frame
+  weights are prepared once per model, not per call);
 - ``train_step``: the whole ``motion.train.train_step`` (one D and one G step), batch 8,
   40-frame sequences, scored by four paper-size syncers (``configs/syncers.yaml``, random
   parameters: the cost does not depend on their values) — sequences/s, FLOPs, fraction of the
@@ -47,7 +49,7 @@ from motion import train as motion_train
 from motion.config import GeneratorRunConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
-from motion.rollout import rollout
+from motion.rollout import frame_weights, rollout
 from syncers.config import load
 
 SYNCERS_CONFIG = "configs/syncers.yaml"
@@ -167,10 +169,16 @@ def per_frame_bytes(params) -> int:
 
 
 def bench_generation(params, config, batch, n_frames, key, unroll: int = 1):
+    """The generation path of a loaded model (``motion.generate.ready``): per-frame weights
+    prepared once per model, outside the timed call."""
     x_obs, audio = _inputs(config, batch, n_frames, key)
-    fn = functools.partial(rollout, n_frames=n_frames, config=config, unroll=unroll)
+    weights = jax.jit(frame_weights, static_argnums=1)(params, config)
+
+    def fn(params, weights, x_obs, audio):
+        return rollout(params, x_obs, audio, n_frames, config=config, unroll=unroll,
+                       weights=weights)
     out = {"batch": batch, "frames": n_frames, "unroll": unroll,
-           **measure(fn, params, x_obs, audio)}
+           **measure(fn, params, weights, x_obs, audio)}
     out["frames_per_s"] = round(batch * n_frames / out["seconds"], 1)
     return out
 

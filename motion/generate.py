@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, GeneratorConfig
-from motion.rollout import rollout
+from motion.rollout import frame_weights, rollout
 
 _SMALL_BUCKETS = (32, 64, 128, 256)
 _LARGE_BUCKET = 256
@@ -62,9 +62,20 @@ _LARGE_BUCKET = 256
 
 @flax.struct.dataclass
 class GeneratorModel:
-    """A generator ready to run: its parameters and (static) config."""
+    """A generator ready to run: its parameters, (static) config and, once :func:`ready` made
+    them, its per-frame weights in the rollout's layout (``motion.rollout.frame_weights``)."""
     params: Any
     config: GeneratorConfig = flax.struct.field(pytree_node=False)
+    frame_weights: Any = None
+
+
+def ready(model: GeneratorModel) -> GeneratorModel:
+    """``model`` with its per-frame weights prepared once, so that each generation call skips
+    transposing them (what a loaded model does: ``motion.saved_model.load_model``)."""
+    if model.frame_weights is not None:
+        return model
+    weights = jax.jit(frame_weights, static_argnums=1)(model.params, model.config)
+    return model.replace(frame_weights=weights)
 
 
 def bucket(n_frames: int) -> int:
@@ -76,9 +87,9 @@ def bucket(n_frames: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("n_frames", "config"))
-def _rollout_jit(params, x_obs, audio, head_scale, lip_scale, *, n_frames, config):
+def _rollout_jit(params, weights, x_obs, audio, head_scale, lip_scale, *, n_frames, config):
     return rollout(params, x_obs, audio, n_frames, config=config, head_scale=head_scale,
-                   lip_scale=lip_scale)
+                   lip_scale=lip_scale, weights=weights)
 
 
 def pad_audio(audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int, total_frames: int
@@ -118,7 +129,8 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     # the rollout reads the look-ahead past its last frame: give it the mirrored audio there
     audio_in = pad_audio(audio, obs, config.lookahead, obs + n_gen + config.lookahead)
     x_obs = np.repeat(x0[:, None], obs, axis=1)
-    frames = _rollout_jit(model.params, jnp.asarray(x_obs), jnp.asarray(audio_in),
+    frames = _rollout_jit(model.params, model.frame_weights, jnp.asarray(x_obs),
+                          jnp.asarray(audio_in),
                           jnp.float32(head_scale), jnp.float32(lip_scale),
                           n_frames=n_gen, config=config)
     return np.concatenate([x0[:, None], np.asarray(frames)[:, :n_frames - 1]], axis=1)

@@ -50,13 +50,22 @@ def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
     return batch, n_obs
 
 
+def frame_weights(params, config: GeneratorConfig) -> dict:
+    """G's per-frame parameters in the scan's layout (``motion.decode.prepare``: every matrix
+    transposed). :func:`rollout` makes them on every call; inference that runs one model many
+    times makes them once (``motion.generate.GeneratorModel``) and passes ``weights=``."""
+    return decode.prepare(decode.frame_params(params), config)
+
+
 def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,
-            head_scale=1.0, lip_scale=1.0, unroll: int = 1) -> jax.Array:
+            head_scale=1.0, lip_scale=1.0, unroll: int = 1, weights=None) -> jax.Array:
     """``x_obs [B, O, 10, 6]``, ``audio_features [B, 4A, F]`` → frames ``[B, n_frames, 10, 6]``.
 
     ``head_scale`` / ``lip_scale`` scale the coarse (levels 3–4) / finest (level 1) branch terms
     of eq. 10 (see ``motion.generator``); 1 is the trained model. Jit with ``n_frames``,
-    ``config`` and ``unroll`` static.
+    ``config`` and ``unroll`` static. ``weights``: :func:`frame_weights` of ``params``, for
+    inference (transposing 126 MB of matrices per call costs about 8 % of a 120-frame batch-1
+    rollout); without them the rollout prepares its own, and its custom VJP (training) applies.
     """
     batch, n_obs = _check(x_obs, audio_features, n_frames, config)
     apply = functools.partial(Generator(config).apply, {"params": params})
@@ -65,7 +74,10 @@ def rollout(params, x_obs, audio_features, n_frames: int, *, config: GeneratorCo
     a_proj = apply(audio_features, method=Generator.audio_projections)
     a_proj = jnp.transpose(a_proj[:, n_obs:n_obs + n_frames], (1, 2, 3, 0))
 
-    frames = _scan_frames(config, unroll, decode.frame_params(params), x_obs, a_proj, scales)
+    if weights is None:
+        frames = _scan_frames(config, unroll, decode.frame_params(params), x_obs, a_proj, scales)
+    else:
+        frames = _frames(weights, x_obs, a_proj, scales, config=config, unroll=unroll)[0]
     return jnp.moveaxis(frames, 0, 1)
 
 

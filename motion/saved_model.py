@@ -30,7 +30,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from motion.generate import GeneratorModel
+from motion.generate import GeneratorModel, ready
 from motion.generator import GeneratorConfig, init_params
 from syncers.errors import InputError
 
@@ -122,7 +122,7 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
         raise InputError(params_path, f"parameter shapes do not match model.json's config: "
                                       f"{', '.join(bad[:3])}")
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    return GeneratorModel(params=params, config=config), info
+    return ready(GeneratorModel(params=params, config=config)), info
 
 
 def _check_generate_settings(info: dict, config: GeneratorConfig, meta_path: Path) -> None:

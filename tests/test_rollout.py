@@ -124,6 +124,18 @@ def test_generate_60_seconds_and_buckets(params):
     assert gen.bucket(119) == 128 and gen.bucket(1499) == 1536
 
 
+def test_ready_model_generates_the_same_frames(params):
+    """A loaded model's prepared per-frame weights (``ready``) change nothing but speed."""
+    model = gen.GeneratorModel(params, TINY)
+    prepared = gen.ready(model)
+    assert model.frame_weights is None and prepared.frame_weights is not None
+    x0 = 0.3 * np.random.default_rng(5).normal(size=(2, 10, 6)).astype(np.float32)
+    audio = np.random.default_rng(6).normal(size=(2, 4 * 30, 26)).astype(np.float32)
+    np.testing.assert_allclose(gen.generate_batch(prepared, x0, audio, head_scale=1.5),
+                               gen.generate_batch(model, x0, audio, head_scale=1.5),
+                               rtol=0, atol=1e-6)
+
+
 def test_generate_scales_and_no_recompile(params):
     model = gen.GeneratorModel(params, TINY)
     x0 = np.zeros((10, 6), np.float32)
