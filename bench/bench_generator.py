@@ -48,8 +48,9 @@ from motion import losses
 from motion import train as motion_train
 from motion.config import GeneratorRunConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
+from motion.generate import GeneratorModel, ready
 from motion.generator import count_params, init_params
-from motion.rollout import frame_weights, rollout
+from motion.rollout import rollout
 from syncers.config import load
 
 SYNCERS_CONFIG = "configs/syncers.yaml"
@@ -172,7 +173,7 @@ def bench_generation(params, config, batch, n_frames, key, unroll: int = 1):
     """The generation path of a loaded model (``motion.generate.ready``): per-frame weights
     prepared once per model, outside the timed call."""
     x_obs, audio = _inputs(config, batch, n_frames, key)
-    weights = jax.jit(frame_weights, static_argnums=1)(params, config)
+    weights = ready(GeneratorModel(params, config)).frame_weights
 
     def fn(params, weights, x_obs, audio):
         return rollout(params, x_obs, audio, n_frames, config=config, unroll=unroll,

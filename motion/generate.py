@@ -63,7 +63,9 @@ _LARGE_BUCKET = 256
 @flax.struct.dataclass
 class GeneratorModel:
     """A generator ready to run: its parameters, (static) config and, once :func:`ready` made
-    them, its per-frame weights in the rollout's layout (``motion.rollout.frame_weights``)."""
+    them, its per-frame weights in the rollout's layout (``motion.rollout.frame_weights``).
+    ``frame_weights`` are derived from ``params``: a model with other parameters needs
+    ``frame_weights=None`` (then :func:`ready` again), or it would generate with stale ones."""
     params: Any
     config: GeneratorConfig = flax.struct.field(pytree_node=False)
     frame_weights: Any = None
