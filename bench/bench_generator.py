@@ -13,13 +13,15 @@ Prints one JSON object:
   weights are prepared once per model, not per call);
 - ``train_step``: the whole ``motion.train.train_step`` (one D and one G step), batch 8,
   40-frame sequences, scored by four paper-size syncers (``configs/syncers.yaml``, random
-  parameters: the cost does not depend on their values) — sequences/s, FLOPs, fraction of the
-  matmul bound, compile time;
+  parameters: the cost does not depend on their values), compiled with the XLA options
+  ``msync train generator`` uses (``motion.train.step_compiler_options``, reported as
+  ``compiler_options``) — sequences/s, FLOPs, fraction of the matmul bound, compile time;
 - ``train_parts``: where a training step's time goes, each part jitted and timed on its own:
   ``g_rollout`` (forward + backward of a 40-frame rollout, the backward seeded by L_rec),
   ``discriminators`` (D_f + D_s: D's hinge step on real and generated sequences and the
   adversarial gradient w.r.t. the generated frames), ``syncers`` (L_AV^MS and its gradient
-  w.r.t. the generated frames); ``rest`` = the step minus the parts (optimisers, glue).
+  w.r.t. the generated frames), with the step's XLA options; ``rest`` = the step minus the
+  parts (optimisers, glue).
 
 FLOPs: XLA's cost analysis (``compiled.cost_analysis()``) counts a loop body once, whatever its
 trip count — the rollout's scan (forward and transposed) and D_s's LSTM scans. So ``gflop`` =
@@ -109,10 +111,12 @@ def jaxpr_flops(fn, *args) -> tuple[float, float]:
     return _count(jaxpr, True), _count(jaxpr, False)
 
 
-def measure(fn, *args, repeats: int = 3) -> dict:
-    """Compile ``fn`` for ``args``, time it, count its FLOPs (see the module docstring)."""
+def measure(fn, *args, repeats: int = 3, compiler_options: tuple = ()) -> dict:
+    """Compile ``fn`` for ``args`` (with XLA ``compiler_options``, sorted pairs), time it,
+    count its FLOPs (see the module docstring)."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=dict(compiler_options) or None).lower(
+        *args).compile()
     compile_s = time.perf_counter() - start
     seconds = best_seconds(compiled, *args, repeats=repeats)
     raw = _xla_flops(compiled)
@@ -215,7 +219,7 @@ def _discriminate(run, d_params, d_stats, x_obs, x, update):
 
 def bench_train(run, batch, n_frames, key, repeats=3):
     """The whole step and its parts (see the module docstring)."""
-    from motion.train import create_train_state, train_step
+    from motion.train import create_train_state, step_compiler_options, train_step
 
     score_fn, frozen = paper_syncers()
     state = jax.jit(create_train_state, static_argnums=(0, 2))(run, key, n_frames)
@@ -226,8 +230,10 @@ def bench_train(run, batch, n_frames, key, repeats=3):
     fake = real + 0.01
 
     step = functools.partial(train_step, run=run, score_fn=score_fn)
-    whole = measure(step, state, frozen, inputs, key, repeats=repeats)
-    whole.update(batch=batch, frames=n_frames,
+    # The XLA options `msync train generator` compiles its step with (motion.train).
+    options = step_compiler_options(jax.devices()[0].platform)
+    whole = measure(step, state, frozen, inputs, key, repeats=repeats, compiler_options=options)
+    whole.update(batch=batch, frames=n_frames, compiler_options=dict(options),
                  sequences_per_s=round(batch / whole["seconds"], 3))
 
     def g_rollout(g_params):
@@ -253,10 +259,12 @@ def bench_train(run, batch, n_frames, key, repeats=3):
         return jax.value_and_grad(lambda f: losses.av_multiscale(
             score, f, audio[:, 4 * obs:], run.loss)[0])(fake)
 
-    parts = {"g_rollout": measure(g_rollout, state.g_params, repeats=repeats),
+    parts = {"g_rollout": measure(g_rollout, state.g_params, repeats=repeats,
+                                  compiler_options=options),
              "discriminators": measure(discriminators, state.d_params, state.d_stats, fake,
-                                       repeats=repeats),
-             "syncers": measure(syncers, frozen, fake, repeats=repeats)}
+                                       repeats=repeats, compiler_options=options),
+             "syncers": measure(syncers, frozen, fake, repeats=repeats,
+                                compiler_options=options)}
     for part in parts.values():
         part["share_of_step"] = round(part["seconds"] / whole["seconds"], 3)
     rest = whole["seconds"] - sum(p["seconds"] for p in parts.values())

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from generator_helpers import jit
+from generator_helpers import FAST_COMPILE, jit
 from motion import discriminators, generator
 from motion.config import GeneratorRunConfig, OptimConfig
 from motion.losses import LossConfig
 from motion.rollout import rollout
+from motion import train as motion_train
 from motion.train import create_train_state, train_step
 
 
@@ -54,9 +56,35 @@ def test_one_step_lowers_reconstruction_and_is_finite():
     assert sorted(k for k in metrics if k.startswith("av_score")) == [
         f"av_score_{i}" for i in range(1, 5)]
     assert int(new.step) == 1
+    # the XLA options `msync train generator` adds on a CPU change how the step is fused,
+    # not what it computes: every loss term and both gradient norms agree (not the updated
+    # parameters: Adam's first step is ±lr·sign(g), which rounding flips where g ≈ 0)
+    tuned = jax.jit(functools.partial(train_step, run=run, score_fn=_score), compiler_options=(
+        FAST_COMPILE | dict(motion_train.step_compiler_options("cpu"))))
+    _, metrics_tuned = tuned(state, frozen, batch, jax.random.PRNGKey(3))
+    assert {"g_grad_norm", "d_grad_norm", "l_rec", "l_av", "d_loss"} <= set(metrics)
+    for name in metrics:
+        np.testing.assert_allclose(metrics_tuned[name], metrics[name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
     # the learning rates follow the state's step: full before decay_step, ×0.1 from it on
     assert float(metrics["lr_g"]) == pytest.approx(1e-3)
     assert float(metrics["lr_d"]) == pytest.approx(1e-3)
     _, later = step(new, frozen, batch, jax.random.PRNGKey(4))
     assert float(later["lr_g"]) == pytest.approx(1e-4)
     assert float(l_rec(new.g_params)) < before
+
+
+def test_step_compiler_options_apply_on_cpu_only_and_yield_to_the_callers(monkeypatch):
+    cpu = motion_train.step_compiler_options("cpu")
+    assert cpu in ((), motion_train._CPU_STEP_OPTIONS)    # () where this XLA lacks the option
+    assert motion_train.step_compiler_options("gpu") == ()
+    seen = []
+    monkeypatch.setattr(motion_train, "_jit_train_step",
+                        lambda run, score_fn, options, mesh: seen.append(options))
+    mesh = types.SimpleNamespace(devices=np.array(jax.devices("cpu")[:1], dtype=object))
+    mine = (("xla_backend_optimization_level", 0),
+            ("xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_DOT"))
+    motion_train.jit_train_step(None, _score, (), mesh)
+    motion_train.jit_train_step(None, _score, mine, mesh)
+    assert seen[0] == cpu
+    assert seen[1] == mine                                 # the caller's value wins
