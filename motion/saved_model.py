@@ -33,6 +33,7 @@ import numpy as np
 from motion.generate import GeneratorModel, ready
 from motion.generator import GeneratorConfig, init_params
 from syncers.errors import InputError
+from syncers.rundir import atomic_write
 
 FORMAT = "msync-generator"
 VERSION = 1
@@ -66,13 +67,13 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(model.params))
-    _atomic_write(directory / PARAMS, flax.serialization.msgpack_serialize(params))
+    atomic_write(directory / PARAMS, flax.serialization.msgpack_serialize(params))
     meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(model.config),
             "keypoint_space": keypoint_space, "features": features or {},
             "syncers_run": syncers_run, "step": int(step), **extra}
     if feature_stats is not None:
         meta["feature_stats"] = feature_stats
-    _atomic_write(directory / META, (json.dumps(meta, indent=1) + "\n").encode())
+    atomic_write(directory / META, (json.dumps(meta, indent=1) + "\n").encode())
     return directory
 
 
@@ -153,8 +154,3 @@ def _pairs(a, b):
     flat_b = jax.tree_util.tree_leaves(b)
     return [(k, (x, y)) for (k, x), y in zip(flat_a, flat_b)]
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

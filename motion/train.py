@@ -66,10 +66,12 @@ from syncers import config as config_lib
 from syncers import parallel
 from syncers import train as syncer_train
 from syncers.dataset import load_split, read_manifest
-from syncers.errors import InputError
+from syncers.errors import InputError, one_line
 from syncers.loader import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
+from syncers.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+                            write_json)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "generator.yaml"
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
@@ -352,7 +354,7 @@ def _restore(manager, state: TrainState, directory: Path) -> TrainState:
         restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
         raise InputError(directory, f"cannot restore the checkpoint "
-                                    f"({syncer_train._one_line(err)}); delete the directory "
+                                    f"({one_line(err)}); delete the directory "
                                     "to start over") from None
     return TrainState(**restored)
 
@@ -407,7 +409,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     score_fn = syncer_score_fn(syncers.model, syncers.info["score"])
     frozen = parallel.replicate(dict(syncers.params), mesh)
     directory = workdir / "checkpoints"
-    manager = syncer_train._manager(directory, tc)
+    manager = checkpoint_manager(directory, tc.max_to_keep)
     options = tuple(sorted((compiler_options or {}).items()))
     fresh = _jit_create(options)(config, jax.random.PRNGKey(tc.seed), n)
     # Replicated like restored checkpoints and step outputs, so both hit one compiled step.
@@ -415,9 +417,9 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     state = _restore(manager, fresh, directory)
     start_step = int(state.step)
     if primary:
-        syncer_train._truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
+        truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
 
-    info = syncer_train._read_json(workdir / "run.json")
+    info = read_json(workdir / "run.json")
     info.update({
         "data_root": str(manifest.root.resolve()), "keypoint_space": manifest.keypoint_space,
         "features": manifest.features, "fps": manifest.fps,
@@ -433,7 +435,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     })
     info.setdefault("seconds", 0.0)
     if primary:
-        syncer_train._write_json(workdir / "run.json", info)
+        write_json(workdir / "run.json", info)
 
     step_fn = jit_train_step(config, score_fn, options, mesh)
     val_fn = _jit_validate(config, score_fn, val_levels, options, mesh)
@@ -495,7 +497,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     info["seconds"] = round(info["seconds"] + seconds, 3)
     info["steps"] = int(state.step)
     if primary:
-        syncer_train._write_json(workdir / "run.json", info)
+        write_json(workdir / "run.json", info)
     finished = int(state.step) >= tc.steps
     val = ", ".join(f"S{k[7:]} {v:.3f}" for k, v in last_val.items() if k.startswith("val_av_"))
     rate = ran / seconds if seconds > 0 else 0.0
@@ -541,11 +543,11 @@ def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> No
     path = workdir / "config.yaml"
     if path.is_file():
         previous = config_lib.to_dict(config_lib.load(GeneratorRunConfig, path))
-        for key in syncer_train._diff(previous, config_lib.to_dict(config)):
+        for key in config_diff(previous, config_lib.to_dict(config)):
             if key not in _RESUMABLE_CHANGES:
                 raise InputError(path, f"this run was started with a different {key} "
                                        "(resuming needs the same config; use a new --out)")
-    before = syncer_train._read_json(workdir / "run.json").get("syncers_run")
+    before = read_json(workdir / "run.json").get("syncers_run")
     if before and before != str(Path(syncers_run).resolve()):
         raise InputError(workdir / "run.json", f"this run was trained against the syncers "
                                                f"{before}, not {Path(syncers_run).resolve()} "

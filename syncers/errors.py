@@ -16,3 +16,10 @@ class InputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
+
+
+def one_line(err: Exception) -> str:
+    """``"<ExceptionType>: <first line of its message>"`` (at most 200 characters of it), for
+    wrapping a library's exception into an :class:`InputError`."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

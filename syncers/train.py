@@ -44,9 +44,11 @@ from syncers import config as config_lib
 from syncers import objectives
 from syncers import parallel
 from syncers.dataset import load_split, read_manifest
-from syncers.errors import InputError
+from syncers.errors import InputError, one_line
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
+from syncers.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+                            write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "syncers.yaml"
@@ -171,20 +173,6 @@ def _jit_train_step(model, objective, optim, steps, mesh):
 
 # --------------------------------------------------------------------------- checkpoints
 
-def _manager(directory: Path, config: TrainConfig):
-    import orbax.checkpoint as ocp
-    # cleanup_tmp_directories: drop what a killed save left (orbax writes into a temporary
-    # directory and renames it when complete, so those are never read as checkpoints).
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=config.max_to_keep, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
-    try:
-        return ocp.CheckpointManager(directory.resolve(), options=options)
-    except Exception as err:  # noqa: BLE001 - anything orbax dislikes about the folder
-        raise InputError(directory, f"not a usable checkpoint directory ({_one_line(err)})") \
-            from None
-
-
 def _save(manager, state: TrainState) -> None:
     import orbax.checkpoint as ocp
     step = int(state.step)
@@ -206,7 +194,7 @@ def _restore(manager, state: TrainState, directory: Path) -> TrainState:
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
-        raise InputError(directory, f"cannot restore the checkpoint ({_one_line(err)}); "
+        raise InputError(directory, f"cannot restore the checkpoint ({one_line(err)}); "
                                     "delete the directory to start over") from None
     return state.replace(step=restored["step"], params=restored["params"],
                          opt_state=restored["opt_state"])
@@ -240,7 +228,7 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
     if primary:
         config_lib.dump(config, workdir / "config.yaml")
-    info = _read_json(workdir / "run.json")
+    info = read_json(workdir / "run.json")
     info.update({"data_root": str(manifest.root), "keypoint_space": manifest.keypoint_space,
                  "features": manifest.features, "fps": manifest.fps,
                  "motion_dim": sampler.motion_dim, "audio_dim": sampler.audio_dim,
@@ -253,14 +241,14 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     states, managers = {}, {}
     for level in levels:
         directory = workdir / "checkpoints" / f"level_{level}"
-        managers[level] = _manager(directory, config.train)
+        managers[level] = checkpoint_manager(directory, config.train.max_to_keep)
         fresh = create_state(config, level, sampler.motion_dim, sampler.audio_dim,
                              sampler.stats(level), mesh)
         states[level] = _restore(managers[level], fresh, directory)
     if primary:
-        _truncate_metrics(workdir / "metrics.jsonl",
-                          {lv: int(s.step) for lv, s in states.items()})
-        _write_json(workdir / "run.json", info)
+        truncate_metrics(workdir / "metrics.jsonl",
+                         {lv: int(s.step) for lv, s in states.items()})
+        write_json(workdir / "run.json", info)
 
     total = config.train.steps * len(levels)
     done = sum(min(int(s.step), config.train.steps) for s in states.values())
@@ -290,7 +278,7 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
             entry["steps"] = int(state.step)
             entry["seconds"] = round(entry["seconds"] + stopped["seconds"], 3)
             if primary:
-                _write_json(workdir / "run.json", info)
+                write_json(workdir / "run.json", info)
             if stopped["stopped"]:
                 break
     finally:
@@ -375,56 +363,22 @@ def _check_resumed_config(config: SyncersConfig, path: Path) -> None:
         return
     previous = config_lib.to_dict(config_lib.load(SyncersConfig, path))
     current = config_lib.to_dict(config)
-    for key in _diff(previous, current):
+    for key in config_diff(previous, current):
         if key not in _RESUMABLE_CHANGES:
             raise InputError(path, f"this run was started with a different {key} "
                                    "(resuming needs the same config; use a new --out)")
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b))
-                for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
-def _truncate_metrics(path: Path, restored: dict[int, int]) -> None:
-    """Drop rows a resumed run will write again (past each level's restored step)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue        # a line cut short by a kill
-        if row.get("step", 0) <= restored.get(row.get("level"), 0):
-            keep.append(line)
-    _atomic_write(path, "".join(line + "\n" for line in keep))
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, json.dumps(data, indent=1) + "\n")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
-def _one_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -449,7 +403,7 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
         raise InputError(run, "not a syncer run (no config.yaml/run.json; train one with "
                               "`msync train syncers`)")
     config = config_lib.load(SyncersConfig, run / "config.yaml")
-    info = _read_json(run / "run.json")
+    info = read_json(run / "run.json")
     trained = sorted(int(k) for k, v in info.get("levels", {}).items() if v.get("steps"))
     levels = tuple(levels) if levels else tuple(trained)
     missing = [lv for lv in levels if lv not in trained]
@@ -461,7 +415,7 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
         directory = run / "checkpoints" / f"level_{level}"
         if not directory.is_dir():
             raise InputError(directory, "missing checkpoint directory")
-        manager = _manager(directory, config.train)
+        manager = checkpoint_manager(directory, config.train.max_to_keep)
         try:
             fresh = create_state(config, level, model.motion_dim, model.audio_dim)
             state = _restore(manager, fresh, directory)

@@ -1,0 +1,52 @@
+"""The run-directory helpers both trainers share (syncers/rundir.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from syncers.errors import InputError, one_line
+from syncers.rundir import atomic_write, config_diff, read_json, truncate_metrics, write_json
+
+
+def test_config_diff_names_every_changed_or_missing_key_dotted():
+    old = {"train": {"steps": 10, "seed": 0}, "model": {"width": 8}, "gone": 1}
+    new = {"train": {"steps": 20, "seed": 0}, "model": {"width": 8}, "added": {"x": 1}}
+    assert config_diff(old, new) == ["added", "gone", "train.steps"]
+    assert config_diff(new, new) == []
+
+
+def test_truncate_metrics_keeps_rows_up_to_each_levels_restored_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"level": 1, "step": 5}, {"level": 1, "step": 10}, {"level": 2, "step": 5},
+            {"level": 2, "step": 10}, {"step": 3}, {"step": 7}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"level": 1, "st')
+    truncate_metrics(path, {1: 10, 2: 5, None: 3})
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert kept == [{"level": 1, "step": 5}, {"level": 1, "step": 10}, {"level": 2, "step": 5},
+                    {"step": 3}]          # the line cut short by a kill is dropped too
+    truncate_metrics(tmp_path / "absent.jsonl", {None: 0})
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_atomic_write_replaces_text_and_bytes_leaving_no_partial(tmp_path):
+    path = tmp_path / "run.json"
+    write_json(path, {"a": 1})
+    assert read_json(path) == {"a": 1}
+    atomic_write(path, b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_read_json_is_empty_when_absent_and_one_line_input_error_when_damaged(tmp_path):
+    assert read_json(tmp_path / "run.json") == {}
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"run\.json: not valid JSON") as err:
+        read_json(tmp_path / "run.json")
+    assert "\n" not in str(err.value)
+
+
+def test_one_line_keeps_the_type_and_first_line_only():
+    assert one_line(ValueError("first\nsecond")) == "ValueError: first"
+    assert one_line(RuntimeError("")) == "RuntimeError"
+    assert len(one_line(OSError("x" * 500))) == len("OSError: ") + 200
