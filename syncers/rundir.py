@@ -24,6 +24,9 @@ def checkpoint_manager(directory: Path, max_to_keep: int):
     """An orbax manager of ``directory`` (created if missing) keeping ``max_to_keep`` steps; a
     directory orbax refuses is bad input."""
     import orbax.checkpoint as ocp
+    if directory.exists() and not directory.is_dir():
+        # orbax accepts the path here and fails only at the first save, after training.
+        raise InputError(directory, "exists and is not a directory (choose another --out)")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
         cleanup_tmp_directories=True)

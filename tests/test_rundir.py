@@ -6,7 +6,8 @@ import json
 import pytest
 
 from syncers.errors import InputError, one_line
-from syncers.rundir import atomic_write, config_diff, read_json, truncate_metrics, write_json
+from syncers.rundir import (atomic_write, checkpoint_manager, config_diff, read_json,
+                            truncate_metrics, write_json)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():
@@ -50,3 +51,11 @@ def test_one_line_keeps_the_type_and_first_line_only():
     assert one_line(ValueError("first\nsecond")) == "ValueError: first"
     assert one_line(RuntimeError("")) == "RuntimeError"
     assert len(one_line(OSError("x" * 500))) == len("OSError: ") + 200
+
+
+def test_checkpoint_manager_refuses_a_file_before_any_training(tmp_path):
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(InputError, match=r"checkpoints: exists and is not a directory"):
+        checkpoint_manager(tmp_path / "checkpoints", max_to_keep=2)
+    manager = checkpoint_manager(tmp_path / "fresh", max_to_keep=2)
+    assert (tmp_path / "fresh").is_dir() and manager.latest_step() is None
