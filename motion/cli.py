@@ -9,6 +9,7 @@ Exit codes: 0 success; 2 bad input (one line ``path: problem`` on stderr, no tra
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
@@ -223,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OS errors about a path that are the user's to fix (exit 2), not msync's (exit 1).
+_PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM,
+                          errno.EROFS, errno.ENOSPC, errno.ENAMETOOLONG})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -236,16 +242,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"msync: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in _PATH_ERRNOS or err.filename is None:
+            return _internal_error(err, args.debug)
+        # The system refused a path the user gave (an --out that is a file, a read-only
+        # folder, a full disk): bad input, named like every other.
+        if args.debug:
+            traceback.print_exc()
+        print(f"msync: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("msync: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        if args.debug:
-            traceback.print_exc()
-        print(f"msync: internal error: {type(err).__name__}: {err} (rerun with --debug)",
-              file=sys.stderr)
-        return 1
+        return _internal_error(err, args.debug)
     return 0
+
+
+def _internal_error(err: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"msync: internal error: {type(err).__name__}: {err} (rerun with --debug)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The CLI's error policy: one line and exit 2 for bad input, exit 1 for bugs, no tracebacks."""
+import argparse
+import errno
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +58,31 @@ def test_input_error_and_internal_error(monkeypatch, capsys):
     assert "Traceback" not in err and "ZeroDivisionError: oops" in err
     assert cli.main(["--debug", "demo", "--out", "x"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_path_the_system_refuses_is_bad_input_other_os_errors_are_bugs(monkeypatch, capsys,
+                                                                           tmp_path):
+    """An --out that is a file (any command's mkdir) is one line, exit 2; an OS error that
+    names no path, or not one of the user's to fix, stays an internal error."""
+    (tmp_path / "taken").write_text("")
+
+    def mkdir_out(args):
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    def no_path(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    demo = parser._subparsers._group_actions[0].choices["demo"]
+    demo.set_defaults(handler=lambda args: mkdir_out(argparse.Namespace(out=Path(args.out))))
+    assert cli.main(["demo", "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err == f"msync: error: {tmp_path / 'taken'}: File exists\n"
+    assert cli.main(["demo", "--out", str(tmp_path / "taken" / "sub")]) == 2
+    assert capsys.readouterr().err.endswith(": Not a directory\n")
+    demo.set_defaults(handler=no_path)
+    assert cli.main(["demo", "--out", "x"]) == 1
+    assert "internal error: OSError" in capsys.readouterr().err
 
 
 def test_console_script_runs_as_a_process(tmp_path):
