@@ -498,6 +498,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     info["steps"] = int(state.step)
     if primary:
         write_json(workdir / "run.json", info)
+    parallel.sync("msync-generator-run-written")    # see syncers.train: complete on exit
     finished = int(state.step) >= tc.steps
     val = ", ".join(f"S{k[7:]} {v:.3f}" for k, v in last_val.items() if k.startswith("val_av_"))
     rate = ran / seconds if seconds > 0 else 0.0

@@ -285,6 +285,9 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
         bar.close()
         for manager in managers.values():
             manager.close()
+    # No process returns before process 0 has written run.json: a run is complete for every
+    # process whose command has exited (a script may read it next, from any node).
+    parallel.sync("msync-syncers-run-written")
     finished = all(int(s.step) >= config.train.steps for s in states.values())
     if primary:
         print(f"msync: syncers levels {','.join(map(str, levels))}: "
