@@ -238,25 +238,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             parallel.initialize()
         args.handler(args)
     except (InputError, RenderInputError) as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"msync: error: {err}", file=sys.stderr)
-        return 2
+        return _bad_input(str(err), args.debug)
     except OSError as err:
         if err.errno not in _PATH_ERRNOS or err.filename is None:
             return _internal_error(err, args.debug)
         # The system refused a path the user gave (an --out that is a file, a read-only
         # folder, a full disk): bad input, named like every other.
-        if args.debug:
-            traceback.print_exc()
-        print(f"msync: error: {err.filename}: {err.strerror}", file=sys.stderr)
-        return 2
+        return _bad_input(f"{err.filename}: {err.strerror}", args.debug)
     except KeyboardInterrupt:
         print("msync: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
         return _internal_error(err, args.debug)
     return 0
+
+
+def _bad_input(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"msync: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _internal_error(err: Exception, debug: bool) -> int:

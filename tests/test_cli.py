@@ -1,5 +1,4 @@
 """The CLI's error policy: one line and exit 2 for bad input, exit 1 for bugs, no tracebacks."""
-import argparse
 import errno
 import subprocess
 import sys
@@ -67,7 +66,7 @@ def test_a_path_the_system_refuses_is_bad_input_other_os_errors_are_bugs(monkeyp
     (tmp_path / "taken").write_text("")
 
     def mkdir_out(args):
-        args.out.mkdir(parents=True, exist_ok=True)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
 
     def no_path(args):
         raise OSError(errno.EIO, "Input/output error")
@@ -75,7 +74,7 @@ def test_a_path_the_system_refuses_is_bad_input_other_os_errors_are_bugs(monkeyp
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     demo = parser._subparsers._group_actions[0].choices["demo"]
-    demo.set_defaults(handler=lambda args: mkdir_out(argparse.Namespace(out=Path(args.out))))
+    demo.set_defaults(handler=mkdir_out)
     assert cli.main(["demo", "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err == f"msync: error: {tmp_path / 'taken'}: File exists\n"
     assert cli.main(["demo", "--out", str(tmp_path / "taken" / "sub")]) == 2
