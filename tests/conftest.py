@@ -2,12 +2,24 @@
 
 Real media lives outside the repository, in ``../shared/data/real`` beside the clone; tests that
 use it skip when it is absent (a user's clone has no ../shared).
+
+Matmuls run at full f32 precision in every test, in this process and in the processes tests
+start: the tests compare two computations of one function to 1e-5 (a KV-cache rollout and a
+re-encode, a replayed backward and plain autodiff, cosine scores), and on GPUs XLA's default
+f32 matmul is TF32 (a 10-bit mantissa), which moves such pairs ~1e-3 apart (4 tests failed on
+an H200, 2026-11-28, and passed with full precision). CPUs compute f32 products in f32 anyway.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+
+import jax  # noqa: E402  (after the variable, so started processes inherit the same setting)
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MEDIA = REPO.parent / "shared" / "data" / "real"
