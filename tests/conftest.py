@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+import jax
+import pytest
 
-import jax  # noqa: E402  (after the variable, so started processes inherit the same setting)
-import pytest  # noqa: E402
-
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")      # processes tests start
 jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])
 
 REPO = Path(__file__).resolve().parents[1]
