@@ -372,18 +372,6 @@ def _check_resumed_config(config: SyncersConfig, path: Path) -> None:
                                    "(resuming needs the same config; use a new --out)")
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- reading a run
 
 @dataclasses.dataclass(frozen=True)
