@@ -53,7 +53,7 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generate import GeneratorModel, ready
 from motion.generator import count_params, init_params
 from motion.rollout import rollout
-from syncers.config import load
+from syncers.run.config import load
 
 SYNCERS_CONFIG = "configs/syncers.yaml"
 TRAIN_BATCH = 8          # the yardstick: one D + G step, batch 8, 40-frame sequences

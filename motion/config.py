@@ -1,5 +1,5 @@
 """The generator stage's run configuration (``configs/generator*.yaml``), loaded with
-``syncers.config.load(GeneratorRunConfig, path, overrides)``. Each module receives only its own
+``syncers.run.config.load(GeneratorRunConfig, path, overrides)``. Each module receives only its own
 section: ``model`` → ``motion.generator``, ``discriminators`` → ``motion.discriminators``,
 ``loss`` → ``motion.losses``; ``optim``, ``train`` and ``data`` drive the training loop
 (``motion.train``)."""
@@ -10,7 +10,7 @@ import dataclasses
 from motion.discriminators import DiscriminatorConfig
 from motion.generator import GeneratorConfig
 from motion.losses import LossConfig
-from syncers.loader import Augment
+from syncers.data.windows import Augment
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,8 +38,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from syncers import evaluate as sync_eval
-from syncers.dataset import Clip, read_manifest
-from syncers.errors import InputError
+from syncers.data.dataset import Clip, read_manifest
+from syncers.run.errors import InputError
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers, load_run
 

@@ -1,7 +1,7 @@
 """Audio FPN, bottom-up path (MS-Sync §3.2, the multi-scale module's audio features a^i).
 
 Audio features ``[B, 4A, F]`` (100 Hz, 4 per video frame) become four levels aligned with the
-syncer pyramid (``syncers.pyramid``, paper eq. 5):
+syncer pyramid (``syncers.data.pyramid``, paper eq. 5):
 
 - level 1 (25 Hz): a stride-4, kernel-4 convolution reads exactly the four features of video
   frame j (features 4j..4j+3), then ``post_convs`` kernel-3 convolutions;

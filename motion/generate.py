@@ -208,7 +208,7 @@ DEMO_SPEECH_SEED = 20240
 PHANTOM_SPACE = "phantom-v1"
 AUDIO_NORMALIZATIONS = ("corpus", "none")
 # The phantom corpus draws each speaker's face box around this centre with about this half side
-# (syncers.phantom_motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
+# (syncers.data.phantom.motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
 # height 1.0–1.2× the width). A phantom model runs in such a box; its output is then mapped onto
 # the detected face by a similarity (scale + shift), which leaves the jacobians unchanged.
 PHANTOM_BOX_CENTRE = (0.0, -0.05)
@@ -222,9 +222,9 @@ def demo_image() -> np.ndarray:
 
 
 def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SEED) -> np.ndarray:
-    """The bundled utterance: a phantom speaker (``syncers.phantom_audio``), ``[n]`` float32 at
+    """The bundled utterance: a phantom speaker (``syncers.data.phantom.audio``), ``[n]`` float32 at
     16 kHz, whole 40 ms frames; the same samples for the same arguments."""
-    from syncers import phantom_audio as pa
+    from syncers.data.phantom import audio as pa
 
     plan_rng, audio_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     n_frames = int(round(seconds * pa.FPS))
@@ -235,7 +235,7 @@ def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SE
 def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | None,
                   model_name: str) -> None:
     """Refuse a model/renderer pair from different keypoint spaces (DESIGN.md, "Data model")."""
-    from syncers.errors import InputError
+    from syncers.run.errors import InputError
 
     if renderer == "fomm" and not fomm_checkpoint:
         raise InputError(None, "--renderer fomm needs --fomm-checkpoint PTH (the FOMM vox-256 "
@@ -260,7 +260,7 @@ def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | Non
 def _load_generator(path: str | None) -> tuple[GeneratorModel, dict, str]:
     """``(model, info, name)`` from ``--model`` or the bundled demo model."""
     from motion.saved_model import META, PARAMS, load_model
-    from syncers.errors import InputError
+    from syncers.run.errors import InputError
 
     if path is None:
         if not ((DEMO_MODEL_DIR / META).is_file() and (DEMO_MODEL_DIR / PARAMS).is_file()):
@@ -274,8 +274,8 @@ def _load_generator(path: str | None) -> tuple[GeneratorModel, dict, str]:
 
 def _feature_kind(info: dict, model: GeneratorModel, name: str) -> str:
     """The feature kind a model was trained on; anything this msync cannot compute is refused."""
-    from syncers.errors import InputError
-    from syncers.features import feature_config
+    from syncers.run.errors import InputError
+    from syncers.data.features import feature_config
 
     recorded = info.get("features") or {}
     kind = recorded.get("kind", "logmel")
@@ -292,7 +292,7 @@ def _feature_kind(info: dict, model: GeneratorModel, name: str) -> str:
 def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.ndarray | None:
     """The per-band corpus quantiles ``[Q, F]`` to match features onto, or None: ``none``, or a
     model that records none (older models) with ``--audio-normalization`` left unset."""
-    from syncers.errors import InputError
+    from syncers.run.errors import InputError
 
     stats = info.get("feature_stats")
     if normalization == "none" or (stats is None and normalization is None):
@@ -311,7 +311,7 @@ def _source_keypoints(crop, fomm) -> tuple[np.ndarray, Any]:
     typical face box, mapped onto the detected face (uniform scale + shift of the positions).
     """
     from render.keypoints import join
-    from syncers.template import fit_to_box
+    from syncers.data.phantom.template import fit_to_box
 
     if fomm is not None:
         return join(fomm.keypoints(crop.image[None]))[0].astype(np.float32), lambda kp: kp
@@ -366,7 +366,7 @@ def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
 
 
 def _output_path(path: str | None, suffix: str, flag: str) -> Path | None:
-    from syncers.errors import InputError
+    from syncers.run.errors import InputError
 
     if path is None:
         return None
@@ -393,8 +393,8 @@ def generate_command(args: Any) -> None:
 
     from render import face
     from render.video import write_video
-    from syncers.errors import InputError
-    from syncers.features import SAMPLE_RATE, audio_features, load_audio, n_video_frames
+    from syncers.run.errors import InputError
+    from syncers.data.features import SAMPLE_RATE, audio_features, load_audio, n_video_frames
 
     command_started = time.perf_counter()
     for flag, value in (("--head-scale", args.head_scale), ("--lip-scale", args.lip_scale)):

@@ -4,7 +4,7 @@
   D(fake))]`` for each discriminator, ``L_G = −E[D(fake)]``.
 - ``L_rec = ||x − G(x0, a)||²`` (eq. 14), as the mean over frames, keypoints and values.
 - ``L_AV^MS = Σ_i −mean_t S^i(a^i_t, x^i_t)`` (eq. 6–7): temporal pyramids (eq. 5,
-  ``syncers.pyramid``) of the generated motion and of its audio; at level i every whole 5-frame
+  ``syncers.data.pyramid``) of the generated motion and of its audio; at level i every whole 5-frame
   motion segment (centres 2..T_i−3) is scored against its 20-feature audio window by the frozen
   syncer S^i. With ``multiscale=False`` only level 1 is used (the paper's single-scale
   ablation). The syncers enter as a callable ``score(level, audio [N, 20, F], motion [N, 5, 60])
@@ -21,8 +21,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from syncers.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
-                             temporal_pyramid)
+from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
+                                  temporal_pyramid)
 
 ScoreFn = Callable[[int, jax.Array, jax.Array], jax.Array]
 

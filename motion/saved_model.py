@@ -32,8 +32,8 @@ import numpy as np
 
 from motion.generate import GeneratorModel, ready
 from motion.generator import GeneratorConfig, init_params
-from syncers.errors import InputError
-from syncers.rundir import atomic_write
+from syncers.run.errors import InputError
+from syncers.run.rundir import atomic_write
 
 FORMAT = "msync-generator"
 VERSION = 1

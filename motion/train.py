@@ -19,7 +19,7 @@ checkpointed with the state); ``score_fn(frozen, level, audio [N,20,F], motion [
 is static (:func:`syncer_score_fn` builds it from a syncer run).
 
 :func:`train` is the loop around the step: batches are a pure function of ``(seed, step)``
-(``syncers.loader.WindowLoader``: windows of O + n + L frames, the augmentations of DESIGN.md;
+(``syncers.data.windows.WindowLoader``: windows of O + n + L frames, the augmentations of DESIGN.md;
 the keypoints are cut to O + n), an orbax ``CheckpointManager`` under ``RUN/checkpoints`` saves
 the whole :class:`TrainState` every ``train.checkpoint_every`` steps and at the end (atomically),
 and rerunning the same command resumes from the last checkpoint and ends bit-identical to an
@@ -31,7 +31,7 @@ the mean S^i of sequences generated on a fixed validation batch, and ``val_l_rec
 the restored step are dropped on resume) and ``model/`` (``motion.saved_model``, exported at
 every checkpoint, so ``load_model(RUN)`` works while training runs).
 
-Data parallel over every device of every process (``syncers.parallel``): the step is jitted with
+Data parallel over every device of every process (``syncers.run.parallel``): the step is jitted with
 the batch split over a ``data`` mesh axis and everything else replicated; each process draws the
 whole (cheap) batch and hands only its rows to the global array, so any device count sees the
 same global batch. ``--distributed`` starts ``jax.distributed`` first; every process takes part
@@ -62,16 +62,16 @@ from motion.generate import GeneratorModel
 from motion.generator import count_params, init_params
 from motion.rollout import rollout
 from motion.saved_model import corpus_feature_stats
-from syncers import config as config_lib
-from syncers import parallel
+from syncers.run import config as config_lib
+from syncers.run import parallel
 from syncers import train as syncer_train
-from syncers.dataset import load_split, read_manifest
-from syncers.errors import InputError, one_line
-from syncers.loader import WindowLoader
+from syncers.data.dataset import load_split, read_manifest
+from syncers.run.errors import InputError, one_line
+from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
-from syncers.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
-                            write_json)
+from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+                                write_json)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "generator.yaml"
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
@@ -220,7 +220,7 @@ def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options
     """``train_step`` jitted once for this config, syncer scorer and mesh, the state donated
     (cached: resuming or retraining in one process reuses the compiled step). The batch is
     split over ``mesh``'s ``data`` axis, everything else replicated (default mesh: every
-    device, ``syncers.parallel``). ``compiler_options`` (sorted pairs) add to, and override,
+    device, ``syncers.run.parallel``). ``compiler_options`` (sorted pairs) add to, and override,
     :func:`step_compiler_options` for the mesh's platform."""
     mesh = mesh if mesh is not None else parallel.data_mesh()
     platform = mesh.devices.flat[0].platform

@@ -1,6 +1,6 @@
 """Bad-input error of the renderer (``render`` imports nothing of msync, so it has its own).
 
-The CLI treats it exactly like ``syncers.errors.InputError``: one line ``path: problem``,
+The CLI treats it exactly like ``syncers.run.errors.InputError``: one line ``path: problem``,
 exit 2.
 """
 from __future__ import annotations

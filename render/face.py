@@ -5,7 +5,7 @@ Faces are found with the LBP frontal-face cascade that scikit-image ships (DESIG
 replication where it leaves the image. Boxes: ``FaceCrop.box`` is in source pixels with edge
 coordinates ``(x0, y0, x1, y1)`` (pixel ``i`` spans ``[i, i+1)``); ``FaceCrop.face_box`` is in the
 normalised coordinates of the crop (x right, y down, −1/+1 = centres of the first/last pixel),
-ready for ``syncers.template.fit_to_box``.
+ready for ``syncers.data.phantom.template.fit_to_box``.
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from syncers.dataset import Clip, load_split, read_manifest
-from syncers.errors import InputError
+from syncers.data.dataset import Clip, load_split, read_manifest
+from syncers.run.errors import InputError
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, level_metrics, overlap_counts, summarise
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers, load_run

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from syncers.models import AUDIO_FRAMES, MOTION_FRAMES, Syncer, score_fn
-from syncers.pyramid import audio_centers, segments, temporal_pyramid
+from syncers.data.pyramid import audio_centers, segments, temporal_pyramid
 from syncers.sampling import valid_centres
 
 MAX_OFFSET = 15

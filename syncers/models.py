@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from syncers.pyramid import AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES
+from syncers.data.pyramid import AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES
 
 # LeCun-uniform initial weights (PyTorch's default family), so that :func:`init_params` can draw
 # the same distribution with NumPy (see there).

@@ -9,7 +9,7 @@ checkpoint). Batches are a pure function of ``(seed, level, step)`` (``sampling.
 the parameters' initial values of ``(seed, level)``, so rerunning the same command restores the
 last step and ends bit-identical to an uninterrupted run.
 
-Data parallel over every device of every process (``syncers.parallel``): the batch is split
+Data parallel over every device of every process (``syncers.run.parallel``): the batch is split
 over a ``data`` mesh axis, the state replicated, and each process samples only its rows of
 each global batch (``sampling.batch_size`` is global). ``--distributed`` starts
 ``jax.distributed`` first; orbax then writes each checkpoint collectively and only process 0
@@ -40,15 +40,15 @@ import numpy as np
 import optax
 import flax.struct
 
-from syncers import config as config_lib
+from syncers.run import config as config_lib
 from syncers import objectives
-from syncers import parallel
-from syncers.dataset import load_split, read_manifest
-from syncers.errors import InputError, one_line
+from syncers.run import parallel
+from syncers.data.dataset import load_split, read_manifest
+from syncers.run.errors import InputError, one_line
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
-from syncers.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
-                            write_json)
+from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+                                write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "syncers.yaml"
@@ -420,7 +420,7 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
 
 def train_command(args) -> None:
     """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]
-    [--distributed]`` (``motion.cli`` has started ``jax.distributed`` for ``--distributed``)."""
+    [--distributed]`` (``motion.app.cli`` has started ``jax.distributed`` for ``--distributed``)."""
     overrides = list(args.overrides or [])
     overrides.append(f"data_root={json.dumps(str(args.data))}")
     if args.levels:

@@ -1,6 +1,6 @@
 """``msync`` in a subprocess, for the data-parallel and fault-injection tests.
 
-``python tests/msync_worker.py ARGS...`` runs ``motion.cli.main(ARGS)`` and exits with its code.
+``python tests/msync_worker.py ARGS...`` runs ``motion.app.cli.main(ARGS)`` and exits with its code.
 Test hooks, from the environment (none changes what is computed):
 
 - ``MSYNC_TEST_STEP_SLEEP=s``: each training batch takes ``s`` seconds longer to sample, so a
@@ -66,7 +66,7 @@ def _dump(run: str, path: str) -> None:
 
 def main(argv: list[str]) -> int:
     _install_hooks()
-    from motion import cli
+    from motion.app import cli
     code = cli.main(argv)
     dump = os.environ.get("MSYNC_TEST_DUMP")
     if code == 0 and dump:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from syncers.dataset import write_clip, write_manifest
+from syncers.data.dataset import write_clip, write_manifest
 
 
 def coupled_clip(rng: np.random.Generator, n_frames: int, lag: int = 1):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import yaml
 
-from motion import analyze, cli
-from syncers.dataset import Clip, read_clip, write_clip, write_manifest
-from syncers.errors import InputError
+from motion.app import cli
+from motion.app import analyze
+from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
+from syncers.run.errors import InputError
 from syncer_data import make_dataset
 
 # Tiny syncers: compile time dominates on a CPU; two scales keep the run to seconds.

@@ -13,8 +13,8 @@ from generator_helpers import tiny_params
 from motion import generate as gen
 from motion.generator import TINY
 from motion.saved_model import META, N_QUANTILES, corpus_feature_stats, load_model, save_model
-from syncers.errors import InputError
-from syncers.features import feature_config
+from syncers.run.errors import InputError
+from syncers.data.features import feature_config
 
 BANDS = TINY.audio_features
 

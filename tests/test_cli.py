@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from motion import cli
-from syncers.errors import InputError
+from motion.app import cli
+from syncers.run.errors import InputError
 
 
 def test_help_lists_every_command(capsys):
@@ -85,7 +85,7 @@ def test_a_path_the_system_refuses_is_bad_input_other_os_errors_are_bugs(monkeyp
 
 
 def test_console_script_runs_as_a_process(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "motion.cli", "evaluate", "--data",
+    result = subprocess.run([sys.executable, "-m", "motion.app.cli", "evaluate", "--data",
                              str(tmp_path / "none"), "--syncers", str(tmp_path / "none"),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1

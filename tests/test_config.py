@@ -4,8 +4,8 @@ from typing import Literal
 
 import pytest
 
-from syncers import config
-from syncers.errors import InputError
+from syncers.run import config
+from syncers.run.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from syncers import dataset
-from syncers.errors import InputError
+from syncers.data import dataset
+from syncers.run.errors import InputError
 
 
 def make_clip(n_frames=20, seed=0):

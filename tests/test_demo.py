@@ -2,8 +2,9 @@
 each tested with their own command)."""
 from pathlib import Path
 
-from motion import cli, demo
-from syncers import config as config_lib
+from motion.app import cli
+from motion.app import demo
+from syncers.run import config as config_lib
 
 
 def test_stages_chain_each_output_into_the_next(tmp_path):

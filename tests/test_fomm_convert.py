@@ -60,7 +60,7 @@ def test_both_serialisations_load_to_the_same_weights(tmp_path, models, images, 
 
 
 def test_orbax_round_trip_via_cli(tmp_path, models, images):
-    from motion.cli import main
+    from motion.app.cli import main
     ckpt = tmp_path / "ckpt.pth.tar"
     ref.save_checkpoint(ckpt, *models, legacy=True)
     config_path = tmp_path / "small.yaml"

@@ -14,14 +14,14 @@ import soundfile
 from PIL import Image
 
 from generator_helpers import tiny_params
-from motion import cli
+from motion.app import cli
 from motion import generate as gen
 from motion.generator import TINY
 from motion.saved_model import corpus_feature_stats, load_model, save_model
 from render import face
 from render.video import probe, read_video
-from syncers.features import audio_features, feature_config, load_audio
-from syncers.template import fit_to_box
+from syncers.data.features import audio_features, feature_config, load_audio
+from syncers.data.phantom.template import fit_to_box
 
 SECONDS = 1.0          # 25 frames: one rollout bucket and one warp compile for the whole module
 

@@ -125,7 +125,7 @@ def test_yaml_configs_match_the_presets():
 
     from motion import discriminators
     from motion.config import GeneratorRunConfig
-    from syncers.config import load
+    from syncers.run.config import load
 
     root = Path(__file__).resolve().parents[1] / "configs"
     paper = load(GeneratorRunConfig, root / "generator.yaml")

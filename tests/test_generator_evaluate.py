@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from motion import cli
+from motion.app import cli
 from motion import evaluate as gen_eval
 from motion.generate import GeneratorModel, generate_batch
 from motion.generator import TINY, init_params
 from motion.saved_model import save_model
-from syncers.dataset import load_split, read_manifest
+from syncers.data.dataset import load_split, read_manifest
 from syncers.train import load_run
 from syncer_data import make_dataset
 

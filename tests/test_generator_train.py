@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from generator_helpers import FAST_COMPILE
-from motion import cli
+from motion.app import cli
 from motion.config import GeneratorRunConfig
 from motion.generate import generate
 from motion.saved_model import load_model
 from motion.train import TrainState, train
-from syncers import config as config_lib
-from syncers.dataset import write_clip, write_manifest
+from syncers.run import config as config_lib
+from syncers.data.dataset import write_clip, write_manifest
 from syncer_data import coupled_clip
 
 SYNCERS = {
@@ -193,7 +193,7 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
 _FOUR_DEVICES = """
 import sys
 sys.path.insert(0, {repo!r})
-from syncers import config as config_lib
+from syncers.run import config as config_lib
 from motion.config import GeneratorRunConfig
 from motion.train import train
 config = config_lib.load(GeneratorRunConfig, {config!r}, {overrides!r})
@@ -203,7 +203,7 @@ train(config, {data!r}, {syncers!r}, {out!r}, stop_after=3, compiler_options={op
 
 @pytest.mark.slow
 def test_four_devices_match_one_device(setup, tmp_path):
-    """Data parallel (``syncers.parallel``): 3 steps on 4 CPU devices give the parameters of
+    """Data parallel (``syncers.run.parallel``): 3 steps on 4 CPU devices give the parameters of
     1 device with the same global batch (a subprocess: the device count is fixed at start).
 
     Both runs use Adam ε = 1e-3. With the default 1e-8, an entry whose gradient is zero up to

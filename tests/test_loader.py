@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from syncers.dataset import Clip
-from syncers.errors import InputError
-from syncers.loader import Augment, WindowLoader
+from syncers.data.dataset import Clip
+from syncers.run.errors import InputError
+from syncers.data.windows import Augment, WindowLoader
 
 
 def indexed_clip(clip_id, n_frames, offset=0.0):

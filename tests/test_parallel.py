@@ -1,4 +1,4 @@
-"""Data-parallel syncer training (``syncers.parallel``): 4 devices and 2 processes give the
+"""Data-parallel syncer training (``syncers.run.parallel``): 4 devices and 2 processes give the
 parameters of 1 device with the same global batch; per-process batch slices; ``--distributed``.
 
 The multi-device runs are subprocesses (``tests/msync_worker.py``): XLA's device count and
@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
-from motion import cli
-from syncers import parallel
-from syncers.errors import InputError
+from motion.app import cli
+from syncers.run import parallel
+from syncers.run.errors import InputError
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
-from syncers.dataset import load_split
+from syncers.data.dataset import load_split
 from syncer_data import make_dataset
 from test_syncer_train import TINY
 

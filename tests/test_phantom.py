@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motion.cli import main
-from syncers import dataset, phantom
-from syncers import phantom_audio as pa
-from syncers.errors import InputError
-from syncers.features import load_audio
-from syncers.template import LOWER_LIP, RIGID, UPPER_LIP
+from motion.app.cli import main
+from syncers.data.phantom import corpus as phantom
+from syncers.data import dataset
+from syncers.data.phantom import audio as pa
+from syncers.run.errors import InputError
+from syncers.data.features import load_audio
+from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP
 
 N_CLIPS, SECONDS = 40, 8.0
 LIP_LAG = round(phantom.PhantomParams().lip_lag * pa.FPS)     # 1 frame

@@ -12,10 +12,10 @@ import yaml
 torch = pytest.importorskip("torch")
 
 import fomm_reference as ref  # noqa: E402
-from motion.cli import main  # noqa: E402
-from motion.prepare import split_of  # noqa: E402
-from syncers import dataset  # noqa: E402
-from syncers.features import audio_features, load_audio  # noqa: E402
+from motion.app.cli import main  # noqa: E402
+from motion.app.prepare import split_of  # noqa: E402
+from syncers.data import dataset  # noqa: E402
+from syncers.data.features import audio_features, load_audio  # noqa: E402
 
 REAL_VIDEOS = ("WDA_KatieHill_000.mp4", "WDA_AlexandriaOcasioCortez_000.mp4")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from syncers.pyramid import (audio_centers, downsample, filter_taps, segments,
-                             temporal_pyramid)
+from syncers.data.pyramid import (audio_centers, downsample, filter_taps, segments,
+                                  temporal_pyramid)
 
 # Every new shape compiles anew, so few examples, drawn from few lengths.
 SETTINGS = settings(max_examples=8, deadline=None)

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from syncers.errors import InputError, one_line
-from syncers.rundir import (atomic_write, checkpoint_manager, config_diff, read_json,
-                            truncate_metrics, write_json)
+from syncers.run.errors import InputError, one_line
+from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, read_json,
+                                truncate_metrics, write_json)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from motion import cli
-from syncers.dataset import clip_path
+from motion.app import cli
+from syncers.data.dataset import clip_path
 from syncer_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]

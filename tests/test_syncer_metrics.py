@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 from syncers.evaluate import check_clip_frames
 from syncers.metrics import (MIN_OVERLAP, level_metrics, offset_metrics, overlap_counts,
                              overlap_mask, summarise)
@@ -66,7 +66,7 @@ def test_level_metrics_is_vectorised_over_clips():
 
 
 def test_audio_center_offsets_are_the_derived_rule():
-    from syncers.pyramid import audio_center_offset, audio_centers
+    from syncers.data.pyramid import audio_center_offset, audio_centers
     # m = 4n + 1/2 + 3/(2s), rounded: +2 at level 1, +1 above (test_pyramid checks the timing).
     assert [audio_center_offset(level) for level in (1, 2, 3, 4, 5)] == [2, 1, 1, 1, 1]
     np.testing.assert_array_equal(audio_centers(np.array([7, 9]), 3), [29, 37])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from motion import cli
-from syncers import config as config_lib
+from motion.app import cli
+from syncers.run import config as config_lib
 from syncers.models import Syncer
 from syncers.train import SyncersConfig, jit_train_step, load_run, train_and_evaluate
 from syncer_data import make_dataset

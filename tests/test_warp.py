@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from render import warp
-from syncers.template import fit_to_box
+from syncers.data.phantom.template import fit_to_box
 
 H = W = 64
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 
 C = TypeVar("C")
 

@@ -19,9 +19,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from syncers.dataset import Clip
-from syncers.errors import InputError
-from syncers.features import FEATURES_PER_VIDEO_FRAME
+from syncers.data.dataset import Clip
+from syncers.run.errors import InputError
+from syncers.data.features import FEATURES_PER_VIDEO_FRAME
 
 
 @dataclasses.dataclass(frozen=True)

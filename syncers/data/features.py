@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 
 SAMPLE_RATE = 16_000
 HOP = 160

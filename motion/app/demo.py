@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from syncers import config as config_lib
-from syncers.errors import InputError
+from syncers.run import config as config_lib
+from syncers.run.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
@@ -77,7 +77,7 @@ def _config_path(name: str) -> str:
 
 def _run(argv: Sequence[str]) -> None:
     """Run one ``msync`` command in this process; its errors propagate to the demo's caller."""
-    from motion.cli import build_parser
+    from motion.app.cli import build_parser
     args = build_parser().parse_args(list(argv))
     args.handler(args)
 

@@ -1,7 +1,7 @@
 """The phantom corpus: synthetic talking heads with known multi-scale speech/motion coupling
 (DESIGN.md, "Phantom corpus"; ``msync data synth``).
 
-:mod:`syncers.phantom_audio` plans and renders the speech, :mod:`syncers.phantom_motion` makes a
+:mod:`syncers.data.phantom.audio` plans and renders the speech, :mod:`syncers.data.phantom.motion` makes a
 clip's keypoints from the same plan (lips follow the syllable envelope at ``lip_lag``, head nods
 follow band-passed speech energy at ``head_lag`` plus an equal-power uncoupled drift); this
 module writes corpora of them (``<out>/<split>/phantom-NNNNN.{npz,wav}`` + ``manifest.json``,
@@ -18,10 +18,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from syncers import phantom_audio as pa
-from syncers.errors import InputError
-from syncers.phantom_motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
-                                    PhantomClip, PhantomParams, band_pass, synth_clip)
+from syncers.data.phantom import audio as pa
+from syncers.run.errors import InputError
+from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
+                                         PhantomClip, PhantomParams, band_pass, synth_clip)
 
 # --- measuring the coupling from what a dataset user sees (the wav and the keypoints) -------------
 
@@ -59,8 +59,8 @@ def _clip_id(index: int) -> str:
 
 def _write_one(job: tuple) -> tuple[str, str, int]:
     """Worker: synthesise, featurise and write clip ``index``; returns (split, id, n_frames)."""
-    from syncers import dataset
-    from syncers.features import audio_features
+    from syncers.data import dataset
+    from syncers.data.features import audio_features
 
     out, seed, index, n_clips, seconds, coupling, features = job
     clip = synth_clip(seed, index, seconds, coupling)
@@ -97,15 +97,15 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     """Write a phantom corpus: ``<out>/<split>/phantom-NNNNN.{npz,wav}`` and ``manifest.json``.
 
     ``seconds`` is rounded to whole 40 ms video frames (the audio is exactly 640 samples per
-    frame). Splits are 80/10/10 by clip index (:func:`syncers.dataset.split_for`). ``workers``
+    frame). Splits are 80/10/10 by clip index (:func:`syncers.data.dataset.split_for`). ``workers``
     processes (default: 2 when there are at least 16 clips and 2 CPUs) share the clips; the
     result does not depend on it. Returns a summary dict (clips, seconds of audio, splits,
     wall_s). Bad arguments or an ``out`` that is a file raise :class:`InputError`.
     """
     from tqdm import tqdm
 
-    from syncers import dataset
-    from syncers.features import feature_config
+    from syncers.data import dataset
+    from syncers.data.features import feature_config
 
     started = time.perf_counter()
     out = Path(out)
@@ -138,7 +138,7 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
         splits[split].append((clip_id, n_frames))
     n_frames = results[0][2]
     dataset.write_manifest(out, splits, KEYPOINT_SPACE, feature_config(features), fps=pa.FPS,
-                           extra={"generator": "syncers.phantom",
+                           extra={"generator": "syncers.data.phantom.corpus",
                                   "generator_version": GENERATOR_VERSION, "seed": seed,
                                   "seconds": n_frames / pa.FPS, "coupling": coupling,
                                   "params": PhantomParams().to_meta()})

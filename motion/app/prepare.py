@@ -4,7 +4,7 @@ Per video: decode at 25 fps, extract the 16 kHz audio, find one face box for the
 median of LBP detections, so the crop does not jitter), crop every frame to 256×256 around it,
 run the FOMM keypoint detector (``--fomm-checkpoint``) on the crops (and on their mirror images
 with ``--flip``), optionally the face-alignment 68-point landmarks (``--landmarks``), compute the
-audio features, and write the clip in the dataset format of ``syncers.dataset``.
+audio features, and write the clip in the dataset format of ``syncers.data.dataset``.
 
 Splits are by speaker: the file name up to its last ``_`` (``WDA_KatieHill_000`` → speaker
 ``WDA_KatieHill``; ``--split-by clip`` uses the whole name). A stable hash of that key picks the
@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from render.errors import RenderInputError
-from syncers import dataset
-from syncers.errors import InputError
-from syncers.features import (SAMPLES_PER_VIDEO_FRAME, audio_features, feature_config,
-                              load_audio, n_video_frames)
+from syncers.data import dataset
+from syncers.run.errors import InputError
+from syncers.data.features import (SAMPLES_PER_VIDEO_FRAME, audio_features, feature_config,
+                                   load_audio, n_video_frames)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 KEYPOINT_SPACE = "fomm-vox256"

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 
 DATA_AXIS = "data"
 # Read when the cluster is not one JAX detects by itself (SLURM, Open MPI, cloud TPU, k8s).

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 
 FORMAT = "msync-dataset"
 VERSION = 1
@@ -108,7 +108,7 @@ def write_clip(root: str | os.PathLike, split: str, clip_id: str, keypoints: np.
     os.replace(partial, path)
     if samples is not None:
         import soundfile
-        from syncers.features import SAMPLE_RATE
+        from syncers.data.features import SAMPLE_RATE
         soundfile.write(str(path.with_suffix(".wav")), np.asarray(samples, np.float32),
                         SAMPLE_RATE, subtype="PCM_16")
     return path

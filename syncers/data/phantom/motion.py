@@ -1,10 +1,10 @@
 """Phantom motion: one clip's speech plan, audio and 10-point keypoints ``[T, 10, 6]``
-(DESIGN.md, "Phantom corpus"). :mod:`syncers.phantom` writes corpora of these clips.
+(DESIGN.md, "Phantom corpus"). :mod:`syncers.data.phantom.corpus` writes corpora of these clips.
 
 Each clip is drawn from its own random streams, derived from ``(seed, clip index)`` alone, so
 clips can be made in any order or in parallel and the same seed gives the same bytes. Speech is
-planned and rendered by :mod:`syncers.phantom_audio`; this module animates the 10-point template
-(:mod:`syncers.template`) of a random speaker from the same plan:
+planned and rendered by :mod:`syncers.data.phantom.audio`; this module animates the 10-point template
+(:mod:`syncers.data.phantom.template`) of a random speaker from the same plan:
 
 * lips (fine scale): mouth opening = the syllable envelope delayed by ``lip_lag``;
 * head (coarse scales): a nod (vertical translation, the pitch proxy) = speech energy band-passed
@@ -28,8 +28,8 @@ from typing import Mapping
 import numpy as np
 from scipy import signal
 
-from syncers import phantom_audio as pa
-from syncers.template import LOWER_LIP, UPPER_LIP, fit_to_box
+from syncers.data.phantom import audio as pa
+from syncers.data.phantom.template import LOWER_LIP, UPPER_LIP, fit_to_box
 
 KEYPOINT_SPACE = "phantom-v1"
 GENERATOR_VERSION = 1

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from syncers.errors import InputError, one_line
+from syncers.run.errors import InputError, one_line
 
 
 def checkpoint_manager(directory: Path, max_to_keep: int):

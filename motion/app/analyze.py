@@ -42,10 +42,10 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from syncers import config as config_lib
-from syncers.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
-                             write_manifest)
-from syncers.errors import InputError
+from syncers.run import config as config_lib
+from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
+                                  write_manifest)
+from syncers.run.errors import InputError
 from syncers.evaluate import score_pairs
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.sampling import motion_features

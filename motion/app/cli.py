@@ -16,7 +16,7 @@ import traceback
 from typing import Callable, Sequence
 
 from render.errors import RenderInputError
-from syncers.errors import InputError
+from syncers.run.errors import InputError
 
 _NOT_YET = {
     "data prepare": 6, "train generator": 4, "generate": 6, "analyze": 6, "demo": 6,
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--coupling", type=_coupling, default={},
                        help="coupling gains, e.g. head=0 (negative control) or lips=0")
     synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
-    synth.set_defaults(handler=_lazy("syncers.phantom:synth_command", "data synth"))
+    synth.set_defaults(handler=_lazy("syncers.data.phantom.corpus:synth_command", "data synth"))
     prepare = data.add_parser("prepare", help="turn real videos into a dataset")
     prepare.add_argument("--videos", required=True)
     prepare.add_argument("--out", required=True)
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--min-seconds", type=_positive_float, default=2.0)
     prepare.add_argument("--workers", type=_positive_int, default=1,
                          help="videos prepared in parallel (processes)")
-    prepare.set_defaults(handler=_lazy("motion.prepare:prepare_command", "data prepare"))
+    prepare.set_defaults(handler=_lazy("motion.app.prepare:prepare_command", "data prepare"))
 
     train = commands.add_parser("train", help="train syncers or the generator").add_subparsers(
         dest="train_command", required=True, parser_class=_Parser)
@@ -198,14 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--config", help="syncer YAML (default: configs/analyze.yaml)")
     analyze.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE")
-    analyze.set_defaults(handler=_lazy("motion.analyze:analyze_command", "analyze"))
+    analyze.set_defaults(handler=_lazy("motion.app.analyze:analyze_command", "analyze"))
 
     demo = commands.add_parser("demo", help="the whole pipeline on the phantom corpus")
     demo.add_argument("--out", required=True)
     demo.add_argument("--config", help="YAML (default: configs/demo.yaml)")
     demo.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE")
-    demo.set_defaults(handler=_lazy("motion.demo:demo_command", "demo"))
+    demo.set_defaults(handler=_lazy("motion.app.demo:demo_command", "demo"))
 
     render = commands.add_parser("render", help="renderer tools").add_subparsers(
         dest="render_command", required=True, parser_class=_Parser)
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "distributed", False):
             # Before the handler imports anything that could start a JAX backend.
-            from syncers import parallel
+            from syncers.run import parallel
             parallel.initialize()
         args.handler(args)
     except (InputError, RenderInputError) as err:
