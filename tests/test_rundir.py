@@ -1,4 +1,4 @@
-"""The run-directory helpers both trainers share (syncers/rundir.py)."""
+"""The run-directory helpers both trainers share (syncers/run/rundir.py)."""
 from __future__ import annotations
 
 import json
