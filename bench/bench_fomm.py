@@ -29,7 +29,8 @@ import yaml  # noqa: E402
 
 import fomm_reference as ref  # noqa: E402
 from render.fomm.config import DEFAULT_CONFIG, load_config  # noqa: E402
-from render.fomm.convert import convert_state_dicts, networks  # noqa: E402
+from render.fomm.convert import convert_state_dicts  # noqa: E402
+from render.fomm.networks import networks  # noqa: E402
 
 
 def _timed(fn) -> float:

@@ -9,7 +9,7 @@ Prints one JSON object:
   weight-streaming bound (bytes of the parameters one generated frame reads ÷ stream GB/s;
   the FPN and the audio part of the branches run once per sequence, not per frame);
 - ``batch32``: 120 frames at batch 32 — frames/s and the fraction of the matmul bound (both
-  generation figures time a loaded model's path, ``motion.generate.ready``: the per-frame
+  generation figures time a loaded model's path, ``motion.model.ready``: the per-frame
   weights are prepared once per model, not per call);
 - ``train_step``: the whole ``motion.train.train_step`` (one D and one G step), batch 8,
   40-frame sequences, scored by four paper-size syncers (``configs/syncers.yaml``, random
@@ -50,8 +50,8 @@ from motion import losses
 from motion import train as motion_train
 from motion.config import GeneratorRunConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
-from motion.generate import GeneratorModel, ready
 from motion.generator import count_params, init_params
+from motion.model import GeneratorModel, ready
 from motion.rollout import rollout
 from syncers.run.config import load
 
@@ -174,7 +174,7 @@ def per_frame_bytes(params) -> int:
 
 
 def bench_generation(params, config, batch, n_frames, key, unroll: int = 1):
-    """The generation path of a loaded model (``motion.generate.ready``): per-frame weights
+    """The generation path of a loaded model (``motion.model.ready``): per-frame weights
     prepared once per model, outside the timed call."""
     x_obs, audio = _inputs(config, batch, n_frames, key)
     weights = ready(GeneratorModel(params, config)).frame_weights

@@ -21,8 +21,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.calibrate import matmul_gflops  # noqa: E402
-from syncers.run import config as config_lib  # noqa: E402
 from syncers.models import Syncer  # noqa: E402
+from syncers.run import config as config_lib  # noqa: E402
 from syncers.train import SyncersConfig, create_state, jit_train_step  # noqa: E402
 
 

@@ -29,19 +29,15 @@ Writes ``DIR/metrics.json`` and ``DIR/metrics.md``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from syncers import evaluate as sync_eval
-from syncers.data.dataset import Clip, read_manifest
-from syncers.run.errors import InputError
+from syncers.data.dataset import Clip
 from syncers.sampling import motion_features
-from syncers.train import TrainedSyncers, load_run
+from syncers.train import TrainedSyncers
 
 GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -178,67 +174,12 @@ def markdown(result: dict) -> str:
     d = result["drift"]
     lines += ["", f"Drift of rigid keypoints 0–4 (mean ‖p_t − p_0‖₂ over {d['starts']} starts; "
                   f"{d['audio']}): " + ", ".join(
-                      f"after {k[len('after_'):-1]} s: {_fmt(v)}" for k, v in d.items()
+                      f"after {k[len('after_'):-1]} s: {format_metric(v)}" for k, v in d.items()
                       if k.startswith("after_")) +
-              f" (ground truth after {d['gt_clip_seconds']:g} s: {_fmt(d['gt_end_of_clip'])})"
+              f" (ground truth after {d['gt_clip_seconds']:g} s: {format_metric(d['gt_end_of_clip'])})"
               f"; finite: {str(d['finite']).lower()}.", "",
               "Definitions: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()) + "."]
     return "\n".join(lines) + "\n"
-
-
-def evaluate_command(args) -> None:
-    """``msync evaluate --data DIR --syncers RUN --out DIR [--model RUN] [--split]
-    [--clip-frames]``; without ``--model`` exactly ``syncers.evaluate.evaluate_command``."""
-    if not getattr(args, "model", None):
-        sync_eval.evaluate_command(args)
-        return
-    from motion.generate import generate_batch
-    from motion.saved_model import META, load_model
-
-    model, info = load_model(args.model)
-    model_json = _model_json(Path(args.model), META)
-    run = load_run(args.syncers)
-    manifest = read_manifest(args.data)
-    if info.get("keypoint_space") != manifest.keypoint_space:
-        raise InputError(model_json, f"keypoint_space {info.get('keypoint_space')!r} differs "
-                                     f"from the data's {manifest.keypoint_space!r} "
-                                     f"({manifest.root / 'manifest.json'})")
-    if info.get("keypoint_space") != run.info.get("keypoint_space"):
-        raise InputError(model_json, f"keypoint_space {info.get('keypoint_space')!r} differs "
-                                     f"from the syncers' {run.info.get('keypoint_space')!r} "
-                                     f"({Path(args.syncers) / 'run.json'})")
-    if run.config.data.motion != "keypoints":
-        raise InputError(Path(args.syncers) / "config.yaml",
-                         f"these syncers read {run.config.data.motion}, not keypoints: they "
-                         "cannot score a generator")
-    n_bands = manifest.features.get("n_bands")
-    if n_bands is not None and n_bands != model.config.audio_features:
-        raise InputError(model_json, f"the model reads {model.config.audio_features} audio "
-                                     f"features; the data has {n_bands}")
-
-    def generate_fn(x0, audio):
-        return generate_batch(model, x0, audio)
-
-    result = evaluate_model(run, args.data, args.split, args.clip_frames, generate_fn)
-    result["syncers"] = str(args.syncers)
-    result["model"] = str(args.model)
-    result["model_step"] = info.get("step")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    (out / "metrics.md").write_text(markdown(result))
-    levels = ", ".join(f"L{lv} {e['generated']['av_off_mean']:.2f} (gt {e['gt']['av_off_mean']:.2f}"
-                       f", random {e['random']['av_off_mean']:.2f})"
-                       for lv, e in result["levels"].items())
-    d = result["drift"]
-    print(f"msync: generated mean |AV-Off| {levels}; L_rec "
-          f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {_fmt(d.get('after_10s'))}, "
-          f"60 s {_fmt(d.get('after_60s'))}, finite {str(d['finite']).lower()} "
-          f"({result['n_clips']} clips) -> {out}", file=sys.stderr)
-
-
-def _model_json(path: Path, meta: str) -> Path:
-    return path / meta if (path / meta).is_file() else path / "model" / meta
 
 
 def _finite_or_none(value) -> float | None:
@@ -246,5 +187,5 @@ def _finite_or_none(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _fmt(value) -> str:
+def format_metric(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"

@@ -53,7 +53,7 @@ def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
 def frame_weights(params, config: GeneratorConfig) -> dict:
     """G's per-frame parameters in the scan's layout (``motion.decode.prepare``: every matrix
     transposed). :func:`rollout` makes them on every call; inference that runs one model many
-    times makes them once (``motion.generate.GeneratorModel``) and passes ``weights=``."""
+    times makes them once (``motion.model.GeneratorModel``) and passes ``weights=``."""
     return decode.prepare(decode.frame_params(params), config)
 
 

@@ -30,8 +30,8 @@ import flax.serialization
 import jax
 import numpy as np
 
-from motion.generate import GeneratorModel, ready
 from motion.generator import GeneratorConfig, init_params
+from motion.model import GeneratorModel, ready
 from syncers.run.errors import InputError
 from syncers.run.rundir import atomic_write
 

@@ -58,18 +58,18 @@ import optax
 from motion import losses
 from motion.config import GeneratorRunConfig, OptimConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
-from motion.generate import GeneratorModel
 from motion.generator import count_params, init_params
+from motion.model import GeneratorModel
 from motion.rollout import rollout
 from motion.saved_model import corpus_feature_stats
-from syncers.run import config as config_lib
-from syncers.run import parallel
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
-from syncers.run.errors import InputError, one_line
 from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
+from syncers.run import config as config_lib
+from syncers.run import parallel
+from syncers.run.errors import InputError, one_line
 from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
                                 write_json)
 
@@ -557,10 +557,3 @@ def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> No
 
 def _round(value) -> float:
     return round(float(value), 7)
-
-
-def train_command(args) -> None:
-    """``msync train generator --data DIR --syncers RUN --out RUN [--config YAML] [--set k=v]``."""
-    config = config_lib.load(GeneratorRunConfig, args.config or DEFAULT_CONFIG,
-                             list(args.overrides or []))
-    train(config, args.data, args.syncers, args.out)

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 MIN_SIDE = 16              # smaller images cannot hold a face worth animating
 DETECT_SIDE = 256          # detection runs on a copy whose longer side is this (speed)
@@ -42,21 +42,21 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise RenderInputError(path, "is a directory, not an image file" if os.path.isdir(path)
+        raise InputError(path, "is a directory, not an image file" if os.path.isdir(path)
                                else "no such image file")
     if os.path.getsize(path) == 0:
-        raise RenderInputError(path, "the file is empty (0 bytes)")
+        raise InputError(path, "the file is empty (0 bytes)")
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             img.load()
     except Image.DecompressionBombError as err:
-        raise RenderInputError(path, f"image is too large ({err})") from None
+        raise InputError(path, f"image is too large ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise RenderInputError(path, f"not a readable image ({type(err).__name__}: {err})") \
+        raise InputError(path, f"not a readable image ({type(err).__name__}: {err})") \
             from None
     if min(img.size) < MIN_SIDE:
-        raise RenderInputError(path, f"image is {img.size[0]}x{img.size[1]} pixels; need at least "
+        raise InputError(path, f"image is {img.size[0]}x{img.size[1]} pixels; need at least "
                                      f"{MIN_SIDE}x{MIN_SIDE}")
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
@@ -72,7 +72,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     else:
         rgb = np.asarray(img.convert("RGB"), np.float64) / 255.0
     if not np.all(np.isfinite(rgb)):
-        raise RenderInputError(path, "image holds NaN or infinite pixel values")
+        raise InputError(path, "image holds NaN or infinite pixel values")
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
@@ -109,7 +109,7 @@ def crop(image: np.ndarray, size: int = 256, margin: float = DEFAULT_MARGIN,
     """
     boxes = detect_faces(image)
     if not boxes:
-        raise RenderInputError(path, "no face found by the LBP frontal-face detector; "
+        raise InputError(path, "no face found by the LBP frontal-face detector; "
                                      "use --no-crop to animate the centre of the image")
     return crop_around(image, boxes[0], size, margin)
 

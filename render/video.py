@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +56,13 @@ def ffmpeg_exe() -> str:
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Parse ``ffmpeg -i`` for duration, fps, size and codecs of ``path``."""
     if not os.path.isfile(path):
-        raise RenderInputError(path, "no such video file")
+        raise InputError(path, "no such video file")
     with _quiet_fork():
         out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", os.fspath(path)],
                              capture_output=True, text=True, errors="replace").stderr
     video = re.search(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})", out)
     if video is None:
-        raise RenderInputError(path, "not a readable video (ffmpeg finds no video stream)")
+        raise InputError(path, "not a readable video (ffmpeg finds no video stream)")
     fps = re.search(r"([\d.]+) fps", out) or re.search(r"([\d.]+) tbr", out)
     duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", out)
     audio = re.search(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz", out)
@@ -84,7 +84,7 @@ def read_video(path: str | os.PathLike, fps: float = 25.0) -> np.ndarray:
     import imageio_ffmpeg
 
     if not os.path.isfile(path):
-        raise RenderInputError(path, "no such video file")
+        raise InputError(path, "no such video file")
     frames: list[np.ndarray] = []
     try:
         with _quiet_fork():
@@ -101,10 +101,10 @@ def read_video(path: str | os.PathLike, fps: float = 25.0) -> np.ndarray:
                     i += 1
     except (OSError, RuntimeError, StopIteration, ValueError, KeyError) as err:
         detail = str(err).strip().splitlines()
-        raise RenderInputError(path, "not a readable video"
+        raise InputError(path, "not a readable video"
                                + (f" ({detail[-1][:200]})" if detail else "")) from None
     if not frames:
-        raise RenderInputError(path, "video has no decodable frames")
+        raise InputError(path, "video has no decodable frames")
     return np.stack(frames)
 
 

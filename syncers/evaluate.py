@@ -18,19 +18,17 @@ and ``DIR/metrics.md`` (the same numbers as a table).
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from syncers.data.dataset import Clip, load_split, read_manifest
-from syncers.run.errors import InputError
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, level_metrics, overlap_counts, summarise
+from syncers.run.errors import InputError
 from syncers.sampling import motion_features
-from syncers.train import TrainedSyncers, load_run
+from syncers.train import TrainedSyncers
 
 OVERLAP_RULE = (f"motion segment n (5 level frames) is paired with audio segment n+δ (20 level "
                 f"features) only when both windows lie inside the clip; every offset keeps at "
@@ -126,21 +124,3 @@ def markdown(result: dict) -> str:
             lines.append(f"| {level} | {kind} | {m['av_off_mean']:.2f} | {m['av_off_std']:.2f} | "
                          f"{m['av_conf_mean']:.3f} | {m['avs_u_mean']:.3f} |")
     return "\n".join(lines) + "\n"
-
-
-def evaluate_command(args) -> None:
-    """``msync evaluate --data DIR --syncers RUN --out DIR [--split] [--clip-frames]``."""
-    if getattr(args, "model", None):
-        raise InputError(args.model, "a generator is scored by `msync evaluate` "
-                                     "(motion.evaluate.evaluate_command), not here")
-    run = load_run(args.syncers)
-    result = evaluate(run, args.data, args.split, args.clip_frames)
-    result["syncers"] = str(args.syncers)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "metrics.md").write_text(markdown(result))
-    summary = ", ".join(f"L{lv} gt {e['gt']['av_off_mean']:.2f} / random "
-                        f"{e['random']['av_off_mean']:.2f}" for lv, e in result["levels"].items())
-    print(f"msync: mean |AV-Off| {summary} ({result['n_clips']} clips) -> {out}",
-          file=sys.stderr)

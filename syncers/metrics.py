@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from syncers.models import AUDIO_FRAMES, MOTION_FRAMES, Syncer, score_fn
 from syncers.data.pyramid import audio_centers, segments, temporal_pyramid
+from syncers.models import AUDIO_FRAMES, MOTION_FRAMES, Syncer, score_fn
 from syncers.sampling import valid_centres
 
 MAX_OFFSET = 15

@@ -22,9 +22,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from syncers.data.dataset import Clip
-from syncers.run.errors import InputError
 from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_center_offset,
                                   temporal_pyramid)
+from syncers.run.errors import InputError
 
 
 

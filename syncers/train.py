@@ -40,13 +40,13 @@ import numpy as np
 import optax
 import flax.struct
 
-from syncers.run import config as config_lib
 from syncers import objectives
-from syncers.run import parallel
 from syncers.data.dataset import load_split, read_manifest
-from syncers.run.errors import InputError, one_line
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
+from syncers.run import config as config_lib
+from syncers.run import parallel
+from syncers.run.errors import InputError, one_line
 from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
                                 write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
@@ -416,14 +416,3 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
             raise InputError(directory, "holds no checkpoint")
         params[level] = state.params["syncer"]
     return TrainedSyncers(config=config, info=info, model=model, params=params)
-
-
-def train_command(args) -> None:
-    """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]
-    [--distributed]`` (``motion.app.cli`` has started ``jax.distributed`` for ``--distributed``)."""
-    overrides = list(args.overrides or [])
-    overrides.append(f"data_root={json.dumps(str(args.data))}")
-    if args.levels:
-        overrides.append(f"train.levels=[{','.join(map(str, args.levels))}]")
-    config = config_lib.load(SyncersConfig, args.config or DEFAULT_CONFIG, overrides)
-    train_and_evaluate(config, args.out)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from motion.app import cli
 from motion.app import analyze
+from motion.app import cli
 from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
 from syncers.run.errors import InputError
 from syncer_data import make_dataset

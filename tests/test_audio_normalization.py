@@ -11,10 +11,12 @@ from scipy.stats import spearmanr
 
 from generator_helpers import tiny_params
 from motion import generate as gen
+from motion import model as model_lib
+from motion.app import generate as app_gen
 from motion.generator import TINY
 from motion.saved_model import META, N_QUANTILES, corpus_feature_stats, load_model, save_model
-from syncers.run.errors import InputError
 from syncers.data.features import feature_config
+from syncers.run.errors import InputError
 
 BANDS = TINY.audio_features
 
@@ -91,7 +93,7 @@ def test_drift_removal_keeps_syllable_motion_and_removes_a_walk_off():
 
 
 def test_stats_and_drift_window_round_trip_through_save_and_load(tmp_path):
-    model = gen.GeneratorModel(tiny_params(TINY), TINY)
+    model = model_lib.GeneratorModel(tiny_params(TINY), TINY)
     stats = corpus_feature_stats(_corpus(), "synthetic corpus")
     save_model(tmp_path / "with", model, keypoint_space="phantom-v1",
                features=feature_config("logmel"), feature_stats=stats, drift_window_s=1.0)
@@ -129,7 +131,7 @@ def test_a_large_corpus_is_read_at_a_fixed_stride(monkeypatch):
     ({"drift_window_s": "1s"}, "drift_window_s must be"),
 ])
 def test_malformed_stats_are_refused_naming_model_json(tmp_path, patch, message):
-    model = gen.GeneratorModel(tiny_params(TINY), TINY)
+    model = model_lib.GeneratorModel(tiny_params(TINY), TINY)
     directory = save_model(tmp_path / "m", model, keypoint_space="phantom-v1",
                            features=feature_config("logmel"))
     meta = json.loads((directory / META).read_text())
@@ -140,7 +142,7 @@ def test_malformed_stats_are_refused_naming_model_json(tmp_path, patch, message)
 
 
 def test_bundled_model_records_its_corpus_statistics_and_drift_window():
-    _, info = load_model(gen.DEMO_MODEL_DIR)
+    _, info = load_model(app_gen.DEMO_MODEL_DIR)
     quantiles = np.asarray(info["feature_stats"]["quantiles"])
     assert quantiles.shape == (N_QUANTILES, 26)
     assert "train split" in info["feature_stats"]["source"]

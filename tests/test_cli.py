@@ -1,5 +1,6 @@
 """The CLI's error policy: one line and exit 2 for bad input, exit 1 for bugs, no tracebacks."""
 import errno
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +20,23 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-def test_unbuilt_handler_is_one_line_exit_2(monkeypatch, capsys):
-    """A command whose module is not there yet says so in one line (exit 2)."""
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    monkeypatch.setitem(cli._NOT_YET, "analyze", 6)
-    parser._subparsers._group_actions[0].choices["analyze"].set_defaults(
-        handler=cli._lazy("motion.no_such_module:analyze_command", "analyze"))
-    assert cli.main(["analyze", "--data", "x", "--out", "y"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "msync: error: msync analyze: not implemented yet (issue 6)"
+def _leaf_parsers(parser):
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            if sub._subparsers is None:
+                yield sub
+            else:
+                yield from _leaf_parsers(sub)
+
+
+def test_every_command_names_a_function_that_exists():
+    """Each command's handler imports its module only when it runs; every target must exist."""
+    targets = [sub.get_default("handler").target for sub in _leaf_parsers(cli.build_parser())]
+    assert len(targets) == 10
+    for target in targets:
+        module, function = target.split(":")
+        assert module.startswith("motion.app."), target
+        assert callable(getattr(importlib.import_module(module), function)), target
 
 
 def test_bad_argument_is_one_line_exit_2(capsys):

@@ -1,6 +1,5 @@
 """``msync demo``: the stage plan and the self-contained results page (the stages themselves are
 each tested with their own command)."""
-from pathlib import Path
 
 from motion.app import cli
 from motion.app import demo

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from render import face
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 
 def _gradient(h=48, w=64):
@@ -60,23 +60,23 @@ def test_cmyk_is_converted(tmp_path):
 @pytest.mark.parametrize("size", [(1, 1), (8, 100)])
 def test_tiny_image_is_an_input_error(tmp_path, size):
     Image.new("RGB", size).save(tmp_path / "tiny.png")
-    with pytest.raises(RenderInputError, match="tiny.png.*pixels"):
+    with pytest.raises(InputError, match="tiny.png.*pixels"):
         face.load_image(tmp_path / "tiny.png")
 
 
 def test_text_file_named_png_is_an_input_error(tmp_path):
     (tmp_path / "notes.png").write_text("not an image at all\n")
-    with pytest.raises(RenderInputError, match="notes.png: not a readable image"):
+    with pytest.raises(InputError, match="notes.png: not a readable image"):
         face.load_image(tmp_path / "notes.png")
 
 
 def test_missing_file_is_an_input_error(tmp_path):
-    with pytest.raises(RenderInputError, match="missing.png: no such image file"):
+    with pytest.raises(InputError, match="missing.png: no such image file"):
         face.load_image(tmp_path / "missing.png")
 
 
 def test_no_face_suggests_no_crop():
-    with pytest.raises(RenderInputError, match="no face found.*--no-crop"):
+    with pytest.raises(InputError, match="no face found.*--no-crop"):
         face.crop(np.full((200, 300, 3), 0.5, np.float32), path="flat.png")
 
 

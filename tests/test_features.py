@@ -4,8 +4,8 @@ import pytest
 import scipy.fft
 import soundfile
 
-from syncers.run.errors import InputError
 from syncers.data.features import SAMPLE_RATE, audio_features, load_audio
+from syncers.run.errors import InputError
 
 REAL_AUDIO = {  # file -> expected 16 kHz samples
     "RD_Radio31_000.wav": 128000,      # 16 kHz stereo s16

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fomm_reference as ref  # noqa: E402
-from render.errors import RenderInputError  # noqa: E402
 from render.fomm import load  # noqa: E402
 from render.fomm.config import from_dict  # noqa: E402
 from render.fomm.convert import convert_state_dicts, read_checkpoint  # noqa: E402
+from syncers.run.errors import InputError  # noqa: E402
 
 CONFIG = from_dict({"model_params": ref.SMALL_MODEL_PARAMS})
 
@@ -96,7 +96,7 @@ def test_orbax_round_trip_via_cli(tmp_path, models, images):
 
 
 def _error(state_dicts) -> str:
-    with pytest.raises(RenderInputError) as info:
+    with pytest.raises(InputError) as info:
         convert_state_dicts(state_dicts, CONFIG, "ckpt.pth.tar")
     return str(info.value)
 
@@ -152,7 +152,7 @@ def test_code_running_pickle_is_refused(tmp_path, legacy):
     path = tmp_path / "evil.pth.tar"
     torch.save({"kp_detector": {"x": _Evil(str(marker))}, "generator": {}}, path,
                _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(RenderInputError) as info:
+    with pytest.raises(InputError) as info:
         read_checkpoint(path)
     assert not marker.exists()
     message = str(info.value)
@@ -162,15 +162,15 @@ def test_code_running_pickle_is_refused(tmp_path, legacy):
 def test_plain_pickle_and_missing_networks_are_refused(tmp_path):
     path = tmp_path / "partial.pth.tar"
     torch.save({"kp_detector": {}, "epoch": 3}, path)
-    with pytest.raises(RenderInputError, match="generator"):
+    with pytest.raises(InputError, match="generator"):
         read_checkpoint(path)
-    with pytest.raises(RenderInputError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         read_checkpoint(tmp_path / "absent.pth.tar")
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(os.urandom(64))
-    with pytest.raises(RenderInputError, match=str(garbage)):
+    with pytest.raises(InputError, match=str(garbage)):
         read_checkpoint(garbage)
     text = tmp_path / "notes.pth.tar"
     text.write_text("hi\n")          # legacy unpickler: unknown opcode -> KeyError inside torch
-    with pytest.raises(RenderInputError, match="notes.pth.tar: not a readable PyTorch checkpoint"):
+    with pytest.raises(InputError, match="notes.pth.tar: not a readable PyTorch checkpoint"):
         read_checkpoint(text)

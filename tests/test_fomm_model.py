@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from render.errors import RenderInputError
 from render.fomm import FommModel, load_config, normalize_kp
 from render.fomm.config import from_dict, to_dict
-from render.fomm.convert import abstract_variables
+from render.fomm.networks import abstract_variables
+from syncers.run.errors import InputError
 
 SMALL = {
     "model_params": {
@@ -106,16 +106,16 @@ def test_relative_render_from_first_frame_reproduces_source_keypoints(model):
 
 def test_bad_inputs_are_refused(model):
     frames = _frames(2)
-    with pytest.raises(RenderInputError, match=r"\[B, H, W, 3\]"):
+    with pytest.raises(InputError, match=r"\[B, H, W, 3\]"):
         model.keypoints(frames[0])
-    with pytest.raises(RenderInputError, match="multiples of 16"):
+    with pytest.raises(InputError, match="multiples of 16"):
         model.keypoints(np.zeros((1, 40, 40, 3), np.float32))
-    with pytest.raises(RenderInputError, match=r"\[0, 1\]"):
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
         model.keypoints(frames * 255)
     kp = model.keypoints(frames)
-    with pytest.raises(RenderInputError, match="kp_driving"):
+    with pytest.raises(InputError, match="kp_driving"):
         model.render(frames[0], kp, {"value": kp["value"][:, :5], "jacobian": kp["jacobian"]})
-    with pytest.raises(RenderInputError, match="one source"):
+    with pytest.raises(InputError, match="one source"):
         model.render(frames[0], kp, kp)
 
 
@@ -131,6 +131,6 @@ def test_shipped_configs_are_the_official_model_params():
     assert from_dict(to_dict(vox)) == vox
     bad = to_dict(vox)
     bad["model_params"]["kp_detector_params"]["temprature"] = 0.1
-    with pytest.raises(RenderInputError, match="temprature"):
+    with pytest.raises(InputError, match="temprature"):
         from_dict(bad)
     assert dataclasses.replace(vox, grid_align_corners=False) != vox

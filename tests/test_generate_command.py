@@ -14,8 +14,10 @@ import soundfile
 from PIL import Image
 
 from generator_helpers import tiny_params
-from motion.app import cli
 from motion import generate as gen
+from motion import model as model_lib
+from motion.app import cli
+from motion.app import generate as app_gen
 from motion.generator import TINY
 from motion.saved_model import corpus_feature_stats, load_model, save_model
 from render import face
@@ -52,7 +54,7 @@ def _write_png16(path, pixels_u16: np.ndarray) -> None:
 def media(tmp_path_factory):
     """Models, images and wavs shared by the module (paths in a dict)."""
     root = tmp_path_factory.mktemp("generate")
-    model = gen.GeneratorModel(tiny_params(TINY), TINY)
+    model = model_lib.GeneratorModel(tiny_params(TINY), TINY)
     phantom = save_model(root / "phantom", model, keypoint_space="phantom-v1",
                          features=feature_config("logmel"))
     fomm = save_model(root / "fomm", model, keypoint_space="fomm-vox256",
@@ -63,7 +65,7 @@ def media(tmp_path_factory):
                         features={**feature_config("mfcc"), "n_bands": 40})
     pixels = _face_image()
     Image.fromarray(pixels).save(root / "face.png")
-    speech = gen.demo_speech(SECONDS, seed=1)
+    speech = app_gen.demo_speech(SECONDS, seed=1)
     soundfile.write(root / "speech.wav", speech, 16000)
     # 24-bit stereo at 22.05 kHz: resampled and mixed down on load
     import librosa
@@ -72,7 +74,7 @@ def media(tmp_path_factory):
                     subtype="PCM_24")
     # the same parameters with corpus statistics (of phantom speech at another gain) and a
     # drift-removal window, as the bundled model records them (issue 6)
-    corpus = [gen.demo_speech(4.0, seed=s) * 0.3 for s in (2, 3)]
+    corpus = [app_gen.demo_speech(4.0, seed=s) * 0.3 for s in (2, 3)]
     stats = save_model(root / "stats", model, keypoint_space="phantom-v1",
                        features=feature_config("logmel"),
                        feature_stats=corpus_feature_stats([audio_features(c) for c in corpus],
@@ -258,7 +260,7 @@ def test_bad_output_names(media, tmp_path, capsys):
 
 
 def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(gen, "DEMO_MODEL_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(app_gen, "DEMO_MODEL_DIR", tmp_path / "nothing")
     code, _, err = _run(capsys, "--out", tmp_path / "x.mp4")
     err = _one_line_error(code, err)
     assert "no bundled demo model is installed" in err and "--model" in err
@@ -266,12 +268,12 @@ def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys)
 
 def test_bundled_face_and_utterance(media, monkeypatch, tmp_path, capsys):
     """``msync generate --out x.mp4``: the astronaut and a phantom utterance, same every time."""
-    speech = gen.demo_speech()
-    np.testing.assert_array_equal(speech, gen.demo_speech())
-    assert speech.size == gen.DEMO_SPEECH_SECONDS * 16000 and np.abs(speech).max() > 0.1
-    monkeypatch.setattr(gen, "DEMO_MODEL_DIR", media["phantom"])
-    monkeypatch.setattr(gen, "DEMO_SPEECH_SECONDS", SECONDS)  # keep the test to one bucket
-    monkeypatch.setattr(gen, "demo_speech", lambda: speech[:int(SECONDS * 16000)])
+    speech = app_gen.demo_speech()
+    np.testing.assert_array_equal(speech, app_gen.demo_speech())
+    assert speech.size == app_gen.DEMO_SPEECH_SECONDS * 16000 and np.abs(speech).max() > 0.1
+    monkeypatch.setattr(app_gen, "DEMO_MODEL_DIR", media["phantom"])
+    monkeypatch.setattr(app_gen, "DEMO_SPEECH_SECONDS", SECONDS)  # keep the test to one bucket
+    monkeypatch.setattr(app_gen, "demo_speech", lambda: speech[:int(SECONDS * 16000)])
     code, stdout, err = _run(capsys, "--out", tmp_path / "x.mp4")
     assert code == 0, err
     assert "25 frames" in stdout
@@ -281,12 +283,11 @@ def test_bundled_face_and_utterance(media, monkeypatch, tmp_path, capsys):
 def test_fomm_renderer_with_a_fomm_space_model(media, monkeypatch, tmp_path, capsys):
     """With a FOMM checkpoint, x0 comes from the KP detector and FOMM draws the frames (a
     reduced random-weight FOMM stands in for vox-256)."""
-    import render.fomm
     from render.keypoints import join
     from test_fomm_model import small_model
 
     fomm = small_model()
-    monkeypatch.setattr(render.fomm, "load", lambda path, *a, **k: fomm)
+    monkeypatch.setattr(app_gen, "load_fomm", lambda path, *a, **k: fomm)
     kp_out = tmp_path / "kp.npz"
     code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
                              "--model", media["fomm"], "--fomm-checkpoint", "vox.pth.tar",
@@ -320,7 +321,7 @@ def _keypoints(capsys, media, tmp_path, model, *flags):
 def _expected(media, model_name, features_fn=lambda f: f, keypoints_fn=lambda k: k):
     """What generate should give, computed from the library functions in the model's space."""
     model, _ = load_model(media[model_name])
-    x0, to_image = gen._source_keypoints(face.crop(face.load_image(media["face"])), None)
+    x0, to_image = app_gen._source_keypoints(face.crop(face.load_image(media["face"])), None)
     features = features_fn(audio_features(load_audio(media["wav"])))
     return to_image(keypoints_fn(gen.generate(model, x0, features)))
 
@@ -372,9 +373,9 @@ def test_shipped_demo_model_is_a_small_phantom_model():
     """The bundled model loads, is in the phantom keypoint space with log-mel features, says
     how to reproduce it, and stays a few MB."""
     from motion.saved_model import load_model
-    model, info = load_model(gen.DEMO_MODEL_DIR)
+    model, info = load_model(app_gen.DEMO_MODEL_DIR)
     assert info["keypoint_space"] == "phantom-v1" and info["features"]["kind"] == "logmel"
     assert any("configs/generator-small.yaml" in line for line in info["recipe"])
-    size = sum(p.stat().st_size for p in gen.DEMO_MODEL_DIR.iterdir())
+    size = sum(p.stat().st_size for p in app_gen.DEMO_MODEL_DIR.iterdir())
     assert size < 10 * 2 ** 20
     assert model.config.d_model == 128

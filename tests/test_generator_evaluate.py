@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from motion.app import cli
 from motion import evaluate as gen_eval
-from motion.generate import GeneratorModel, generate_batch
+from motion.app import cli
+from motion.generate import generate_batch
 from motion.generator import TINY, init_params
+from motion.model import GeneratorModel
 from motion.saved_model import save_model
 from syncers.data.dataset import load_split, read_manifest
 from syncers.train import load_run

@@ -19,8 +19,8 @@ from motion.config import GeneratorRunConfig
 from motion.generate import generate
 from motion.saved_model import load_model
 from motion.train import TrainState, train
-from syncers.run import config as config_lib
 from syncers.data.dataset import write_clip, write_manifest
+from syncers.run import config as config_lib
 from syncer_data import coupled_clip
 
 SYNCERS = {
@@ -193,9 +193,9 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
 _FOUR_DEVICES = """
 import sys
 sys.path.insert(0, {repo!r})
-from syncers.run import config as config_lib
 from motion.config import GeneratorRunConfig
 from motion.train import train
+from syncers.run import config as config_lib
 config = config_lib.load(GeneratorRunConfig, {config!r}, {overrides!r})
 train(config, {data!r}, {syncers!r}, {out!r}, stop_after=3, compiler_options={options!r})
 """

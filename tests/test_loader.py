@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from syncers.data.dataset import Clip
-from syncers.run.errors import InputError
 from syncers.data.windows import Augment, WindowLoader
+from syncers.run.errors import InputError
 
 
 def indexed_clip(clip_id, n_frames, offset=0.0):

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from motion.app import cli
+from syncers.data.dataset import load_split
 from syncers.run import parallel
 from syncers.run.errors import InputError
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
-from syncers.data.dataset import load_split
 from syncer_data import make_dataset
 from test_syncer_train import TINY
 

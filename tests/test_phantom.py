@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from motion.app.cli import main
-from syncers.data.phantom import corpus as phantom
 from syncers.data import dataset
-from syncers.data.phantom import audio as pa
-from syncers.run.errors import InputError
 from syncers.data.features import load_audio
+from syncers.data.phantom import audio as pa
+from syncers.data.phantom import corpus as phantom
 from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP
+from syncers.run.errors import InputError
 
 N_CLIPS, SECONDS = 40, 8.0
 LIP_LAG = round(phantom.PhantomParams().lip_lag * pa.FPS)     # 1 frame

@@ -8,6 +8,7 @@ import pytest
 
 from generator_helpers import jit, tiny_params
 from motion import generate as gen
+from motion import model as model_lib
 from motion.generator import TINY
 from motion.rollout import rollout, rollout_reencode
 
@@ -108,7 +109,7 @@ def test_replayed_backward_equals_plain_autodiff(params):
 
 
 def test_generate_60_seconds_and_buckets(params):
-    model = gen.GeneratorModel(params, TINY)
+    model = model_lib.GeneratorModel(params, TINY)
     x0 = 0.3 * np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
     audio = np.random.default_rng(1).normal(size=(4 * 1500, 26)).astype(np.float32)
     long = gen.generate(model, x0, audio)                                # bucket 1536
@@ -126,8 +127,8 @@ def test_generate_60_seconds_and_buckets(params):
 
 def test_ready_model_generates_the_same_frames(params):
     """A loaded model's prepared per-frame weights (``ready``) change nothing but speed."""
-    model = gen.GeneratorModel(params, TINY)
-    prepared = gen.ready(model)
+    model = model_lib.GeneratorModel(params, TINY)
+    prepared = model_lib.ready(model)
     assert model.frame_weights is None and prepared.frame_weights is not None
     x0 = 0.3 * np.random.default_rng(5).normal(size=(2, 10, 6)).astype(np.float32)
     audio = np.random.default_rng(6).normal(size=(2, 4 * 30, 26)).astype(np.float32)
@@ -137,7 +138,7 @@ def test_ready_model_generates_the_same_frames(params):
 
 
 def test_generate_scales_and_no_recompile(params):
-    model = gen.GeneratorModel(params, TINY)
+    model = model_lib.GeneratorModel(params, TINY)
     x0 = np.zeros((10, 6), np.float32)
     audio = np.random.default_rng(4).normal(size=(4 * 50, 26)).astype(np.float32)
     base = gen.generate(model, x0, audio)

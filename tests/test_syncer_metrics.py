@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from syncers.run.errors import InputError
 from syncers.evaluate import check_clip_frames
 from syncers.metrics import (MIN_OVERLAP, level_metrics, offset_metrics, overlap_counts,
                              overlap_mask, summarise)
 from syncers.models import EncoderConfig, ModelConfig, Syncer, init_params
+from syncers.run.errors import InputError
 
 
 def unit(x):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from motion.app import cli
-from syncers.run import config as config_lib
 from syncers.models import Syncer
+from syncers.run import config as config_lib
 from syncers.train import SyncersConfig, jit_train_step, load_run, train_and_evaluate
 from syncer_data import make_dataset
 

@@ -12,10 +12,10 @@ import pytest
 
 from generator_helpers import FAST_COMPILE, jit
 from motion import discriminators, generator, losses
+from motion import train as motion_train
 from motion.config import GeneratorRunConfig, OptimConfig
 from motion.losses import LossConfig
 from motion.rollout import rollout
-from motion import train as motion_train
 from motion.train import create_train_state, train_step
 from syncers.models import EncoderConfig, ModelConfig, Syncer
 from syncers.models import init_params as syncer_init

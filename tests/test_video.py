@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from render import video
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 FPS, SR = 25, 16000
 
@@ -86,7 +86,7 @@ def test_track_box_on_a_real_clip(real_media):
 def test_corrupt_video_is_an_input_error(tmp_path, content):
     path = tmp_path / "broken.mp4"
     path.write_bytes(content)
-    with pytest.raises(RenderInputError, match="broken.mp4: "):
+    with pytest.raises(InputError, match="broken.mp4: "):
         video.read_video(path)
 
 
@@ -96,14 +96,14 @@ def test_truncated_real_clip_is_an_input_error(tmp_path, real_media):
     path.write_bytes(clip.read_bytes()[:20000])
     try:
         frames = video.read_video(path)   # a moov-first file may still give a few frames
-    except RenderInputError as err:
+    except InputError as err:
         assert "cut.mp4" in str(err)
     else:
         assert 0 < len(frames) < 200
 
 
 def test_missing_video_is_an_input_error(tmp_path):
-    with pytest.raises(RenderInputError, match="nope.mp4: no such video file"):
+    with pytest.raises(InputError, match="nope.mp4: no such video file"):
         video.read_video(tmp_path / "nope.mp4")
-    with pytest.raises(RenderInputError, match="nope.mp4"):
+    with pytest.raises(InputError, match="nope.mp4"):
         video.probe(tmp_path / "nope.mp4")

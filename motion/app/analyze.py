@@ -42,12 +42,12 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from syncers.run import config as config_lib
 from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
                                   write_manifest)
-from syncers.run.errors import InputError
 from syncers.evaluate import score_pairs
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
+from syncers.run import config as config_lib
+from syncers.run.errors import InputError
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
 

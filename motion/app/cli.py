@@ -15,36 +15,17 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from render.errors import RenderInputError
 from syncers.run.errors import InputError
 
-_NOT_YET = {
-    "data prepare": 6, "train generator": 4, "generate": 6, "analyze": 6, "demo": 6,
-    "train syncers": 3, "evaluate": 3, "render convert": 5, "render parity": 5,
-}
-
-
-class NotImplementedCommand(InputError):
-    def __init__(self, command: str):
-        super().__init__(None, f"msync {command}: not implemented yet (issue {_NOT_YET[command]})")
-
-
-def _lazy(target: str, command: str) -> Callable[[argparse.Namespace], None]:
-    """A handler calling ``module:function(args)``; a missing module means not built yet."""
+def _command(target: str) -> Callable[[argparse.Namespace], None]:
+    """A handler calling ``module:function(args)``. The module is imported when its command
+    runs, not here, so that ``msync --help`` does not load JAX, Flax and the models."""
     module_name, function_name = target.split(":")
 
     def handler(args: argparse.Namespace) -> None:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                raise NotImplementedCommand(command) from None
-            raise
-        function = getattr(module, function_name, None)
-        if function is None:
-            raise NotImplementedCommand(command)
-        function(args)
+        getattr(importlib.import_module(module_name), function_name)(args)
 
+    handler.target = target
     return handler
 
 
@@ -120,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--coupling", type=_coupling, default={},
                        help="coupling gains, e.g. head=0 (negative control) or lips=0")
     synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
-    synth.set_defaults(handler=_lazy("syncers.data.phantom.corpus:synth_command", "data synth"))
+    synth.set_defaults(handler=_command("motion.app.synth:synth_command"))
     prepare = data.add_parser("prepare", help="turn real videos into a dataset")
     prepare.add_argument("--videos", required=True)
     prepare.add_argument("--out", required=True)
@@ -133,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--min-seconds", type=_positive_float, default=2.0)
     prepare.add_argument("--workers", type=_positive_int, default=1,
                          help="videos prepared in parallel (processes)")
-    prepare.set_defaults(handler=_lazy("motion.app.prepare:prepare_command", "data prepare"))
+    prepare.set_defaults(handler=_command("motion.app.prepare:prepare_command"))
 
     train = commands.add_parser("train", help="train syncers or the generator").add_subparsers(
         dest="train_command", required=True, parser_class=_Parser)
@@ -145,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="KEY=VALUE")
     syncers.add_argument("--levels", type=_levels)
     _distributed_flag(syncers)
-    syncers.set_defaults(handler=_lazy("syncers.train:train_command", "train syncers"))
+    syncers.set_defaults(handler=_command("motion.app.train:train_syncers_command"))
     generator = train.add_parser("generator", help="stage 2: the multi-scale generator")
     generator.add_argument("--data", required=True)
     generator.add_argument("--syncers", required=True)
@@ -154,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--set", dest="overrides", action="append", default=[],
                            metavar="KEY=VALUE")
     _distributed_flag(generator)
-    generator.set_defaults(handler=_lazy("motion.train:train_command", "train generator"))
+    generator.set_defaults(handler=_command("motion.app.train:train_generator_command"))
 
     generate = commands.add_parser("generate", help="image + speech -> talking-head video")
     generate.add_argument("--image")
@@ -173,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="remove motion slower than this window (0 = off; default: the "
                                "model's drift_window_s, else 0)")
     generate.add_argument("--no-crop", action="store_true")
-    generate.set_defaults(handler=_lazy("motion.generate:generate_command", "generate"))
+    generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
     evaluate = commands.add_parser("evaluate", help="multi-scale sync metrics")
     evaluate.add_argument("--data", required=True)
@@ -182,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--clip-frames", type=_positive_int, default=200)
-    evaluate.set_defaults(handler=_lazy("motion.evaluate:evaluate_command", "evaluate"))
+    evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
     analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")
     analyze.add_argument("--data", required=True)
@@ -198,14 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--config", help="syncer YAML (default: configs/analyze.yaml)")
     analyze.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE")
-    analyze.set_defaults(handler=_lazy("motion.app.analyze:analyze_command", "analyze"))
+    analyze.set_defaults(handler=_command("motion.app.analyze:analyze_command"))
 
     demo = commands.add_parser("demo", help="the whole pipeline on the phantom corpus")
     demo.add_argument("--out", required=True)
     demo.add_argument("--config", help="YAML (default: configs/demo.yaml)")
     demo.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE")
-    demo.set_defaults(handler=_lazy("motion.app.demo:demo_command", "demo"))
+    demo.set_defaults(handler=_command("motion.app.demo:demo_command"))
 
     render = commands.add_parser("render", help="renderer tools").add_subparsers(
         dest="render_command", required=True, parser_class=_Parser)
@@ -213,14 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--checkpoint", required=True)
     convert.add_argument("--config", required=True)
     convert.add_argument("--out", required=True)
-    convert.set_defaults(handler=_lazy("render.fomm.convert:convert_command", "render convert"))
+    convert.set_defaults(handler=_command("motion.app.render:convert_command"))
     parity = render.add_parser("parity", help="run the Flax FOMM on inputs from an npz")
     parity.add_argument("--checkpoint", required=True)
     parity.add_argument("--inputs", required=True)
     parity.add_argument("--out", required=True)
     parity.add_argument("--config")
     parity.add_argument("--grid-align-corners", choices=("true", "false"), default="true")
-    parity.set_defaults(handler=_lazy("render.fomm.parity:parity_command", "render parity"))
+    parity.set_defaults(handler=_command("motion.app.render:parity_command"))
     return parser
 
 
@@ -233,11 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "distributed", False):
-            # Before the handler imports anything that could start a JAX backend.
+            # Imported here, before the handler imports anything that could start a JAX
+            # backend: jax.distributed must be initialised first.
             from syncers.run import parallel
             parallel.initialize()
         args.handler(args)
-    except (InputError, RenderInputError) as err:
+    except InputError as err:
         return _bad_input(str(err), args.debug)
     except OSError as err:
         if err.errno not in _PATH_ERRNOS or err.filename is None:

@@ -177,14 +177,13 @@ def _poster(video: Path) -> Path | None:
     None when the video cannot be read."""
     import imageio.v3 as iio
 
-    from render.errors import RenderInputError
     from render.video import read_video
 
     poster = video.with_name(video.stem + "_poster.png")
     try:
         frames = read_video(video)
         iio.imwrite(poster, frames[min(25, len(frames) - 1)])
-    except (InputError, RenderInputError, OSError, ValueError, IndexError):
+    except (InputError, InputError, OSError, ValueError, IndexError):
         return None
     return poster
 

@@ -23,15 +23,14 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from render.errors import RenderInputError
 from syncers.data import dataset
-from syncers.run.errors import InputError
 from syncers.data.features import (SAMPLES_PER_VIDEO_FRAME, audio_features, feature_config,
                                    load_audio, n_video_frames)
+from syncers.run.errors import InputError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 KEYPOINT_SPACE = "fomm-vox256"
@@ -145,7 +144,7 @@ def _run_one(video: Path, out: Path) -> tuple[str, str, Any]:
     try:
         split, n_frames = _WORKER.prepare(video, out)
         return "ok", split, n_frames
-    except (Skip, InputError, RenderInputError) as err:
+    except (Skip, InputError, InputError) as err:
         return "skipped", "", str(err)
 
 

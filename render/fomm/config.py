@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "render" / "vox-256.yaml"
 
@@ -87,20 +87,20 @@ def _section(data: Any, name: str, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise RenderInputError(source, f"{name} must be a mapping")
+        raise InputError(source, f"{name} must be a mapping")
     return dict(data)
 
 
 def _check(keys, allowed: set[str], name: str, source: str) -> None:
     unknown = sorted(set(keys) - allowed)
     if unknown:
-        raise RenderInputError(source, f"unknown config key {name}.{unknown[0]}")
+        raise InputError(source, f"unknown config key {name}.{unknown[0]}")
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
     """Build a :class:`FommConfig` from a parsed FOMM YAML (top-level mapping)."""
     if not isinstance(data, Mapping) or "model_params" not in data:
-        raise RenderInputError(source, "a FOMM config needs a model_params section")
+        raise InputError(source, "a FOMM config needs a model_params section")
     model = _section(data["model_params"], "model_params", source)
     common = _section(model.get("common_params"), "model_params.common_params", source)
     _check(common, _COMMON, "model_params.common_params", source)
@@ -125,10 +125,10 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
             generator=GeneratorConfig(**gen, **common, dense_motion=dense_cfg),
             grid_align_corners=bool(render.get("grid_align_corners", True)))
     except TypeError as err:
-        raise RenderInputError(source, f"bad model_params ({err})") from None
+        raise InputError(source, f"bad model_params ({err})") from None
     if not config.kp_detector.estimate_jacobian or not config.generator.estimate_jacobian:
         # Every released checkpoint estimates jacobians; the port only implements that path.
-        raise RenderInputError(source, "estimate_jacobian: False is not supported")
+        raise InputError(source, "estimate_jacobian: False is not supported")
     return config
 
 
@@ -138,9 +138,9 @@ def load_config(path: str | os.PathLike | None = None) -> FommConfig:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as err:
-        raise RenderInputError(path, f"cannot read config ({err.strerror or err})") from None
+        raise InputError(path, f"cannot read config ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise RenderInputError(path, f"not valid YAML ({str(err).splitlines()[0]})") from None
+        raise InputError(path, f"not valid YAML ({str(err).splitlines()[0]})") from None
     return from_dict(data, source=os.fspath(path))
 
 

@@ -18,39 +18,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from render.errors import RenderInputError
 from render.fomm.config import FommConfig, load_config
-from render.fomm.generator import OcclusionAwareGenerator
-from render.fomm.keypoint_detector import KPDetector
+from render.fomm.networks import NETWORKS, abstract_variables
 from render.fomm.ops import antialias_kernel
-
-NETWORKS = ("kp_detector", "generator")
-
-
-def networks(config: FommConfig) -> dict[str, Any]:
-    """The two Flax modules of a config, keyed like the checkpoint."""
-    return {"kp_detector": KPDetector(config.kp_detector),
-            "generator": OcclusionAwareGenerator(config.generator, config.grid_align_corners)}
-
-
-def abstract_variables(config: FommConfig) -> dict[str, Any]:
-    """``{network: {"params": .., "batch_stats": ..}}`` as ShapeDtypeStructs (no compute)."""
-    c = config.generator
-    # Any image size the networks accept gives the same parameter shapes.
-    inv_scale = int(1 / min(config.kp_detector.scale_factor, c.dense_motion.scale_factor))
-    size = 2 ** max(c.num_down_blocks, config.kp_detector.num_blocks,
-                    c.dense_motion.num_blocks) * inv_scale
-    image = jnp.zeros((1, size, size, c.num_channels), jnp.float32)
-    k = c.num_kp
-    kp = {"value": jnp.zeros((1, k, 2)), "jacobian": jnp.broadcast_to(jnp.eye(2), (1, k, 2, 2))}
-    mods = networks(config)
-    key = jax.random.PRNGKey(0)
-    return {"kp_detector": jax.eval_shape(mods["kp_detector"].init, key, image),
-            "generator": jax.eval_shape(mods["generator"].init, key, image, kp, kp)}
-
+from render.fomm.store import save_orbax, sha256
+from syncers.run.errors import InputError
 
 def _torch_module_name(segment: str) -> str:
     segment = re.sub(r"^(down_blocks|up_blocks)_(\d+)$", r"\1.\2", segment)
@@ -77,7 +51,7 @@ def convert_state_dicts(state_dicts: Mapping[str, Mapping[str, Any]], config: Fo
                         source: str = "checkpoint") -> dict[str, Any]:
     """``{"kp_detector": sd, "generator": sd}`` (numpy/torch tensors) → Flax variables.
 
-    Raises :class:`RenderInputError` naming every missing, unknown or misshaped tensor.
+    Raises :class:`InputError` naming every missing, unknown or misshaped tensor.
     """
     abstract = abstract_variables(config)
     out: dict[str, Any] = {}
@@ -118,7 +92,7 @@ def convert_state_dicts(state_dicts: Mapping[str, Mapping[str, Any]], config: Fo
         problems += [f"unknown tensor {net}.{k}" for k in unknown]
         out[net] = variables
     if problems:
-        raise RenderInputError(source, "; ".join(problems))
+        raise InputError(source, "; ".join(problems))
     return out
 
 
@@ -144,28 +118,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]
     """The kp_detector and generator state dicts of an official ``.pth.tar`` (legacy or zip).
 
     Only tensors and plain containers are unpickled (``weights_only=True``); a file whose pickle
-    would import or call anything else is refused with :class:`RenderInputError`.
+    would import or call anything else is refused with :class:`InputError`.
     """
     import torch  # only conversion needs torch; orbax loads do not.
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise RenderInputError(path, "checkpoint not found") from None
+        raise InputError(path, "checkpoint not found") from None
     except pickle.UnpicklingError as err:
-        raise RenderInputError(path, "refused: the checkpoint's pickle references code or "
+        raise InputError(path, "refused: the checkpoint's pickle references code or "
                                "objects other than tensors and plain containers, which this "
                                f"loader never executes ({_unpickling_reason(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError) as err:
         # Arbitrary bytes fed to torch's legacy unpickler surface as any of these (an unknown
         # opcode is a KeyError), never as one documented error.
-        raise RenderInputError(path, "not a readable PyTorch checkpoint "
+        raise InputError(path, "not a readable PyTorch checkpoint "
                                f"({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, Mapping):
-        raise RenderInputError(path, "checkpoint is not a dict of state dicts")
+        raise InputError(path, "checkpoint is not a dict of state dicts")
     missing = [n for n in NETWORKS if not isinstance(checkpoint.get(n), Mapping)]
     if missing:
-        raise RenderInputError(path, f"checkpoint has no {' or '.join(missing)} state dict")
+        raise InputError(path, f"checkpoint has no {' or '.join(missing)} state dict")
     return {n: {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
                 for k, v in checkpoint[n].items()} for n in NETWORKS}
 
@@ -183,12 +157,5 @@ def convert(checkpoint: str | os.PathLike, config: str | os.PathLike | FommConfi
             out: str | os.PathLike) -> Path:
     """Convert an official checkpoint and save it with orbax under ``out``."""
     cfg = config if isinstance(config, FommConfig) else load_config(config)
-    from render.fomm.store import save_orbax, sha256
     variables = convert_state_dicts(read_checkpoint(checkpoint), cfg, os.fspath(checkpoint))
     return save_orbax(out, variables, cfg, sha256(checkpoint), Path(checkpoint).name)
-
-
-def convert_command(args) -> None:
-    """``msync render convert --checkpoint X.pth.tar --config Y.yaml --out DIR``."""
-    path = convert(args.checkpoint, args.config, args.out)
-    print(f"wrote {path}")

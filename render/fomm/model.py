@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from render.errors import RenderInputError
 from render.fomm.config import FommConfig, load_config
-from render.fomm.convert import convert_state_dicts, networks, read_checkpoint
+from render.fomm.convert import convert_state_dicts, read_checkpoint
+from render.fomm.networks import networks
 from render.fomm.store import METADATA, load_orbax
+from syncers.run.errors import InputError
 
 
 def normalize_kp(kp_source: Mapping, kp_driving: Mapping, kp_driving_initial: Mapping,
@@ -55,15 +56,15 @@ def _as_batched_kp(kp: Mapping, name: str, num_kp: int) -> dict[str, np.ndarray]
         value = np.asarray(kp["value"], np.float32)
         jacobian = np.asarray(kp["jacobian"], np.float32)
     except (KeyError, TypeError):
-        raise RenderInputError(None, f"{name} must be a dict with 'value' and 'jacobian'") from None
+        raise InputError(None, f"{name} must be a dict with 'value' and 'jacobian'") from None
     if value.ndim == 2:
         value, jacobian = value[None], jacobian[None]
     if value.ndim != 3 or value.shape[1:] != (num_kp, 2) \
             or jacobian.shape != value.shape[:2] + (2, 2):
-        raise RenderInputError(None, f"{name}: expected value [B, {num_kp}, 2] and jacobian "
+        raise InputError(None, f"{name}: expected value [B, {num_kp}, 2] and jacobian "
                                f"[B, {num_kp}, 2, 2]; got {value.shape} and {jacobian.shape}")
     if not (np.isfinite(value).all() and np.isfinite(jacobian).all()):
-        raise RenderInputError(None, f"{name} contains NaN or infinity")
+        raise InputError(None, f"{name} contains NaN or infinity")
     return {"value": value, "jacobian": jacobian}
 
 
@@ -98,17 +99,17 @@ class FommModel:
         c = self.config
         if images.ndim != ndim or images.shape[-1] != c.generator.num_channels:
             want = "[B, H, W, 3]" if ndim == 4 else "[H, W, 3]"
-            raise RenderInputError(None, f"{name} must be {want}; got shape {images.shape}")
+            raise InputError(None, f"{name} must be {want}; got shape {images.shape}")
         # The hourglasses halve the downsampled image num_blocks times.
         need = max(int(round(2 ** c.kp_detector.num_blocks / c.kp_detector.scale_factor)),
                    int(round(2 ** c.generator.dense_motion.num_blocks
                              / c.generator.dense_motion.scale_factor)))
         h, w = images.shape[-3:-1]
         if h % need or w % need:
-            raise RenderInputError(None, f"{name}: height and width must be multiples of {need}; "
+            raise InputError(None, f"{name}: height and width must be multiples of {need}; "
                                    f"got {h}×{w}")
         if not np.isfinite(images).all() or images.min() < -1e-3 or images.max() > 1 + 1e-3:
-            raise RenderInputError(None, f"{name} must hold values in [0, 1] (FOMM's range)")
+            raise InputError(None, f"{name} must hold values in [0, 1] (FOMM's range)")
         return images
 
     def keypoints(self, images: Any) -> dict[str, np.ndarray]:
@@ -138,7 +139,7 @@ class FommModel:
         kp_s = _as_batched_kp(kp_source, "kp_source", k)
         kp_d = _as_batched_kp(kp_driving, "kp_driving", k)
         if kp_s["value"].shape[0] != 1:
-            raise RenderInputError(None, "kp_source must be for one source image")
+            raise InputError(None, "kp_source must be for one source image")
         if relative:
             init = kp_driving_initial or {key: v[:1] for key, v in kp_d.items()}
             kp_d = normalize_kp(kp_s, kp_d, _as_batched_kp(init, "kp_driving_initial", k),
@@ -178,6 +179,6 @@ def load(checkpoint: str | os.PathLike, config: str | os.PathLike | FommConfig |
     if grid_align_corners is not None:
         cfg = dataclasses.replace(cfg, grid_align_corners=bool(grid_align_corners))
     if chunk_size < 1:
-        raise RenderInputError(None, f"chunk_size must be >= 1; got {chunk_size}")
+        raise InputError(None, f"chunk_size must be >= 1; got {chunk_size}")
     variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
     return FommModel(cfg, variables, chunk_size)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
-from render.errors import RenderInputError
+from syncers.run.errors import InputError
 
 
 def _source_hwc(source: np.ndarray, path: str) -> np.ndarray:
@@ -24,7 +23,7 @@ def _source_hwc(source: np.ndarray, path: str) -> np.ndarray:
     if source.ndim == 3 and source.shape[0] == 3 and source.shape[-1] != 3:
         source = np.transpose(source, (1, 2, 0))  # PyTorch channels-first
     if source.ndim != 3 or source.shape[-1] != 3:
-        raise RenderInputError(path, f"source must be [H, W, 3]; got {source.shape}")
+        raise InputError(path, f"source must be [H, W, 3]; got {source.shape}")
     return source.astype(np.float32)
 
 
@@ -34,11 +33,11 @@ def read_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("source", "drv_value", "drv_jacobian")}
     except FileNotFoundError:
-        raise RenderInputError(path, "inputs not found") from None
+        raise InputError(path, "inputs not found") from None
     except KeyError as err:
-        raise RenderInputError(path, f"missing array {err.args[0]}") from None
+        raise InputError(path, f"missing array {err.args[0]}") from None
     except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise RenderInputError(path, f"not a readable npz without pickles ({err})") from None
+        raise InputError(path, f"not a readable npz without pickles ({err})") from None
     value = arrays["drv_value"].astype(np.float32)
     jacobian = arrays["drv_jacobian"].astype(np.float32)
     return {"source": _source_hwc(arrays["source"], os.fspath(path)),
@@ -53,16 +52,3 @@ def run_parity(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                        {"value": inputs["drv_value"], "jacobian": inputs["drv_jacobian"]})
     return {"kp_value": kp_source["value"][0], "kp_jacobian": kp_source["jacobian"][0],
             **{k: v[0] for k, v in out.items()}}
-
-
-def parity_command(args) -> None:
-    """``msync render parity --checkpoint C --inputs in.npz --out out.npz [--config Y]
-    [--grid-align-corners true|false]``."""
-    from render.fomm.model import load
-    model = load(args.checkpoint, args.config,
-                 grid_align_corners=str(args.grid_align_corners).lower() == "true")
-    outputs = run_parity(model, read_inputs(args.inputs))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **outputs)
-    print(f"wrote {out}")

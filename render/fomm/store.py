@@ -14,9 +14,9 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from render.errors import RenderInputError
 from render.fomm.config import FommConfig, from_dict, to_dict
-from render.fomm.convert import abstract_variables
+from render.fomm.networks import abstract_variables
+from syncers.run.errors import InputError
 
 METADATA = "fomm.json"
 WEIGHTS = "weights"
@@ -53,14 +53,14 @@ def load_orbax(path: str | os.PathLike, config: FommConfig | None = None):
     try:
         meta = json.loads((path / METADATA).read_text())
     except (OSError, ValueError) as err:
-        raise RenderInputError(path, f"not a converted FOMM directory ({err})") from None
+        raise InputError(path, f"not a converted FOMM directory ({err})") from None
     if not isinstance(meta, dict) or "config" not in meta:
-        raise RenderInputError(path / METADATA, "no config recorded")
+        raise InputError(path / METADATA, "no config recorded")
     stored = from_dict(meta["config"], source=os.fspath(path / METADATA))
     if config is None:
         config = stored
     elif to_dict(config)["model_params"] != to_dict(stored)["model_params"]:
-        raise RenderInputError(path, "its model_params differ from the requested config")
+        raise InputError(path, "its model_params differ from the requested config")
     target = jax.tree_util.tree_map(
         lambda s: np.zeros(s.shape, s.dtype), abstract_variables(config))
     variables = ocp.StandardCheckpointer().restore(path / WEIGHTS, target)

@@ -20,8 +20,8 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from syncers.data.dataset import Clip
-from syncers.run.errors import InputError
 from syncers.data.features import FEATURES_PER_VIDEO_FRAME
+from syncers.run.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from syncers.data.phantom import audio as pa
-from syncers.run.errors import InputError
 from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
                                          PhantomClip, PhantomParams, band_pass, synth_clip)
+from syncers.run.errors import InputError
 
 # --- measuring the coupling from what a dataset user sees (the wav and the keypoints) -------------
 
@@ -145,13 +145,3 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     return {"out": str(out), "clips": clips, "seconds": clips * n_frames / pa.FPS,
             "splits": {s: len(v) for s, v in splits.items()},
             "wall_s": time.perf_counter() - started}
-
-
-def synth_command(args: Any) -> None:
-    """``msync data synth``: see :func:`synth_corpus`; prints a one-line summary."""
-    summary = synth_corpus(args.out, clips=args.clips, seconds=args.seconds, seed=args.seed,
-                           coupling=args.coupling, features=args.features)
-    s = summary["splits"]
-    print(f"msync data synth: {summary['clips']} clips, {summary['seconds']:.1f} s of speech "
-          f"(train {s['train']} / val {s['val']} / test {s['test']}) -> {summary['out']} "
-          f"in {summary['wall_s']:.1f} s")

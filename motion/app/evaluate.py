@@ -1,0 +1,85 @@
+"""``msync evaluate``: the multi-scale sync metrics of a syncer run on a split, and with ``--model``
+those of a trained generator's sequences (``syncers.evaluate``, ``motion.evaluate``). Writes
+``DIR/metrics.json`` and ``DIR/metrics.md`` and prints a one-line summary.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from motion import evaluate as gen_eval
+from motion.generate import generate_batch
+from motion.saved_model import META, load_model
+from syncers import evaluate as sync_eval
+from syncers.data.dataset import read_manifest
+from syncers.run.errors import InputError
+from syncers.train import load_run
+
+
+def evaluate_command(args) -> None:
+    """``msync evaluate --data DIR --syncers RUN --out DIR [--model RUN] [--split]
+    [--clip-frames]``: the syncers' multi-scale metrics of the split (``syncers.evaluate``),
+    and with ``--model`` those of the generator's sequences too (``motion.evaluate``)."""
+    if not getattr(args, "model", None):
+        _evaluate_syncers(args)
+        return
+    model, info = load_model(args.model)
+    model_json = _model_json(Path(args.model), META)
+    run = load_run(args.syncers)
+    manifest = read_manifest(args.data)
+    if info.get("keypoint_space") != manifest.keypoint_space:
+        raise InputError(model_json, f"keypoint_space {info.get('keypoint_space')!r} differs "
+                                     f"from the data's {manifest.keypoint_space!r} "
+                                     f"({manifest.root / 'manifest.json'})")
+    if info.get("keypoint_space") != run.info.get("keypoint_space"):
+        raise InputError(model_json, f"keypoint_space {info.get('keypoint_space')!r} differs "
+                                     f"from the syncers' {run.info.get('keypoint_space')!r} "
+                                     f"({Path(args.syncers) / 'run.json'})")
+    if run.config.data.motion != "keypoints":
+        raise InputError(Path(args.syncers) / "config.yaml",
+                         f"these syncers read {run.config.data.motion}, not keypoints: they "
+                         "cannot score a generator")
+    n_bands = manifest.features.get("n_bands")
+    if n_bands is not None and n_bands != model.config.audio_features:
+        raise InputError(model_json, f"the model reads {model.config.audio_features} audio "
+                                     f"features; the data has {n_bands}")
+
+    def generate_fn(x0, audio):
+        return generate_batch(model, x0, audio)
+
+    result = gen_eval.evaluate_model(run, args.data, args.split, args.clip_frames, generate_fn)
+    result["syncers"] = str(args.syncers)
+    result["model"] = str(args.model)
+    result["model_step"] = info.get("step")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    (out / "metrics.md").write_text(gen_eval.markdown(result))
+    levels = ", ".join(f"L{lv} {e['generated']['av_off_mean']:.2f} (gt {e['gt']['av_off_mean']:.2f}"
+                       f", random {e['random']['av_off_mean']:.2f})"
+                       for lv, e in result["levels"].items())
+    d = result["drift"]
+    print(f"msync: generated mean |AV-Off| {levels}; L_rec "
+          f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {gen_eval.format_metric(d.get('after_10s'))}, "
+          f"60 s {gen_eval.format_metric(d.get('after_60s'))}, finite {str(d['finite']).lower()} "
+          f"({result['n_clips']} clips) -> {out}", file=sys.stderr)
+
+
+def _evaluate_syncers(args) -> None:
+    """Without ``--model``: the syncers' metrics on ground-truth and random pairs."""
+    run = load_run(args.syncers)
+    result = sync_eval.evaluate(run, args.data, args.split, args.clip_frames)
+    result["syncers"] = str(args.syncers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "metrics.md").write_text(sync_eval.markdown(result))
+    summary = ", ".join(f"L{lv} gt {e['gt']['av_off_mean']:.2f} / random "
+                        f"{e['random']['av_off_mean']:.2f}" for lv, e in result["levels"].items())
+    print(f"msync: mean |AV-Off| {summary} ({result['n_clips']} clips) -> {out}",
+          file=sys.stderr)
+
+
+def _model_json(path: Path, meta: str) -> Path:
+    return path / meta if (path / meta).is_file() else path / "model" / meta

@@ -1,0 +1,282 @@
+"""``msync generate`` (:func:`generate_command`) wraps ``motion.generate`` for a person with an image and a wav:
+face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the phantom template on the
+face box) → keypoints for the whole audio → frames (FOMM, else the weight-free warp) → H.264 +
+AAC mp4 at 25 fps. A model and a renderer must share a keypoint space (DESIGN.md, "Data model").
+With no ``--model`` the bundled demo model (``motion/assets/demo_model``) is used; with no
+``--image`` / ``--audio`` the astronaut photograph that scikit-image ships and a phantom utterance
+synthesised on the fly (same bytes every time).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from skimage import data as skimage_data
+from tqdm import tqdm
+
+from motion.generate import generate, match_features, remove_drift
+from motion.generator import N_KEYPOINTS
+from motion.model import GeneratorModel
+from motion.saved_model import META, PARAMS, load_model
+from render import face
+from render.fomm import load as load_fomm
+from render.keypoints import join, split
+from render.video import write_video
+from render.warp import render_chunks
+from syncers.data.features import (SAMPLE_RATE, audio_features, feature_config, load_audio,
+                                   n_video_frames)
+from syncers.data.phantom import audio as pa
+from syncers.data.phantom.template import fit_to_box
+from syncers.run.errors import InputError
+
+FPS = 25.0
+MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+DEMO_SPEECH_SECONDS = 4.0
+DEMO_SPEECH_SEED = 20240
+PHANTOM_SPACE = "phantom-v1"
+AUDIO_NORMALIZATIONS = ("corpus", "none")
+# The phantom corpus draws each speaker's face box around this centre with about this half side
+# (syncers.data.phantom.motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
+# height 1.0–1.2× the width). A phantom model runs in such a box; its output is then mapped onto
+# the detected face by a similarity (scale + shift), which leaves the jacobians unchanged.
+PHANTOM_BOX_CENTRE = (0.0, -0.05)
+PHANTOM_BOX_HALF = 0.39
+
+
+def demo_image() -> np.ndarray:
+    """The bundled face: scikit-image's astronaut photograph ``[512, 512, 3]`` float32 in [0, 1]."""
+    return skimage_data.astronaut().astype(np.float32) / 255.0
+
+
+def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SEED) -> np.ndarray:
+    """The bundled utterance: a phantom speaker (``syncers.data.phantom.audio``), ``[n]`` float32 at
+    16 kHz, whole 40 ms frames; the same samples for the same arguments."""
+    plan_rng, audio_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    n_frames = int(round(seconds * pa.FPS))
+    plan = pa.plan_speech(plan_rng, n_frames / pa.FPS, f0_base=140.0)
+    return pa.render_speech(plan, n_frames * pa.SAMPLES_PER_FRAME, audio_rng)
+
+
+def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | None,
+                  model_name: str) -> None:
+    """Refuse a model/renderer pair from different keypoint spaces (DESIGN.md, "Data model")."""
+    if renderer == "fomm" and not fomm_checkpoint:
+        raise InputError(None, "--renderer fomm needs --fomm-checkpoint PTH (the FOMM vox-256 "
+                               "weights); without one use --renderer warp")
+    if keypoint_space.startswith("fomm"):
+        if renderer != "fomm":
+            fix = "drop --renderer warp" if fomm_checkpoint else "pass --fomm-checkpoint PTH"
+            raise InputError(model_name, f"this model moves FOMM keypoints ({keypoint_space}); "
+                                         f"the warp renderer draws {PHANTOM_SPACE} keypoints — "
+                                         f"{fix} to render it with FOMM")
+    elif keypoint_space == PHANTOM_SPACE:
+        if renderer == "fomm" or fomm_checkpoint:
+            raise InputError(model_name, f"this model moves {PHANTOM_SPACE} keypoints (trained on "
+                                         "the phantom corpus); FOMM cannot draw them — drop "
+                                         "--fomm-checkpoint/--renderer fomm (the warp renderer "
+                                         "draws them)")
+    else:
+        raise InputError(model_name, f"unknown keypoint space {keypoint_space!r}: neither FOMM "
+                                     f"(fomm-*) nor {PHANTOM_SPACE}, so no renderer can draw it")
+
+
+def _load_generator(path: str | None) -> tuple[GeneratorModel, dict, str]:
+    """``(model, info, name)`` from ``--model`` or the bundled demo model."""
+    if path is None:
+        if not ((DEMO_MODEL_DIR / META).is_file() and (DEMO_MODEL_DIR / PARAMS).is_file()):
+            raise InputError(None, f"no bundled demo model is installed (looked in "
+                                   f"{DEMO_MODEL_DIR}); pass --model RUN (a directory from "
+                                   "`msync train generator`)")
+        path = os.fspath(DEMO_MODEL_DIR)
+    model, info = load_model(path)
+    return model, info, os.fspath(path)
+
+
+def _feature_kind(info: dict, model: GeneratorModel, name: str) -> str:
+    """The feature kind a model was trained on; anything this msync cannot compute is refused."""
+    recorded = info.get("features") or {}
+    kind = recorded.get("kind", "logmel")
+    if kind not in ("logmel", "mfcc"):
+        raise InputError(name, f"model.json: unknown audio feature kind {kind!r}")
+    expected = feature_config(kind)
+    bad = {k: v for k, v in recorded.items() if k in expected and v != expected[k]}
+    if bad or model.config.audio_features != expected["n_bands"]:
+        raise InputError(name, f"model.json: the model's audio features {bad or recorded} differ "
+                               f"from what msync computes ({expected})")
+    return kind
+
+
+def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.ndarray | None:
+    """The per-band corpus quantiles ``[Q, F]`` to match features onto, or None: ``none``, or a
+    model that records none (older models) with ``--audio-normalization`` left unset."""
+    stats = info.get("feature_stats")
+    if normalization == "none" or (stats is None and normalization is None):
+        return None
+    if stats is None:
+        raise InputError(name, "--audio-normalization corpus: this model's model.json records no "
+                               "feature_stats (models exported before them); use "
+                               "--audio-normalization none")
+    return np.asarray(stats["quantiles"], np.float32)
+
+
+def _source_keypoints(crop, fomm) -> tuple[np.ndarray, Any]:
+    """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
+
+    FOMM: the KPDetector on the crop, identity map. Phantom: the template in the corpus's
+    typical face box, mapped onto the detected face (uniform scale + shift of the positions).
+    """
+    if fomm is not None:
+        return join(fomm.keypoints(crop.image[None]))[0].astype(np.float32), lambda kp: kp
+    x0, y0, x1, y1 = crop.face_box
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+    half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
+    scale = np.float32(half.mean() / PHANTOM_BOX_HALF)
+    model_centre = np.asarray(PHANTOM_BOX_CENTRE, np.float32)
+    model_half = half / scale                    # the face's aspect at the corpus's size
+    x0_model = fit_to_box((*(model_centre - model_half), *(model_centre + model_half)))
+
+    def to_image(kp_Tx10x6: np.ndarray) -> np.ndarray:
+        out = np.array(kp_Tx10x6, np.float32)
+        out[..., :2] = centre + scale * (out[..., :2] - model_centre)
+        return out
+
+    return x0_model, to_image
+
+
+def _render_frames(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm) -> np.ndarray:
+    """Frames ``[T, 256, 256, 3]`` uint8, with a progress bar."""
+    n = keypoints_Tx10x6.shape[0]
+    frames = np.empty((n,) + crop.image.shape, np.uint8)
+    done = 0
+    with tqdm(total=n, desc="render", unit="frame") as bar:
+        if renderer == "warp":
+            chunks = render_chunks(crop.image, x0_Kx6, keypoints_Tx10x6)
+        else:
+            chunks = _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
+        for chunk in chunks:
+            frames[done:done + len(chunk)] = (np.clip(chunk, 0.0, 1.0) * 255.0 + 0.5
+                                              ).astype(np.uint8)
+            done += len(chunk)
+            bar.update(len(chunk))
+    return frames
+
+
+def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
+    """FOMM frames in fixed-size chunks (the last padded, so one compile), absolute keypoints."""
+    kp_source = {k: v[None] for k, v in split(np.asarray(x0_Kx6, np.float32)).items()}
+    size = 4 * fomm.chunk_size
+    for start in range(0, keypoints_Tx10x6.shape[0], size):
+        part = keypoints_Tx10x6[start:start + size]
+        valid = len(part)
+        part = np.concatenate([part, np.repeat(part[-1:], size - valid, axis=0)])
+        yield fomm.render(source, kp_source, split(part))["prediction"][:valid]
+
+
+def _output_path(path: str | None, suffix: str, flag: str) -> Path | None:
+
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise InputError(out, f"{flag} must name a {suffix} file")
+    if out.is_dir():
+        raise InputError(out, "is a directory; name the file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(out.parent, f"cannot create the directory ({err.strerror})") from None
+    return out
+
+
+def generate_command(args: Any) -> None:
+    """``msync generate``: image + speech → talking-head mp4 (see the module docstring).
+
+    Every input is checked before the long work starts; bad ones raise ``InputError`` /
+    ``InputError`` (one line, exit 2). Prints a one-line summary with frames, seconds and
+    the frames/s of generation and of rendering.
+    """
+
+    command_started = time.perf_counter()
+    for flag, value in (("--head-scale", args.head_scale), ("--lip-scale", args.lip_scale)):
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(None, f"{flag} must be a number >= 0 (1 = as trained, 0 = no such "
+                                   f"motion); got {value}")
+    normalization = getattr(args, "audio_normalization", None)
+    if normalization not in (None,) + AUDIO_NORMALIZATIONS:
+        raise InputError(None, f"--audio-normalization must be one of "
+                               f"{', '.join(AUDIO_NORMALIZATIONS)}; got {normalization!r}")
+    drift_window = getattr(args, "drift_window", None)
+    if drift_window is not None and not (np.isfinite(drift_window) and drift_window >= 0):
+        raise InputError(None, f"--drift-window must be a number of seconds >= 0 (0 = off); got "
+                               f"{drift_window}")
+    out = _output_path(args.out, ".mp4", "--out")
+    keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out")
+    fomm_checkpoint = getattr(args, "fomm_checkpoint", None)
+    renderer = args.renderer or ("fomm" if fomm_checkpoint else "warp")
+    model, info, model_name = _load_generator(args.model)
+    space = str(info.get("keypoint_space", ""))
+    check_pairing(space, renderer, fomm_checkpoint, model_name)
+    kind = _feature_kind(info, model, model_name)
+    quantiles = _corpus_quantiles(info, normalization, model_name)
+    if drift_window is None:
+        drift_window = float(info.get("drift_window_s") or 0.0)
+
+    image_name = args.image or "astronaut (bundled)"
+    image = face.load_image(args.image) if args.image else demo_image()
+    if args.audio:
+        samples = load_audio(args.audio)
+    else:
+        samples = demo_speech()
+    seconds = samples.size / SAMPLE_RATE
+    if seconds < MIN_AUDIO_SECONDS:
+        raise InputError(args.audio, f"the audio is {seconds:.2f} s long; msync generate needs "
+                                     f"at least {MIN_AUDIO_SECONDS:g} s of speech")
+    crop = face.no_crop(image) if args.no_crop else face.crop(image, path=image_name)
+    fomm = None
+    if fomm_checkpoint:
+        fomm = load_fomm(fomm_checkpoint)
+        if fomm.config.generator.num_kp != N_KEYPOINTS:
+            raise InputError(fomm_checkpoint, f"the FOMM model has {fomm.config.generator.num_kp} "
+                                              f"keypoints; msync's generator moves {N_KEYPOINTS}")
+    features = audio_features(samples, kind)
+    if quantiles is not None:
+        features = match_features(features, quantiles)
+    n_frames = n_video_frames(samples.size)
+
+    x0_model, to_image = _source_keypoints(crop, fomm)
+    started = time.perf_counter()
+    with tqdm(total=n_frames, desc="generate", unit="frame") as bar:
+        generated = generate(model, x0_model, features, head_scale=args.head_scale,
+                             lip_scale=args.lip_scale)
+        generated = remove_drift(generated, round(drift_window * FPS))
+        bar.update(n_frames)
+    generate_s = time.perf_counter() - started
+    keypoints = to_image(generated)
+    if not np.all(np.isfinite(keypoints)):
+        raise FloatingPointError("the generator produced NaN or infinite keypoints")
+    x0 = keypoints[0]
+
+    started = time.perf_counter()
+    frames = _render_frames(renderer, crop, x0, keypoints, fomm)
+    render_s = time.perf_counter() - started
+
+    partial = out.with_name(out.stem + ".partial" + out.suffix)   # no half-written out
+    try:
+        write_video(partial, frames, fps=FPS, audio=samples, sample_rate=SAMPLE_RATE)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    if keypoints_out is not None:
+        with open(keypoints_out, "wb") as handle:
+            np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
+                     keypoint_space=np.array(space))
+    print(f"msync generate: {n_frames} frames ({seconds:.2f} s of audio, {renderer} renderer, "
+          f"{space} model, audio {'matched to its corpus' if quantiles is not None else 'as is'}"
+          f", drift window {drift_window:g} s) -> {out}; generation {generate_s:.1f} s "
+          f"({n_frames / max(generate_s, 1e-9):.0f} frames/s), rendering {render_s:.1f} s "
+          f"({n_frames / max(render_s, 1e-9):.0f} frames/s), both with JIT compilation; "
+          f"total {time.perf_counter() - command_started:.0f} s")
