@@ -232,7 +232,7 @@ def bench_train(run, batch, n_frames, key, repeats=3):
     step = functools.partial(train_step, run=run, score_fn=score_fn)
     # The XLA options `msync train generator` compiles its step with (motion.train).
     options = step_compiler_options(jax.devices()[0].platform)
-    whole = measure(step, state, frozen, inputs, key, repeats=repeats, compiler_options=options)
+    whole = measure(step, state, frozen, inputs, repeats=repeats, compiler_options=options)
     whole.update(batch=batch, frames=n_frames, compiler_options=dict(options),
                  sequences_per_s=round(batch / whole["seconds"], 3))
 

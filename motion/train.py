@@ -1,6 +1,6 @@
 """Stage 2: GAN training of the generator (paper §3.3, eq. 11–16; ``msync train generator``).
 
-:func:`train_step` ``(state, frozen, batch, rng) -> (state, metrics)`` does one alternating
+:func:`train_step` ``(state, frozen, batch) -> (state, metrics)`` does one alternating
 update on a batch ``{"keypoints": [B, O+n, 10, 6], "audio_features": [B, 4(O+n+L), F]}`` (the
 first O = obs_len frames are observed, the next n generated; the audio runs L ≥ 0 frames past
 the last generated one — the FPN's look-ahead, ``GeneratorConfig.lookahead``):
@@ -41,11 +41,9 @@ in each (collective) orbax save, and only process 0 writes ``config.yaml``, ``ru
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import configs
 from motion import losses
 from motion.config import GeneratorRunConfig, OptimConfig
 from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
@@ -68,12 +67,13 @@ from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
 from syncers.run import config as config_lib
+from syncers.run import loop
 from syncers.run import parallel
-from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+from syncers.run.errors import InputError
+from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
                                 write_json)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "generator.yaml"
+DEFAULT_CONFIG = configs.path("generator.yaml")
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
 _RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every",
                       "train.validate_every", "train.max_to_keep")
@@ -89,7 +89,6 @@ class TrainState:
     d_stats: Any           # spectral-norm power-iteration vectors ("batch_stats")
     g_opt: Any
     d_opt: Any
-    rng: jax.Array
 
 
 def schedules(optim: OptimConfig) -> tuple[Callable, Callable]:
@@ -108,7 +107,8 @@ def optimizers(optim: OptimConfig):
 def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None) -> TrainState:
     """Fresh G, D_f, D_s and optimiser states (D initialised on ``n_frames`` = seq_frames)."""
     n_frames = n_frames or run.train.seq_frames
-    k_g, k_f, k_s, rng = jax.random.split(rng, 4)
+    # Four keys, as before the state stopped carrying one: the same seed, the same networks.
+    k_g, k_f, k_s, _ = jax.random.split(rng, 4)
     g = init_params(run.model, k_g)
     x = jnp.zeros((1, n_frames, 10, 6))
     obs = jnp.zeros((1, run.model.obs_len, 10, 6))
@@ -117,7 +117,7 @@ def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None
     d = {"frame": v_f["params"], "seq": v_s["params"]}
     stats = {"frame": v_f.get("batch_stats", {}), "seq": v_s.get("batch_stats", {})}
     tx_g, tx_d = optimizers(run.optim)
-    return TrainState(jnp.int32(0), g, d, stats, tx_g.init(g), tx_d.init(d), rng)
+    return TrainState(jnp.int32(0), g, d, stats, tx_g.init(g), tx_d.init(d))
 
 
 def _discriminate(run, d_params, d_stats, x_obs, x, update):
@@ -139,7 +139,7 @@ def _apply(tx, lr, grads, opt_state, params):
     return params, opt_state
 
 
-def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig,
+def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
                score_fn: Callable):
     """One D step then one G step; returns ``(state, metrics)`` (every loss term, both lrs)."""
     obs = run.model.obs_len
@@ -186,9 +186,7 @@ def train_step(state: TrainState, frozen, batch, rng, *, run: GeneratorRunConfig
     metrics = dict(metrics, d_loss=l_d, l_df=l_df, l_ds=l_ds, lr_g=lr_g, lr_d=lr_d,
                    g_grad_norm=optax.tree.norm(g_grads),
                    d_grad_norm=optax.tree.norm(d_grads))
-    new = TrainState(state.step + 1, g_params, d_params, stats, g_opt, d_opt,
-                     jax.random.fold_in(rng, state.step))
-    return new, metrics
+    return TrainState(state.step + 1, g_params, d_params, stats, g_opt, d_opt), metrics
 
 
 # XLA:CPU hands whole fusions (a matmul with the elementwise work around it) to its YNNPACK
@@ -231,7 +229,7 @@ def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options
 @functools.lru_cache(maxsize=4)
 def _jit_train_step(run, score_fn, compiler_options, mesh):
     return parallel.data_parallel_jit(
-        functools.partial(train_step, run=run, score_fn=score_fn), mesh, n_args=4,
+        functools.partial(train_step, run=run, score_fn=score_fn), mesh, n_args=3,
         batch_argnums=(2,), compiler_options=dict(compiler_options) or None)
 
 
@@ -325,40 +323,6 @@ def _load_syncers(path, manifest, run: GeneratorRunConfig):
     return syncers, val_levels
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-def _checkpointed(state: TrainState) -> dict[str, Any]:
-    return {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
-            "d_stats": state.d_stats, "g_opt": state.g_opt, "d_opt": state.d_opt,
-            "rng": state.rng}
-
-
-def _save(manager, state: TrainState) -> bool:
-    import orbax.checkpoint as ocp
-    step = int(state.step)
-    if manager.latest_step() == step:
-        return False
-    manager.save(step, args=ocp.args.StandardSave(_checkpointed(state)))
-    manager.wait_until_finished()
-    return True
-
-
-def _restore(manager, state: TrainState, directory: Path) -> TrainState:
-    """``state`` with the latest checkpoint's values, or ``state`` when there is none."""
-    import orbax.checkpoint as ocp
-    try:
-        step = manager.latest_step()
-        if step is None:
-            return state
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _checkpointed(state))
-        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
-        raise InputError(directory, f"cannot restore the checkpoint "
-                                    f"({one_line(err)}); delete the directory "
-                                    "to start over") from None
-    return TrainState(**restored)
-
-
 # --------------------------------------------------------------------------- the run
 
 def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
@@ -414,7 +378,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     fresh = _jit_create(options)(config, jax.random.PRNGKey(tc.seed), n)
     # Replicated like restored checkpoints and step outputs, so both hit one compiled step.
     fresh = parallel.replicate(fresh, mesh)
-    state = _restore(manager, fresh, directory)
+    state = loop.restore(manager, fresh, directory)
     start_step = int(state.step)
     if primary:
         truncate_metrics(workdir / "metrics.jsonl", {None: start_step})
@@ -440,60 +404,46 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     step_fn = jit_train_step(config, score_fn, options, mesh)
     val_fn = _jit_validate(config, score_fn, val_levels, options, mesh)
     val_batch = parallel.replicate(val_batch, mesh)
-    root_key = jax.random.PRNGKey(tc.seed)
     from tqdm import tqdm
     bar = tqdm(total=tc.steps, initial=min(start_step, tc.steps), desc="generator",
                unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=None if primary else True)
-    start = time.perf_counter()
-    interval_start, interval_steps, ran = start, 0, 0
-    pending = None
     last_val: dict[str, float] = {}
+
+    def dispatch(state, step):
+        # Every process draws the whole batch (the loader's augmentation stream is
+        # sequential over rows) and hands only its own rows to the global array.
+        local = jax.tree.map(lambda a: a[rows], _cut(loader.batch(step), obs + n))
+        return step_fn(state, frozen, parallel.global_batch(local, mesh, tc.batch_size))
+
+    def log_row(done, values, steps_per_s):
+        row = {"step": done, **{k: _round(v) for k, v in values.items()},
+               "steps_per_s": round(steps_per_s, 4)}
+        bar.set_postfix(loss=f"{row['g_total']:.3f}", d=f"{row['d_loss']:.3f}",
+                        rec=f"{row['l_rec']:.2e}")
+        return row
+
+    def validation(done, state):
+        if done % tc.validate_every and done != tc.steps:
+            return None
+        last_val.clear()
+        last_val.update({k: _round(v) for k, v in
+                         jax.device_get(val_fn(state.g_params, frozen, val_batch)).items()})
+        return last_val
+
     try:
-        while int(state.step) < tc.steps:
-            step = int(state.step)
-            # Every process draws the whole batch (the loader's augmentation stream is
-            # sequential over rows) and hands only its own rows to the global array.
-            local = jax.tree.map(lambda a: a[rows], _cut(loader.batch(step), obs + n))
-            batch = parallel.global_batch(local, mesh, tc.batch_size)
-            key = parallel.replicate(jax.random.fold_in(root_key, step), mesh)
-            state, metrics = step_fn(state, frozen, batch, key)
-            ran += 1
-            interval_steps += 1
-            if pending is not None:
-                _check_finite(*pending, workdir)
-            pending = (step + 1, metrics)
-            done = step + 1
-            stopping = stop_after is not None and ran >= stop_after
-            row = None
-            if done % tc.log_every == 0 or done == tc.steps:
-                values = jax.device_get(metrics)
-                _check_finite(done, values, workdir)
-                now = time.perf_counter()
-                row = {"step": done, **{k: _round(v) for k, v in values.items()},
-                       "steps_per_s": round(interval_steps / max(now - interval_start, 1e-9), 4)}
-                interval_start, interval_steps = now, 0
-                bar.set_postfix(loss=f"{row['g_total']:.3f}", d=f"{row['d_loss']:.3f}",
-                                rec=f"{row['l_rec']:.2e}")
-            if done % tc.validate_every == 0 or done == tc.steps:
-                last_val = {k: _round(v) for k, v in
-                            jax.device_get(val_fn(state.g_params, frozen, val_batch)).items()}
-                row = dict(row or {"step": done}, **last_val)
-            if row is not None and primary:
-                with open(workdir / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            bar.update(1)
-            if done % tc.checkpoint_every == 0 or done == tc.steps or stopping:
-                _checkpoint(manager, state, config, info, workdir, primary, feature_stats)
-            if stopping:
-                break
-        if pending is not None:
-            _check_finite(*pending, workdir)
-        _checkpoint(manager, state, config, info, workdir, primary, feature_stats)
+        result = loop.run_steps(
+            state, dispatch, steps=tc.steps, log_every=tc.log_every,
+            checkpoint_every=tc.checkpoint_every, budget=stop_after,
+            check=lambda step, metrics: _check_finite(step, metrics, workdir), log_row=log_row,
+            checkpoint=lambda state: _checkpoint(manager, state, config, info, workdir, primary,
+                                                 feature_stats),
+            bar=bar, metrics_path=workdir / "metrics.jsonl", primary=primary,
+            extra_row=validation)
     finally:
         bar.close()
         manager.close()
-    seconds = time.perf_counter() - start
+    state, ran, seconds = result.state, result.ran, result.seconds
     info["seconds"] = round(info["seconds"] + seconds, 3)
     info["steps"] = int(state.step)
     if primary:
@@ -522,7 +472,7 @@ def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: di
     """Save the state (collectively: every process calls this) and export the generator, with
     the training split's ``feature_stats``, to ``RUN/model`` (process 0; once per step)."""
     from motion.saved_model import save_model
-    if (not _save(manager, state) and (workdir / "model").is_dir()) or not primary:
+    if (not loop.save(manager, state) and (workdir / "model").is_dir()) or not primary:
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
                keypoint_space=info["keypoint_space"], features=info["features"],
@@ -541,13 +491,8 @@ def _check_finite(step: int, metrics, workdir: Path) -> None:
 
 
 def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> None:
-    path = workdir / "config.yaml"
-    if path.is_file():
-        previous = config_lib.to_dict(config_lib.load(GeneratorRunConfig, path))
-        for key in config_diff(previous, config_lib.to_dict(config)):
-            if key not in _RESUMABLE_CHANGES:
-                raise InputError(path, f"this run was started with a different {key} "
-                                       "(resuming needs the same config; use a new --out)")
+    loop.check_resumed_config(GeneratorRunConfig, config, workdir / "config.yaml",
+                              _RESUMABLE_CHANGES)
     before = read_json(workdir / "run.json").get("syncers_run")
     if before and before != str(Path(syncers_run).resolve()):
         raise InputError(workdir / "run.json", f"this run was trained against the syncers "

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -40,18 +39,20 @@ import numpy as np
 import optax
 import flax.struct
 
+import configs
 from syncers import objectives
 from syncers.data.dataset import load_split, read_manifest
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
+from syncers.run import loop
 from syncers.run import parallel
-from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import (checkpoint_manager, config_diff, read_json, truncate_metrics,
+from syncers.run.errors import InputError
+from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
                                 write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "syncers.yaml"
+DEFAULT_CONFIG = configs.path("syncers.yaml")
 # Keys that may differ between a run and its resumption: where the data is, which levels.
 _RESUMABLE_CHANGES = ("data_root", "train.levels")
 
@@ -171,39 +172,6 @@ def _jit_train_step(model, objective, optim, steps, mesh):
         functools.partial(train_step, model=model, objective=objective, tx=tx), mesh, n_args=2)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-def _save(manager, state: TrainState) -> None:
-    import orbax.checkpoint as ocp
-    step = int(state.step)
-    if manager.latest_step() == step:
-        return
-    manager.save(step, args=ocp.args.StandardSave(_checkpointed(state)))
-    manager.wait_until_finished()
-
-
-def _restore(manager, state: TrainState, directory: Path) -> TrainState:
-    """``state`` with the latest checkpoint's values, or ``state`` when there is none."""
-    import orbax.checkpoint as ocp
-    try:
-        step = manager.latest_step()
-        if step is None:
-            return state
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _checkpointed(state))
-        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except InputError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
-        raise InputError(directory, f"cannot restore the checkpoint ({one_line(err)}); "
-                                    "delete the directory to start over") from None
-    return state.replace(step=restored["step"], params=restored["params"],
-                         opt_state=restored["opt_state"])
-
-
-def _checkpointed(state: TrainState) -> dict[str, Any]:
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
-
-
 # --------------------------------------------------------------------------- the run
 
 def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
@@ -224,7 +192,8 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     sampler = Sampler(clips, levels, config.data, config.sampling, config.train.seed)
     primary = parallel.is_primary()
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_resumed_config(config, workdir / "config.yaml")
+    loop.check_resumed_config(SyncersConfig, config, workdir / "config.yaml",
+                              _RESUMABLE_CHANGES)
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
     if primary:
         config_lib.dump(config, workdir / "config.yaml")
@@ -244,7 +213,7 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
         managers[level] = checkpoint_manager(directory, config.train.max_to_keep)
         fresh = create_state(config, level, sampler.motion_dim, sampler.audio_dim,
                              sampler.stats(level), mesh)
-        states[level] = _restore(managers[level], fresh, directory)
+        states[level] = loop.restore(managers[level], fresh, directory)
     if primary:
         truncate_metrics(workdir / "metrics.jsonl",
                          {lv: int(s.step) for lv, s in states.items()})
@@ -303,73 +272,37 @@ def _train_level(level, state, step_fn, sampler, manager, schedule, train: Train
     """At most ``budget`` steps of one level: ``(state, steps ran, {"stopped", "seconds"})``.
 
     Each process samples its rows of the global batch; only process 0 logs metrics."""
-    start = time.perf_counter()
-    interval_start, interval_steps = start, 0
-    pending = None        # the previous step's metrics, read after the next step is dispatched
-    stopped = False
-    ran = 0
-    metrics_path = workdir / "metrics.jsonl"
-    primary = parallel.is_primary()
     size = sampler.config.batch_size
     rows = parallel.local_rows(size, mesh)
-    while int(state.step) < train.steps:
-        step = int(state.step)
-        batch = parallel.global_batch(sampler.batch(level, step, rows), mesh, size)
-        state, metrics = step_fn(state, batch)
-        ran += 1
-        interval_steps += 1
-        if pending is not None:
-            _check_finite(pending, level, workdir)
-        pending = (step + 1, metrics)
-        done = step + 1
-        stopping = budget is not None and ran >= budget
-        if done % train.log_every == 0 or done == train.steps:
-            values = jax.device_get(metrics)
-            _check_finite((done, values), level, workdir)
-            now = time.perf_counter()
-            row = {"step": done, "level": level, "loss": float(values["loss"]),
-                   "accuracy": float(values["accuracy"]),
-                   "temperature": float(values["temperature"]),
-                   "grad_norm": float(values["grad_norm"]), "lr": float(schedule(step)),
-                   "steps_per_s": round(interval_steps / max(now - interval_start, 1e-9), 3)}
-            if primary:
-                with open(metrics_path, "a") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            interval_start, interval_steps = now, 0
-            bar.set_postfix(level=level, loss=f"{row['loss']:.3f}",
-                            acc=f"{row['accuracy']:.2f}")
-        bar.update(1)
-        if done % train.checkpoint_every == 0 or done == train.steps or stopping:
-            _save(manager, state)
-        if stopping:
-            stopped = True
-            break
-    if pending is not None:
-        _check_finite(pending, level, workdir)
-    _save(manager, state)
-    return state, ran, {"stopped": stopped and int(state.step) < train.steps,
-                        "seconds": time.perf_counter() - start}
+
+    def dispatch(state, step):
+        return step_fn(state, parallel.global_batch(sampler.batch(level, step, rows), mesh, size))
+
+    def log_row(done, values, steps_per_s):
+        row = {"step": done, "level": level, "loss": float(values["loss"]),
+               "accuracy": float(values["accuracy"]),
+               "temperature": float(values["temperature"]),
+               "grad_norm": float(values["grad_norm"]), "lr": float(schedule(done - 1)),
+               "steps_per_s": round(steps_per_s, 3)}
+        bar.set_postfix(level=level, loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+        return row
+
+    result = loop.run_steps(
+        state, dispatch, steps=train.steps, log_every=train.log_every,
+        checkpoint_every=train.checkpoint_every, budget=budget,
+        check=lambda step, metrics: _check_finite(step, metrics, level, workdir),
+        log_row=log_row, checkpoint=lambda state: loop.save(manager, state), bar=bar,
+        metrics_path=workdir / "metrics.jsonl", primary=parallel.is_primary())
+    return result.state, result.ran, {"stopped": result.stopped, "seconds": result.seconds}
 
 
-def _check_finite(pending, level: int, workdir: Path) -> None:
-    step, metrics = pending
+def _check_finite(step: int, metrics, level: int, workdir: Path) -> None:
     loss = float(metrics["loss"])
     if not math.isfinite(loss):
         raise InputError(workdir / "config.yaml",
                          f"the level {level} loss became {loss} at step {step}; lower "
                          "optim.learning_rate (or check the data) and rerun — the run resumes "
                          "from its last finite checkpoint")
-
-
-def _check_resumed_config(config: SyncersConfig, path: Path) -> None:
-    if not path.is_file():
-        return
-    previous = config_lib.to_dict(config_lib.load(SyncersConfig, path))
-    current = config_lib.to_dict(config)
-    for key in config_diff(previous, current):
-        if key not in _RESUMABLE_CHANGES:
-            raise InputError(path, f"this run was started with a different {key} "
-                                   "(resuming needs the same config; use a new --out)")
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -409,7 +342,7 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
         manager = checkpoint_manager(directory, config.train.max_to_keep)
         try:
             fresh = create_state(config, level, model.motion_dim, model.audio_dim)
-            state = _restore(manager, fresh, directory)
+            state = loop.restore(manager, fresh, directory)
         finally:
             manager.close()
         if int(state.step) == 0:

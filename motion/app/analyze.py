@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+import configs
 from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
                                   write_manifest)
 from syncers.evaluate import score_pairs
@@ -51,7 +52,7 @@ from syncers.run.errors import InputError
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "analyze.yaml"
+DEFAULT_CONFIG = configs.path("analyze.yaml")
 MAX_SCALES = 4
 SPLITS = {"heldout": ("val", "test"), "test": ("test",), "val": ("val",), "train": ("train",),
           "all": ("train", "val", "test")}

@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import configs
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
-REAL_MEDIA = REPO.parent / "shared" / "data" / "real"
+DEFAULT_CONFIG = configs.path("demo.yaml")
+# Real media beside a source checkout (not installed): used when present, skipped otherwise.
+REAL_MEDIA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ class DemoConfig:
 
 def _config_path(name: str) -> str:
     path = Path(name)
-    return str(path if path.is_absolute() or path.exists() else REPO / "configs" / name)
+    return str(path if path.is_absolute() or path.exists() else configs.path(name))
 
 
 def _run(argv: Sequence[str]) -> None:

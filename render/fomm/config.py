@@ -16,9 +16,10 @@ from typing import Any, Mapping
 
 import yaml
 
+import configs
 from syncers.run.errors import InputError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "render" / "vox-256.yaml"
+DEFAULT_CONFIG = configs.path("render/vox-256.yaml")
 
 
 @dataclasses.dataclass(frozen=True)
