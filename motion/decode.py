@@ -42,43 +42,54 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, GeneratorConfig
-from motion.temporal import MASKED_LOGIT
+from motion.generator import (ENCODER_IN, ENCODER_NORM, ENCODER_OUT, HEAD_STATE, KEYPOINT_DIM,
+                              N_KEYPOINTS, GeneratorConfig, head_hidden_names)
+from motion.temporal import MASKED_LOGIT, layer_name
 
 _LN_EPS = 1e-6          # flax.linen.LayerNorm's default
+
+
+def dense_layers(n_layers: int, n_hidden: int) -> list[tuple[str, tuple, tuple, tuple]]:
+    """``(name, path in prepare()'s tree, kernel path, bias path in G's parameters)`` of every
+    dense layer of a frame: the one map between G's parameters and this kernel's (the names
+    are declared in ``motion.generator`` and ``motion.temporal``). Kernels are ``[.., in, out]``
+    (the branches' stacked ``[levels, in, out]``)."""
+    def flax_dense(name, path, *param_path):
+        return name, path, (*param_path, "kernel"), (*param_path, "bias")
+
+    layers = [flax_dense("encoder.in", ("encoder", "in"), "encoder", ENCODER_IN),
+              flax_dense("encoder.out", ("encoder", "out"), "encoder", ENCODER_OUT)]
+    for i in range(n_layers):
+        layers += [flax_dense(f"layers{i}.{n}", ("layers", i, n), "temporal", layer_name(i), n)
+                   for n in ("qkv", "proj", "ff1", "ff2")]
+    layers.append(flax_dense("head.state", ("head", "state"), "head", HEAD_STATE))
+    for j in range(n_hidden):
+        w, b = head_hidden_names(j)
+        layers.append((f"head.hidden{j}", ("head", "hidden", j), ("head", w), ("head", b)))
+    layers.append(("head.out", ("head", "out"), ("head", "w_out"), ("head", "b_out")))
+    return layers
 
 
 def prepare(params, config: GeneratorConfig) -> dict:
     """G's per-frame parameters in the feature-major layout: dense layers ``{"w": [.., out, in],
     "b": [.., out, 1]}``, LayerNorms ``{"scale", "bias": [D, 1]}``, ``rel_bias [H, C]``."""
-    def col(v):
-        return v[..., None]
-
-    def dense(p):
-        return {"w": p["kernel"].T, "b": col(p["bias"])}
-
     def norm(p):
-        return {"scale": col(p["scale"]), "bias": col(p["bias"])}
+        return {"scale": p["scale"][..., None], "bias": p["bias"][..., None]}
 
-    enc = params["encoder"]
+    temporal = params["temporal"]
+    n_hidden = config.branch_depth - 1
     weights = {
-        "encoder": {"in": dense(enc["Dense_0"]), "norm": norm(enc["LayerNorm_0"]),
-                    "out": dense(enc["Dense_1"])},
-        "layers": [{"norm1": norm(p["norm1"]), "qkv": dense(p["qkv"]), "proj": dense(p["proj"]),
-                    "norm2": norm(p["norm2"]), "ff1": dense(p["ff1"]), "ff2": dense(p["ff2"]),
+        "encoder": {"norm": norm(params["encoder"][ENCODER_NORM])},
+        "layers": [{"norm1": norm(p["norm1"]), "norm2": norm(p["norm2"]),
                     "rel_bias": p["rel_bias"]}
-                   for p in (params["temporal"][f"layers_{i}"] for i in range(config.n_layers))],
-        "norm": norm(params["temporal"]["norm"]),
+                   for p in (temporal[layer_name(i)] for i in range(config.n_layers))],
+        "norm": norm(temporal["norm"]),
+        "head": {"hidden": [{} for _ in range(n_hidden)]},
     }
-    head = params["head"]
-
-    def stacked(w, b):       # [n, in, out] → [n, out, in]; [n, out] → [n, out, 1]
-        return {"w": jnp.swapaxes(w, 1, 2), "b": col(b)}
-
-    weights["head"] = {"state": dense(head["state_in"]),
-                       "hidden": [stacked(head[f"w{j}"], head[f"b{j}"])
-                                  for j in range(config.branch_depth - 1)],
-                       "out": stacked(head["w_out"], head["b_out"])}
+    for _, path, kernel, bias in dense_layers(config.n_layers, n_hidden):
+        *parents, leaf = path
+        get_path(weights, parents)[leaf] = {"w": jnp.swapaxes(get_path(params, kernel), -1, -2),
+                                            "b": get_path(params, bias)[..., None]}
     return weights
 
 
@@ -165,18 +176,10 @@ class Layers:
 
 
 def dense_names_of(weights: dict) -> list[tuple[str, tuple, tuple]]:
-    """``(name, path in prepare()'s tree, path of its ``[.., in, out]`` matrix in G's
-    parameters)`` of every dense layer of a frame."""
-    names = [("encoder.in", ("encoder", "in"), ("encoder", "Dense_0", "kernel")),
-             ("encoder.out", ("encoder", "out"), ("encoder", "Dense_1", "kernel"))]
-    for i in range(len(weights["layers"])):
-        names += [(f"layers{i}.{n}", ("layers", i, n), ("temporal", f"layers_{i}", n, "kernel"))
-                  for n in ("qkv", "proj", "ff1", "ff2")]
-    names.append(("head.state", ("head", "state"), ("head", "state_in", "kernel")))
-    names += [(f"head.hidden{j}", ("head", "hidden", j), ("head", f"w{j}"))
-              for j in range(len(weights["head"]["hidden"]))]
-    names.append(("head.out", ("head", "out"), ("head", "w_out")))
-    return names
+    """``(name, path in prepare()'s tree, kernel path in G's parameters)`` of every dense layer
+    of a frame, for :func:`prepare`'s ``weights`` (:func:`dense_layers`)."""
+    return [layer[:3] for layer in dense_layers(len(weights["layers"]),
+                                                len(weights["head"]["hidden"]))]
 
 
 def frame_params(params) -> dict:

@@ -38,6 +38,19 @@ from motion.temporal import TemporalTransformer
 N_KEYPOINTS = 10
 KEYPOINT_DIM = 6
 
+# The names of G's layers in its parameter tree, declared once: the modules below take them and
+# the per-frame kernel (``motion.decode``) reads the parameters by them. They are the names
+# every saved model and checkpoint carries (those Flax gave the first release automatically);
+# a layer's name also seeds its initial values, so renaming one would orphan saved models and
+# change what a seed trains.
+ENCODER_IN, ENCODER_NORM, ENCODER_OUT = "Dense_0", "LayerNorm_0", "Dense_1"
+HEAD_STATE = "state_in"
+
+
+def head_hidden_names(j: int) -> tuple[str, str]:
+    """``(weight, bias)`` names of the branches' hidden layer ``j`` (stacked ``[levels, ...]``)."""
+    return f"w{j}", f"b{j}"
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
@@ -80,8 +93,8 @@ class KeypointEncoder(nn.Module):
     def __call__(self, x_Kx6: jax.Array) -> jax.Array:
         """``[..., 10, 6]`` → ``[..., d_model]``."""
         x = x_Kx6.reshape(x_Kx6.shape[:-2] + (N_KEYPOINTS * KEYPOINT_DIM,))
-        x = nn.gelu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
-        return nn.Dense(self.d_model)(x)
+        x = nn.gelu(nn.LayerNorm(name=ENCODER_NORM)(nn.Dense(self.hidden, name=ENCODER_IN)(x)))
+        return nn.Dense(self.d_model, name=ENCODER_OUT)(x)
 
 
 class MultiScaleHead(nn.Module):
@@ -96,9 +109,10 @@ class MultiScaleHead(nn.Module):
         n, h = self.levels, self.hidden
         init = nn.initializers.lecun_normal(batch_axis=(0,))
         self.w_audio = self.param("w_audio", init, (n, self.audio_channels, h))   # a^i part
-        self.w_state = nn.Dense(n * h, name="state_in")                   # [h_t ⊕ enc] → n·h
-        self.w_hidden = [self.param(f"w{j}", init, (n, h, h)) for j in range(self.depth - 1)]
-        self.b_hidden = [self.param(f"b{j}", nn.initializers.zeros, (n, h))
+        self.w_state = nn.Dense(n * h, name=HEAD_STATE)                   # [h_t ⊕ enc] → n·h
+        self.w_hidden = [self.param(head_hidden_names(j)[0], init, (n, h, h))
+                         for j in range(self.depth - 1)]
+        self.b_hidden = [self.param(head_hidden_names(j)[1], nn.initializers.zeros, (n, h))
                          for j in range(self.depth - 1)]
         out_init = nn.initializers.variance_scaling(self.init_scale, "fan_in", "normal",
                                                     batch_axis=(0,))

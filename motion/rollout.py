@@ -16,8 +16,8 @@ v. It is differentiable end to end (training back-propagates through the 40-fram
 its VJP is custom — a replay of the recorded forward pass whose weight gradients are formed
 after the scan, as one product over all frames, and whose attention needs no per-frame copy of
 the caches (``motion.decode``) — and equals plain AD (tested).
-:func:`rollout_reencode` computes the same function by re-encoding the whole history at every
-step (O(t) per frame) — a slow reference for the tests only.
+The tests compare it with a slow reference that re-encodes the whole history at every step
+(O(t) per frame: ``tests/generator_helpers.rollout_reencode``).
 """
 from __future__ import annotations
 
@@ -167,30 +167,3 @@ def _scan_frames_bwd(config, unroll, residuals, ct_frames):
 
 
 _scan_frames.defvjp(_scan_frames_fwd, _scan_frames_bwd)
-
-
-def rollout_reencode(params, x_obs, audio_features, n_frames: int, *, config: GeneratorConfig,
-                     head_scale=1.0, lip_scale=1.0) -> jax.Array:
-    """Reference for the tests: the same frames as :func:`rollout`, re-encoding every step."""
-    batch, n_obs = _check(x_obs, audio_features, n_frames, config)
-    model = Generator(config)
-    apply = functools.partial(model.apply, {"params": params})
-    scales = branch_scales(config.levels, head_scale, lip_scale)
-    a_proj = apply(audio_features, method=Generator.audio_projections)
-    total = n_obs + n_frames
-    history = jnp.zeros((batch, total) + x_obs.shape[2:], x_obs.dtype)
-    history = history.at[:, :n_obs].set(x_obs)
-
-    def step(k, history):
-        t = n_obs - 1 + k
-        e = apply(history, method=Generator.encode)                      # [B, total, D]
-        h = apply(e, method=Generator.temporal_full)                     # causal: later
-        e_t = jax.lax.dynamic_index_in_dim(e, t, 1, keepdims=False)      # frames unused
-        h_t = jax.lax.dynamic_index_in_dim(h, t, 1, keepdims=False)
-        a_t = jax.lax.dynamic_index_in_dim(a_proj, t + 1, 1, keepdims=False)
-        v, _ = apply(h_t, e_t, a_t, scales, method=Generator.velocity)
-        x_t = jax.lax.dynamic_index_in_dim(history, t, 1, keepdims=False)
-        return jax.lax.dynamic_update_index_in_dim(history, x_t + v, t + 1, 1)
-
-    history = jax.lax.fori_loop(0, n_frames, step, history)
-    return history[:, n_obs:]

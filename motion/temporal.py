@@ -28,6 +28,11 @@ import jax.numpy as jnp
 MASKED_LOGIT = -1e9      # finite: exp underflows to exactly 0 without inf − inf NaNs
 
 
+def layer_name(i: int) -> str:
+    """Parameter name of layer ``i`` (what saved models carry; ``motion.decode`` reads it)."""
+    return f"layers_{i}"
+
+
 class Layer(nn.Module):
     d_model: int
     n_heads: int
@@ -79,8 +84,8 @@ class TemporalTransformer(nn.Module):
     context: int
 
     def setup(self):
-        self.layers = [Layer(self.d_model, self.n_heads, self.d_ff, self.context)
-                       for _ in range(self.n_layers)]
+        self.layers = [Layer(self.d_model, self.n_heads, self.d_ff, self.context,
+                             name=layer_name(i)) for i in range(self.n_layers)]
         self.norm = nn.LayerNorm()
 
     def full(self, e_BxTxD: jax.Array) -> jax.Array:

@@ -98,10 +98,10 @@ def schedules(optim: OptimConfig) -> tuple[Callable, Callable]:
     return make(optim.lr_g), make(optim.lr_d)
 
 
-def optimizers(optim: OptimConfig):
-    """Adam's moment estimates (β1, β2) for G and D; the step is scaled by :func:`schedules`."""
-    tx = optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
-    return tx, tx
+def optimizer(optim: OptimConfig):
+    """Adam's moment estimates (β1, β2), the same transform for G and D; the step is scaled by
+    :func:`schedules`."""
+    return optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
 
 
 def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None) -> TrainState:
@@ -116,8 +116,8 @@ def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None
     v_s = SequenceDiscriminator(run.discriminators).init(k_s, obs, x)
     d = {"frame": v_f["params"], "seq": v_s["params"]}
     stats = {"frame": v_f.get("batch_stats", {}), "seq": v_s.get("batch_stats", {})}
-    tx_g, tx_d = optimizers(run.optim)
-    return TrainState(jnp.int32(0), g, d, stats, tx_g.init(g), tx_d.init(d))
+    tx = optimizer(run.optim)
+    return TrainState(jnp.int32(0), g, d, stats, tx.init(g), tx.init(d))
 
 
 def _discriminate(run, d_params, d_stats, x_obs, x, update):
@@ -147,7 +147,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
     audio = batch["audio_features"]
     x_obs, real = keypoints[:, :obs], keypoints[:, obs:]
     n = real.shape[1]
-    tx_g, tx_d = optimizers(run.optim)
+    tx = optimizer(run.optim)
     sched_g, sched_d = schedules(run.optim)
     lr_g, lr_d = sched_g(state.step), sched_d(state.step)
     cfg = run.loss
@@ -166,7 +166,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
 
     (l_d, (l_df, l_ds, stats)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
         state.d_params)
-    d_params, d_opt = _apply(tx_d, lr_d, d_grads, state.d_opt, state.d_params)
+    d_params, d_opt = _apply(tx, lr_d, d_grads, state.d_opt, state.d_params)
 
     score = functools.partial(score_fn, frozen)
 
@@ -181,7 +181,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
 
     (_, metrics), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake)
     (g_grads,) = pull_back(fake_grad)
-    g_params, g_opt = _apply(tx_g, lr_g, g_grads, state.g_opt, state.g_params)
+    g_params, g_opt = _apply(tx, lr_g, g_grads, state.g_opt, state.g_params)
 
     metrics = dict(metrics, d_loss=l_d, l_df=l_df, l_ds=l_ds, lr_g=lr_g, lr_d=lr_d,
                    g_grad_norm=optax.tree.norm(g_grads),

@@ -52,15 +52,6 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def sparse_flow(kp_source: jnp.ndarray, kp_driving: jnp.ndarray, h: int, w: int,
-                config: WarpConfig = WarpConfig()) -> jnp.ndarray:
-    """Backward flow ``[B, h, w, 2]`` (where each output pixel samples the source).
-
-    ``kp_source [K, 6]``, ``kp_driving [B, K, 6]`` in msync's layout.
-    """
-    return jnp.stack(_planar_flow(kp_source, kp_driving, h, w, config), axis=-1)
-
-
 def _planar_flow(kp_source, kp_driving, h, w, config):
     """The flow as two planes ``(x [B, h, w], y [B, h, w])``.
 

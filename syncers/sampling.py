@@ -146,9 +146,6 @@ class Sampler:
         """Per-channel ``motion_mean/std [M]`` and ``audio_mean/std [F]`` of the level's data."""
         return self._stats[level]
 
-    def n_candidates(self, level: int) -> int:
-        return 1 + self.config.hard_negatives[level - 1] + self.config.other_negatives[level - 1]
-
     def batch(self, level: int, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
         """Batch ``step`` of ``level``; ``rows`` selects rows of it (one process's share under
         data parallelism) with the values they have in the whole batch — every row's indices

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from generator_helpers import jit, tiny_params
+from generator_helpers import jit, rollout_reencode, tiny_params
 from motion import generate as gen
 from motion import model as model_lib
 from motion.generator import TINY
-from motion.rollout import rollout, rollout_reencode
+from motion.rollout import rollout
 
 ROLL = jit(rollout, static_argnames=("n_frames", "config", "unroll"))
 REENCODE = jit(rollout_reencode, static_argnames=("n_frames", "config"))

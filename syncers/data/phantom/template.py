@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KEYPOINT_NAMES = ("left_brow", "right_brow", "left_eye", "right_eye", "nose",
-                  "left_mouth_corner", "right_mouth_corner", "upper_lip", "lower_lip", "chin")
 RIGID = (0, 1, 2, 3, 4)  # brows, eyes, nose: the head-pose subset used by ``analyze``
 UPPER_LIP, LOWER_LIP = 7, 8
 
