@@ -1,4 +1,5 @@
-"""Generator speed, as fractions of bounds measured in the same process (DESIGN.md, "Performance").
+"""Generator speed, as fractions of bounds measured in the same process (docs/design.md,
+"Performance yardsticks").
 
 Prints one JSON object:
 - ``calibration`` / ``calibration_after``: ``bench.calibrate`` (fp32 matmul GFLOP/s,

@@ -2,7 +2,7 @@
 
 Prints one JSON object: for each chunk size, frames/s after compilation (median of repeats),
 plus an in-run calibration of the machine (fp32 matmul GFLOP/s), because these shared CPUs
-vary 2× from hour to hour (DESIGN.md, "Performance yardsticks").
+vary 2× from hour to hour (docs/design.md, "Performance yardsticks").
 
     .venv/bin/python bench/bench_warp.py [--frames 256] [--chunks 1,4,16,32,64] [--repeats 3]
 """

@@ -1,4 +1,5 @@
-"""Measure this machine's bounds in the same process as a benchmark (DESIGN.md, "Performance").
+"""Measure this machine's bounds in the same process as a benchmark (docs/design.md,
+"Performance yardsticks").
 
 These machines are shared and noisy (the same command varies 2× from hour to hour), so every
 benchmark reports its figures also as fractions of bounds measured in the same run:

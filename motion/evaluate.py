@@ -1,4 +1,5 @@
-"""``msync evaluate --model``: how well a trained generator moves (DESIGN.md, "Generator").
+"""``msync evaluate --model``: how well a trained generator moves (docs/design.md,
+"Sync metrics").
 
 Every clip of the split (cut to ``clip_frames``, as for ground truth) is generated from its own
 first frame and its own audio (``motion.generate.generate_batch``, batched), then:

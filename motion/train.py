@@ -19,17 +19,18 @@ checkpointed with the state); ``score_fn(frozen, level, audio [N,20,F], motion [
 is static (:func:`syncer_score_fn` builds it from a syncer run).
 
 :func:`train` is the loop around the step: batches are a pure function of ``(seed, step)``
-(``syncers.data.windows.WindowLoader``: windows of O + n + L frames, the augmentations of DESIGN.md;
-the keypoints are cut to O + n), an orbax ``CheckpointManager`` under ``RUN/checkpoints`` saves
-the whole :class:`TrainState` every ``train.checkpoint_every`` steps and at the end (atomically),
-and rerunning the same command resumes from the last checkpoint and ends bit-identical to an
-uninterrupted run. A run directory holds ``config.yaml`` (resolved), ``run.json`` (data root,
-keypoint space, feature config, the syncer run, sizes, the fixed validation batch's
-ground-truth AV scores), ``metrics.jsonl`` (every ``train.log_every`` steps: every loss term,
-``lr_g``, ``lr_d``, ``steps_per_s``; every ``train.validate_every`` steps also ``val_av_<i>``,
-the mean S^i of sequences generated on a fixed validation batch, and ``val_l_rec``; rows past
-the restored step are dropped on resume) and ``model/`` (``motion.saved_model``, exported at
-every checkpoint, so ``load_model(RUN)`` works while training runs).
+(``syncers.data.windows.WindowLoader``: windows of O + n + L frames, the augmentations of
+docs/design.md, "Generator losses and training"; the keypoints are cut to O + n), an orbax
+``CheckpointManager`` under ``RUN/checkpoints`` saves the whole :class:`TrainState` every
+``train.checkpoint_every`` steps and at the end (atomically), and rerunning the same command resumes
+from the last checkpoint and ends bit-identical to an uninterrupted run. A run directory holds
+``config.yaml`` (resolved), ``run.json`` (data root, keypoint space, feature config, the syncer run,
+sizes, the fixed validation batch's ground-truth AV scores), ``metrics.jsonl`` (every
+``train.log_every`` steps: every loss term, ``lr_g``, ``lr_d``, ``steps_per_s``; every
+``train.validate_every`` steps also ``val_av_<i>``, the mean S^i of sequences generated on a fixed
+validation batch, and ``val_l_rec``; rows past the restored step are dropped on resume) and
+``model/`` (``motion.saved_model``, exported at every checkpoint, so ``load_model(RUN)`` works while
+training runs).
 
 Data parallel over every device of every process (``syncers.run.parallel``): the step is jitted with
 the batch split over a ``data`` mesh axis and everything else replicated; each process draws the

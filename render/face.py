@@ -1,6 +1,6 @@
 """Source images for the renderer: loading, face detection and the 256×256 face crop.
 
-Faces are found with the LBP frontal-face cascade that scikit-image ships (DESIGN.md,
+Faces are found with the LBP frontal-face cascade that scikit-image ships (docs/design.md,
 "Renderer"); the crop is a square around the largest detection with a margin, padded by edge
 replication where it leaves the image. Boxes: ``FaceCrop.box`` is in source pixels with edge
 coordinates ``(x0, y0, x1, y1)`` (pixel ``i`` spans ``[i, i+1)``); ``FaceCrop.face_box`` is in the

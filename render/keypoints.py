@@ -1,9 +1,9 @@
 """The one conversion between msync's keypoint layout and FOMM's keypoint dict.
 
-msync stores keypoints as ``[..., K, 6]`` = ``(x, y, j11, j12, j21, j22)`` (DESIGN.md, "Data
-model"); FOMM passes ``{"value": [..., K, 2], "jacobian": [..., K, 2, 2]}`` with the jacobian
-row-major (``jacobian[..., r, c] = ∂out_r/∂in_c``) acting on column vectors ``(x, y)ᵀ``.
-Coordinates are normalised: x right, y down, −1/+1 the centres of the first/last pixel.
+msync stores keypoints as ``[..., K, 6]`` = ``(x, y, j11, j12, j21, j22)`` (docs/design.md,
+"Data model"); FOMM passes ``{"value": [..., K, 2], "jacobian": [..., K, 2, 2]}`` with the
+jacobian row-major (``jacobian[..., r, c] = ∂out_r/∂in_c``) acting on column vectors
+``(x, y)ᵀ``. Coordinates are normalised: x right, y down, −1/+1 the centres of the first/last pixel.
 Works on NumPy and jax arrays alike.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Weight-free first-order warp renderer (used when no FOMM checkpoint is given).
 
-FOMM's motion model (FOMM_NOTES.md §5, §7) with the learned dense-motion network replaced by
-fixed weights: around each driving keypoint ``k`` a Gaussian ``G_k(z) = exp(−½‖z − p_k^drv‖²/σ²)``,
-plus a constant background weight, normalised together (a softmax in log space, so points far
-from every keypoint get the background and nothing divides by zero). The backward flow is
+FOMM's motion model (docs/fomm.md, "Coordinate grid and Gaussians", "DenseMotionNetwork") with
+the learned dense-motion network replaced by fixed weights: around each driving keypoint ``k``
+a Gaussian ``G_k(z) = exp(−½‖z − p_k^drv‖²/σ²)``, plus a constant background weight,
+normalised together (a softmax in log space, so points far from every keypoint get the
+background and nothing divides by zero). The backward flow is
 
     T(z) = Σ_k w_k(z) · (p_k^src + J_k^src (J_k^drv)⁻¹ (z − p_k^drv)) + w_bg(z) · z
 

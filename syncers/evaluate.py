@@ -1,4 +1,5 @@
-"""``msync evaluate``: multi-scale sync metrics of a dataset split (DESIGN.md, "Syncers").
+"""``msync evaluate``: multi-scale sync metrics of a dataset split (docs/design.md,
+"Sync metrics").
 
 Scores, with a trained syncer run, per level (``metrics.level_metrics``): ground-truth pairs
 (each clip's motion with its own audio) and random pairs (clip c's motion with the audio of clip

@@ -1,4 +1,5 @@
-"""Syncer networks: ``S^i(a, x) = cos(e_a(a), e_x(x))`` (paper eq. 1; DESIGN.md "Syncers").
+"""Syncer networks: ``S^i(a, x) = cos(e_a(a), e_x(x))`` (paper eq. 1; docs/design.md,
+"Syncers").
 
 ``e_a`` reads a segment of 20 audio-feature frames ``[N, 20, F]``; ``e_x`` reads the 5 motion
 frames of the same time span ``[N, 5, M]`` (M = P·D: 60 for 10 keypoints × 6, 2·P for landmark

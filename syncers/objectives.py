@@ -1,4 +1,5 @@
-"""Contrastive objectives for the syncers (paper eq. 2 and the alternatives of DESIGN.md).
+"""Contrastive objectives for the syncers (paper eq. 2 and the alternatives of
+docs/design.md, "Syncers").
 
 Every objective scores a batch of B motion segments against C = 1 + N audio candidates each,
 candidate 0 being the positive (the audio of the same time) and the rest negatives:

@@ -1,4 +1,5 @@
-"""Training batches for the syncer pyramid: positives and negatives per level (DESIGN.md).
+"""Training batches for the syncer pyramid: positives and negatives per level
+(docs/design.md, "Syncers").
 
 Each clip's motion ``[T, M]`` and audio features ``[4T, F]`` are turned into temporal pyramids
 (paper eq. 5) once, when the :class:`Sampler` is built. A batch at level i holds B motion
@@ -6,7 +7,7 @@ segments ``[B, 5, M]`` and, per segment, C = 1 + N_hard + N_other audio candidat
 ``[B, C, 20, F]``: candidate 0 is the audio of the same time (the positive), then hard
 negatives — the same clip's audio centred at least ``min_shift`` level frames away (segment t
 of a level is centred on its frame t) — then audio of other clips. By default levels 1–3 use
-12 hard negatives and level 4 48 other-clip negatives (DESIGN.md, "Syncers").
+12 hard negatives and level 4 48 other-clip negatives (docs/design.md, "Syncers").
 
 Only whole windows are sampled: a centre is valid when its motion window (5 level frames) and
 its audio window (20 level features, ``pyramid.audio_centers``) both lie inside the clip.

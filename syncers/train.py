@@ -1,4 +1,4 @@
-"""Stage 1: train the syncer pyramid (``msync train syncers``; DESIGN.md "Syncers").
+"""Stage 1: train the syncer pyramid (``msync train syncers``; docs/design.md, "Syncers").
 
 One syncer per level i (paper eq. 1–2, 5), each trained on level i of both modalities'
 pyramids, one level after the other. Per level there is one pure ``train_step(state, batch)``,

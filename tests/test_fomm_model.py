@@ -122,7 +122,7 @@ def test_bad_inputs_are_refused(model):
 def test_shipped_configs_are_the_official_model_params():
     vox = load_config(None)
     adv = load_config(load_config.__globals__["DEFAULT_CONFIG"].with_name("vox-adv-256.yaml"))
-    assert vox == adv  # identical generator and kp_detector (FOMM_NOTES.md §12)
+    assert vox == adv  # identical generator and kp_detector (docs/fomm.md, "Config values")
     assert vox.grid_align_corners is True
     assert vox.kp_detector.temperature == 0.1 and vox.kp_detector.num_blocks == 5
     assert vox.generator.max_features == 512 and vox.generator.num_bottleneck_blocks == 6

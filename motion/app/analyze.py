@@ -1,5 +1,5 @@
 """``msync analyze``: how much a recording's head motion follows its speech, per time scale —
-the protocol of the paper's Table 2 (DESIGN.md, "Speech/head-motion analysis").
+the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysis").
 
 1. **Rigid motion.** A subset of points (``--points``: 17-47 = brows, nose and eyes of the 68
    face-alignment landmarks, the default; 0-4 = the phantom's brows, eyes and nose) is read

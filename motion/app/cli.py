@@ -1,4 +1,4 @@
-"""The ``msync`` command line (DESIGN.md, "CLI contract").
+"""The ``msync`` command line (docs/design.md, "CLI contract").
 
 This module only parses arguments and maps outcomes to exit codes; every command's work lives in
 the module named for it and is imported when the command runs, so ``msync --help`` stays fast.

@@ -2,7 +2,7 @@
 
 Stages (each the same code path as its own command, run in this process):
 
-1. ``data synth``: a phantom corpus with known speech/motion coupling (DESIGN.md "Phantom
+1. ``data synth``: a phantom corpus with known speech/motion coupling (docs/design.md, "Phantom
    corpus");
 2. ``train syncers``: the small syncer pyramid (``configs/syncers-small.yaml``, paper eq. 1–2, 5);
 3. ``train generator``: the small generator against those syncers (eq. 8–16);

@@ -1,7 +1,8 @@
 """``msync generate`` (:func:`generate_command`) wraps ``motion.generate`` for a person with an image and a wav:
 face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the phantom template on the
 face box) → keypoints for the whole audio → frames (FOMM, else the weight-free warp) → H.264 +
-AAC mp4 at 25 fps. A model and a renderer must share a keypoint space (DESIGN.md, "Data model").
+AAC mp4 at 25 fps. A model and a renderer must share a keypoint space (docs/design.md,
+"Keypoint spaces").
 With no ``--model`` the bundled demo model (``motion/assets/demo_model``) is used; with no
 ``--image`` / ``--audio`` the astronaut photograph that scikit-image ships and a phantom utterance
 synthesised on the fly (same bytes every time).
@@ -63,7 +64,8 @@ def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SE
 
 def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | None,
                   model_name: str) -> None:
-    """Refuse a model/renderer pair from different keypoint spaces (DESIGN.md, "Data model")."""
+    """Refuse a model/renderer pair from different keypoint spaces (docs/design.md,
+    "Keypoint spaces")."""
     if renderer == "fomm" and not fomm_checkpoint:
         raise InputError(None, "--renderer fomm needs --fomm-checkpoint PTH (the FOMM vox-256 "
                                "weights); without one use --renderer warp")

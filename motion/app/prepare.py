@@ -1,4 +1,5 @@
-"""``msync data prepare``: real talking-head videos → an msync dataset (DESIGN.md, "Data flow").
+"""``msync data prepare``: real talking-head videos → an msync dataset (docs/design.md,
+"Data flow").
 
 Per video: decode at 25 fps, extract the 16 kHz audio, find one face box for the whole clip (the
 median of LBP detections, so the crop does not jitter), crop every frame to 256×256 around it,

@@ -2,7 +2,7 @@
 
 ``load(checkpoint, config)`` reads an official ``.pth.tar`` (or a ``msync render convert``
 directory) and returns a :class:`FommModel` with ``keypoints`` and ``render``. Every detail
-that decides the numbers follows ../shared/FOMM_NOTES.md; parity with PyTorch is tested in
+that decides the numbers follows docs/fomm.md; parity with PyTorch is tested in
 tests/test_fomm_parity.py.
 """
 from render.fomm.config import FommConfig, load_config

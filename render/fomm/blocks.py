@@ -3,8 +3,9 @@
 Module and attribute names follow the PyTorch ones (``conv``, ``norm``, ``down_blocks_0`` for
 ``down_blocks.0``) so the converter maps state-dict keys mechanically. Every convolution is
 zero-padded, biased and runs at ``Precision.HIGHEST``: TF32 on GPUs moves the prediction by
-4e-3, beyond the parity budget (FOMM_NOTES.md §13). BatchNorm always uses the running
-statistics with eps 1e-5 (eval mode, as demo.py runs it; §2).
+4e-3, beyond the parity budget (docs/fomm.md, "Numerical budget"). BatchNorm always uses the
+running statistics with eps 1e-5 (eval mode, as demo.py runs it; docs/fomm.md, "Building
+blocks").
 """
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Hourglass decoder: up-block then concatenate ``[up, skip]`` (channel order matters, §3).
+    """Hourglass decoder: up-block then concatenate ``[up, skip]`` (channel order matters,
+    docs/fomm.md, "Hourglass").
 
     Output channels: block_expansion + in_features (learned features first, raw input last).
     """

@@ -68,8 +68,8 @@ class GeneratorConfig:
 class FommConfig:
     """Everything that decides the numbers of a FOMM port.
 
-    ``grid_align_corners`` is grid_sample's convention (FOMM_NOTES.md §9). Default True: the
-    released checkpoints were trained on torch 1.0, whose grid_sample behaved as
+    ``grid_align_corners`` is grid_sample's convention (docs/fomm.md, "grid_sample"). Default
+    True: the released checkpoints were trained on torch 1.0, whose grid_sample behaved as
     align_corners=True; torch >= 1.3 defaults to False, which zooms every warp by W/(W-1).
     """
     kp_detector: KPDetectorConfig = KPDetectorConfig()

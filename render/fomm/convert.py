@@ -3,7 +3,8 @@
 The checkpoint (FOMM logger.Logger.save_cpk) is a dict with one state dict per network plus
 optimizers/epoch; only ``kp_detector`` and ``generator`` are read (as demo.load_checkpoints).
 It is opened with ``torch.load(weights_only=True)``: the file is a pickle, and unrestricted
-unpickling runs whatever code the file names. Keys map mechanically (FOMM_NOTES.md §11):
+unpickling runs whatever code the file names. Keys map mechanically (docs/fomm.md,
+"Checkpoint layout"):
 ``a.down_blocks.0.conv.weight`` → params ``a/down_blocks_0/conv/kernel`` (transposed 2,3,1,0),
 ``bottleneck.r3`` → ``bottleneck_3``, BN ``weight/bias`` → ``scale/bias``, ``running_mean/var`` →
 batch_stats ``mean/var``; ``num_batches_tracked`` is ignored and the fixed anti-alias buffer
@@ -79,7 +80,7 @@ def convert_state_dicts(state_dicts: Mapping[str, Mapping[str, Any]], config: Fo
                     node = node.setdefault(p, {})
                 node[path[-1]] = value
         bn_prefixes = {k[:-len("running_mean")] for k in used if k.endswith("running_mean")}
-        buffers = {p + "num_batches_tracked" for p in bn_prefixes}  # ignored (FOMM_NOTES §2)
+        buffers = {p + "num_batches_tracked" for p in bn_prefixes}  # ignored (docs/fomm.md)
         for prefix, scale in _antialias_buffers(net, config):
             key = prefix + "down.weight"
             buffers.add(key)

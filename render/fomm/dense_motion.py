@@ -5,7 +5,8 @@ first-order Taylor expansion around each keypoint (FOMM paper eq. 4,
 T_k(z) = J_s,k · J_d,k⁻¹ · (z − kp_d,k) + kp_s,k) plus the identity for the background, combined
 with softmax masks (background first) predicted by an hourglass over the source warped by each
 motion and the keypoint heatmap differences (paper §3, eq. 5); and an occlusion map (eq. 7).
-All of it runs on the anti-aliased, downsampled source (FOMM_NOTES.md §7).
+All of it runs on the anti-aliased, downsampled source (docs/fomm.md,
+"DenseMotionNetwork").
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Encoder (SameBlock 7×7 + DownBlocks) → warp the source features by the dense 
 the DenseMotionNetwork (bilinear grid_sample) → multiply by the occlusion map (FOMM paper eq. 8)
 → residual bottleneck → UpBlocks → 7×7 conv → sigmoid. No skip connections (Johnson-style).
 ``encode`` and ``decode`` are separate so a renderer computes the source features once and
-reuses them for every driving frame (FOMM_NOTES.md §8).
+reuses them for every driving frame (docs/fomm.md, "OcclusionAwareGenerator").
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Keypoints are expectations of softmax heatmaps (FOMM paper §3, "keypoint detect
 hourglass output goes through an unpadded 7×7 ``kp`` conv (58×58 maps at vox-256), a softmax
 over positions at temperature 0.1, and value_k = Σ_p heatmap_k(p)·grid(p) on a grid of the
 *heatmap's* size. The jacobian head (also unpadded) gives 4 maps per keypoint, pooled with the
-same heatmap and read row-major as [[m0, m1], [m2, m3]] (FOMM_NOTES.md §6).
+same heatmap and read row-major as [[m0, m1], [m2, m3]] (docs/fomm.md, "KPDetector").
 """
 from __future__ import annotations
 

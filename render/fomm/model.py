@@ -167,7 +167,7 @@ def load(checkpoint: str | os.PathLike, config: str | os.PathLike | FommConfig |
 
     ``config``: a FOMM YAML path or :class:`FommConfig` (default ``configs/render/vox-256.yaml``
     for a ``.pth.tar``; the stored config for an orbax dir). ``grid_align_corners`` overrides
-    the config's value (FOMM_NOTES.md §9).
+    the config's value (docs/fomm.md, "grid_sample").
     """
     cfg = config if isinstance(config, FommConfig) or config is None else load_config(config)
     path = Path(checkpoint)

@@ -2,7 +2,7 @@
 anti-aliased downsampling and bilinear resize (FOMM modules/util.py, modules/dense_motion.py).
 
 Coordinates are normalised to [-1, 1] with the last axis (x, y); -1/+1 are the centres of the
-first/last pixel (FOMM_NOTES.md §1, §5).
+first/last pixel (docs/fomm.md, "Tensor conventions", "Coordinate grid and Gaussians").
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def grid_sample(image: jnp.ndarray, grid: jnp.ndarray, align_corners: bool) -> j
     """torch ``F.grid_sample`` bilinear with ``padding_mode="zeros"``, channels-last.
 
     image ``[B, H, W, C]``, grid ``[B, h, w, 2]`` (x → width, y → height) → ``[B, h, w, C]``.
-    Out-of-image neighbours contribute 0 (not clamped), as in torch (FOMM_NOTES.md §9).
+    Out-of-image neighbours contribute 0 (not clamped), as in torch (docs/fomm.md, "grid_sample").
     """
     b, height, width, channels = image.shape
     x, y = grid[..., 0], grid[..., 1]
@@ -64,7 +64,8 @@ def grid_sample(image: jnp.ndarray, grid: jnp.ndarray, align_corners: bool) -> j
 def antialias_kernel(scale: float) -> np.ndarray:
     """The ``[k, k]`` Gaussian of FOMM ``AntiAliasInterpolation2d`` (float32, sums to 1).
 
-    sigma = (1/scale - 1)/2, k = 2·round(4·sigma) + 1 (Python round), FOMM_NOTES.md §4.
+    sigma = (1/scale - 1)/2, k = 2·round(4·sigma) + 1 (Python round), docs/fomm.md,
+    "Anti-aliased downsampling".
     """
     sigma = (1 / scale - 1) / 2
     size = 2 * round(sigma * 4) + 1
@@ -105,9 +106,10 @@ def antialias_downsample(image: jnp.ndarray, scale: float) -> jnp.ndarray:
 
     FOMM blurs depthwise with the 13×13 Gaussian (sigma 1.5 at scale 0.25) on a **zero**-padded
     image and keeps pixels 0, s, 2s, ... (``[:, :, ::s, ::s]``; the same pixels as torch 1.0's
-    nearest interpolate), FOMM_NOTES.md §4. The Gaussian is separable, so the same numbers come
-    from two small matrix products (rows, then columns) that only compute the kept pixels and
-    treat the zero padding by truncating the kernel: ~10× faster on CPU than a grouped conv.
+    nearest interpolate), docs/fomm.md, "Anti-aliased downsampling". The Gaussian is separable,
+    so the same numbers come from two small matrix products (rows, then columns) that only
+    compute the kept pixels and treat the zero padding by truncating the kernel: ~10× faster on
+    CPU than a grouped conv.
     """
     if scale == 1:
         return image

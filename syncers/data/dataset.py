@@ -1,4 +1,5 @@
-"""The msync dataset format: one ``.npz`` per clip plus a ``manifest.json`` (DESIGN.md, "Data model").
+"""The msync dataset format: one ``.npz`` per clip plus a ``manifest.json``
+(docs/design.md, "Data model").
 
 Layout::
 
@@ -7,8 +8,8 @@ Layout::
                                      optional landmarks [T, P, 2], meta (JSON string)
     <root>/<split>/<clip_id>.wav     the 16 kHz mono audio (optional)
 
-DESIGN.md names the features array ``audio``; it is stored as ``audio_features`` because it holds
-the 100 Hz features, not samples (the samples are the ``.wav`` beside it).
+The features array is named ``audio_features``, not ``audio``, because it holds the 100 Hz
+features, not samples (the samples are the ``.wav`` beside it).
 
 The manifest records the format version, ``keypoint_space``, the feature config, the fps and, per
 split (``train``/``val``/``test``), the clip ids with their lengths in video frames. Everything

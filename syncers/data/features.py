@@ -1,4 +1,5 @@
-"""Audio loading and the 100 Hz audio features every stage consumes (DESIGN.md, "Data model").
+"""Audio loading and the 100 Hz audio features every stage consumes (docs/design.md,
+"Audio features").
 
 ``load_audio`` turns any wav/flac/ogg/mp3/mp4/mov/... into float32 mono at 16 kHz (any input
 rate, channel count or bit depth). ``audio_features`` turns those samples into ``[4T, 26]``

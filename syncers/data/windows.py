@@ -1,4 +1,5 @@
-"""Fixed-length training windows with the augmentations of DESIGN.md ("Generator").
+"""Fixed-length training windows and their augmentations (docs/design.md, "Generator losses
+and training").
 
 A :class:`WindowLoader` serves batches ``{"keypoints": [B, T, K, 6], "audio_features":
 [B, 4T, F], "clip_index": [B], "start": [B]}`` whose keypoint and feature windows cover exactly

@@ -1,4 +1,5 @@
-"""Data parallelism over every device of every process (issue 7; DESIGN.md "Syncers").
+"""Data parallelism over every device of every process (issue 7; docs/design.md,
+"Run directories and configs").
 
 Both training stages use the same recipe, built from ``jax.sharding`` (no ``pmap``): a 1-D
 :class:`~jax.sharding.Mesh` with a ``data`` axis over ``jax.devices()`` (all processes), the

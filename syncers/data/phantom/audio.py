@@ -1,4 +1,4 @@
-"""Speech-like audio for the phantom corpus (DESIGN.md, "Phantom corpus").
+"""Speech-like audio for the phantom corpus (docs/design.md, "Phantom corpus").
 
 A clip's speech is first *planned* as events — phrases of 1–3 s separated by 150–600 ms pauses,
 each a run of syllables of 120–300 ms (3–8 per second) with a vowel, a loudness, a stress flag and

@@ -1,5 +1,5 @@
 """The phantom corpus: synthetic talking heads with known multi-scale speech/motion coupling
-(DESIGN.md, "Phantom corpus"; ``msync data synth``).
+(docs/design.md, "Phantom corpus"; ``msync data synth``).
 
 :mod:`syncers.data.phantom.audio` plans and renders the speech, :mod:`syncers.data.phantom.motion` makes a
 clip's keypoints from the same plan (lips follow the syllable envelope at ``lip_lag``, head nods

@@ -1,5 +1,6 @@
 """Phantom motion: one clip's speech plan, audio and 10-point keypoints ``[T, 10, 6]``
-(DESIGN.md, "Phantom corpus"). :mod:`syncers.data.phantom.corpus` writes corpora of these clips.
+(docs/design.md, "Phantom corpus"). :mod:`syncers.data.phantom.corpus` writes corpora of these
+clips.
 
 Each clip is drawn from its own random streams, derived from ``(seed, clip index)`` alone, so
 clips can be made in any order or in parallel and the same seed gives the same bytes. Speech is

@@ -4,7 +4,7 @@ Keypoint order is fixed: 0 left brow, 1 right brow, 2 left eye, 3 right eye, 4 n
 5 left mouth corner, 6 right mouth corner, 7 upper lip, 8 lower lip, 9 chin. "Left" is the
 image's left (smaller x). Positions are given in *face-box* coordinates, where the detected
 face box spans [−1, 1]² (x right, y down); :func:`fit_to_box` maps them into the normalised
-image coordinates of DESIGN.md (−1/+1 = centres of the first/last pixel).
+image coordinates of docs/design.md, "Data model" (−1/+1 = centres of the first/last pixel).
 """
 from __future__ import annotations
 
