@@ -37,13 +37,14 @@ import numpy as np
 
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import Clip
+from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.layout import FPS, PHANTOM_RIGID
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers
 
 GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-FPS = 25
-RIGID = (0, 1, 2, 3, 4)
+RIGID = PHANTOM_RIGID
 DRIFT_SECONDS = (10, 60)
 DRIFT_STARTS = 4
 BATCH = 16
@@ -66,7 +67,7 @@ def generate_clips(generate_fn: GenerateFn, clips: Sequence[Clip], clip_frames: 
     from tqdm import tqdm
 
     x0 = np.stack([c.keypoints[0] for c in clips])
-    audio = np.stack([c.audio_features[:4 * clip_frames] for c in clips])
+    audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in clips])
     size = min(batch, len(clips))
     out = []
     with tqdm(total=len(clips), desc="generate", unit="clip", dynamic_ncols=True,
@@ -112,9 +113,9 @@ def drift(generate_fn: GenerateFn, clips: Sequence[Clip], clip_frames: int,
     n_frames = FPS * max(seconds) + 1                      # frame 25·s is s seconds after x0
     starts = min(starts, len(clips))
     repeats = -(-n_frames // clip_frames)
-    pieces = [c.audio_features[:4 * clip_frames] for c in clips]
+    pieces = [c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in clips]
     audio = np.stack([np.concatenate([pieces[(j + r) % len(clips)] for r in range(repeats)])
-                      [:4 * n_frames] for j in range(starts)])
+                      [:FEATURES_PER_FRAME * n_frames] for j in range(starts)])
     x0 = np.stack([clips[j].keypoints[0] for j in range(starts)])
     frames = np.asarray(generate_fn(x0, audio))
     finite = bool(np.isfinite(frames).all())
@@ -177,7 +178,8 @@ def markdown(result: dict) -> str:
                   f"{d['audio']}): " + ", ".join(
                       f"after {k[len('after_'):-1]} s: {format_metric(v)}" for k, v in d.items()
                       if k.startswith("after_")) +
-              f" (ground truth after {d['gt_clip_seconds']:g} s: {format_metric(d['gt_end_of_clip'])})"
+              f" (ground truth after {d['gt_clip_seconds']:g} s: "
+              f"{format_metric(d['gt_end_of_clip'])})"
               f"; finite: {str(d['finite']).lower()}.", "",
               "Definitions: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()) + "."]
     return "\n".join(lines) + "\n"

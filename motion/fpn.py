@@ -27,7 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-FEATURES_PER_FRAME = 4
+from syncers.data.layout import FEATURES_PER_FRAME
+
 
 
 def lookahead_frames(levels: int, post_convs: int) -> tuple[int, ...]:

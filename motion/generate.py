@@ -43,6 +43,7 @@ import numpy as np
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
 from motion.model import GeneratorModel
 from motion.rollout import rollout
+from syncers.data.layout import FEATURES_PER_FRAME
 
 _SMALL_BUCKETS = (32, 64, 128, 256)
 _LARGE_BUCKET = 256
@@ -66,16 +67,16 @@ def pad_audio(audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int, total_fram
               ) -> np.ndarray:
     """Mirror ``obs_len − 1`` frames before t=0 and ``lookahead`` after the end, then zeros up to
     ``total_frames`` (≥ what the rollout needs): ``[B, 4T, F]`` → ``[B, 4·total_frames, F]``."""
-    before = 4 * (obs_len - 1)
-    after = 4 * lookahead
+    before = FEATURES_PER_FRAME * (obs_len - 1)
+    after = FEATURES_PER_FRAME * lookahead
     n_feat = audio_Bx4TxF.shape[1]
     # reflect needs more samples than the pad; symmetric-repeat short clips instead
     mode = "reflect" if n_feat > max(before, after) else "symmetric"
     padded = np.pad(audio_Bx4TxF, ((0, 0), (before, after), (0, 0)), mode=mode)
-    extra = 4 * total_frames - padded.shape[1]
+    extra = FEATURES_PER_FRAME * total_frames - padded.shape[1]
     if extra > 0:
         padded = np.pad(padded, ((0, 0), (0, extra), (0, 0)))
-    return padded[:, :4 * total_frames]
+    return padded[:, :FEATURES_PER_FRAME * total_frames]
 
 
 def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_scale=1.0,
@@ -89,8 +90,8 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     if audio.ndim != 3 or audio.shape[0] != x0.shape[0] or audio.shape[2] != config.audio_features:
         raise ValueError(f"audio_features must be [B={x0.shape[0]}, 4T, "
                          f"{config.audio_features}]; got {audio.shape}")
-    n_frames = audio.shape[1] // 4
-    if n_frames < 1 or audio.shape[1] % 4:
+    n_frames = audio.shape[1] // FEATURES_PER_FRAME
+    if n_frames < 1 or audio.shape[1] % FEATURES_PER_FRAME:
         raise ValueError(f"audio_features must hold 4·T features, T ≥ 1; got {audio.shape[1]}")
     if n_frames == 1:
         return x0[:, None]

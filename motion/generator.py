@@ -34,9 +34,8 @@ import jax.numpy as jnp
 
 from motion.fpn import AudioFPN, lookahead_frames
 from motion.temporal import TemporalTransformer
-
-N_KEYPOINTS = 10
-KEYPOINT_DIM = 6
+from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.layout import KEYPOINT_DIM, N_KEYPOINTS
 
 # The names of G's layers in its parameter tree, declared once: the modules below take them and
 # the per-frame kernel (``motion.decode``) reads the parameters by them. They are the names
@@ -185,7 +184,7 @@ class Generator(nn.Module):
 def init_params(config: GeneratorConfig, rng: jax.Array, n_frames: int = 8) -> dict:
     """Fresh parameters of G (``{"params": ...}``-free: the ``params`` collection itself)."""
     x = jnp.zeros((1, n_frames, N_KEYPOINTS, KEYPOINT_DIM), jnp.float32)
-    audio = jnp.zeros((1, 4 * n_frames, config.audio_features), jnp.float32)
+    audio = jnp.zeros((1, FEATURES_PER_FRAME * n_frames, config.audio_features), jnp.float32)
     return Generator(config).init(rng, x, audio)["params"]
 
 

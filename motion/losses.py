@@ -21,6 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
                                   temporal_pyramid)
 
@@ -59,8 +60,8 @@ def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), k
             k: int = 3) -> dict[int, jax.Array]:
     """``{level: mean_t S^i(a^i_t, x^i_t)}`` over the batch (eq. 6–7's inner terms)."""
     batch, n_frames = motion_BxTxKx6.shape[:2]
-    if audio_Bx4TxF.shape[:2] != (batch, 4 * n_frames):
-        raise ValueError(f"audio must be [B={batch}, 4T={4 * n_frames}, F]; got "
+    if audio_Bx4TxF.shape[:2] != (batch, FEATURES_PER_FRAME * n_frames):
+        raise ValueError(f"audio must be [B={batch}, 4T={FEATURES_PER_FRAME * n_frames}, F]; got "
                          f"{tuple(audio_Bx4TxF.shape)}")
     top = max(levels)
     motion = motion_BxTxKx6.reshape(batch, n_frames, -1)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from motion import decode
 from motion.generator import (KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig,
                               branch_scales)
+from syncers.data.layout import FEATURES_PER_FRAME
 
 
 def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
@@ -42,7 +43,8 @@ def _check(x_obs, audio_features, n_frames: int, config: GeneratorConfig):
             or audio_features.shape[2] != config.audio_features):
         raise ValueError(f"audio_features must be [B={batch}, 4A, {config.audio_features}]; "
                          f"got {tuple(audio_features.shape)}")
-    if audio_features.shape[1] % 4 or audio_features.shape[1] // 4 < n_obs + n_frames:
+    n_audio = audio_features.shape[1]
+    if n_audio % FEATURES_PER_FRAME or n_audio // FEATURES_PER_FRAME < n_obs + n_frames:
         raise ValueError(f"audio_features must hold 4·A features with A ≥ O + n_frames = "
                          f"{n_obs + n_frames} frames; got {audio_features.shape[1]} features")
     if n_frames < 1:

@@ -64,6 +64,7 @@ from motion.rollout import rollout
 from motion.saved_model import corpus_feature_stats
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
@@ -152,6 +153,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
     sched_g, sched_d = schedules(run.optim)
     lr_g, lr_d = sched_g(state.step), sched_d(state.step)
     cfg = run.loss
+    generated_audio = slice(FEATURES_PER_FRAME * obs, FEATURES_PER_FRAME * (obs + n))
 
     fake, pull_back = jax.vjp(
         lambda g: rollout(g, x_obs, audio, n, config=run.model), state.g_params)
@@ -173,7 +175,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
 
     def g_loss(fake):
         sf, ss, _ = _discriminate(run, d_params, stats, x_obs, fake, False)
-        l_av, per_level = losses.av_multiscale(score, fake, audio[:, 4 * obs:4 * (obs + n)], cfg)
+        l_av, per_level = losses.av_multiscale(score, fake, audio[:, generated_audio], cfg)
         l_gf, l_gs = losses.g_hinge(sf), losses.g_hinge(ss)
         l_rec = losses.reconstruction(real, fake)
         total = losses.generator_total(cfg, l_av, l_gf, l_gs, l_rec)
@@ -258,7 +260,8 @@ def validate(g_params, frozen, batch, *, run: GeneratorRunConfig, score_fn: Call
     n = keypoints.shape[1] - obs
     fake = rollout(g_params, keypoints[:, :obs], audio, n, config=run.model)
     scores = losses.av_sync(functools.partial(score_fn, frozen), fake,
-                            audio[:, 4 * obs:4 * (obs + n)], levels, run.loss.pyramid_kind,
+                            audio[:, FEATURES_PER_FRAME * obs:FEATURES_PER_FRAME * (obs + n)],
+                            levels, run.loss.pyramid_kind,
                             run.loss.pyramid_k)
     return {"val_l_rec": losses.reconstruction(keypoints[:, obs:], fake),
             **{f"val_av_{k}": v for k, v in scores.items()}}
@@ -271,7 +274,8 @@ def ground_truth_scores(frozen, batch, *, run: GeneratorRunConfig, score_fn: Cal
     keypoints, audio = batch["keypoints"], batch["audio_features"]
     n = keypoints.shape[1] - obs
     scores = losses.av_sync(functools.partial(score_fn, frozen), jnp.asarray(keypoints[:, obs:]),
-                            jnp.asarray(audio[:, 4 * obs:4 * (obs + n)]), levels,
+                            jnp.asarray(audio[:, FEATURES_PER_FRAME * obs:
+                                              FEATURES_PER_FRAME * (obs + n)]), levels,
                             run.loss.pyramid_kind, run.loss.pyramid_k)
     return {f"gt_av_{k}": round(float(v), 6) for k, v in scores.items()}
 

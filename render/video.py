@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.run.errors import InputError
 
 
@@ -75,7 +76,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         audio_sample_rate=int(audio[2]) if audio else None)
 
 
-def read_video(path: str | os.PathLike, fps: float = 25.0) -> np.ndarray:
+def read_video(path: str | os.PathLike, fps: float = FPS) -> np.ndarray:
     """Decode ``path`` → frames ``[T, H, W, 3]`` uint8 RGB resampled to ``fps``.
 
     Output frame ``i`` (time ``i/fps``) is the source frame nearest in time, so a clip keeps its
@@ -108,8 +109,8 @@ def read_video(path: str | os.PathLike, fps: float = 25.0) -> np.ndarray:
     return np.stack(frames)
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0,
-                audio: np.ndarray | None = None, sample_rate: int = 16000) -> None:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
+                audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> None:
     """Write ``frames [T, H, W, 3]`` (uint8, or float in [0, 1]) as H.264 yuv420p mp4.
 
     With ``audio`` (float32 mono ``[N]`` in [-1, 1]) it is muxed as AAC and the video is made as

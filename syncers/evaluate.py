@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from syncers.data.dataset import Clip, load_split, read_manifest
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, level_metrics, overlap_counts, summarise
 from syncers.run.errors import InputError
 from syncers.sampling import motion_features
@@ -94,7 +95,7 @@ def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
                          f"split {split!r} has {len(clips)} clips of at least {clip_frames} "
                          "frames; evaluation needs 2 (lower --clip-frames?)")
     motion = np.stack([motion_features(c, run.config.data)[:clip_frames] for c in clips])
-    audio = np.stack([c.audio_features[:4 * clip_frames] for c in clips])
+    audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in clips])
     gt = score_pairs(run, motion, audio)
     shuffled = score_pairs(run, motion, np.roll(audio, -1, axis=0))
     levels = {str(level): {"gt": summarise(gt[level]), "random": summarise(shuffled[level])}

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.pyramid import audio_centers, segments, temporal_pyramid
 from syncers.models import AUDIO_FRAMES, MOTION_FRAMES, Syncer, score_fn
 from syncers.sampling import valid_centres
@@ -62,8 +63,9 @@ def level_metrics(params, motion_CxTxM: jax.Array, audio_CxAxF: jax.Array,
     ``"avs_v"`` with a reference motion of the same shape), each ``[C]`` unless stated.
     """
     n_clips, n_frames = motion_CxTxM.shape[:2]
-    if audio_CxAxF.shape[:2] != (n_clips, 4 * n_frames):
-        raise ValueError(f"audio must be [C, 4T, F] = [{n_clips}, {4 * n_frames}, F] for motion "
+    if audio_CxAxF.shape[:2] != (n_clips, FEATURES_PER_FRAME * n_frames):
+        raise ValueError(f"audio must be [C, 4T, F] = [{n_clips}, {FEATURES_PER_FRAME * n_frames}, "
+                         f"F] for motion "
                          f"{list(motion_CxTxM.shape)}; got {list(audio_CxAxF.shape)}")
     mask_NxD = overlap_mask(n_frames, level, max_offset)
 

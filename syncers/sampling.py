@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from syncers.data.dataset import Clip
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_center_offset,
                                   temporal_pyramid)
 from syncers.run.errors import InputError
@@ -70,14 +71,14 @@ def valid_centres(n_frames: int, level: int) -> tuple[tuple[int, int], tuple[int
     features at level 1, and both are halved (rounded up) per level.
     """
     n_motion = n_frames
-    n_audio = 4 * n_frames
+    n_audio = FEATURES_PER_FRAME * n_frames
     for _ in range(level - 1):
         n_motion, n_audio = -(-n_motion // 2), -(-n_audio // 2)
     half = SEGMENT_FRAMES // 2
     offset = audio_center_offset(level)
     # Audio window of centre n covers features 4n + offset + [-10, 10).
-    lo = -(-(AUDIO_SEGMENT_FRAMES // 2 - offset) // 4)
-    hi = (n_audio - AUDIO_SEGMENT_FRAMES // 2 - offset) // 4
+    lo = -(-(AUDIO_SEGMENT_FRAMES // 2 - offset) // FEATURES_PER_FRAME)
+    hi = (n_audio - AUDIO_SEGMENT_FRAMES // 2 - offset) // FEATURES_PER_FRAME
     return (half, n_motion - 1 - half), (max(lo, 0), min(hi, n_motion - 1))
 
 
@@ -177,7 +178,7 @@ class Sampler:
             clip, centre = clip[rows], centre[rows]
             audio_clip, audio_centre = audio_clip[rows], audio_centre[rows]
         motion_index = centre[:, None] + np.arange(SEGMENT_FRAMES) - SEGMENT_FRAMES // 2
-        feature_centre = 4 * audio_centre + audio_center_offset(level)
+        feature_centre = FEATURES_PER_FRAME * audio_centre + audio_center_offset(level)
         audio_index = feature_centre[..., None] + np.arange(AUDIO_SEGMENT_FRAMES) - AUDIO_SEGMENT_FRAMES // 2
         return {"motion": data["motion"][clip[:, None], motion_index],
                 "audio": data["audio"][audio_clip[..., None], audio_index]}

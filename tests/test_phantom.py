@@ -15,14 +15,15 @@ import pytest
 from motion.app.cli import main
 from syncers.data import dataset
 from syncers.data.features import load_audio
+from syncers.data.layout import FPS
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom import corpus as phantom
 from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP
 from syncers.run.errors import InputError
 
 N_CLIPS, SECONDS = 40, 8.0
-LIP_LAG = round(phantom.PhantomParams().lip_lag * pa.FPS)     # 1 frame
-HEAD_LAG = round(phantom.PhantomParams().head_lag * pa.FPS)   # 4 frames
+LIP_LAG = round(phantom.PhantomParams().lip_lag * FPS)     # 1 frame
+HEAD_LAG = round(phantom.PhantomParams().head_lag * FPS)   # 4 frames
 BAND = phantom.PhantomParams().head_band
 
 

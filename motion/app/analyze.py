@@ -45,6 +45,7 @@ from scipy import stats
 import configs
 from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
                                   write_manifest)
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.evaluate import score_pairs
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.run import config as config_lib
@@ -252,7 +253,7 @@ def _pairs(clips: list[Clip], frames: int, source: str, config: SyncersConfig,
         return motion_features(as_rigid(clip, source), config.data)[:frames]
 
     gt_motion = np.stack([motion(c) for c in clips])
-    audio = np.stack([c.audio_features[:4 * frames] for c in clips])
+    audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * frames] for c in clips])
     pairs = {"gt": (gt_motion, audio), "random": (gt_motion, np.roll(audio, -1, axis=0))}
     if matched is not None:
         pairs["generated"] = (np.stack([motion(g) for g, _ in matched]),

@@ -60,9 +60,10 @@ def evaluate_command(args) -> None:
                        f", random {e['random']['av_off_mean']:.2f})"
                        for lv, e in result["levels"].items())
     d = result["drift"]
+    after_10s, after_60s = (gen_eval.format_metric(d.get(k)) for k in ("after_10s", "after_60s"))
     print(f"msync: generated mean |AV-Off| {levels}; L_rec "
-          f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {gen_eval.format_metric(d.get('after_10s'))}, "
-          f"60 s {gen_eval.format_metric(d.get('after_60s'))}, finite {str(d['finite']).lower()} "
+          f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {after_10s}, "
+          f"60 s {after_60s}, finite {str(d['finite']).lower()} "
           f"({result['n_clips']} clips) -> {out}", file=sys.stderr)
 
 

@@ -1,11 +1,11 @@
-"""``msync generate`` (:func:`generate_command`) wraps ``motion.generate`` for a person with an image and a wav:
-face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the phantom template on the
-face box) → keypoints for the whole audio → frames (FOMM, else the weight-free warp) → H.264 +
-AAC mp4 at 25 fps. A model and a renderer must share a keypoint space (docs/design.md,
-"Keypoint spaces").
-With no ``--model`` the bundled demo model (``motion/assets/demo_model``) is used; with no
-``--image`` / ``--audio`` the astronaut photograph that scikit-image ships and a phantom utterance
-synthesised on the fly (same bytes every time).
+"""``msync generate`` (:func:`generate_command`) wraps ``motion.generate`` for a person with an
+image and a wav: face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the
+phantom template on the face box) → keypoints for the whole audio → frames (FOMM, else the
+weight-free warp) → H.264 + AAC mp4 at 25 fps. A model and a renderer must share a keypoint
+space (docs/design.md, "Keypoint spaces"). With no ``--model`` the bundled demo model
+(``motion/assets/demo_model``) is used; with no ``--image`` / ``--audio`` the astronaut
+photograph that scikit-image ships and a phantom utterance synthesised on the fly (same bytes
+every time).
 """
 from __future__ import annotations
 
@@ -29,16 +29,15 @@ from render.video import write_video
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, audio_features, feature_config, load_audio,
                                    n_video_frames)
+from syncers.data.layout import FPS, PHANTOM_SPACE, SAMPLES_PER_FRAME
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import fit_to_box
 from syncers.run.errors import InputError
 
-FPS = 25.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 DEMO_SPEECH_SECONDS = 4.0
 DEMO_SPEECH_SEED = 20240
-PHANTOM_SPACE = "phantom-v1"
 AUDIO_NORMALIZATIONS = ("corpus", "none")
 # The phantom corpus draws each speaker's face box around this centre with about this half side
 # (syncers.data.phantom.motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
@@ -57,9 +56,9 @@ def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SE
     """The bundled utterance: a phantom speaker (``syncers.data.phantom.audio``), ``[n]`` float32 at
     16 kHz, whole 40 ms frames; the same samples for the same arguments."""
     plan_rng, audio_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    n_frames = int(round(seconds * pa.FPS))
-    plan = pa.plan_speech(plan_rng, n_frames / pa.FPS, f0_base=140.0)
-    return pa.render_speech(plan, n_frames * pa.SAMPLES_PER_FRAME, audio_rng)
+    n_frames = int(round(seconds * FPS))
+    plan = pa.plan_speech(plan_rng, n_frames / FPS, f0_base=140.0)
+    return pa.render_speech(plan, n_frames * SAMPLES_PER_FRAME, audio_rng)
 
 
 def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | None,

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from syncers.data import dataset
-from syncers.data.features import (SAMPLES_PER_VIDEO_FRAME, audio_features, feature_config,
+from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
                                    load_audio, n_video_frames)
+from syncers.data.layout import FOMM_SPACE, FPS
 from syncers.run.errors import InputError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
-KEYPOINT_SPACE = "fomm-vox256"
+KEYPOINT_SPACE = FOMM_SPACE
 TRACK_SAMPLES = 12
 FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"   # the file face-alignment looks for in torch hub
 
@@ -47,7 +48,7 @@ class PrepareOptions:
     flip: bool = False
     split_by: str = "speaker"
     min_seconds: float = 2.0
-    fps: float = 25.0
+    fps: float = float(FPS)
 
 
 class Skip(Exception):
@@ -110,7 +111,7 @@ class _Worker:
         keypoints = join(self.fomm.keypoints(crops))
         flipped = join(self.fomm.keypoints(crops[:, :, ::-1])) if options.flip else None
         landmarks = self._landmarks(crops) if self.fan is not None else None
-        samples = samples[:n_frames * SAMPLES_PER_VIDEO_FRAME]
+        samples = samples[:n_frames * SAMPLES_PER_FRAME]
         meta = {"source": os.fspath(video), "fps": options.fps, "face_box": list(box),
                 "keypoint_space": KEYPOINT_SPACE, "crop_size": int(crops.shape[1])}
         split = split_of(video, options.split_by)

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 import configs
+from syncers.run import config as config_lib
 from syncers.run.errors import InputError
 
 DEFAULT_CONFIG = configs.path("render/vox-256.yaml")
@@ -116,17 +115,16 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
            "model_params.generator_params.dense_motion_params", source)
     render = _section(data.get("render_params"), "render_params", source)
     _check(render, {"grid_align_corners"}, "render_params", source)
+    # FOMM's layout (common_params shared by both networks) onto the dataclasses' layout, then
+    # the one converter (``syncers.run.config``) checks the values' types.
     common_kp = {k: v for k, v in common.items() if k != "estimate_jacobian"}
-    try:
-        dense_cfg = DenseMotionConfig(
-            **dense, **common_kp,
-            estimate_occlusion_map=gen.get("estimate_occlusion_map", True))
-        config = FommConfig(
-            kp_detector=KPDetectorConfig(**kp, **common),
-            generator=GeneratorConfig(**gen, **common, dense_motion=dense_cfg),
-            grid_align_corners=bool(render.get("grid_align_corners", True)))
-    except TypeError as err:
-        raise InputError(source, f"bad model_params ({err})") from None
+    shaped = {"kp_detector": {**kp, **common},
+              "generator": {**gen, **common,
+                            "dense_motion": {**dense, **common_kp, "estimate_occlusion_map":
+                                             gen.get("estimate_occlusion_map", True)}}}
+    if "grid_align_corners" in render:
+        shaped["grid_align_corners"] = render["grid_align_corners"]
+    config = config_lib.from_dict(FommConfig, shaped, source=source)
     if not config.kp_detector.estimate_jacobian or not config.generator.estimate_jacobian:
         # Every released checkpoint estimates jacobians; the port only implements that path.
         raise InputError(source, "estimate_jacobian: False is not supported")
@@ -136,13 +134,7 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
 def load_config(path: str | os.PathLike | None = None) -> FommConfig:
     """Read a FOMM YAML (default ``configs/render/vox-256.yaml``)."""
     path = DEFAULT_CONFIG if path is None else Path(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise InputError(path, f"cannot read config ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({str(err).splitlines()[0]})") from None
-    return from_dict(data, source=os.fspath(path))
+    return from_dict(config_lib.read_yaml(path), source=os.fspath(path))
 
 
 def to_dict(config: FommConfig) -> dict[str, Any]:

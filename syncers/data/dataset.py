@@ -28,6 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.layout import FPS
 from syncers.run.errors import InputError
 
 FORMAT = "msync-dataset"
@@ -116,7 +118,7 @@ def write_clip(root: str | os.PathLike, split: str, clip_id: str, keypoints: np.
 
 
 def write_manifest(root: str | os.PathLike, clips: Mapping[str, Iterable[tuple[str, int]]],
-                   keypoint_space: str, features: Mapping[str, Any], fps: float = 25.0,
+                   keypoint_space: str, features: Mapping[str, Any], fps: float = FPS,
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``manifest.json``: ``clips`` maps each split to ``(clip_id, n_frames)`` pairs."""
     unknown = set(clips) - set(SPLITS)
@@ -215,9 +217,10 @@ def _validate(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     n_frames = keypoints.shape[0]
     if n_frames == 0:
         raise InputError(path, "keypoints have no frames")
-    if features.shape[0] != 4 * n_frames:
+    if features.shape[0] != FEATURES_PER_FRAME * n_frames:
         raise InputError(path, f"keypoints have {n_frames} frames but audio_features have "
-                               f"{features.shape[0]} (expected 4 × {n_frames} = {4 * n_frames})")
+                               f"{features.shape[0]} (expected {FEATURES_PER_FRAME} × {n_frames} = "
+                               f"{FEATURES_PER_FRAME * n_frames})")
     if "landmarks" in arrays:
         _check_array(path, "landmarks", arrays["landmarks"], ndim=3, last=2)
         if arrays["landmarks"].shape[0] != n_frames:

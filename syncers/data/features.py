@@ -23,15 +23,13 @@ from typing import Literal
 
 import numpy as np
 
+from syncers.data.layout import FEATURES_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncers.data.layout import FEATURE_HOP as HOP
 from syncers.run.errors import InputError
 
-SAMPLE_RATE = 16_000
-HOP = 160
 WINDOW = 400
 N_FFT = 512
 N_BANDS = 26
-SAMPLES_PER_VIDEO_FRAME = 640          # 40 ms at 16 kHz: 25 fps
-FEATURES_PER_VIDEO_FRAME = SAMPLES_PER_VIDEO_FRAME // HOP
 _LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
 
 FeatureKind = Literal["logmel", "mfcc"]
@@ -96,7 +94,7 @@ def _decode_with_ffmpeg(path: Path) -> np.ndarray:
 
 def n_video_frames(n_samples: int) -> int:
     """Whole 25 fps video frames in ``n_samples`` of 16 kHz audio."""
-    return int(n_samples) // SAMPLES_PER_VIDEO_FRAME
+    return int(n_samples) // SAMPLES_PER_FRAME
 
 
 def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndarray:
@@ -113,7 +111,7 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
         raise ValueError(f"samples must be 1-D mono; got shape {samples.shape}")
     if kind not in ("logmel", "mfcc"):
         raise ValueError(f"kind must be 'logmel' or 'mfcc'; got {kind!r}")
-    n_features = FEATURES_PER_VIDEO_FRAME * n_video_frames(samples.size)
+    n_features = FEATURES_PER_FRAME * n_video_frames(samples.size)
     if n_features == 0:
         return np.zeros((0, N_BANDS), np.float32)
     # Dropping the first half hop turns librosa's frames centred on 160 m into frames centred

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from syncers.data.layout import FEATURES_PER_FRAME
+
 SEGMENT_FRAMES = 5          # motion frames per segment, at every level
-FEATURES_PER_FRAME = 4      # 100 Hz audio features per 25 fps video frame
 AUDIO_SEGMENT_FRAMES = SEGMENT_FRAMES * FEATURES_PER_FRAME   # 20 feature frames per segment
 
 

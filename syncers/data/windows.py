@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from syncers.data.dataset import Clip
-from syncers.data.features import FEATURES_PER_VIDEO_FRAME
+from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.run.errors import InputError
 
 
@@ -84,8 +84,8 @@ class WindowLoader:
         if aug.enabled and clip.keypoints_flipped is not None and rng.random() < aug.flip_prob:
             source = clip.keypoints_flipped
         keypoints = source[start:stop].astype(np.float32, copy=True)
-        features = clip.audio_features[FEATURES_PER_VIDEO_FRAME * start:
-                                       FEATURES_PER_VIDEO_FRAME * stop].astype(np.float32)
+        features = clip.audio_features[FEATURES_PER_FRAME * start:
+                                       FEATURES_PER_FRAME * stop].astype(np.float32)
         if not aug.enabled:
             return keypoints, features
         # Draw every random number whatever the switches, so changing one augmentation's range

@@ -29,25 +29,27 @@ def load(cls: type[C], path: str | os.PathLike | None = None,
     Raises :class:`InputError` for an unreadable file, an unknown key, or a value of the
     wrong type, naming the file (or ``--set``) and the key.
     """
-    data: dict[str, Any] = {}
-    source = "--set"
-    if path is not None:
-        source = os.fspath(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise InputError(path, f"cannot read config ({err.strerror or err})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise InputError(path, f"not valid YAML ({_first_line(err)})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise InputError(path, "a config file must be a mapping of keys to values")
-        data = loaded
-    config = from_dict(cls, data, source=source)
+    data = read_yaml(path) if path is not None else {}
+    config = from_dict(cls, data, source="--set" if path is None else os.fspath(path))
     return apply_overrides(config, overrides)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping a YAML config file holds (``{}`` for an empty file); an unreadable file, bad
+    YAML or a top level that is not a mapping is an :class:`InputError` naming the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InputError(path, f"cannot read config ({err.strerror or err})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(path, f"not valid YAML ({_first_line(err)})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InputError(path, "a config file must be a mapping of keys to values")
+    return loaded
 
 
 def apply_overrides(config: C, overrides: Sequence[str]) -> C:

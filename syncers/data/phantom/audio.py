@@ -17,9 +17,8 @@ import dataclasses
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-FPS = 25.0
-SAMPLES_PER_FRAME = 640            # 40 ms: the feature module's video-frame unit
+from syncers.data.layout import FPS, SAMPLE_RATE
+
 CONTROL_RATE = 400                 # Hz: f0 and formant tracks are built here, then interpolated
 
 # Vowel formants (F1, F2, F3) in Hz, adult averages (Peterson & Barney style): /a/ /e/ /i/ /o/ /u/.

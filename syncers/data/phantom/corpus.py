@@ -1,9 +1,9 @@
 """The phantom corpus: synthetic talking heads with known multi-scale speech/motion coupling
 (docs/design.md, "Phantom corpus"; ``msync data synth``).
 
-:mod:`syncers.data.phantom.audio` plans and renders the speech, :mod:`syncers.data.phantom.motion` makes a
-clip's keypoints from the same plan (lips follow the syllable envelope at ``lip_lag``, head nods
-follow band-passed speech energy at ``head_lag`` plus an equal-power uncoupled drift); this
+:mod:`syncers.data.phantom.audio` plans and renders the speech, :mod:`syncers.data.phantom.motion`
+makes a clip's keypoints from the same plan (lips follow the syllable envelope at ``lip_lag``, head
+nods follow band-passed speech energy at ``head_lag`` plus an equal-power uncoupled drift); this
 module writes corpora of them (``<out>/<split>/phantom-NNNNN.{npz,wav}`` + ``manifest.json``,
 80/10/10 splits by clip index) and holds the measurements tests and reports use to check the
 coupling from what a dataset user sees: the wav samples and the stored keypoints.
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from syncers.data.phantom import audio as pa
+from syncers.data.layout import FPS, SAMPLES_PER_FRAME
 from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
                                          PhantomClip, PhantomParams, band_pass, synth_clip)
 from syncers.run.errors import InputError
@@ -27,8 +27,8 @@ from syncers.run.errors import InputError
 
 def frame_rms(samples: np.ndarray) -> np.ndarray:
     """``[n_samples]`` 16 kHz → RMS of each whole 40 ms video frame ``[T]``."""
-    n_frames = samples.shape[0] // pa.SAMPLES_PER_FRAME
-    frames = np.asarray(samples[:n_frames * pa.SAMPLES_PER_FRAME], np.float64)
+    n_frames = samples.shape[0] // SAMPLES_PER_FRAME
+    frames = np.asarray(samples[:n_frames * SAMPLES_PER_FRAME], np.float64)
     return np.sqrt(np.mean(frames.reshape(n_frames, -1) ** 2, axis=1))
 
 
@@ -137,11 +137,11 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     for split, clip_id, n_frames in results:
         splits[split].append((clip_id, n_frames))
     n_frames = results[0][2]
-    dataset.write_manifest(out, splits, KEYPOINT_SPACE, feature_config(features), fps=pa.FPS,
+    dataset.write_manifest(out, splits, KEYPOINT_SPACE, feature_config(features), fps=float(FPS),
                            extra={"generator": "syncers.data.phantom.corpus",
                                   "generator_version": GENERATOR_VERSION, "seed": seed,
-                                  "seconds": n_frames / pa.FPS, "coupling": coupling,
+                                  "seconds": n_frames / FPS, "coupling": coupling,
                                   "params": PhantomParams().to_meta()})
-    return {"out": str(out), "clips": clips, "seconds": clips * n_frames / pa.FPS,
+    return {"out": str(out), "clips": clips, "seconds": clips * n_frames / FPS,
             "splits": {s: len(v) for s, v in splits.items()},
             "wall_s": time.perf_counter() - started}

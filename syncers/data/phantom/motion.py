@@ -2,9 +2,9 @@
 (docs/design.md, "Phantom corpus"). :mod:`syncers.data.phantom.corpus` writes corpora of these
 clips.
 
-Each clip is drawn from its own random streams, derived from ``(seed, clip index)`` alone, so
-clips can be made in any order or in parallel and the same seed gives the same bytes. Speech is
-planned and rendered by :mod:`syncers.data.phantom.audio`; this module animates the 10-point template
+Each clip is drawn from its own random streams, derived from ``(seed, clip index)`` alone, so clips
+can be made in any order or in parallel and the same seed gives the same bytes. Speech is planned
+and rendered by :mod:`syncers.data.phantom.audio`; this module animates the 10-point template
 (:mod:`syncers.data.phantom.template`) of a random speaker from the same plan:
 
 * lips (fine scale): mouth opening = the syllable envelope delayed by ``lip_lag``;
@@ -17,8 +17,8 @@ planned and rendered by :mod:`syncers.data.phantom.audio`; this module animates 
 
 A coupling gain g ∈ [0, 1] keeps g of the speech-driven part and fills in sqrt(1 − g²) of an
 *independent* speech-like plan's part, so motion power is the same for every g: ``head=0`` and
-``lips=0`` are negative controls whose motion is statistically identical but unrelated to the
-audio. The audio itself does not depend on the coupling.
+``lips=0`` are negative controls whose motion is statistically identical but unrelated to the audio.
+The audio itself does not depend on the coupling.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ from typing import Mapping
 import numpy as np
 from scipy import signal
 
+from syncers.data.layout import FPS, PHANTOM_SPACE, SAMPLES_PER_FRAME, SAMPLE_RATE
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import LOWER_LIP, UPPER_LIP, fit_to_box
 
-KEYPOINT_SPACE = "phantom-v1"
+KEYPOINT_SPACE = PHANTOM_SPACE
 GENERATOR_VERSION = 1
 MIN_SECONDS = 1.6           # one 1600 ms segment: the coarsest syncer level needs a whole one
 EYES, MOUTH_CORNERS, CHIN = (2, 3), (5, 6), 9
@@ -82,7 +83,7 @@ def clip_streams(seed: int, index: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in root.spawn(6)]
 
 
-def band_pass(x: np.ndarray, band: tuple[float, float], fps: float = pa.FPS) -> np.ndarray:
+def band_pass(x: np.ndarray, band: tuple[float, float], fps: float = FPS) -> np.ndarray:
     """Zero-phase (forward-backward) 2nd-order Butterworth band-pass along axis 0: zero phase
     so a delay put into a signal is exactly the delay that comes out."""
     sos = signal.butter(2, band, btype="band", fs=fps, output="sos")
@@ -95,7 +96,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _drift(rng: np.random.Generator, n_frames: int, band: tuple[float, float]) -> np.ndarray:
     """Unit-RMS band-limited Gaussian noise ``[T]`` (padded so the filter has no edge)."""
-    pad = int(4 * pa.FPS / band[0])
+    pad = int(4 * FPS / band[0])
     return _unit(band_pass(rng.standard_normal(n_frames + 2 * pad), band)[pad:pad + n_frames])
 
 
@@ -103,8 +104,8 @@ def _energy_drive(plan: pa.SpeechPlan, n_frames: int, lag: float,
                   band: tuple[float, float]) -> np.ndarray:
     """Unit-RMS speech energy (envelope²) delayed by ``lag`` and band-passed ``[T]``; the plan
     extends (as silence) before and after the clip, so the filter sees no artificial edges."""
-    pad = int(4 * pa.FPS / band[0])
-    energy = pa.frame_envelope(plan, n_frames + 2 * pad, lag + pad / pa.FPS) ** 2
+    pad = int(4 * FPS / band[0])
+    energy = pa.frame_envelope(plan, n_frames + 2 * pad, lag + pad / FPS) ** 2
     return _unit(band_pass(energy, band)[pad:pad + n_frames])
 
 
@@ -120,7 +121,7 @@ def synth_clip(seed: int, index: int, seconds: float = 8.0,
     """Synthesise clip ``index`` of the corpus with ``seed`` (pure: same inputs, same arrays)."""
     g_head = float((coupling or {}).get("head", 1.0))
     g_lips = float((coupling or {}).get("lips", 1.0))
-    n_frames = int(round(seconds * pa.FPS))
+    n_frames = int(round(seconds * FPS))
     r_speaker, r_plan, r_audio, r_indep, r_head, r_noise = clip_streams(seed, index)
     # Per-speaker face box (position, size, aspect) and template shape / local-frame offsets.
     centre = np.array([r_speaker.uniform(-0.1, 0.1), r_speaker.uniform(-0.15, 0.05)])
@@ -130,9 +131,9 @@ def synth_clip(seed: int, index: int, seconds: float = 8.0,
     jac_offset = r_speaker.normal(0.0, params.jacobian_spread, (10, 2, 2))
     f0_base = float(r_speaker.uniform(100.0, 200.0))
 
-    plan = pa.plan_speech(r_plan, n_frames / pa.FPS, f0_base)
-    samples = pa.render_speech(plan, n_frames * pa.SAMPLES_PER_FRAME, r_audio)
-    control = pa.plan_speech(r_indep, n_frames / pa.FPS, f0_base)
+    plan = pa.plan_speech(r_plan, n_frames / FPS, f0_base)
+    samples = pa.render_speech(plan, n_frames * SAMPLES_PER_FRAME, r_audio)
+    control = pa.plan_speech(r_indep, n_frames / FPS, f0_base)
 
     lips = _mix(g_lips, pa.frame_envelope(plan, n_frames, params.lip_lag),
                 pa.frame_envelope(control, n_frames, params.lip_lag))
@@ -144,10 +145,10 @@ def synth_clip(seed: int, index: int, seconds: float = 8.0,
     shift_x = params.shift_rms * _drift(r_head, n_frames, params.pose_band)
     scale = 1.0 + params.scale_rms * _drift(r_head, n_frames, params.pose_band)
 
-    n_blinks = int(r_noise.poisson(params.blink_rate * n_frames / pa.FPS))
-    blinks = np.stack([r_noise.uniform(0, n_frames / pa.FPS, n_blinks),
+    n_blinks = int(r_noise.poisson(params.blink_rate * n_frames / FPS))
+    blinks = np.stack([r_noise.uniform(0, n_frames / FPS, n_blinks),
                        r_noise.uniform(0.10, 0.25, n_blinks)], axis=1)
-    u = ((np.arange(n_frames)[None, :] + 0.5) / pa.FPS - blinks[:, :1]) / blinks[:, 1:]
+    u = ((np.arange(n_frames)[None, :] + 0.5) / FPS - blinks[:, :1]) / blinks[:, 1:]
     blink = np.max(np.where((u >= 0) & (u < 1), np.sin(np.pi * u), 0.0), axis=0,
                    initial=0.0)
 
@@ -159,8 +160,8 @@ def synth_clip(seed: int, index: int, seconds: float = 8.0,
 
     meta = {
         "source": "phantom", "generator_version": GENERATOR_VERSION,
-        "keypoint_space": KEYPOINT_SPACE, "fps": pa.FPS, "sample_rate": pa.SAMPLE_RATE,
-        "seed": int(seed), "index": int(index), "seconds": n_frames / pa.FPS,
+        "keypoint_space": KEYPOINT_SPACE, "fps": float(FPS), "sample_rate": SAMPLE_RATE,
+        "seed": int(seed), "index": int(index), "seconds": n_frames / FPS,
         "n_frames": n_frames, "coupling": {"head": g_head, "lips": g_lips},
         "params": params.to_meta(),
         "speaker": {"box_centre": centre.tolist(), "box_half": half.tolist(),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-RIGID = (0, 1, 2, 3, 4)  # brows, eyes, nose: the head-pose subset used by ``analyze``
+from syncers.data.layout import PHANTOM_RIGID
+
+RIGID = PHANTOM_RIGID  # brows, eyes, nose: the head-pose subset used by ``analyze``
 UPPER_LIP, LOWER_LIP = 7, 8
 
 # [10, 2] positions in face-box coordinates (an LBP frontal-face box runs from about the brows
