@@ -37,8 +37,7 @@ import numpy as np
 
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import Clip
-from syncers.data.layout import FEATURES_PER_FRAME
-from syncers.data.layout import FPS, PHANTOM_RIGID
+from syncers.data.layout import FEATURES_PER_FRAME, FPS, PHANTOM_RIGID
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers
 

@@ -34,8 +34,7 @@ import jax.numpy as jnp
 
 from motion.fpn import AudioFPN, lookahead_frames
 from motion.temporal import TemporalTransformer
-from syncers.data.layout import FEATURES_PER_FRAME
-from syncers.data.layout import KEYPOINT_DIM, N_KEYPOINTS
+from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
 
 # The names of G's layers in its parameter tree, declared once: the modules below take them and
 # the per-frame kernel (``motion.decode``) reads the parameters by them. They are the names

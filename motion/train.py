@@ -61,7 +61,7 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
 from motion.model import GeneratorModel
 from motion.rollout import rollout
-from motion.saved_model import corpus_feature_stats
+from motion.saved_model import corpus_feature_stats, save_model
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME
@@ -476,7 +476,6 @@ def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: di
                 workdir: Path, primary: bool = True, feature_stats: dict | None = None) -> None:
     """Save the state (collectively: every process calls this) and export the generator, with
     the training split's ``feature_stats``, to ``RUN/model`` (process 0; once per step)."""
-    from motion.saved_model import save_model
     if (not loop.save(manager, state) and (workdir / "model").is_dir()) or not primary:
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Sequence
 
 import configs
+from motion.app.cli import build_parser
+from render.video import read_video
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError
 
@@ -78,7 +80,6 @@ def _config_path(name: str) -> str:
 
 def _run(argv: Sequence[str]) -> None:
     """Run one ``msync`` command in this process; its errors propagate to the demo's caller."""
-    from motion.app.cli import build_parser
     args = build_parser().parse_args(list(argv))
     args.handler(args)
 
@@ -177,8 +178,6 @@ def _poster(video: Path) -> Path | None:
     """A PNG of the video's frame at 1 s beside it (the page shows a frame before it plays), or
     None when the video cannot be read."""
     import imageio.v3 as iio
-
-    from render.video import read_video
 
     poster = video.with_name(video.stem + "_poster.png")
     try:

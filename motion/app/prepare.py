@@ -28,6 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from render import face
+from render import video as video_io
+from render.fomm import load
+from render.keypoints import join
 from syncers.data import dataset
 from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
                                    load_audio, n_video_frames)
@@ -76,7 +80,6 @@ class _Worker:
     """Per-process models, loaded once (the FOMM detector and, if asked, face-alignment)."""
 
     def __init__(self, options: PrepareOptions):
-        from render.fomm import load
         self.options = options
         self.fomm = load(options.fomm_checkpoint, options.fomm_config)
         self.fan = None
@@ -88,9 +91,6 @@ class _Worker:
                 compile=False, flip_input=False)
 
     def prepare(self, video: Path, out: Path) -> tuple[str, int]:
-        from render import face, video as video_io
-        from render.keypoints import join
-
         options = self.options
         info = video_io.probe(video)
         if not info.has_audio:

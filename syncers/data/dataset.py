@@ -28,8 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from syncers.data.layout import FEATURES_PER_FRAME
-from syncers.data.layout import FPS
+from syncers.data.layout import FEATURES_PER_FRAME, FPS, SAMPLE_RATE
 from syncers.run.errors import InputError
 
 FORMAT = "msync-dataset"
@@ -111,7 +110,6 @@ def write_clip(root: str | os.PathLike, split: str, clip_id: str, keypoints: np.
     os.replace(partial, path)
     if samples is not None:
         import soundfile
-        from syncers.data.features import SAMPLE_RATE
         soundfile.write(str(path.with_suffix(".wav")), np.asarray(samples, np.float32),
                         SAMPLE_RATE, subtype="PCM_16")
     return path

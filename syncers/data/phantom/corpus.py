@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from syncers.data import dataset
+from syncers.data.features import audio_features, feature_config
 from syncers.data.layout import FPS, SAMPLES_PER_FRAME
 from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
                                          PhantomClip, PhantomParams, band_pass, synth_clip)
@@ -59,9 +61,6 @@ def _clip_id(index: int) -> str:
 
 def _write_one(job: tuple) -> tuple[str, str, int]:
     """Worker: synthesise, featurise and write clip ``index``; returns (split, id, n_frames)."""
-    from syncers.data import dataset
-    from syncers.data.features import audio_features
-
     out, seed, index, n_clips, seconds, coupling, features = job
     clip = synth_clip(seed, index, seconds, coupling)
     split = dataset.split_for(index, n_clips)
@@ -103,9 +102,6 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     wall_s). Bad arguments or an ``out`` that is a file raise :class:`InputError`.
     """
     from tqdm import tqdm
-
-    from syncers.data import dataset
-    from syncers.data.features import feature_config
 
     started = time.perf_counter()
     out = Path(out)
