@@ -230,7 +230,7 @@ def bench_train(run, batch, n_frames, key, repeats=3):
     audio = inputs["audio_features"]
     fake = real + 0.01
 
-    step = functools.partial(train_step, run=run, score_fn=score_fn)
+    step = functools.partial(train_step, config=run, score_fn=score_fn)
     # The XLA options `msync train generator` compiles its step with (motion.train).
     options = step_compiler_options(jax.devices()[0].platform)
     whole = measure(step, state, frozen, inputs, repeats=repeats, compiler_options=options)

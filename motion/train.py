@@ -106,26 +106,26 @@ def optimizer(optim: OptimConfig):
     return optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
 
 
-def create_train_state(run: GeneratorRunConfig, rng, n_frames: int | None = None) -> TrainState:
+def create_train_state(config: GeneratorRunConfig, rng, n_frames: int | None = None) -> TrainState:
     """Fresh G, D_f, D_s and optimiser states (D initialised on ``n_frames`` = seq_frames)."""
-    n_frames = n_frames or run.train.seq_frames
+    n_frames = n_frames or config.train.seq_frames
     # Four keys, as before the state stopped carrying one: the same seed, the same networks.
     k_g, k_f, k_s, _ = jax.random.split(rng, 4)
-    g = init_params(run.model, k_g)
+    g = init_params(config.model, k_g)
     x = jnp.zeros((1, n_frames, 10, 6))
-    obs = jnp.zeros((1, run.model.obs_len, 10, 6))
-    v_f = FrameDiscriminator(run.discriminators).init(k_f, x)
-    v_s = SequenceDiscriminator(run.discriminators).init(k_s, obs, x)
+    obs = jnp.zeros((1, config.model.obs_len, 10, 6))
+    v_f = FrameDiscriminator(config.discriminators).init(k_f, x)
+    v_s = SequenceDiscriminator(config.discriminators).init(k_s, obs, x)
     d = {"frame": v_f["params"], "seq": v_s["params"]}
     stats = {"frame": v_f.get("batch_stats", {}), "seq": v_s.get("batch_stats", {})}
-    tx = optimizer(run.optim)
+    tx = optimizer(config.optim)
     return TrainState(jnp.int32(0), g, d, stats, tx.init(g), tx.init(d))
 
 
-def _discriminate(run, d_params, d_stats, x_obs, x, update):
+def _discriminate(config, d_params, d_stats, x_obs, x, update):
     """(frame scores [B, n], window scores [B, N], new stats)."""
-    f = FrameDiscriminator(run.discriminators)
-    s = SequenceDiscriminator(run.discriminators)
+    f = FrameDiscriminator(config.discriminators)
+    s = SequenceDiscriminator(config.discriminators)
     kw = dict(update_stats=update, mutable=["batch_stats"]) if update else {}
     out_f = f.apply({"params": d_params["frame"], "batch_stats": d_stats["frame"]}, x, **kw)
     out_s = s.apply({"params": d_params["seq"], "batch_stats": d_stats["seq"]}, x_obs, x, **kw)
@@ -141,26 +141,26 @@ def _apply(tx, lr, grads, opt_state, params):
     return params, opt_state
 
 
-def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
+def train_step(state: TrainState, frozen, batch, *, config: GeneratorRunConfig,
                score_fn: Callable):
     """One D step then one G step; returns ``(state, metrics)`` (every loss term, both lrs)."""
-    obs = run.model.obs_len
+    obs = config.model.obs_len
     keypoints = batch["keypoints"]
     audio = batch["audio_features"]
     x_obs, real = keypoints[:, :obs], keypoints[:, obs:]
     n = real.shape[1]
-    tx = optimizer(run.optim)
-    sched_g, sched_d = schedules(run.optim)
+    tx = optimizer(config.optim)
+    sched_g, sched_d = schedules(config.optim)
     lr_g, lr_d = sched_g(state.step), sched_d(state.step)
-    cfg = run.loss
+    cfg = config.loss
     generated_audio = slice(FEATURES_PER_FRAME * obs, FEATURES_PER_FRAME * (obs + n))
 
     fake, pull_back = jax.vjp(
-        lambda g: rollout(g, x_obs, audio, n, config=run.model), state.g_params)
+        lambda g: rollout(g, x_obs, audio, n, config=config.model), state.g_params)
 
     def d_loss(d_params):
         both = jnp.concatenate([real, jax.lax.stop_gradient(fake)])
-        sf, ss, stats = _discriminate(run, d_params, state.d_stats,
+        sf, ss, stats = _discriminate(config, d_params, state.d_stats,
                                       jnp.concatenate([x_obs, x_obs]), both, True)
         b = real.shape[0]
         l_f = losses.d_hinge(sf[:b], sf[b:]) if cfg.frame_discriminator else 0.0
@@ -174,7 +174,7 @@ def train_step(state: TrainState, frozen, batch, *, run: GeneratorRunConfig,
     score = functools.partial(score_fn, frozen)
 
     def g_loss(fake):
-        sf, ss, _ = _discriminate(run, d_params, stats, x_obs, fake, False)
+        sf, ss, _ = _discriminate(config, d_params, stats, x_obs, fake, False)
         l_av, per_level = losses.av_multiscale(score, fake, audio[:, generated_audio], cfg)
         l_gf, l_gs = losses.g_hinge(sf), losses.g_hinge(ss)
         l_rec = losses.reconstruction(real, fake)
@@ -216,7 +216,7 @@ def step_compiler_options(platform: str) -> tuple:
     return _CPU_STEP_OPTIONS
 
 
-def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options: tuple = (),
+def jit_train_step(config: GeneratorRunConfig, score_fn: Callable, compiler_options: tuple = (),
                    mesh=None):
     """``train_step`` jitted once for this config, syncer scorer and mesh, the state donated
     (cached: resuming or retraining in one process reuses the compiled step). The batch is
@@ -226,21 +226,21 @@ def jit_train_step(run: GeneratorRunConfig, score_fn: Callable, compiler_options
     mesh = mesh if mesh is not None else parallel.data_mesh()
     platform = mesh.devices.flat[0].platform
     options = dict(step_compiler_options(platform)) | dict(compiler_options)
-    return _jit_train_step(run, score_fn, tuple(sorted(options.items())), mesh)
+    return _jit_train_step(config, score_fn, tuple(sorted(options.items())), mesh)
 
 
 @functools.lru_cache(maxsize=4)
-def _jit_train_step(run, score_fn, compiler_options, mesh):
+def _jit_train_step(config, score_fn, compiler_options, mesh):
     return parallel.data_parallel_jit(
-        functools.partial(train_step, run=run, score_fn=score_fn), mesh, n_args=3,
+        functools.partial(train_step, config=config, score_fn=score_fn), mesh, n_args=3,
         batch_argnums=(2,), compiler_options=dict(compiler_options) or None)
 
 
 @functools.lru_cache(maxsize=4)
-def _jit_validate(run: GeneratorRunConfig, score_fn: Callable, levels: tuple[int, ...],
+def _jit_validate(config: GeneratorRunConfig, score_fn: Callable, levels: tuple[int, ...],
                   compiler_options: tuple = (), mesh=None):
     return parallel.data_parallel_jit(
-        functools.partial(validate, run=run, score_fn=score_fn, levels=levels),
+        functools.partial(validate, config=config, score_fn=score_fn, levels=levels),
         mesh if mesh is not None else parallel.data_mesh(), n_args=3,
         batch_argnums=(), donate_argnums=(), compiler_options=dict(compiler_options) or None)
 
@@ -251,32 +251,32 @@ def _jit_create(compiler_options: tuple = ()):
                    compiler_options=dict(compiler_options) or None)
 
 
-def validate(g_params, frozen, batch, *, run: GeneratorRunConfig, score_fn: Callable,
+def validate(g_params, frozen, batch, *, config: GeneratorRunConfig, score_fn: Callable,
              levels: tuple[int, ...]) -> dict[str, jax.Array]:
     """``{"val_av_<i>": mean S^i of generated sequences, "val_l_rec"}`` on one batch (no
     update); every level in ``levels`` whatever ``loss.multiscale_av`` says."""
-    obs = run.model.obs_len
+    obs = config.model.obs_len
     keypoints, audio = batch["keypoints"], batch["audio_features"]
     n = keypoints.shape[1] - obs
-    fake = rollout(g_params, keypoints[:, :obs], audio, n, config=run.model)
+    fake = rollout(g_params, keypoints[:, :obs], audio, n, config=config.model)
     scores = losses.av_sync(functools.partial(score_fn, frozen), fake,
                             audio[:, FEATURES_PER_FRAME * obs:FEATURES_PER_FRAME * (obs + n)],
-                            levels, run.loss.pyramid_kind,
-                            run.loss.pyramid_k)
+                            levels, config.loss.pyramid_kind,
+                            config.loss.pyramid_k)
     return {"val_l_rec": losses.reconstruction(keypoints[:, obs:], fake),
             **{f"val_av_{k}": v for k, v in scores.items()}}
 
 
-def ground_truth_scores(frozen, batch, *, run: GeneratorRunConfig, score_fn: Callable,
+def ground_truth_scores(frozen, batch, *, config: GeneratorRunConfig, score_fn: Callable,
                         levels: tuple[int, ...]) -> dict[str, float]:
     """The validation batch's own (real) sequences scored like :func:`validate` does."""
-    obs = run.model.obs_len
+    obs = config.model.obs_len
     keypoints, audio = batch["keypoints"], batch["audio_features"]
     n = keypoints.shape[1] - obs
     scores = losses.av_sync(functools.partial(score_fn, frozen), jnp.asarray(keypoints[:, obs:]),
                             jnp.asarray(audio[:, FEATURES_PER_FRAME * obs:
                                               FEATURES_PER_FRAME * (obs + n)]), levels,
-                            run.loss.pyramid_kind, run.loss.pyramid_k)
+                            config.loss.pyramid_kind, config.loss.pyramid_k)
     return {f"gt_av_{k}": round(float(v), 6) for k, v in scores.items()}
 
 
@@ -296,7 +296,7 @@ def syncer_score_fn(model: Syncer, kind: str) -> Callable:
     return score
 
 
-def _load_syncers(path, manifest, run: GeneratorRunConfig):
+def _load_syncers(path, manifest, config: GeneratorRunConfig):
     """``(TrainedSyncers, validation levels)``, checked against the data and the loss."""
     path = Path(path)
     if not path.is_dir():
@@ -311,20 +311,21 @@ def _load_syncers(path, manifest, run: GeneratorRunConfig):
     if data.motion != "keypoints" or data.points or syncers.model.motion_dim != 60:
         raise InputError(path / "config.yaml", "the generator needs syncers trained on all 10 "
                                                "keypoints (data.motion: keypoints, points: [])")
-    if syncers.model.audio_dim != run.model.audio_features:
+    if syncers.model.audio_dim != config.model.audio_features:
         raise InputError(path / "run.json", f"syncers read {syncers.model.audio_dim} audio "
                                             f"features, model.audio_features is "
-                                            f"{run.model.audio_features}")
-    if (data.pyramid_kind, data.pyramid_k) != (run.loss.pyramid_kind, run.loss.pyramid_k):
+                                            f"{config.model.audio_features}")
+    if (data.pyramid_kind, data.pyramid_k) != (config.loss.pyramid_kind, config.loss.pyramid_k):
         raise InputError(path / "config.yaml",
                          f"syncers use a {data.pyramid_kind}/k={data.pyramid_k} pyramid, "
-                         f"loss.pyramid_kind/k is {run.loss.pyramid_kind}/{run.loss.pyramid_k}")
-    needed = tuple(range(1, run.loss.levels + 1)) if run.loss.multiscale_av else (1,)
+                         f"loss.pyramid_kind/k is "
+                         f"{config.loss.pyramid_kind}/{config.loss.pyramid_k}")
+    needed = tuple(range(1, config.loss.levels + 1)) if config.loss.multiscale_av else (1,)
     missing = [lv for lv in needed if lv not in syncers.levels]
     if missing:
         raise InputError(path, f"has no trained level {missing} that the loss uses "
                                f"(trained: {list(syncers.levels)})")
-    val_levels = tuple(lv for lv in range(1, run.loss.levels + 1) if lv in syncers.levels)
+    val_levels = tuple(lv for lv in range(1, config.loss.levels + 1) if lv in syncers.levels)
     return syncers, val_levels
 
 
@@ -399,7 +400,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
         "params": {"generator": count_params(state.g_params),
                    "d_frame": count_params(state.d_params["frame"]),
                    "d_seq": count_params(state.d_params["seq"])},
-        "val_ground_truth": ground_truth_scores(frozen, val_batch, run=config, score_fn=score_fn,
+        "val_ground_truth": ground_truth_scores(frozen, val_batch, config=config, score_fn=score_fn,
                                                 levels=val_levels),
     })
     info.setdefault("seconds", 0.0)

@@ -51,7 +51,7 @@ def test_one_step_lowers_reconstruction_and_is_finite():
         return jnp.mean((out - keypoints[:, obs:]) ** 2)
 
     before = float(l_rec(state.g_params))
-    step = jit(functools.partial(train_step, run=run, score_fn=_score))
+    step = jit(functools.partial(train_step, config=run, score_fn=_score))
     new, metrics = step(state, frozen, batch)
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
     np.testing.assert_allclose(metrics["l_rec"], before, rtol=1e-5)
