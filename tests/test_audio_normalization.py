@@ -17,6 +17,7 @@ from motion.generator import TINY
 from motion.saved_model import META, N_QUANTILES, corpus_feature_stats, load_model, save_model
 from syncers.data.features import feature_config
 from syncers.run.errors import InputError
+from tolerance import assert_close
 
 BANDS = TINY.audio_features
 
@@ -64,8 +65,10 @@ def test_matching_ties_share_a_rank_and_a_constant_band_becomes_the_corpus_media
     features = np.array([[-1.0, 7.0], [-1.0, 7.0], [3.0, 7.0], [5.0, 7.0]], np.float32)
     matched = gen.match_features(features, quantiles)
     # ranks 1.5, 1.5, 3, 4 of 4 → mid-ranks 0.25, 0.25, 0.625, 0.875 → -5, -5, 2.5, 7.5
-    np.testing.assert_allclose(matched[:, 0], [-5.0, -5.0, 2.5, 7.5], atol=1e-6)
-    np.testing.assert_allclose(matched[:, 1], 0.0, atol=1e-6)
+    # interpolated between quantiles of magnitude 10 (one ulp 9.5e-7): scale to that; a wrong
+    # rank moves a value by 2.5 or more
+    assert_close(matched[:, 0], [-5.0, -5.0, 2.5, 7.5], rel=2e-6, scale=10.0)
+    assert_close(matched[:, 1], 0.0, rel=2e-6, scale=10.0)
     with pytest.raises(ValueError, match="share F"):
         gen.match_features(features, quantiles[:, :1])
 

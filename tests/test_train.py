@@ -19,6 +19,7 @@ from motion.rollout import rollout
 from motion.train import create_train_state, train_step
 from syncers.models import EncoderConfig, ModelConfig, Syncer
 from syncers.models import init_params as syncer_init
+from tolerance import assert_close
 
 
 def _score(frozen, level, audio, motion):
@@ -87,7 +88,8 @@ def test_step_compiler_options_change_the_fusion_not_the_syncer_loss():
                     .lower(motion).compile() for extra in ({}, options))
     assert plain.as_text() != tuned.as_text()
     for a, b in zip(tuned(motion), plain(motion)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # the gradients are ~1e-2: atol=1e-6 let elements be 1e-4 of the scale off
+        assert_close(a, b, rel=1e-5)
 
 
 def test_step_compiler_options_apply_on_cpu_only_and_yield_to_the_callers(monkeypatch):
