@@ -21,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from generator_helpers import FAST_COMPILE
+
 from motion import discriminators, generator
 from motion import train as motion_train
 from motion.config import GeneratorRunConfig, OptimConfig
 from motion.losses import LossConfig
 from syncers import train as syncer_train
-from syncers.models import EncoderConfig, ModelConfig, Syncer
+from syncers.models import Syncer
 from syncers.run import config as config_lib
 from syncers.run import parallel
 

@@ -173,7 +173,7 @@ def test_no_import_cycle():
 def test_project_imports_inside_functions_are_only_the_listed_ones():
     found = set(IN_FUNCTIONS)
     listed = DEFERRED | UNJUSTIFIED
-    where = lambda keys: "\n".join(                                    # noqa: E731
+    where = lambda keys: "\n".join(
         f"  {IN_FUNCTIONS[k][0].relative_to(REPO)}:{IN_FUNCTIONS[k][1]} {k}" for k in sorted(keys))
     assert not found - listed, "project imports inside functions (hoist them, or allow-list " \
         "them in DEFERRED with a comment saying why):\n" + where(found - listed)
