@@ -29,20 +29,7 @@ DEFERRED = {
 # Project imports inside functions on branch `house` with no comment giving a reason: to be
 # hoisted to module level or justified (then moved to DEFERRED). Listed, not accepted: the
 # test below fails when one is added, and when one is fixed without being removed here.
-UNJUSTIFIED = {
-    ("motion.app.demo", "_run", "motion.app.cli"),
-    ("motion.app.demo", "_poster", "render.video"),
-    ("motion.app.prepare", "__init__", "render.fomm"),
-    ("motion.app.prepare", "prepare", "render.face"),
-    ("motion.app.prepare", "prepare", "render.video"),
-    ("motion.app.prepare", "prepare", "render.keypoints"),
-    ("motion.train", "_checkpoint", "motion.saved_model"),
-    ("syncers.data.dataset", "write_clip", "syncers.data.features"),
-    ("syncers.data.phantom.corpus", "_write_one", "syncers.data.dataset"),
-    ("syncers.data.phantom.corpus", "_write_one", "syncers.data.features"),
-    ("syncers.data.phantom.corpus", "synth_corpus", "syncers.data.dataset"),
-    ("syncers.data.phantom.corpus", "synth_corpus", "syncers.data.features"),
-}
+UNJUSTIFIED: set[tuple[str, str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:
