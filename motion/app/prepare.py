@@ -36,7 +36,7 @@ from syncers.data import dataset
 from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
                                    load_audio, n_video_frames)
 from syncers.data.layout import FOMM_SPACE, FPS
-from syncers.run.errors import InputError
+from syncers.run.errors import InputError, optional_import
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 KEYPOINT_SPACE = FOMM_SPACE
@@ -72,8 +72,9 @@ def clip_id_of(video: Path) -> str:
 
 
 def fan_weights_path() -> Path:
-    import torch.hub
-    return Path(torch.hub.get_dir()) / "checkpoints" / FAN_WEIGHTS
+    # Deferred: torch is an optional dependency (msync[torch]), needed only for --landmarks.
+    hub = optional_import("torch.hub", "--landmarks (face-alignment)")
+    return Path(hub.get_dir()) / "checkpoints" / FAN_WEIGHTS
 
 
 class _Worker:
@@ -84,7 +85,8 @@ class _Worker:
         self.fomm = load(options.fomm_checkpoint, options.fomm_config)
         self.fan = None
         if options.landmarks:
-            import face_alignment
+            # Deferred: face-alignment is an optional dependency (msync[torch]).
+            face_alignment = optional_import("face_alignment", "--landmarks")
             # The "folder" detector loads no weights: we pass our own face box instead.
             self.fan = face_alignment.FaceAlignment(
                 face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="folder",
@@ -161,6 +163,9 @@ def check_options(videos: Path, options: PrepareOptions) -> list[Path]:
                                "come from FOMM's keypoint detector (vox-cpk.pth.tar)")
     if not Path(options.fomm_checkpoint).exists():
         raise InputError(options.fomm_checkpoint, "no such FOMM checkpoint")
+    if options.landmarks:
+        # Fail here, not in a worker, when the optional face-alignment is not installed.
+        optional_import("face_alignment", "--landmarks")
     if options.landmarks and not fan_weights_path().is_file():
         raise InputError(fan_weights_path(), "face-alignment weights not found; download "
                          f"{FAN_WEIGHTS} from face-alignment's release page (adrianbulat.com, "

@@ -25,7 +25,7 @@ from render.fomm.config import FommConfig, load_config
 from render.fomm.networks import NETWORKS, abstract_variables
 from render.fomm.ops import antialias_kernel
 from render.fomm.store import save_orbax, sha256
-from syncers.run.errors import InputError
+from syncers.run.errors import InputError, optional_import
 
 def _torch_module_name(segment: str) -> str:
     segment = re.sub(r"^(down_blocks|up_blocks)_(\d+)$", r"\1.\2", segment)
@@ -121,7 +121,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]
     Only tensors and plain containers are unpickled (``weights_only=True``); a file whose pickle
     would import or call anything else is refused with :class:`InputError`.
     """
-    import torch  # only conversion needs torch; orbax loads do not.
+    # Deferred: torch is an optional dependency (msync[torch]); only conversion needs it,
+    # orbax loads do not.
+    torch = optional_import("torch", "reading a PyTorch FOMM checkpoint")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -23,3 +23,18 @@ def one_line(err: Exception) -> str:
     wrapping a library's exception into an :class:`InputError`."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def optional_import(module: str, purpose: str):
+    """Import ``module`` from the ``msync[torch]`` extra, or raise a one-line :class:`InputError`
+    saying how to install it. Only the checkpoint converter, the parity check and
+    face-alignment landmarks need it; the core install leaves torch and face-alignment out."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        top = module.split(".")[0]
+        if err.name is None or err.name.split(".")[0] != top:
+            raise                      # the package is there but broken: a real error
+        raise InputError(None, f"{purpose} needs {top}, which the core install leaves out: "
+                               "pip install 'msync[torch]'") from None
