@@ -22,6 +22,7 @@ jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MEDIA = REPO.parent / "shared" / "data" / "real"
+REAL_CORPUS = REPO.parent / "shared" / "data" / "real-corpus"
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,11 @@ def real_media() -> Path:
     if not REAL_MEDIA.is_dir():
         pytest.skip(f"real media not found at {REAL_MEDIA}")
     return REAL_MEDIA
+
+
+@pytest.fixture(scope="session")
+def real_corpus() -> Path:
+    """The real talking-head corpus (``videos/``, ``MANIFEST.tsv``); skips when absent."""
+    if not (REAL_CORPUS / "videos").is_dir():
+        pytest.skip(f"real corpus not found at {REAL_CORPUS}")
+    return REAL_CORPUS

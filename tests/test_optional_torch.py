@@ -51,9 +51,7 @@ def test_prepare_landmarks_without_face_alignment_is_one_line(monkeypatch, tmp_p
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "a.mp4").write_bytes(b"never read: the options are refused first")
-    checkpoint = tmp_path / "vox-cpk.pth.tar"
-    checkpoint.write_bytes(b"never read")
     assert cli.main(["data", "prepare", "--videos", str(videos), "--out", str(tmp_path / "data"),
-                     "--fomm-checkpoint", str(checkpoint), "--landmarks"]) == 2
+                     "--landmarker", "face-alignment"]) == 2
     line = _one_error_line(capsys)
     assert "needs face_alignment" in line and INSTALL_HINT in line, line

@@ -1,5 +1,7 @@
-"""``msync data prepare`` on the real mp4s, with a random-weight FOMM checkpoint in the official
-layout, plus the videos it must skip (corrupt, no audio, too short) without stopping."""
+"""``msync data prepare``: real mp4s into a dataset with no checkpoint (dlib landmarks, the
+``landmarks-v1`` space), the videos it must refuse (corrupt, no audio, too short, no face)
+without stopping, resumption, shards and splits; and the FOMM space with a random-weight FOMM
+checkpoint in the official layout."""
 from __future__ import annotations
 
 import json
@@ -9,30 +11,17 @@ import numpy as np
 import pytest
 import yaml
 
-torch = pytest.importorskip("torch")
-
-import fomm_reference as ref  # noqa: E402
-from motion.app.cli import main  # noqa: E402
-from motion.app.prepare import split_of  # noqa: E402
-from syncers.data import dataset  # noqa: E402
-from syncers.data.features import audio_features, load_audio  # noqa: E402
+from motion.app.cli import main
+from motion.app.prepare import clip_id_of, split_of
+from render.video import write_video
+from syncers.data import dataset, landmark_space
+from syncers.data.features import audio_features, load_audio
 
 REAL_VIDEOS = ("WDA_KatieHill_000.mp4", "WDA_AlexandriaOcasioCortez_000.mp4")
 
 
 @pytest.fixture(scope="module")
-def fomm_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fomm")
-    torch.set_num_threads(1)
-    models = ref.random_models(ref.SMALL_MODEL_PARAMS, True, seed=3)
-    ref.save_checkpoint(folder / "small.pth.tar", *models, legacy=True)
-    (folder / "small.yaml").write_text(yaml.safe_dump({"model_params": ref.SMALL_MODEL_PARAMS}))
-    return folder / "small.pth.tar", folder / "small.yaml"
-
-
-@pytest.fixture(scope="module")
 def videos(real_media, tmp_path_factory):
-    from render.video import write_video
     folder = tmp_path_factory.mktemp("videos")
     for name in REAL_VIDEOS:
         shutil.copy(real_media / name, folder / name)
@@ -40,71 +29,157 @@ def videos(real_media, tmp_path_factory):
     frames = np.full((50, 64, 64, 3), 128, np.uint8)
     write_video(folder / "silent.mp4", frames)                       # no audio track
     write_video(folder / "short.mp4", frames[:20], audio=np.zeros(12800, np.float32))
+    noise = np.random.default_rng(0).integers(0, 255, (75, 96, 96, 3), dtype=np.uint8)
+    write_video(folder / "noface.mp4", noise, audio=np.zeros(48000, np.float32))
     return folder
 
 
-def run_prepare(videos, out, fomm_files, *extra):
-    ckpt, config = fomm_files
-    return main(["data", "prepare", "--videos", str(videos), "--out", str(out),
-                 "--fomm-checkpoint", str(ckpt), "--fomm-config", str(config), *extra])
+def prepare(videos, out, *extra):
+    return main(["data", "prepare", "--videos", str(videos), "--out", str(out), *extra])
 
 
-def test_prepare_real_videos(videos, fomm_files, tmp_path, real_media, capsys):
-    out = tmp_path / "ds"
-    assert run_prepare(videos, out, fomm_files, "--flip") == 0
-    report = json.loads((out / "prepare_report.json").read_text())
+@pytest.fixture(scope="module")
+def prepared(videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "ds"
+    assert prepare(videos, out, "--flip") == 0
+    return out
+
+
+def test_prepare_real_videos_with_no_checkpoint(videos, prepared, real_media):
+    report = json.loads((prepared / "prepare_report.json").read_text())
     assert report["prepared"] == sorted(REAL_VIDEOS)
-    assert set(report["skipped"]) == {"corrupt.mp4", "silent.mp4", "short.mp4"}
+    assert set(report["skipped"]) == {"corrupt.mp4", "silent.mp4", "short.mp4", "noface.mp4"}
     assert "not a readable video" in report["skipped"]["corrupt.mp4"]
     assert report["skipped"]["silent.mp4"] == "no audio track"
     assert report["skipped"]["short.mp4"].startswith("too short: 0.80 s")
-    printed = capsys.readouterr().out
-    assert "skipped 3" in printed and "skipped silent.mp4: no audio track" in printed
+    assert report["skipped"]["noface.mp4"] == "no face found"
+    assert report["frames"] == 400 and report["frames_per_second"] > 0
 
-    manifest = dataset.read_manifest(out)
-    assert manifest.keypoint_space == "fomm-vox256"
+    manifest = dataset.read_manifest(prepared)
+    assert manifest.keypoint_space == "landmarks-v1"
     for name in REAL_VIDEOS:
         video = real_media / name
-        split = split_of(video, "speaker")
-        clip = dataset.read_clip(out, split, video.stem)
-        assert clip.keypoints.shape == (200, 10, 6) and clip.keypoints_flipped.shape == (200, 10, 6)
-        assert np.abs(clip.keypoints[..., :2]).max() <= 1.0          # heatmap expectations
-        # keypoints move over the clip (a real talking head), and the flip changes them
-        assert clip.keypoints[..., :2].std(axis=0).mean() > 1e-4
-        assert not np.allclose(clip.keypoints, clip.keypoints_flipped)
+        clip = dataset.read_clip(prepared, split_of(video, "speaker"), video.stem)
+        assert clip.keypoints.shape == (200, 10, 6) and clip.landmarks.shape == (200, 68, 2)
+        # the keypoints are the landmark-space encoding of the stored landmarks
+        np.testing.assert_allclose(clip.keypoints, landmark_space.encode(clip.landmarks),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(clip.keypoints_flipped,
+                                   landmark_space.encode(landmark_space.mirror(clip.landmarks)),
+                                   rtol=1e-5, atol=1e-5)
+        # a real talking head: the face sits in the middle of the crop, the mouth moves
+        centre = clip.landmarks.mean(axis=(0, 1))
+        assert np.all(np.abs(centre) < 0.3), centre
+        opening = landmark_space.mouth_opening(clip.landmarks)
+        assert opening.std() > 0.01 and opening.max() > 0.05
         expected = audio_features(load_audio(video)[:200 * 640])
         np.testing.assert_array_equal(clip.audio_features, expected)
-        box = clip.meta["face_box"]
-        assert 0 <= box[0] < box[2] <= 512 and 0 <= box[1] < box[3] <= 512
-
-    # Resumable: a second run redoes nothing and keeps the clips byte for byte.
-    before = {p: p.read_bytes() for p in out.rglob("*.npz")}
-    assert run_prepare(videos, out, fomm_files) == 0
-    report = json.loads((out / "prepare_report.json").read_text())
-    assert report["already_done"] == 2 and report["prepared"] == []
-    assert before == {p: p.read_bytes() for p in out.rglob("*.npz")}
+        assert clip.meta["landmarker"] == "dlib" and clip.meta["frames_interpolated"] == 0
 
 
-def test_prepare_bad_inputs(tmp_path, fomm_files, capsys):
+def test_prepare_is_resumable_and_does_not_retry_refused_videos(videos, prepared, capsys):
+    before = {p: p.read_bytes() for p in prepared.rglob("*.npz")}
+    assert prepare(videos, prepared) == 0
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    assert report["already_done"] == 2 and report["prepared"] == [] and report["skipped"] == {}
+    assert set(report["skipped_before"]) == {"corrupt.mp4", "silent.mp4", "short.mp4",
+                                             "noface.mp4"}
+    assert before == {p: p.read_bytes() for p in prepared.rglob("*.npz")}
+    assert "4 refused before" in capsys.readouterr().out
+
+
+def test_shards_split_the_work_and_split_forces_one_split(videos, tmp_path):
+    out = tmp_path / "sharded"
+    real_only = tmp_path / "real"
+    real_only.mkdir()
+    for name in REAL_VIDEOS:
+        shutil.copy(videos / name, real_only / name)
+    assert prepare(real_only, out, "--shard", "1/2", "--split", "test") == 0
+    first = json.loads((out / "prepare_report.1-of-2.json").read_text())
+    assert prepare(real_only, out, "--shard", "2/2", "--split", "test") == 0
+    second = json.loads((out / "prepare_report.2-of-2.json").read_text())
+    assert len(first["prepared"]) == len(second["prepared"]) == 1
+    assert set(first["prepared"]) | set(second["prepared"]) == set(REAL_VIDEOS)
+    manifest = dataset.read_manifest(out)
+    assert sorted(c.clip_id for c in manifest.clips("test")) == sorted(
+        clip_id_of(real_only / n) for n in REAL_VIDEOS)
+    assert not manifest.clips("train") and not manifest.clips("val")
+
+
+def test_speaker_folders_give_clip_ids_and_splits_by_folder(tmp_path):
+    root = tmp_path / "vox"
+    paths = [root / "id001" / "vidA" / "00001.mp4", root / "id001" / "vidB" / "00002.mp4",
+             root / "id002" / "vidC" / "00001.mp4"]
+    assert [clip_id_of(p, root) for p in paths] == [
+        "id001__vidA__00001", "id001__vidB__00002", "id002__vidC__00001"]
+    # every clip of a speaker folder lands in one split
+    assert split_of(paths[0], "speaker", root) == split_of(paths[1], "speaker", root)
+    table = {"00001.mp4": "alice"}
+    assert split_of(tmp_path / "00001.mp4", "speaker", None, table) == \
+        split_of(tmp_path / "alice_7.mp4", "speaker")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--shard", "3/2"), "K/N needs 1 <= K <= N"),
+    (("--shard", "x"), "expected K/N"),
+    (("--fomm-checkpoint", "none.pth.tar"), "none.pth.tar: no such FOMM checkpoint"),
+    (("--speakers", "missing.tsv"), "missing.tsv: no such speaker table"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, extra, message):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"x")
+    try:
+        code = prepare(folder, tmp_path / "o", *extra)
+    except SystemExit as usage:                # argparse's own one-line usage errors
+        code = usage.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_with_no_videos_is_one_line(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run_prepare(empty, tmp_path / "o", fomm_files) == 2
-    assert "no videos" in capsys.readouterr().err
-    (empty / "a.mp4").write_text("not a video")
-    assert main(["data", "prepare", "--videos", str(empty), "--out", str(tmp_path / "o")]) == 2
-    assert "needs --fomm-checkpoint" in capsys.readouterr().err
-    assert main(["data", "prepare", "--videos", str(empty), "--out", str(tmp_path / "o"),
-                 "--fomm-checkpoint", str(tmp_path / "none.pth.tar")]) == 2
-    assert "none.pth.tar: no such FOMM checkpoint" in capsys.readouterr().err
+    assert prepare(empty, tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no videos" in err
+    assert prepare(tmp_path / "missing", tmp_path / "o") == 2
+    assert "no such directory of videos" in capsys.readouterr().err
 
 
-def test_landmarks_without_weights_say_where_to_put_them(tmp_path, fomm_files, capsys,
-                                                        monkeypatch):
+def test_face_alignment_without_weights_says_where_to_put_them(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("face_alignment")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     folder = tmp_path / "v"
     folder.mkdir()
     (folder / "a.mp4").write_bytes(b"x")
-    assert run_prepare(folder, tmp_path / "o", fomm_files, "--landmarks") == 2
+    assert prepare(folder, tmp_path / "o", "--landmarker", "face-alignment") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "2DFAN4-11f355bf06.pth.tar: face-alignment weights not found" in err
+
+
+def test_prepare_fomm_space_with_a_checkpoint(videos, tmp_path, real_media):
+    torch = pytest.importorskip("torch")
+    import fomm_reference as ref
+    torch.set_num_threads(1)
+    models = ref.random_models(ref.SMALL_MODEL_PARAMS, True, seed=3)
+    ref.save_checkpoint(tmp_path / "small.pth.tar", *models, legacy=True)
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump({"model_params": ref.SMALL_MODEL_PARAMS}))
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(videos / REAL_VIDEOS[0], one / REAL_VIDEOS[0])
+    out = tmp_path / "fomm-ds"
+    assert prepare(one, out, "--fomm-checkpoint", str(tmp_path / "small.pth.tar"),
+                   "--fomm-config", str(tmp_path / "small.yaml"), "--flip") == 0
+    manifest = dataset.read_manifest(out)
+    assert manifest.keypoint_space == "fomm-vox256"
+    video = real_media / REAL_VIDEOS[0]
+    clip = dataset.read_clip(out, split_of(video, "speaker"), video.stem)
+    assert clip.keypoints.shape == (200, 10, 6) and clip.keypoints_flipped.shape == (200, 10, 6)
+    assert np.abs(clip.keypoints[..., :2]).max() <= 1.0          # heatmap expectations
+    assert clip.keypoints[..., :2].std(axis=0).mean() > 1e-4
+    assert not np.allclose(clip.keypoints, clip.keypoints_flipped)
+    assert clip.landmarks.shape == (200, 68, 2)                   # landmarks in every space

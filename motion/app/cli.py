@@ -73,6 +73,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    part, sep, total = text.partition("/")
+    try:
+        k, n = int(part), int(total)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 3/8; got {text!r}") from None
+    if not sep or not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"K/N needs 1 <= K <= N; got {text!r}")
+    return k, n
+
+
 def _distributed_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distributed", action="store_true",
@@ -103,14 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
     synth.set_defaults(handler=_command("motion.app.synth:synth_command"))
     prepare = data.add_parser("prepare", help="turn real videos into a dataset")
-    prepare.add_argument("--videos", required=True)
+    prepare.add_argument("--videos", required=True,
+                         help="folder of videos (or of speaker folders holding them)")
     prepare.add_argument("--out", required=True)
-    prepare.add_argument("--fomm-checkpoint")
+    prepare.add_argument("--fomm-checkpoint",
+                         help="keypoints from FOMM's detector (fomm-vox256) instead of the "
+                              "landmark keypoints (landmarks-v1, the default: no weights needed)")
     prepare.add_argument("--fomm-config", help="FOMM YAML (default configs/render/vox-256.yaml)")
-    prepare.add_argument("--landmarks", action="store_true")
+    prepare.add_argument("--landmarker", choices=("dlib", "face-alignment"), default="dlib",
+                         help="68-point landmarks: dlib (offline, default) or face-alignment "
+                              "(needs msync[torch] and its weights)")
     prepare.add_argument("--flip", action="store_true",
                          help="also store keypoints of the horizontally flipped video")
     prepare.add_argument("--split-by", choices=("speaker", "clip"), default="speaker")
+    prepare.add_argument("--speakers", metavar="TABLE.tsv",
+                         help="tab-separated 'file' and 'speaker' columns: split by these speakers")
+    prepare.add_argument("--split", choices=("train", "val", "test"),
+                         help="put every clip into this split (an evaluation set)")
+    prepare.add_argument("--shard", type=_shard, default=(1, 1), metavar="K/N",
+                         help="prepare only every N-th video from the K-th (several machines)")
     prepare.add_argument("--min-seconds", type=_positive_float, default=2.0)
     prepare.add_argument("--workers", type=_positive_int, default=1,
                          help="videos prepared in parallel (processes)")

@@ -2,21 +2,31 @@
 "Data flow").
 
 Per video: decode at 25 fps, extract the 16 kHz audio, find one face box for the whole clip (the
-median of LBP detections, so the crop does not jitter), crop every frame to 256×256 around it,
-run the FOMM keypoint detector (``--fomm-checkpoint``) on the crops (and on their mirror images
-with ``--flip``), optionally the face-alignment 68-point landmarks (``--landmarks``), compute the
-audio features, and write the clip in the dataset format of ``syncers.data.dataset``.
+median of dlib detections on a dozen frames, so the crop does not jitter), crop every frame to
+256×256 around it, track the 68 landmarks on the crops (``render.landmarks.track``: dlib by
+default, ``--landmarker face-alignment`` where its weights are present), compute the audio
+features and write the clip in the dataset format of ``syncers.data.dataset``. The keypoints are
+the ``landmarks-v1`` encoding of the landmarks (``syncers.data.landmark_space``), or FOMM's
+detector on the crops with ``--fomm-checkpoint`` (``fomm-vox256``); ``--flip`` also stores the
+keypoints of the mirrored video.
 
-Splits are by speaker: the file name up to its last ``_`` (``WDA_KatieHill_000`` → speaker
-``WDA_KatieHill``; ``--split-by clip`` uses the whole name). A stable hash of that key picks the
-split (10 % test, 10 % val), so adding videos later never moves a clip between splits.
+Splits are by speaker: the speaker is the ``speaker`` column of ``--speakers TABLE.tsv`` (a
+``file``/``speaker`` table), else the file name up to its last ``_`` (``WDA_KatieHill_000`` →
+``WDA_KatieHill``; ``--split-by clip`` uses the whole name), else the video's parent folder when
+``--videos`` holds speaker folders (VoxCeleb's ``id/video/clip.mp4``). A stable hash of that key
+picks the split (10 % test, 10 % val), so adding videos later never moves a clip between splits
+and no speaker is in two splits; ``--split NAME`` puts every clip in one split.
 
-Resumable: a clip whose npz already exists is not recomputed. Videos that cannot be used (no
-audio, no face, too short, unreadable) are skipped and listed with the reason in
-``DIR/prepare_report.json``; the others go on.
+Resumable: a clip whose npz exists is not recomputed, and a video refused once (no audio, no
+face, too short, unreadable: ``refused/<clip>.json`` holds the reason) is not retried.
+``--workers N`` prepares videos in N processes and ``--shard K/N`` takes every N-th video from
+the K-th, so N machines (or a SLURM array) can share one collection; each shard writes its own
+``prepare_report[.K-of-N].json`` and the manifest lists every clip present when it finishes
+(a final run without ``--shard`` redoes nothing and writes the complete manifest).
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -28,72 +38,111 @@ from typing import Any
 
 import numpy as np
 
-from render import face
+from render import face, landmarks as landmarker
 from render import video as video_io
-from render.fomm import load
+from render.fomm import load as load_fomm
 from render.keypoints import join
-from syncers.data import dataset
+from syncers.data import dataset, landmark_space
 from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
                                    load_audio, n_video_frames)
-from syncers.data.layout import FOMM_SPACE, FPS
+from syncers.data.layout import FOMM_SPACE, FPS, LANDMARK_SPACE
 from syncers.run.errors import InputError, optional_import
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
-KEYPOINT_SPACE = FOMM_SPACE
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 TRACK_SAMPLES = 12
 FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"   # the file face-alignment looks for in torch hub
+LANDMARKERS = ("dlib", "face-alignment")
+REFUSED = "refused"
 
 
 @dataclasses.dataclass(frozen=True)
 class PrepareOptions:
-    fomm_checkpoint: str
+    fomm_checkpoint: str | None = None
     fomm_config: str | None = None
-    landmarks: bool = False
+    landmarker: str = "dlib"
     flip: bool = False
     split_by: str = "speaker"
+    split: str | None = None                 # every clip into this split
+    speakers: str | None = None              # a file/speaker TSV
+    shard: tuple[int, int] = (1, 1)          # (K, N), K in 1..N
     min_seconds: float = 2.0
     fps: float = float(FPS)
+
+    @property
+    def keypoint_space(self) -> str:
+        return FOMM_SPACE if self.fomm_checkpoint else LANDMARK_SPACE
 
 
 class Skip(Exception):
     """A video that cannot become a clip; the message is the reason in the report."""
 
 
-def split_of(video: Path, split_by: str) -> str:
-    key = video.stem.rsplit("_", 1)[0] if split_by == "speaker" and "_" in video.stem \
-        else video.stem
+def speaker_of(video: Path, split_by: str, root: Path | None = None,
+               table: dict[str, str] | None = None) -> str:
+    if table and video.name in table:
+        return table[video.name]
+    if root is not None and video.parent != root:
+        return video.relative_to(root).parts[0]         # speaker folders
+    if split_by == "speaker" and "_" in video.stem:
+        return video.stem.rsplit("_", 1)[0]
+    return video.stem
+
+
+def split_of(video: Path, split_by: str, root: Path | None = None,
+             table: dict[str, str] | None = None) -> str:
+    key = speaker_of(video, split_by, root, table)
     bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
     return "test" if bucket == 0 else "val" if bucket == 1 else "train"
 
 
-def clip_id_of(video: Path) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in video.stem)
+def clip_id_of(video: Path, root: Path | None = None) -> str:
+    name = video.stem if root is None or video.parent == root else \
+        "__".join(video.relative_to(root).with_suffix("").parts)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
     return safe.lstrip("._-") or "clip"
 
 
+def read_speakers(path: str | os.PathLike) -> dict[str, str]:
+    """A ``file``/``speaker`` TSV (other columns ignored) → ``{file name: speaker}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such speaker table")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(path, f"not a readable TSV ({err})") from None
+    if not rows or not {"file", "speaker"} <= set(rows[0]):
+        raise InputError(path, "a speaker table needs tab-separated columns 'file' and 'speaker'")
+    return {Path(row["file"]).name: row["speaker"] for row in rows if row.get("file")}
+
+
 def fan_weights_path() -> Path:
-    # Deferred: torch is an optional dependency (msync[torch]), needed only for --landmarks.
-    hub = optional_import("torch.hub", "--landmarks (face-alignment)")
+    # Deferred: torch is an optional dependency (msync[torch]), needed only for face-alignment.
+    hub = optional_import("torch.hub", "--landmarker face-alignment")
     return Path(hub.get_dir()) / "checkpoints" / FAN_WEIGHTS
 
 
 class _Worker:
-    """Per-process models, loaded once (the FOMM detector and, if asked, face-alignment)."""
+    """Per-process models, loaded once (the landmarker and, if asked, the FOMM detector)."""
 
     def __init__(self, options: PrepareOptions):
         self.options = options
-        self.fomm = load(options.fomm_checkpoint, options.fomm_config)
+        self.fomm = None
+        if options.fomm_checkpoint:
+            self.fomm = load_fomm(options.fomm_checkpoint, options.fomm_config)
         self.fan = None
-        if options.landmarks:
+        if options.landmarker == "face-alignment":
             # Deferred: face-alignment is an optional dependency (msync[torch]).
-            face_alignment = optional_import("face_alignment", "--landmarks")
+            face_alignment = optional_import("face_alignment", "--landmarker face-alignment")
             # The "folder" detector loads no weights: we pass our own face box instead.
             self.fan = face_alignment.FaceAlignment(
                 face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="folder",
                 compile=False, flip_input=False)
 
-    def prepare(self, video: Path, out: Path) -> tuple[str, int]:
+    def prepare(self, video: Path, out: Path, split: str, clip_id: str) -> dict:
         options = self.options
+        started = time.perf_counter()
         info = video_io.probe(video)
         if not info.has_audio:
             raise Skip("no audio track")
@@ -106,25 +155,38 @@ class _Worker:
         frames = frames[:n_frames]
         # A dozen frames spread over the clip are plenty for the median box.
         sampled = frames[np.linspace(0, n_frames - 1, TRACK_SAMPLES).astype(int)]
-        box = face.track_box(sampled, stride=1)
-        if box is None:
+        found = [b[0] for b in map(landmarker.detect_faces, sampled) if b]
+        if not found:
             raise Skip("no face found")
+        box = tuple(float(v) for v in np.median(np.asarray(found), axis=0))
         crops = face.crop_frames(frames, box)
-        keypoints = join(self.fomm.keypoints(crops))
-        flipped = join(self.fomm.keypoints(crops[:, :, ::-1])) if options.flip else None
-        landmarks = self._landmarks(crops) if self.fan is not None else None
+        del frames
+        try:
+            track = landmarker.track(crops, options.fps) if self.fan is None else \
+                landmarker.Track(self._fan_landmarks(crops), np.ones(n_frames, bool))
+        except landmarker.FaceLost as err:
+            raise Skip(str(err)) from None
+        if self.fomm is not None:
+            keypoints = join(self.fomm.keypoints(crops))
+            flipped = join(self.fomm.keypoints(crops[:, :, ::-1])) if options.flip else None
+        else:
+            keypoints = landmark_space.encode(track.landmarks)
+            flipped = landmark_space.encode(landmark_space.mirror(track.landmarks)) \
+                if options.flip else None
         samples = samples[:n_frames * SAMPLES_PER_FRAME]
         meta = {"source": os.fspath(video), "fps": options.fps, "face_box": list(box),
-                "keypoint_space": KEYPOINT_SPACE, "crop_size": int(crops.shape[1])}
-        split = split_of(video, options.split_by)
-        dataset.write_clip(out, split, clip_id_of(video), keypoints, audio_features(samples),
-                           samples=samples, meta=meta, landmarks=landmarks,
+                "keypoint_space": options.keypoint_space, "crop_size": int(crops.shape[1]),
+                "landmarker": options.landmarker,
+                "frames_interpolated": int((~track.detected).sum())}
+        dataset.write_clip(out, split, clip_id, keypoints, audio_features(samples),
+                           samples=samples, meta=meta, landmarks=track.landmarks,
                            keypoints_flipped=flipped)
-        return split, n_frames
+        return {"split": split, "n_frames": n_frames,
+                "frames_interpolated": meta["frames_interpolated"],
+                "seconds": time.perf_counter() - started}
 
-    def _landmarks(self, crops: np.ndarray) -> np.ndarray:
+    def _fan_landmarks(self, crops: np.ndarray) -> np.ndarray:
         size = crops.shape[1]
-        # Landmarks are stored normalised like the keypoints: −1/+1 = first/last pixel centre.
         box = [np.array([0.1 * size, 0.1 * size, 0.9 * size, 0.9 * size])]
         points = []
         for index, crop in enumerate(crops):
@@ -133,7 +195,8 @@ class _Worker:
             if not found:
                 raise Skip(f"face-alignment found no landmarks in frame {index}")
             points.append(found[0][:, :2])
-        return (np.stack(points) / (size - 1) * 2 - 1).astype(np.float32)
+        # face-alignment's pixel centres are integers, like dlib's: +0.5 to edge coordinates.
+        return landmarker.to_crop_coords(np.stack(points) + 0.5, size)
 
 
 _WORKER: _Worker | None = None
@@ -144,75 +207,116 @@ def _init_worker(options: PrepareOptions) -> None:
     _WORKER = _Worker(options)
 
 
-def _run_one(video: Path, out: Path) -> tuple[str, str, Any]:
+def _run_one(video: Path, out: Path, split: str, clip_id: str) -> tuple[str, Any]:
     try:
-        split, n_frames = _WORKER.prepare(video, out)
-        return "ok", split, n_frames
-    except (Skip, InputError, InputError) as err:
-        return "skipped", "", str(err)
+        return "ok", _WORKER.prepare(video, out, split, clip_id)
+    except (Skip, InputError) as err:
+        reason = str(err)
+        refused = out / REFUSED / f"{clip_id}.json"
+        refused.parent.mkdir(parents=True, exist_ok=True)
+        refused.write_text(json.dumps({"video": os.fspath(video), "reason": reason}))
+        return "skipped", reason
+
+
+def find_videos(videos: Path) -> list[Path]:
+    """The videos directly in ``videos`` or one or two folders down (speaker folders)."""
+    if not videos.is_dir():
+        raise InputError(videos, "no such directory of videos" if not videos.exists()
+                         else "not a directory")
+    found = sorted(p for pattern in ("*", "*/*", "*/*/*") for p in videos.glob(pattern)
+                   if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not found:
+        raise InputError(videos, f"no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) in it")
+    return found
 
 
 def check_options(videos: Path, options: PrepareOptions) -> list[Path]:
-    if not videos.is_dir():
-        raise InputError(videos, "no such directory of videos")
-    found = sorted(p for p in videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not found:
-        raise InputError(videos, f"no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) in it")
-    if not options.fomm_checkpoint:
-        raise InputError(None, "data prepare needs --fomm-checkpoint: the dataset's keypoints "
-                               "come from FOMM's keypoint detector (vox-cpk.pth.tar)")
-    if not Path(options.fomm_checkpoint).exists():
+    found = find_videos(videos)
+    if options.split is not None and options.split not in dataset.SPLITS:
+        raise InputError(None, f"--split must be one of {', '.join(dataset.SPLITS)}; "
+                               f"got {options.split!r}")
+    if options.fomm_checkpoint and not Path(options.fomm_checkpoint).exists():
         raise InputError(options.fomm_checkpoint, "no such FOMM checkpoint")
-    if options.landmarks:
+    if options.landmarker not in LANDMARKERS:
+        raise InputError(None, f"--landmarker must be one of {', '.join(LANDMARKERS)}")
+    if options.landmarker == "face-alignment":
         # Fail here, not in a worker, when the optional face-alignment is not installed.
-        optional_import("face_alignment", "--landmarks")
-    if options.landmarks and not fan_weights_path().is_file():
-        raise InputError(fan_weights_path(), "face-alignment weights not found; download "
-                         f"{FAN_WEIGHTS} from face-alignment's release page (adrianbulat.com, "
-                         "python-fan) and put it at this path")
+        optional_import("face_alignment", "--landmarker face-alignment")
+        if not fan_weights_path().is_file():
+            raise InputError(fan_weights_path(), "face-alignment weights not found; download "
+                             f"{FAN_WEIGHTS} from face-alignment's release page (adrianbulat.com, "
+                             "python-fan) and put it at this path, or use --landmarker dlib")
+    # The face detector runs for every landmarker: fail now if dlib is missing.
+    landmarker.check_available()
     return found
 
 
 def prepare_dataset(videos: str | os.PathLike, out: str | os.PathLike, options: PrepareOptions,
                     workers: int = 1, progress: bool = True) -> dict:
-    """Prepare every video under ``videos`` into the dataset ``out``; returns the report."""
+    """Prepare every video under ``videos`` (this shard's share) into ``out``; returns the
+    report (also written to ``out/prepare_report[.K-of-N].json``)."""
     from tqdm import tqdm
 
     videos, out = Path(videos), Path(out)
     found = check_options(videos, options)
+    table = read_speakers(options.speakers) if options.speakers else None
+    k, n = options.shard
+    mine = found[k - 1::n]
     out.mkdir(parents=True, exist_ok=True)
-    todo = [v for v in found if not any(dataset.clip_path(out, s, clip_id_of(v)).exists()
-                                        for s in dataset.SPLITS)]
+    jobs = {}
+    already, refused_before = 0, {}
+    for video in mine:
+        clip_id = clip_id_of(video, videos)
+        split = options.split or split_of(video, options.split_by, videos, table)
+        refused = out / REFUSED / f"{clip_id}.json"
+        if dataset.clip_path(out, split, clip_id).exists():
+            already += 1
+        elif refused.is_file():
+            refused_before[video.name] = json.loads(refused.read_text()).get("reason", "")
+        else:
+            jobs[video] = (split, clip_id)
     start = time.perf_counter()
     results: dict[str, tuple] = {}
-    bar = tqdm(total=len(todo), desc="prepare", unit="video", disable=not progress)
-    if workers <= 1 or len(todo) <= 1:
-        _init_worker(options)
-        for video in todo:
-            results[video.name] = _run_one(video, out)
+    bar = tqdm(total=len(jobs), desc="prepare", unit="video", disable=not progress)
+    if workers <= 1 or len(jobs) <= 1:
+        if jobs:
+            _init_worker(options)
+        for video, (split, clip_id) in jobs.items():
+            results[os.fspath(video.relative_to(videos))] = _run_one(video, out, split, clip_id)
             bar.update()
-    elif todo:
+    else:
         import multiprocessing
         # spawn, not fork: forking a process that has started JAX's threads can deadlock.
         with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(options,)) as pool:
-            futures = {video.name: pool.submit(_run_one, video, out) for video in todo}
+            futures = {os.fspath(video.relative_to(videos)): pool.submit(_run_one, video, out, *job)
+                       for video, job in jobs.items()}
             for name, future in futures.items():
                 results[name] = future.result()
                 bar.update()
     bar.close()
+    seconds = time.perf_counter() - start
     manifest_clips = _collect(out)
-    dataset.write_manifest(out, manifest_clips, KEYPOINT_SPACE, feature_config("logmel"),
-                           fps=options.fps, extra={"landmarks": options.landmarks,
-                                                   "flip": options.flip})
+    dataset.write_manifest(out, manifest_clips, options.keypoint_space, feature_config("logmel"),
+                           fps=options.fps, extra={"landmarker": options.landmarker,
+                                                   "landmarks": True, "flip": options.flip})
+    done = {name: r[1] for name, r in results.items() if r[0] == "ok"}
+    frames = sum(d["n_frames"] for d in done.values())
     report = {
-        "prepared": sorted(n for n, r in results.items() if r[0] == "ok"),
-        "already_done": len(found) - len(todo),
-        "skipped": {n: r[2] for n, r in sorted(results.items()) if r[0] == "skipped"},
+        "prepared": sorted(done),
+        "already_done": already,
+        "skipped": {name: r[1] for name, r in sorted(results.items()) if r[0] == "skipped"},
+        "skipped_before": refused_before,
+        "interpolated_frames": {name: d["frames_interpolated"] for name, d in sorted(done.items())
+                                if d["frames_interpolated"]},
         "clips": {s: len(c) for s, c in manifest_clips.items()},
-        "seconds": round(time.perf_counter() - start, 2),
+        "shard": f"{k}/{n}",
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "frames_per_second": round(frames / seconds, 1) if frames else 0.0,
     }
-    (out / "prepare_report.json").write_text(json.dumps(report, indent=1))
+    name = "prepare_report.json" if n == 1 else f"prepare_report.{k}-of-{n}.json"
+    (out / name).write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -227,13 +331,15 @@ def _collect(out: Path) -> dict[str, list[tuple[str, int]]]:
 
 def prepare_command(args: Any) -> None:
     options = PrepareOptions(fomm_checkpoint=args.fomm_checkpoint,
-                             fomm_config=args.fomm_config, landmarks=args.landmarks,
-                             flip=args.flip, split_by=args.split_by,
+                             fomm_config=args.fomm_config, landmarker=args.landmarker,
+                             flip=args.flip, split_by=args.split_by, split=args.split,
+                             speakers=args.speakers, shard=args.shard,
                              min_seconds=args.min_seconds)
     report = prepare_dataset(args.videos, args.out, options, workers=args.workers)
     skipped = report["skipped"]
-    print(f"prepared {len(report['prepared'])} clip(s) ({report['already_done']} already done), "
-          f"skipped {len(skipped)}, splits {report['clips']}, {report['seconds']} s "
-          f"→ {args.out}")
+    print(f"prepared {len(report['prepared'])} clip(s) ({report['already_done']} already done, "
+          f"{len(report['skipped_before'])} refused before), skipped {len(skipped)}, splits "
+          f"{report['clips']}, {report['frames']} frames in {report['seconds']} s "
+          f"({report['frames_per_second']} frames/s) → {args.out}")
     for name, reason in skipped.items():
         print(f"  skipped {name}: {reason}")

@@ -6,8 +6,10 @@ frame ``t``. A keypoint frame is ``[10, 6]``: 10 keypoints of ``(x, y, j11, j12,
 positions in [-1, 1] (x right, y down) and the row-major 2×2 jacobian.
 
 Keypoint spaces name what the 10 keypoints are: ``phantom-v1`` (the phantom corpus's face
-template, ``syncers.data.phantom.template``, drawn by the warp renderer) and ``fomm-vox256``
-(FOMM's learned keypoints, drawn by FOMM). A model and a renderer must share one.
+template, ``syncers.data.phantom.template``, drawn by the warp renderer), ``landmarks-v1`` (the
+68 dlib landmarks grouped into 10 first-order keypoints, ``syncers.data.landmark_space``, drawn
+by the warp renderer) and ``fomm-vox256`` (FOMM's learned keypoints, drawn by FOMM). A model and
+a renderer must share one.
 """
 from __future__ import annotations
 
@@ -21,5 +23,6 @@ N_KEYPOINTS = 10
 KEYPOINT_DIM = 6                             # (x, y) and the row-major 2×2 jacobian
 
 PHANTOM_SPACE = "phantom-v1"
+LANDMARK_SPACE = "landmarks-v1"
 FOMM_SPACE = "fomm-vox256"
 PHANTOM_RIGID = (0, 1, 2, 3, 4)              # brows, eyes, nose: the phantom's head-pose subset

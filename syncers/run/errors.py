@@ -25,10 +25,10 @@ def one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
-def optional_import(module: str, purpose: str):
-    """Import ``module`` from the ``msync[torch]`` extra, or raise a one-line :class:`InputError`
-    saying how to install it. Only the checkpoint converter, the parity check and
-    face-alignment landmarks need it; the core install leaves torch and face-alignment out."""
+def optional_import(module: str, purpose: str, install: str = "pip install 'msync[torch]'"):
+    """Import ``module``, or raise a one-line :class:`InputError` saying how to install it
+    (``install``). By default the module is from the ``msync[torch]`` extra: only the checkpoint
+    converter, the parity check and face-alignment landmarks need it."""
     import importlib
     try:
         return importlib.import_module(module)
@@ -36,5 +36,6 @@ def optional_import(module: str, purpose: str):
         top = module.split(".")[0]
         if err.name is None or err.name.split(".")[0] != top:
             raise                      # the package is there but broken: a real error
-        raise InputError(None, f"{purpose} needs {top}, which the core install leaves out: "
-                               "pip install 'msync[torch]'") from None
+        left_out = ", which the core install leaves out" if "msync[torch]" in install else \
+            ", which is not installed"
+        raise InputError(None, f"{purpose} needs {top}{left_out}: {install}") from None
