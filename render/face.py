@@ -1,6 +1,6 @@
 """Source images for the renderer: loading, face detection and the 256×256 face crop.
 
-Faces are found with the LBP frontal-face cascade that scikit-image ships (docs/design.md,
+Faces are found with dlib's HOG frontal-face detector (``render.landmarks``; docs/design.md,
 "Renderer"); the crop is a square around the largest detection with a margin, padded by edge
 replication where it leaves the image. Boxes: ``FaceCrop.box`` is in source pixels with edge
 coordinates ``(x0, y0, x1, y1)`` (pixel ``i`` spans ``[i, i+1)``); ``FaceCrop.face_box`` is in the
@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 
+from render import landmarks
 from syncers.run.errors import InputError
 
 MIN_SIDE = 16              # smaller images cannot hold a face worth animating
-DETECT_SIDE = 256          # detection runs on a copy whose longer side is this (speed)
 DEFAULT_MARGIN = 0.25      # crop side = face side · (1 + 2·margin)
 DEFAULT_FACE_BOX = (-0.5, -0.5, 0.5, 0.5)  # --no-crop: assume a centred face filling half
 
@@ -76,29 +76,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _cascade():
-    from skimage import data
-    from skimage.feature import Cascade
-    return Cascade(data.lbp_frontal_face_cascade_filename())
-
-
 def detect_faces(image: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Face boxes ``(x0, y0, x1, y1)`` in source pixels of ``image [H, W, 3]``, largest first."""
-    from skimage.transform import resize
-
+    """Face boxes ``(x0, y0, x1, y1)`` in source pixels of ``image [H, W, 3]``, largest first
+    (dlib's detector, ``render.landmarks.detect_faces``)."""
     _check_image(image)
-    h, w = image.shape[:2]
-    scale = min(1.0, DETECT_SIDE / max(h, w))
-    small = image if scale == 1.0 else resize(
-        image, (max(1, round(h * scale)), max(1, round(w * scale))), anti_aliasing=True)
-    sh, sw = small.shape[:2]
-    found = _cascade().detect_multi_scale(
-        np.ascontiguousarray(small, np.float32), scale_factor=1.1, step_ratio=1.2,
-        min_size=(24, 24), max_size=(sh, sw))
-    boxes = [(d["c"] / scale, d["r"] / scale, (d["c"] + d["width"]) / scale,
-              (d["r"] + d["height"]) / scale) for d in found]
-    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+    return landmarks.detect_faces(image)
 
 
 def crop(image: np.ndarray, size: int = 256, margin: float = DEFAULT_MARGIN,
@@ -109,8 +91,9 @@ def crop(image: np.ndarray, size: int = 256, margin: float = DEFAULT_MARGIN,
     """
     boxes = detect_faces(image)
     if not boxes:
-        raise InputError(path, "no face found by the LBP frontal-face detector; "
-                                     "use --no-crop to animate the centre of the image")
+        raise InputError(path, "no face found (dlib's frontal-face detector needs a face of "
+                               "about 40 pixels or more, seen from the front); use --no-crop "
+                               "to animate the centre of the image")
     return crop_around(image, boxes[0], size, margin)
 
 
@@ -157,7 +140,6 @@ def track_box(frames: np.ndarray, stride: int = 5) -> tuple[float, float, float,
         raise ValueError(f"frames must be [T, H, W, 3]; got {tuple(frames.shape)}")
     found = []
     for frame in frames[::max(1, stride)]:
-        frame = frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame
         boxes = detect_faces(frame)
         if boxes:
             found.append(boxes[0])

@@ -100,6 +100,16 @@ def landmarks(image: np.ndarray, box: tuple[float, float, float, float]) -> np.n
     return points + np.float32(0.5)     # dlib's integer pixel centres → edge coordinates
 
 
+def crop_landmarks(crop: np.ndarray) -> np.ndarray | None:
+    """The 68 landmarks ``[68, 2]`` of the largest face in a face crop ``[S, S, 3]``, in the
+    crop's normalised coordinates (x right, y down, −1/+1 = first/last pixel centre), or None
+    when dlib finds no face in it."""
+    found = detect_faces(crop)
+    if not found:
+        return None
+    return to_crop_coords(landmarks(crop, found[0]), crop.shape[0])
+
+
 MAX_LOST_SECONDS = 0.5      # a longer run of frames without a face refuses the clip
 MAX_LOST_FRACTION = 0.25    # so does losing more than this share of the frames
 SMOOTH_FRAMES = 5           # Savitzky–Golay window (frames) on the per-frame boxes and landmarks

@@ -22,6 +22,7 @@ from motion.generator import TINY
 from motion.saved_model import corpus_feature_stats, load_model, save_model
 from render import face
 from render.video import probe, read_video
+from syncers.data import landmark_space
 from syncers.data.features import audio_features, feature_config, load_audio
 from syncers.data.phantom.template import fit_to_box
 from tolerance import assert_close
@@ -60,6 +61,8 @@ def media(tmp_path_factory):
                          features=feature_config("logmel"))
     fomm = save_model(root / "fomm", model, keypoint_space="fomm-vox256",
                       features=feature_config("logmel"))
+    landmark = save_model(root / "landmark", model, keypoint_space="landmarks-v1",
+                          features=feature_config("logmel"))
     other = save_model(root / "other", model, keypoint_space="mediapipe-v2",
                        features=feature_config("logmel"))
     mfcc40 = save_model(root / "mfcc40", model, keypoint_space="phantom-v1",
@@ -82,7 +85,8 @@ def media(tmp_path_factory):
                                                           "two phantom utterances"))
     drift = save_model(root / "drift", model, keypoint_space="phantom-v1",
                        features=feature_config("logmel"), drift_window_s=0.4)
-    return {"root": root, "phantom": phantom, "fomm": fomm, "other": other, "mfcc40": mfcc40,
+    return {"root": root, "phantom": phantom, "fomm": fomm, "landmark": landmark,
+            "other": other, "mfcc40": mfcc40,
             "stats": stats, "drift": drift,
             "face": root / "face.png", "pixels": pixels, "wav": root / "speech.wav",
             "wav24": root / "speech24.wav"}
@@ -124,6 +128,30 @@ def test_video_has_a_frame_per_40_ms_the_audio_and_moves(media, tmp_path, capsys
     crop = face.crop(face.load_image(media["face"]))
     np.testing.assert_allclose(keypoints[0], fit_to_box(crop.face_box), atol=1e-5)
     assert np.abs(np.diff(keypoints, axis=0)).max() > 1e-3
+
+
+def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys):
+    """A landmarks-v1 model's x0 is the landmark-space encoding of dlib's 68 points on the
+    crop; with --no-crop on an image with no face, of the mean face in the assumed box."""
+    kp_out = tmp_path / "kp.npz"
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
+                             "--model", media["landmark"], "--out", tmp_path / "x.mp4",
+                             "--keypoints-out", kp_out)
+    assert code == 0, err
+    assert "landmarks-v1 model" in stdout
+    keypoints = np.load(kp_out)["keypoints"]
+    crop = face.crop(face.load_image(media["face"]))
+    points = app_gen.source_landmarks(crop)
+    assert_close(keypoints[0], landmark_space.encode(points), rel=1e-5)
+    assert np.abs(points[36:48].mean(axis=0)[1]) < 0.5               # real eyes, found on it
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(flat)
+    code, _, err = _run(capsys, "--image", flat, "--audio", media["wav"], "--model",
+                        media["landmark"], "--out", tmp_path / "y.mp4", "--keypoints-out", kp_out,
+                        "--no-crop")
+    assert code == 0, err
+    assert_close(np.load(kp_out)["keypoints"][0],
+                 landmark_space.encode(landmark_space.template(face.DEFAULT_FACE_BOX)), rel=1e-5)
 
 
 def test_phantom_motion_scales_with_the_face(media, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """``msync generate`` (:func:`generate_command`) wraps ``motion.generate`` for a person with an
-image and a wav: face crop → x0 (the FOMM KPDetector with ``--fomm-checkpoint``, else the
-phantom template on the face box) → keypoints for the whole audio → frames (FOMM, else the
-weight-free warp) → H.264 + AAC mp4 at 25 fps. A model and a renderer must share a keypoint
+image and a wav: face crop → x0 (dlib's 68 landmarks on the crop for a ``landmarks-v1`` model,
+the FOMM KPDetector with ``--fomm-checkpoint``, the phantom template on the face box for a
+phantom model) → keypoints for the whole audio → frames (FOMM, else the weight-free warp) →
+H.264 + AAC mp4 at 25 fps. A model and a renderer must share a keypoint
 space (docs/design.md, "Keypoint spaces"). With no ``--model`` the bundled demo model
 (``motion/assets/demo_model``) is used; with no ``--image`` / ``--audio`` the astronaut
 photograph that scikit-image ships and a phantom utterance synthesised on the fly (same bytes
@@ -22,14 +23,15 @@ from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
 from motion.saved_model import META, PARAMS, load_model
-from render import face
+from render import face, landmarks
 from render.fomm import load as load_fomm
 from render.keypoints import join, split
 from render.video import write_video
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, audio_features, feature_config, load_audio,
                                    n_video_frames)
-from syncers.data.layout import FPS, PHANTOM_SPACE, SAMPLES_PER_FRAME
+from syncers.data import landmark_space
+from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import fit_to_box
 from syncers.run.errors import InputError
@@ -74,15 +76,15 @@ def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | Non
             raise InputError(model_name, f"this model moves FOMM keypoints ({keypoint_space}); "
                                          f"the warp renderer draws {PHANTOM_SPACE} keypoints — "
                                          f"{fix} to render it with FOMM")
-    elif keypoint_space == PHANTOM_SPACE:
+    elif keypoint_space in (PHANTOM_SPACE, LANDMARK_SPACE):
         if renderer == "fomm" or fomm_checkpoint:
-            raise InputError(model_name, f"this model moves {PHANTOM_SPACE} keypoints (trained on "
-                                         "the phantom corpus); FOMM cannot draw them — drop "
-                                         "--fomm-checkpoint/--renderer fomm (the warp renderer "
-                                         "draws them)")
+            raise InputError(model_name, f"this model moves {keypoint_space} keypoints; FOMM "
+                                         "cannot draw them — drop --fomm-checkpoint/--renderer "
+                                         "fomm (the warp renderer draws them)")
     else:
         raise InputError(model_name, f"unknown keypoint space {keypoint_space!r}: neither FOMM "
-                                     f"(fomm-*) nor {PHANTOM_SPACE}, so no renderer can draw it")
+                                     f"(fomm-*), {LANDMARK_SPACE} nor {PHANTOM_SPACE}, so no "
+                                     "renderer can draw it")
 
 
 def _load_generator(path: str | None) -> tuple[GeneratorModel, dict, str]:
@@ -124,14 +126,25 @@ def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.nd
     return np.asarray(stats["quantiles"], np.float32)
 
 
-def _source_keypoints(crop, fomm) -> tuple[np.ndarray, Any]:
+def source_landmarks(crop) -> np.ndarray:
+    """The source's 68 landmarks ``[68, 2]`` on the crop: dlib's, or the mean face placed in the
+    crop's face box when dlib finds no face (``--no-crop`` on a painting or a cartoon)."""
+    points = landmarks.crop_landmarks(crop.image)
+    return points if points is not None else landmark_space.template(crop.face_box)
+
+
+def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE) -> tuple[np.ndarray, Any]:
     """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
 
-    FOMM: the KPDetector on the crop, identity map. Phantom: the template in the corpus's
-    typical face box, mapped onto the detected face (uniform scale + shift of the positions).
+    FOMM: the KPDetector on the crop, identity map. Landmarks: the landmark-space encoding of
+    the source's landmarks (:func:`source_landmarks`), identity map. Phantom: the template in
+    the corpus's typical face box, mapped onto the detected face (uniform scale + shift of the
+    positions).
     """
     if fomm is not None:
         return join(fomm.keypoints(crop.image[None]))[0].astype(np.float32), lambda kp: kp
+    if space == LANDMARK_SPACE:
+        return landmark_space.encode(source_landmarks(crop)), lambda kp: kp
     x0, y0, x1, y1 = crop.face_box
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
     half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
@@ -248,7 +261,7 @@ def generate_command(args: Any) -> None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
 
-    x0_model, to_image = _source_keypoints(crop, fomm)
+    x0_model, to_image = _source_keypoints(crop, fomm, space)
     started = time.perf_counter()
     with tqdm(total=n_frames, desc="generate", unit="frame") as bar:
         generated = generate(model, x0_model, features, head_scale=args.head_scale,

@@ -2,7 +2,7 @@
 "Data flow").
 
 Per video: decode at 25 fps, extract the 16 kHz audio, find one face box for the whole clip (the
-median of dlib detections on a dozen frames, so the crop does not jitter), crop every frame to
+median of dlib detections on a dozen frames (``render.face.track_box``), so the crop does not jitter), crop every frame to
 256×256 around it, track the 68 landmarks on the crops (``render.landmarks.track``: dlib by
 default, ``--landmarker face-alignment`` where its weights are present), compute the audio
 features and write the clip in the dataset format of ``syncers.data.dataset``. The keypoints are
@@ -155,10 +155,9 @@ class _Worker:
         frames = frames[:n_frames]
         # A dozen frames spread over the clip are plenty for the median box.
         sampled = frames[np.linspace(0, n_frames - 1, TRACK_SAMPLES).astype(int)]
-        found = [b[0] for b in map(landmarker.detect_faces, sampled) if b]
-        if not found:
+        box = face.track_box(sampled, stride=1)
+        if box is None:
             raise Skip("no face found")
-        box = tuple(float(v) for v in np.median(np.asarray(found), axis=0))
         crops = face.crop_frames(frames, box)
         del frames
         try:

@@ -81,6 +81,21 @@ def mean_face() -> np.ndarray:
     return face
 
 
+# The mean face is built from crops whose side is 1.5× dlib's face box (``render.face``'s default
+# margin), so the box it fills is the middle two thirds of the crop.
+MEAN_FACE_BOX = (-2 / 3, -2 / 3, 2 / 3, 2 / 3)
+
+
+def template(face_box: tuple[float, float, float, float]) -> np.ndarray:
+    """The mean face ``[68, 2]`` float32 placed in ``face_box`` ``(x0, y0, x1, y1)`` (normalised
+    crop coordinates): the landmarks of a face msync cannot see (``generate --no-crop``)."""
+    x0, y0, x1, y1 = face_box
+    mx0, my0, mx1, my1 = MEAN_FACE_BOX
+    scale = np.array([(x1 - x0) / (mx1 - mx0), (y1 - y0) / (my1 - my0)])
+    centre, mean_centre = np.array([x0 + x1, y0 + y1]) / 2, np.array([mx0 + mx1, my0 + my1]) / 2
+    return ((mean_face() - mean_centre) * scale + centre).astype(np.float32)
+
+
 def _check(landmarks: np.ndarray) -> np.ndarray:
     landmarks = np.asarray(landmarks)
     if landmarks.ndim < 2 or landmarks.shape[-2:] != (N_LANDMARKS, 2):
