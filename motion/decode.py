@@ -314,13 +314,16 @@ def velocity(weights, h_DxB, e_DxB, a_proj_NxHxB, scales_N, config: GeneratorCon
 
 
 def decode_step(weights, carry, a_proj_NxHxB, *, config: GeneratorConfig, scales, dense=None,
-                history=None):
+                history=None, anchor=None):
     """One generated frame: ``carry = (x_t [B,10,6], k, v, t)`` → ``(carry', x_{t+1})``
-    (``dense``: a :class:`Layers`, for its modes; ``history``: see :func:`temporal`)."""
+    (``dense``: a :class:`Layers`, for its modes; ``history``: see :func:`temporal`;
+    ``anchor [B, 10, 6]``: the frame the leak of ``config.restore_seconds`` pulls towards)."""
     x_t, k_cache, v_cache, t = carry
     e_t = encode(weights, x_t, dense)
     h_t, k_cache, v_cache = temporal(weights, e_t, k_cache, v_cache, t, config, dense, history)
     x_next = x_t + velocity(weights, h_t, e_t, a_proj_NxHxB, scales, config, dense)
+    if config.restore_rate:
+        x_next = x_next - config.restore_rate * (x_t - anchor)
     return (x_next, k_cache, v_cache, t + 1), x_next
 
 

@@ -1,6 +1,8 @@
 """The MS-Sync generator G (paper §3.2, eq. 8–10): one autoregressive step and its parts.
 
-``v_{t+1} = G(x_{0:t}, a_{t+1})`` and ``x_{t+1} = x_t + v_{t+1}`` (eq. 8–9), with
+``v_{t+1} = G(x_{0:t}, a_{t+1})`` and ``x_{t+1} = x_t + v_{t+1}`` (eq. 8–9; with
+``restore_seconds`` > 0 a leak towards the first frame is added, see :class:`GeneratorConfig`
+and docs/design.md, "Long generation"), with
 - a keypoint encoder enc: 60 → ``encoder_hidden`` → ``d_model`` MLP (LayerNorm, GELU);
 - a causal Transformer over enc(x_0..t) giving h_t (``motion.temporal``, sliding KV cache);
 - an audio FPN giving a^i_t for levels i = 1..4 (``motion.fpn``, 25 → 3.125 Hz);
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 
 from motion.fpn import AudioFPN, lookahead_frames
 from motion.temporal import TemporalTransformer
-from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
+from syncers.data.layout import FEATURES_PER_FRAME, FPS, KEYPOINT_DIM, N_KEYPOINTS
 
 # The names of G's layers in its parameter tree, declared once: the modules below take them and
 # the per-frame kernel (``motion.decode``) reads the parameters by them. They are the names
@@ -67,6 +69,16 @@ class GeneratorConfig:
     branch_depth: int = 3         # hidden layers per branch
     obs_len: int = 3              # observed (warm-up) frames
     velocity_init_scale: float = 0.01   # small first velocities: stable early rollouts
+    # Departure from eq. 9 (0 = the paper): x_{t+1} = x_t + v_{t+1} − (x_t − x_anchor)/(25·τ),
+    # τ = restore_seconds, x_anchor the first observed frame (x0 at inference). A leaky
+    # integrator: a velocity bias b gives a bounded offset 25·τ·b instead of a walk-off that
+    # grows with time, and motion slower than 1/(2πτ) Hz is pulled back to the rest pose.
+    restore_seconds: float = 0.0
+
+    @property
+    def restore_rate(self) -> float:
+        """The per-frame leak 1/(25·τ) of :attr:`restore_seconds` (0 when off)."""
+        return 1.0 / (FPS * self.restore_seconds) if self.restore_seconds > 0 else 0.0
 
     @property
     def lookahead(self) -> int:

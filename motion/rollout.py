@@ -3,7 +3,8 @@
 Frame convention: ``x_obs [B, O, 10, 6]`` are frames 0..O−1 (O = obs_len = 3 warm-up frames);
 ``audio_features [B, 4A, F]`` cover frames 0..A−1 (features 4j..4j+3 ↔ frame j) with
 ``A ≥ O + n_frames``; the rollout returns frames O..O+n_frames−1, frame O+k being
-``x_{O+k} = x_{O+k−1} + G(x_{0..O+k−1}, a_{O+k})``. Audio beyond frame O+n_frames−1 (up to the
+``x_{O+k} = x_{O+k−1} + G(x_{0..O+k−1}, a_{O+k})`` (minus the leak towards frame 0 when
+``GeneratorConfig.restore_seconds`` > 0). Audio beyond frame O+n_frames−1 (up to the
 FPN look-ahead, ``GeneratorConfig.lookahead``) is used as context when given; it is zero
 padding otherwise.
 
@@ -98,7 +99,7 @@ def _frames(weights, x_obs, a_proj, scales, *, config, unroll, dense_of=None, hi
     def step(carry, xs):
         dense = dense_of(None, xs[1])
         carry, x_next = decode.decode_step(weights, carry, xs[0], config=config, scales=scales,
-                                           dense=dense, history=history)
+                                           dense=dense, history=history, anchor=x_obs[:, 0])
         return carry, (x_next, dense.inputs, dense.products)
     init = (x_obs[:, -1], k_cache, v_cache, jnp.int32(n_obs - 1))
     _, (frames, inputs, products) = jax.lax.scan(step, init, (a_proj, extra), unroll=unroll)

@@ -49,7 +49,8 @@ def rollout_reencode(params, x_obs, audio_features, n_frames: int, *, config: Ge
         a_t = jax.lax.dynamic_index_in_dim(a_proj, t + 1, 1, keepdims=False)
         v, _ = apply(h_t, e_t, a_t, scales, method=Generator.velocity)
         x_t = jax.lax.dynamic_index_in_dim(history, t, 1, keepdims=False)
-        return jax.lax.dynamic_update_index_in_dim(history, x_t + v, t + 1, 1)
+        x_next = x_t + v - config.restore_rate * (x_t - x_obs[:, 0])
+        return jax.lax.dynamic_update_index_in_dim(history, x_next, t + 1, 1)
 
     history = jax.lax.fori_loop(0, n_frames, step, history)
     return history[:, n_obs:]

@@ -13,6 +13,9 @@ from motion import model as model_lib
 from motion.generator import TINY
 from motion.rollout import rollout
 
+import dataclasses
+
+TINY_RESTORE = dataclasses.replace(TINY, restore_seconds=0.4)     # a strong leak, to see it
 ROLL = jit(rollout, static_argnames=("n_frames", "config", "unroll"))
 REENCODE = jit(rollout_reencode, static_argnames=("n_frames", "config"))
 
@@ -40,8 +43,9 @@ def test_shapes_and_errors(params):
         rollout(params, x_obs, audio[:1], 10, config=TINY)
 
 
-def test_kv_cache_equals_reencode_past_the_context(params):
-    config, n_frames = TINY, 60
+@pytest.mark.parametrize("config", [TINY, TINY_RESTORE], ids=["paper", "restore"])
+def test_kv_cache_equals_reencode_past_the_context(params, config):
+    n_frames = 60
     x_obs, audio = _inputs(2, n_frames, seed=6)
     fast = ROLL(params, x_obs, audio, n_frames=n_frames, config=config)
     slow = REENCODE(params, x_obs, audio, n_frames=n_frames, config=config)
@@ -84,7 +88,8 @@ def test_gradients_finite_through_a_40_frame_rollout(params):
     assert all(float(jnp.abs(g).max()) > 0 for g in leaves)              # every parameter used
 
 
-def test_replayed_backward_equals_plain_autodiff(params):
+@pytest.mark.parametrize("config", [TINY, TINY_RESTORE], ids=["paper", "restore"])
+def test_replayed_backward_equals_plain_autodiff(params, config):
     """The rollout's custom VJP (a replay of the recorded forward pass, attention over the
     recorded keys and values, weight gradients formed after the scan: motion.decode) gives
     the gradients plain AD gives through the re-encode reference — for every parameter, the
@@ -95,7 +100,8 @@ def test_replayed_backward_equals_plain_autodiff(params):
 
     def loss(fn):
         def value(params, x_obs, audio):
-            out = fn(params, x_obs, audio, n_frames, config=TINY, head_scale=0.7, lip_scale=1.3)
+            out = fn(params, x_obs, audio, n_frames, config=config, head_scale=0.7,
+                     lip_scale=1.3)
             return jnp.sum((out - target) ** 2 * jnp.linspace(0.5, 2.0, n_frames)[:, None, None])
         return jit(jax.grad(value, argnums=(0, 1, 2)))
 
@@ -107,6 +113,22 @@ def test_replayed_backward_equals_plain_autodiff(params):
         assert scale > 0, jax.tree_util.keystr(path)
         np.testing.assert_allclose(f, s, atol=1e-4 * scale, rtol=0,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_leak_bounds_a_biased_rollout(params):
+    """With restore_seconds τ, a constant velocity b gives x_t − x_anchor → 25·τ·b (a bounded
+    offset); without it the same velocity walks off linearly."""
+    bias = {"head": dict(params["head"], b_out=params["head"]["b_out"] + 0.01)}
+    biased = dict(params, **bias)
+    x_obs, audio = _inputs(1, 300, seed=12)
+    x_obs = jnp.repeat(x_obs[:, :1], TINY.obs_len, axis=1)
+    free = ROLL(biased, x_obs, audio, n_frames=300, config=TINY)
+    held = ROLL(biased, x_obs, audio, n_frames=300, config=TINY_RESTORE)
+    walk = jnp.abs(free[:, -1] - x_obs[:, 0]).max()
+    offset = jnp.abs(held - x_obs[:, :1]).max(axis=(0, 2, 3))            # [300]
+    assert float(walk) > 2.0
+    assert float(offset.max()) < 0.5 * float(walk)
+    assert float(offset[200:].max()) < 1.5 * float(offset[100:200].max())   # no growth
 
 
 def test_generate_60_seconds_and_buckets(params):
