@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from motion import long_horizon, mouth
 from syncers import evaluate as sync_eval
-from syncers.data.dataset import Clip
+from syncers.data.dataset import Clip, load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, PHANTOM_RIGID
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers
@@ -47,6 +49,8 @@ RIGID = PHANTOM_RIGID
 DRIFT_SECONDS = (10, 60)
 DRIFT_STARTS = 4
 BATCH = 16
+LONG_SECONDS = 60              # the long-horizon evaluation's rollouts (motion.long_horizon)
+LONG_SEQUENCES = 8
 
 DEFINITIONS = {
     "l_rec": "eq. 14: mean over clips of mean((generated − gt)²) over frames, keypoints, 6 values",
@@ -100,6 +104,26 @@ def _diff_stats(x_CxTxKx6: np.ndarray) -> dict:
             "acceleration_all": float(np.abs(a).mean())}
 
 
+def mouth_sync(generated_CxTxKx6: np.ndarray, gt_CxTxKx6: np.ndarray,
+               audio_features: Sequence[np.ndarray], space: str) -> dict | None:
+    """Mean over clips of the mouth-opening vs speech-envelope correlation
+    (``motion.mouth.envelope_correlation``, best lag 0–3 frames) of generated and ground-truth
+    motion; None for a keypoint space without a mouth measure."""
+    if mouth.mouth_opening(gt_CxTxKx6[0], space) is None:
+        return None
+    out = {}
+    for who, sequences in (("generated", generated_CxTxKx6), ("gt", gt_CxTxKx6)):
+        rs = [mouth.envelope_correlation(mouth.mouth_opening(x, space), a)[0]
+              for x, a in zip(sequences, audio_features)]
+        rs = [r for r in rs if np.isfinite(r)]
+        out[who] = float(np.mean(rs)) if rs else None
+        out[f"{who}_mouth_mean"] = float(np.mean([mouth.mouth_opening(x, space).mean()
+                                                  for x in sequences]))
+    out["definition"] = ("mean over clips of Pearson r(mouth opening, speech envelope) at the "
+                         "best lag of 0-3 frames (motion.mouth)")
+    return out
+
+
 def rigid_displacement(x_BxTxKx6: np.ndarray) -> np.ndarray:
     """``[B, T]``: mean over keypoints 0–4 of ‖p_t − p_0‖₂ (p = the first 2 of the 6 values)."""
     p = np.asarray(x_BxTxKx6, np.float64)[:, :, list(RIGID), :2]
@@ -132,11 +156,35 @@ def drift(generate_fn: GenerateFn, clips: Sequence[Clip], clip_frames: int,
     return out
 
 
+def long_generation(generate_fn: GenerateFn, clips: Sequence[Clip], space: str,
+                    max_sequences: int = LONG_SEQUENCES, out_dir=None) -> dict:
+    """``motion.long_horizon`` on the clips of at least ``LONG_SECONDS`` (each generated from
+    its first frame with its own audio, compared with its ground truth); with ``out_dir`` also
+    ``long_horizon.png`` (the first sequence's trajectories)."""
+    long = [c for c in clips if c.n_frames >= FPS * LONG_SECONDS][:max_sequences]
+    if not long:
+        return {"sequences": 0,
+                "note": f"needs clips of at least {LONG_SECONDS} s in the split (phantom: msync "
+                        f"data synth --seconds {LONG_SECONDS}; real: prepare long videos)"}
+    n_frames = FPS * LONG_SECONDS
+    x0 = np.stack([c.keypoints[0] for c in long])
+    audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * n_frames] for c in long])
+    frames = np.asarray(generate_fn(x0, audio))
+    per = [long_horizon.compare(g, c.keypoints[:n_frames], a, space)
+           for g, c, a in zip(frames, long, audio)]
+    if out_dir is not None and per[0]["finite"]:
+        long_horizon.plot(frames[0], long[0].keypoints[:n_frames], space,
+                          Path(out_dir) / "long_horizon.png")
+    return {**long_horizon.aggregate(per), "clips": [c.clip_id for c in long],
+            "per_sequence": per}
+
+
 def evaluate_model(run: TrainedSyncers, root, split: str, clip_frames: int,
                    generate_fn: GenerateFn, *, drift_seconds: Sequence[int] = DRIFT_SECONDS,
                    drift_starts: int = DRIFT_STARTS, batch: int = BATCH,
-                   progress: bool = True) -> dict:
-    """``syncers.evaluate.evaluate`` plus ``generated``, ``generated_stats`` and ``drift``."""
+                   progress: bool = True, out_dir=None) -> dict:
+    """``syncers.evaluate.evaluate`` plus ``generated``, ``generated_stats``, ``drift`` and
+    ``long_horizon`` (:func:`long_generation`)."""
     kept = {}
 
     def generated(clips):
@@ -151,8 +199,16 @@ def evaluate_model(run: TrainedSyncers, root, split: str, clip_frames: int,
 
     result = sync_eval.evaluate(run, root, split, clip_frames, extra=generated)
     result["generated_stats"] = motion_stats(kept["generated"], kept["gt"])
+    space = read_manifest(root).keypoint_space
+    result["mouth_sync"] = mouth_sync(
+        kept["generated"], kept["gt"],
+        [c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in kept["clips"]], space)
     result["drift"] = drift(generate_fn, kept["clips"], clip_frames, drift_seconds,
                             drift_starts)
+    manifest = read_manifest(root)
+    result["long_horizon"] = long_generation(
+        generate_fn, load_split(manifest.root, split, manifest), manifest.keypoint_space,
+        out_dir=out_dir)
     return result
 
 
@@ -181,7 +237,45 @@ def markdown(result: dict) -> str:
               f"{format_metric(d['gt_end_of_clip'])})"
               f"; finite: {str(d['finite']).lower()}.", "",
               "Definitions: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()) + "."]
+    sync = result.get("mouth_sync")
+    if sync:
+        lines += ["", f"Mouth opening vs speech envelope (Pearson r, best lag 0–3 frames, mean "
+                      f"over clips): generated {format_metric(sync['generated'])}, ground truth "
+                      f"{format_metric(sync['gt'])}; mean opening generated "
+                      f"{sync['generated_mouth_mean']:.3f}, ground truth "
+                      f"{sync['gt_mouth_mean']:.3f}."]
+    lines += long_markdown(result.get("long_horizon") or {})
     return "\n".join(lines) + "\n"
+
+
+def long_markdown(long: dict) -> list[str]:
+    """The long-horizon section of ``metrics.md``."""
+    lines = ["", f"## Long generation ({LONG_SECONDS} s, motion.long_horizon)", ""]
+    if not long.get("sequences"):
+        return lines + [long.get("note", "not measured")]
+    lines += [f"{long['sequences']} sequences generated from their first frame with their own "
+              f"audio; finite: {str(long['finite']).lower()}.", ""]
+    if not long["finite"]:
+        return lines
+    lines += ["| horizon | rigid displacement, generated | ground truth | ratio |",
+              "|---|---|---|---|"]
+    for h, d in long["displacement"].items():
+        ratio = d["generated"] / d["gt"] if d["gt"] else float("nan")
+        lines.append(f"| {h} | {d['generated']:.4f} | {d['gt']:.4f} | {ratio:.2f} |")
+    lines += ["", "| window | W1 position (gen vs gt) | W1 gt halves | mean ratio | velocity "
+                  "ratio | acceleration ratio | mouth in speech, gen / gt | mouth in pauses, "
+                  "gen / gt p75 |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("first", "last"):
+        w = long[name]
+        mg, mt = w.get("mouth_generated"), w.get("mouth_gt")
+        speech = f"{mg['speech_mean']:.3f} / {mt['speech_mean']:.3f}" if mg and mt and \
+            mg["speech_mean"] is not None and mt["speech_mean"] is not None else "–"
+        pause = f"{mg['pause_mean']:.3f} / {mt['pause_p75']:.3f}" if mg and mt and \
+            mg["pause_mean"] is not None and mt["pause_p75"] is not None else "–"
+        lines.append(f"| {name} 10 s | {w['w1_mean']:.4f} | {w['w1_gt_halves_mean']:.4f} | "
+                     f"{w['w1_ratio_mean']:.2f} | {w['velocity_ratio']:.2f} | "
+                     f"{w['acceleration_ratio']:.2f} | {speech} | {pause} |")
+    return lines
 
 
 def _finite_or_none(value) -> float | None:

@@ -48,12 +48,13 @@ def evaluate_command(args) -> None:
     def generate_fn(x0, audio):
         return generate_batch(model, x0, audio)
 
-    result = gen_eval.evaluate_model(run, args.data, args.split, args.clip_frames, generate_fn)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = gen_eval.evaluate_model(run, args.data, args.split, args.clip_frames, generate_fn,
+                                     out_dir=out)
     result["syncers"] = str(args.syncers)
     result["model"] = str(args.model)
     result["model_step"] = info.get("step")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     (out / "metrics.md").write_text(gen_eval.markdown(result))
     levels = ", ".join(f"L{lv} {e['generated']['av_off_mean']:.2f} (gt {e['gt']['av_off_mean']:.2f}"

@@ -1,0 +1,117 @@
+"""The long-horizon measures (``motion.long_horizon``) on hand-made sequences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from motion import long_horizon as lh
+from motion import mouth
+from syncers.data import landmark_space
+from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE
+
+FPS = 25
+
+
+def _wobble(n_frames: int, seed: int = 0) -> np.ndarray:
+    """A stationary 'real' sequence: the mean face's keypoints plus band-limited wobble."""
+    rng = np.random.default_rng(seed)
+    base = landmark_space.encode(landmark_space.mean_face())
+    t = np.arange(n_frames) / FPS
+    x = np.repeat(base[None], n_frames, axis=0).astype(np.float64)
+    for k in range(10):
+        for c in range(2):
+            freq, phase = rng.uniform(0.2, 3.0), rng.uniform(0, 2 * np.pi)
+            x[:, k, c] += 0.01 * np.sin(2 * np.pi * freq * t + phase)
+    return x
+
+
+def _audio(n_frames: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(4 * n_frames, 26))
+
+
+def test_a_sequence_compared_with_itself():
+    x = _wobble(FPS * 60)
+    result = lh.compare(x, x, _audio(FPS * 60), LANDMARK_SPACE)
+    assert result["finite"]
+    for entry in result["displacement"].values():
+        assert entry["generated"] == entry["gt"]
+    for name in ("first", "last"):
+        assert result[name]["velocity_ratio"] == pytest.approx(1.0, rel=1e-12)
+        assert result[name]["acceleration_ratio"] == pytest.approx(1.0, rel=1e-12)
+        assert result[name]["mouth_generated"] == result[name]["mouth_gt"]
+    np.testing.assert_array_equal(lh.position_w1(x, x), np.zeros(10))
+    assert set(result["displacement"]) == {"10s", "30s", "60s"}
+
+
+def test_a_drifting_sequence_is_flagged():
+    x = _wobble(FPS * 60)
+    drifted = x.copy()
+    drifted[..., :2] += np.linspace(0, 0.5, len(x))[:, None, None]      # walks off by 0.5
+    result = lh.compare(drifted, x, _audio(FPS * 60), LANDMARK_SPACE)
+    d = result["displacement"]["60s"]
+    assert d["generated"] > 10 * d["gt"]
+    assert result["last"]["w1_ratio_mean"] > 5 * max(result["first"]["w1_ratio_mean"], 0.1)
+    jittery = x + np.random.default_rng(3).normal(0, 0.01, x.shape)
+    assert lh.compare(jittery, x, _audio(FPS * 60), LANDMARK_SPACE)["last"][
+        "velocity_ratio"] > 1.5
+
+
+def test_nan_is_reported_not_measured():
+    x = _wobble(FPS * 20)
+    bad = x.copy()
+    bad[100] = np.nan
+    result = lh.compare(bad, x, _audio(FPS * 20), LANDMARK_SPACE)
+    assert result == {"frames": FPS * 20, "finite": False}
+    assert lh.aggregate([result])["finite"] is False
+
+
+def test_pauses_need_200_ms_of_quiet():
+    n_frames = 100
+    features = np.zeros((4 * n_frames, 26))
+    features[4 * 10:4 * 16] = -20.0                    # 6 quiet frames: a pause
+    features[4 * 50:4 * 53] = -20.0                    # 3 quiet frames: not a pause
+    features[4 * 70:4 * 90] = -20.0                    # 20 quiet frames
+    paused = mouth.pauses(features)
+    assert paused.shape == (n_frames,)
+    np.testing.assert_array_equal(np.flatnonzero(paused),
+                                  np.r_[np.arange(10, 16), np.arange(70, 90)])
+
+
+def test_mouth_opening_per_space():
+    mean = landmark_space.mean_face()
+    closed = landmark_space.encode(mean)[None]
+    opened_points = mean.copy()
+    opened_points[[56, 57, 58, 65, 66, 67], 1] += 0.1
+    opened = landmark_space.encode(opened_points)[None]
+    assert mouth.mouth_opening(opened, LANDMARK_SPACE)[0] > \
+        mouth.mouth_opening(closed, LANDMARK_SPACE)[0] + 0.05
+    phantom = np.zeros((1, 10, 6))
+    phantom[0, 2, :2], phantom[0, 3, :2] = (-0.2, 0.0), (0.2, 0.0)        # eyes 0.4 apart
+    phantom[0, 7, :2], phantom[0, 8, :2] = (0.0, 0.3), (0.0, 0.38)        # lips 0.08 apart
+    assert mouth.mouth_opening(phantom, PHANTOM_SPACE)[0] == pytest.approx(0.2)
+    assert mouth.mouth_opening(phantom, "fomm-vox256") is None
+
+
+def test_aggregate_and_plot(tmp_path):
+    x = _wobble(FPS * 60)
+    runs = [lh.compare(x, x, _audio(FPS * 60), LANDMARK_SPACE),
+            lh.compare(x + 0.01, x, _audio(FPS * 60, seed=2), LANDMARK_SPACE)]
+    summary = lh.aggregate(runs)
+    assert summary["sequences"] == 2 and summary["finite"]
+    assert summary["last"]["velocity_ratio"] == pytest.approx(1.0, rel=1e-9)
+    lh.plot(x + 0.01, x, LANDMARK_SPACE, tmp_path / "long.png")
+    assert (tmp_path / "long.png").stat().st_size > 10_000
+
+
+def test_envelope_correlation_finds_the_lag():
+    rng = np.random.default_rng(5)
+    n_frames = 300
+    loud = np.repeat(rng.uniform(-6, 0, n_frames // 5), 5)               # syllable-like steps
+    features = np.repeat(loud, 4)[:, None] + np.zeros((1, 26))
+    envelope = np.exp(0.5 * mouth.speech_energy(features))
+    opening = np.r_[np.zeros(2), envelope[:-2]]                        # the mouth 2 frames late
+    r, lag = mouth.envelope_correlation(opening, features)
+    assert lag == 2 and r == pytest.approx(1.0, abs=1e-9)
+    r_flat, _ = mouth.envelope_correlation(np.ones(n_frames), features)
+    assert np.isnan(r_flat)
