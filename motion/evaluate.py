@@ -187,14 +187,15 @@ def evaluate_model(run: TrainedSyncers, root, split: str, clip_frames: int,
     ``long_horizon`` (:func:`long_generation`)."""
     kept = {}
 
-    def generated(clips):
-        gen = generate_clips(generate_fn, clips, clip_frames, batch, progress)
-        gt = np.stack([c.keypoints[:clip_frames] for c in clips])
-        kept.update(clips=clips, generated=gen, gt=gt)
+    def generated(clips, n_frames):
+        gen = generate_clips(generate_fn, clips, n_frames, batch, progress)
+        gt = np.stack([c.keypoints[:n_frames] for c in clips])
+        if not kept:                # the shortest length (most clips) for the statistics
+            kept.update(clips=clips, generated=gen, gt=gt, n_frames=n_frames)
         data = run.config.data
         motion = np.stack([motion_features(dataclasses.replace(c, keypoints=g), data)
                            for c, g in zip(clips, gen)])
-        reference = np.stack([motion_features(c, data)[:clip_frames] for c in clips])
+        reference = np.stack([motion_features(c, data)[:n_frames] for c in clips])
         return {"generated": (motion, reference)}
 
     result = sync_eval.evaluate(run, root, split, clip_frames, extra=generated)
@@ -202,8 +203,9 @@ def evaluate_model(run: TrainedSyncers, root, split: str, clip_frames: int,
     space = read_manifest(root).keypoint_space
     result["mouth_sync"] = mouth_sync(
         kept["generated"], kept["gt"],
-        [c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in kept["clips"]], space)
-    result["drift"] = drift(generate_fn, kept["clips"], clip_frames, drift_seconds,
+        [c.audio_features[:FEATURES_PER_FRAME * kept["n_frames"]] for c in kept["clips"]],
+        space)
+    result["drift"] = drift(generate_fn, kept["clips"], kept["n_frames"], drift_seconds,
                             drift_starts)
     manifest = read_manifest(root)
     result["long_horizon"] = long_generation(

@@ -5,7 +5,8 @@ Scores, with a trained syncer run, per level (``metrics.level_metrics``): ground
 (each clip's motion with its own audio) and random pairs (clip c's motion with the audio of clip
 c+1, a fixed derangement). Each clip is cut to its first ``clip_frames`` frames (200 = 8 s, the
 shortest length that keeps ≥ 5 overlapping segments for every offset in −15..15 at level 4;
-longer clips are cut, shorter ones skipped). :func:`score_pairs` scores any (motion, audio)
+longer clips are cut, shorter ones skipped); ``--clip-frames auto`` gives each level its own
+length (2, 3, 5, 8 s), so that corpora of short clips are measured at the fine levels. :func:`score_pairs` scores any (motion, audio)
 pairs; :func:`evaluate`'s ``extra`` hook scores more motion against each clip's own audio — the
 generator's evaluation (``motion.evaluate``) adds its ``generated`` entry with it.
 
@@ -74,39 +75,66 @@ def score_pairs(run: TrainedSyncers, motion_CxTxM: np.ndarray, audio_CxAxF: np.n
     return out
 
 
+LEVEL_CLIP_FRAMES = (50, 75, 125, 200)   # --clip-frames auto: 2, 3, 5, 8 s at levels 1-4
+
+
+def clip_frames_per_level(clip_frames: int | None, levels: Sequence[int]) -> dict[int, int]:
+    """``{level: clip length}``: ``clip_frames`` at every level, or with None (``auto``) the
+    shortest whole seconds that keep every offset's overlap at that level
+    (:data:`LEVEL_CLIP_FRAMES`), so that short clips still count at the fine levels."""
+    if clip_frames is None:
+        return {level: LEVEL_CLIP_FRAMES[level - 1] for level in levels}
+    check_clip_frames(clip_frames, levels)
+    return {level: clip_frames for level in levels}
+
+
 def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
-             clip_frames: int = 200, extra: Callable[[list[Clip]], dict] | None = None) -> dict:
+             clip_frames: int | None = 200,
+             extra: Callable[[list[Clip], int], dict] | None = None) -> dict:
     """The ``metrics.json`` dict for ground-truth and random pairs of ``split``.
 
-    ``extra(clips)`` (optional) returns ``{name: (motion [C, T, M], reference [C, T, M] |
-    None)}`` for the evaluated clips (T = ``clip_frames``, the clips' first frames); each
-    entry is scored against the clips' own audio and added beside ``gt``/``random`` at every
-    level (with a reference, also AVS_m/AVS_v).
+    Each clip is cut to its first ``clip_frames`` frames (shorter clips are skipped); with
+    ``clip_frames=None`` each level uses its own length (:func:`clip_frames_per_level`) and the
+    clips long enough for it. ``extra(clips, n_frames)`` (optional) returns ``{name: (motion
+    [C, T, M], reference [C, T, M] | None)}`` for the evaluated clips (T = ``n_frames``, the
+    clips' first frames); each entry is scored against the clips' own audio and added beside
+    ``gt``/``random`` at every level (with a reference, also AVS_m/AVS_v).
     """
-    check_clip_frames(clip_frames, run.levels)
+    lengths = clip_frames_per_level(clip_frames, run.levels)
     manifest = read_manifest(root)
     if manifest.keypoint_space != run.info.get("keypoint_space"):
         raise InputError(Path(root) / "manifest.json",
                          f"keypoint_space {manifest.keypoint_space!r} differs from the syncers' "
                          f"{run.info.get('keypoint_space')!r}")
-    clips = [c for c in load_split(manifest.root, split, manifest) if c.n_frames >= clip_frames]
-    if len(clips) < 2:
-        raise InputError(Path(root) / "manifest.json",
-                         f"split {split!r} has {len(clips)} clips of at least {clip_frames} "
-                         "frames; evaluation needs 2 (lower --clip-frames?)")
-    motion = np.stack([motion_features(c, run.config.data)[:clip_frames] for c in clips])
-    audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in clips])
-    gt = score_pairs(run, motion, audio)
-    shuffled = score_pairs(run, motion, np.roll(audio, -1, axis=0))
-    levels = {str(level): {"gt": summarise(gt[level]), "random": summarise(shuffled[level])}
-              for level in run.levels}
-    for name, (other, reference) in (extra(clips) if extra else {}).items():
-        scored = score_pairs(run, other, audio, reference)
-        for level in run.levels:
-            levels[str(level)][name] = summarise(scored[level])
+    every = load_split(manifest.root, split, manifest)
+    levels, n_clips = {}, {}
+    for length in sorted(set(lengths.values())):
+        at = [level for level in run.levels if lengths[level] == length]
+        clips = [c for c in every if c.n_frames >= length]
+        if len(clips) < 2:
+            raise InputError(Path(root) / "manifest.json",
+                             f"split {split!r} has {len(clips)} clips of at least {length} "
+                             f"frames; evaluation needs 2 (lower --clip-frames?)")
+        motion = np.stack([motion_features(c, run.config.data)[:length] for c in clips])
+        audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * length] for c in clips])
+        gt = score_pairs(run, motion, audio, levels=at)
+        shuffled = score_pairs(run, motion, np.roll(audio, -1, axis=0), levels=at)
+        for level in at:
+            levels[str(level)] = {"gt": summarise(gt[level]),
+                                  "random": summarise(shuffled[level])}
+            n_clips[str(level)] = len(clips)
+        for name, (other, reference) in (extra(clips, length) if extra else {}).items():
+            scored = score_pairs(run, other, audio, reference, levels=at)
+            for level in at:
+                levels[str(level)][name] = summarise(scored[level])
+    levels = {str(level): levels[str(level)] for level in run.levels}
+    same = len(set(lengths.values())) == 1
     return {
         "levels": levels,
-        "n_clips": len(clips), "clip_frames": clip_frames, "split": split,
+        "n_clips": next(iter(n_clips.values())) if same else n_clips,
+        "clip_frames": next(iter(lengths.values())) if same else
+        {str(k): v for k, v in lengths.items()},
+        "split": split,
         "offsets": {"min": -MAX_OFFSET, "max": MAX_OFFSET, "unit": "frames of each level",
                     "av_off_mean": "mean of |AV-Off| over clips"},
         "overlap_rule": OVERLAP_RULE, "random_pairs": "motion of clip c with audio of clip c+1",
@@ -114,9 +142,17 @@ def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
     }
 
 
+def describe_clips(result: dict) -> str:
+    """"12 clips × 200 frames", or per level when the levels used different lengths."""
+    n_clips, frames = result["n_clips"], result["clip_frames"]
+    if isinstance(frames, dict):
+        return ", ".join(f"level {lv}: {n_clips[lv]} clips × {frames[lv]} frames"
+                         for lv in frames)
+    return f"{n_clips} clips × {frames} frames"
+
+
 def markdown(result: dict) -> str:
-    lines = [f"# Sync metrics ({result['split']}, {result['n_clips']} clips × "
-             f"{result['clip_frames']} frames)", "",
+    lines = [f"# Sync metrics ({result['split']}, {describe_clips(result)})", "",
              f"Offsets δ ∈ [{result['offsets']['min']}, {result['offsets']['max']}] frames of "
              f"each level; {result['overlap_rule']}.", "",
              "| level | pairs | mean \\|AV-Off\\| | std | AV-Conf | AVS_u |",

@@ -85,6 +85,14 @@ def test_evaluate_writes_the_issue_layout(trained, data, tmp_path):
     assert "| 4 | random |" in (out / "metrics.md").read_text()
     run = load_run(trained)
     assert run.levels == (1, 4)
+    # auto: each level at its own length (2 s at level 1, 8 s at level 4); the same gt scores
+    # as a run cut to that length
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(trained),
+                     "--out", str(tmp_path / "auto"), "--clip-frames", "auto"]) == 0
+    auto = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert auto["clip_frames"] == {"1": 50, "4": 200} and auto["n_clips"] == {"1": 3, "4": 3}
+    assert auto["levels"]["4"] == result["levels"]["4"]
+    assert "level 1: 3 clips × 50 frames" in (tmp_path / "auto" / "metrics.md").read_text()
 
 
 def test_resume_is_bit_identical(data, tmp_path):

@@ -73,6 +73,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _clip_frames(text: str) -> int | None:
+    return None if text == "auto" else _positive_int(text)
+
+
 def _shard(text: str) -> tuple[int, int]:
     part, sep, total = text.partition("/")
     try:
@@ -184,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--model")
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--clip-frames", type=_positive_int, default=200)
+    evaluate.add_argument("--clip-frames", type=_clip_frames, default=200,
+                          help="frames each clip is cut to (200 = 8 s), or 'auto': 2, 3, 5, 8 s "
+                               "at levels 1-4, so that short clips count at the fine levels")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
     analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")

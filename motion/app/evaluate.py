@@ -65,7 +65,7 @@ def evaluate_command(args) -> None:
     print(f"msync: generated mean |AV-Off| {levels}; L_rec "
           f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {after_10s}, "
           f"60 s {after_60s}, finite {str(d['finite']).lower()} "
-          f"({result['n_clips']} clips) -> {out}", file=sys.stderr)
+          f"({sync_eval.describe_clips(result)}) -> {out}", file=sys.stderr)
 
 
 def _evaluate_syncers(args) -> None:
@@ -79,7 +79,7 @@ def _evaluate_syncers(args) -> None:
     (out / "metrics.md").write_text(sync_eval.markdown(result))
     summary = ", ".join(f"L{lv} gt {e['gt']['av_off_mean']:.2f} / random "
                         f"{e['random']['av_off_mean']:.2f}" for lv, e in result["levels"].items())
-    print(f"msync: mean |AV-Off| {summary} ({result['n_clips']} clips) -> {out}",
+    print(f"msync: mean |AV-Off| {summary} ({sync_eval.describe_clips(result)}) -> {out}",
           file=sys.stderr)
 
 
