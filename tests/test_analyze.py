@@ -203,3 +203,18 @@ def test_other_data_into_the_same_out_is_refused(analysed, tiny_yaml, tmp_path, 
                      "0-4,8", "--scales", "2", "--split", "test", "--config",
                      str(tiny_yaml)]) == 2
     assert "use a new --out" in capsys.readouterr().err
+
+
+def test_videos_are_prepared_first_and_bad_folders_are_one_line(tmp_path, capsys):
+    from motion.app import cli
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["analyze", "--videos", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no videos" in err
+    assert cli.main(["analyze", "--videos", str(empty), "--out", str(tmp_path / "o"),
+                     "--generated", str(tmp_path)]) == 2
+    assert "not --videos" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:                # one of --data / --videos
+        cli.main(["analyze", "--data", "a", "--videos", "b", "--out", str(tmp_path / "o")])
+    assert usage.value.code == 2

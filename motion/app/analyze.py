@@ -43,6 +43,7 @@ import numpy as np
 from scipy import stats
 
 import configs
+from motion.app import prepare
 from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
                                   write_manifest)
 from syncers.data.layout import FEATURES_PER_FRAME
@@ -386,9 +387,23 @@ def plot_lag_curves(curves: dict[int, dict[str, np.ndarray]], out: Path) -> None
 
 
 def analyze_command(args) -> None:
-    """``msync analyze --data DIR --out DIR [--points 17-47] [--generated DIR] [--scales 3]``."""
+    """``msync analyze --data DIR|--videos DIR --out DIR [--points 17-47] [--generated DIR]
+    [--scales 3]``; with ``--videos`` the folder is prepared into ``OUT/dataset`` first
+    (``msync data prepare``'s defaults: dlib landmarks, split by speaker; resumable)."""
     points = parse_points(args.points)
-    report = analyze(args.data, args.out, points, args.scales, args.generated,
+    data = args.data
+    if data is None:
+        if args.generated:
+            raise InputError("--generated", "compare generated motion with --data (a prepared "
+                                            "dataset), not --videos")
+        data = Path(args.out) / "dataset"
+        report = prepare.prepare_dataset(
+            args.videos, data, prepare.PrepareOptions(speakers=getattr(args, "speakers", None)),
+            workers=getattr(args, "workers", 1))
+        print(f"msync: prepared {len(report['prepared'])} video(s) ({report['already_done']} "
+              f"already done, {len(report['skipped'])} skipped: see "
+              f"{data / 'prepare_report.json'})", file=sys.stderr)
+    report = analyze(data, args.out, points, args.scales, args.generated,
                      getattr(args, "split", "heldout"), getattr(args, "config", None),
                      getattr(args, "overrides", None) or ())
     parts = []

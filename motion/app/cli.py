@@ -194,7 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
     analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")
-    analyze.add_argument("--data", required=True)
+    source = analyze.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a prepared dataset (msync data prepare or synth)")
+    source.add_argument("--videos", help="a folder of talking-head videos: prepared first into "
+                                         "OUT/dataset (dlib landmarks, split by speaker)")
+    analyze.add_argument("--speakers", metavar="TABLE.tsv",
+                         help="with --videos: file/speaker table for the split")
+    analyze.add_argument("--workers", type=_positive_int, default=1,
+                         help="with --videos: videos prepared in parallel")
     analyze.add_argument("--out", required=True)
     analyze.add_argument("--points", default="17-47",
                          help="rigid points, e.g. 17-47 (landmarks) or 0-4 (phantom keypoints)")
