@@ -40,6 +40,7 @@ from motion import long_horizon, mouth
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import Clip, load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, PHANTOM_RIGID
+from syncers.run.progress import bar as progress_bar
 from syncers.sampling import motion_features
 from syncers.train import TrainedSyncers
 
@@ -67,14 +68,11 @@ def generate_clips(generate_fn: GenerateFn, clips: Sequence[Clip], clip_frames: 
     """Each clip's first ``clip_frames`` frames from its own first frame and audio:
     ``[C, T, 10, 6]``. Batches have a fixed size (the last one is padded by repetition), so a
     jitted generator compiles once."""
-    from tqdm import tqdm
-
     x0 = np.stack([c.keypoints[0] for c in clips])
     audio = np.stack([c.audio_features[:FEATURES_PER_FRAME * clip_frames] for c in clips])
     size = min(batch, len(clips))
     out = []
-    with tqdm(total=len(clips), desc="generate", unit="clip", dynamic_ncols=True,
-              disable=not progress) as bar:
+    with progress_bar(len(clips), "generate", "clip", disable=not progress) as bar:
         for lo in range(0, len(clips), size):
             take = np.arange(lo, lo + size) % len(clips)
             frames = np.asarray(generate_fn(x0[take], audio[take]))

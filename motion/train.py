@@ -70,7 +70,7 @@ from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
 from syncers.run import config as config_lib
 from syncers.run import loop
-from syncers.run import parallel
+from syncers.run import parallel, progress
 from syncers.run.errors import InputError
 from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
                                 write_json)
@@ -410,10 +410,8 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     step_fn = jit_train_step(config, score_fn, options, mesh)
     val_fn = _jit_validate(config, score_fn, val_levels, options, mesh)
     val_batch = parallel.replicate(val_batch, mesh)
-    from tqdm import tqdm
-    bar = tqdm(total=tc.steps, initial=min(start_step, tc.steps), desc="generator",
-               unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=None if primary else True)
+    bar = progress.bar(tc.steps, "generator", "step", initial=min(start_step, tc.steps),
+                       disable=not primary)
     last_val: dict[str, float] = {}
 
     def dispatch(state, step):

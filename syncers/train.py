@@ -46,7 +46,7 @@ from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
 from syncers.run import loop
-from syncers.run import parallel
+from syncers.run import parallel, progress
 from syncers.run.errors import InputError
 from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
                                 write_json)
@@ -222,9 +222,7 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     total = config.train.steps * len(levels)
     done = sum(min(int(s.step), config.train.steps) for s in states.values())
     ran = 0
-    from tqdm import tqdm
-    bar = tqdm(total=total, initial=done, desc="syncers", unit="step", dynamic_ncols=True,
-               file=sys.stderr, disable=None if primary else True)
+    bar = progress.bar(total, "syncers", "step", initial=done, disable=not primary)
     start_all = time.perf_counter()
     # One jitted step for all levels: levels with equal batch shapes (1–3 by default) share
     # the compiled executable; XLA on a CPU takes seconds per compile.

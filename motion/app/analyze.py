@@ -50,6 +50,7 @@ from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.evaluate import score_pairs
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.run import config as config_lib
+from syncers.run import progress
 from syncers.run.errors import InputError
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
@@ -183,11 +184,9 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
 
     # Step 3: per-clip AV-Off (and distance curves) for each kind of pair.
     pairs = _pairs(eval_clips, clip_frames, source, config, matched)
-    from tqdm import tqdm
     offsets: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
     curves: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
-    with tqdm(total=len(levels) * len(pairs), desc="analyze", unit="score", file=sys.stderr,
-              dynamic_ncols=True, disable=None) as bar:
+    with progress.bar(len(levels) * len(pairs), "analyze", "score") as bar:
         for scale in levels:
             for kind, (motion, audio) in pairs.items():
                 result = score_pairs(run, motion, audio, levels=(scale,))[scale]

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from skimage import data as skimage_data
-from tqdm import tqdm
 
 from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
@@ -34,6 +33,7 @@ from syncers.data import landmark_space
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import fit_to_box
+from syncers.run import progress
 from syncers.run.errors import InputError
 
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
@@ -166,7 +166,7 @@ def _render_frames(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm) -> np.nd
     n = keypoints_Tx10x6.shape[0]
     frames = np.empty((n,) + crop.image.shape, np.uint8)
     done = 0
-    with tqdm(total=n, desc="render", unit="frame") as bar:
+    with progress.bar(n, "render", "frame") as bar:
         if renderer == "warp":
             chunks = render_chunks(crop.image, x0_Kx6, keypoints_Tx10x6)
         else:
@@ -263,7 +263,7 @@ def generate_command(args: Any) -> None:
 
     x0_model, to_image = _source_keypoints(crop, fomm, space)
     started = time.perf_counter()
-    with tqdm(total=n_frames, desc="generate", unit="frame") as bar:
+    with progress.bar(n_frames, "generate", "frame") as bar:
         generated = generate(model, x0_model, features, head_scale=args.head_scale,
                              lip_scale=args.lip_scale)
         generated = remove_drift(generated, round(drift_window * FPS))

@@ -47,6 +47,7 @@ from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_co
                                    load_audio, n_video_frames)
 from syncers.data.layout import FOMM_SPACE, FPS, LANDMARK_SPACE
 from syncers.run.errors import InputError, optional_import
+from syncers.run.progress import bar as progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 TRACK_SAMPLES = 12
@@ -254,8 +255,6 @@ def prepare_dataset(videos: str | os.PathLike, out: str | os.PathLike, options: 
                     workers: int = 1, progress: bool = True) -> dict:
     """Prepare every video under ``videos`` (this shard's share) into ``out``; returns the
     report (also written to ``out/prepare_report[.K-of-N].json``)."""
-    from tqdm import tqdm
-
     videos, out = Path(videos), Path(out)
     found = check_options(videos, options)
     table = read_speakers(options.speakers) if options.speakers else None
@@ -276,7 +275,7 @@ def prepare_dataset(videos: str | os.PathLike, out: str | os.PathLike, options: 
             jobs[video] = (split, clip_id)
     start = time.perf_counter()
     results: dict[str, tuple] = {}
-    bar = tqdm(total=len(jobs), desc="prepare", unit="video", disable=not progress)
+    bar = progress_bar(len(jobs), "prepare", "video", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
         if jobs:
             _init_worker(options)

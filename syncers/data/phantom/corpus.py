@@ -24,6 +24,7 @@ from syncers.data.layout import FPS, SAMPLES_PER_FRAME
 from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
                                          PhantomClip, PhantomParams, band_pass, synth_clip)
 from syncers.run.errors import InputError
+from syncers.run.progress import bar as progress_bar
 
 # --- measuring the coupling from what a dataset user sees (the wav and the keypoints) -------------
 
@@ -101,8 +102,6 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     result does not depend on it. Returns a summary dict (clips, seconds of audio, splits,
     wall_s). Bad arguments or an ``out`` that is a file raise :class:`InputError`.
     """
-    from tqdm import tqdm
-
     started = time.perf_counter()
     out = Path(out)
     coupling = {"head": 1.0, "lips": 1.0, **dict(coupling or {})}
@@ -114,7 +113,7 @@ def synth_corpus(out: str | os.PathLike, clips: int = 200, seconds: float = 8.0,
     jobs = [(str(out), seed, i, clips, seconds, coupling, features) for i in range(clips)]
     if workers is None:
         workers = 2 if clips >= 16 and (os.cpu_count() or 1) >= 2 else 1
-    bar = tqdm(total=clips, desc="synth", unit="clip", disable=not progress)
+    bar = progress_bar(clips, "synth", "clip", disable=not progress)
     if workers > 1:
         import multiprocessing
         # spawn, not fork: the parent may have JAX (and its threads) loaded.
