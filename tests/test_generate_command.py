@@ -119,7 +119,7 @@ def test_video_has_a_frame_per_40_ms_the_audio_and_moves(media, tmp_path, capsys
     assert len(frames) == 25
     # the tiny random model moves the keypoints, so the warp moves pixels
     assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.5
-    assert not (tmp_path / "sub" / "x.partial.mp4").exists()
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["x.mp4"]
 
     with np.load(kp_out, allow_pickle=False) as saved:
         keypoints, fps, space = saved["keypoints"], saved["fps"], str(saved["keypoint_space"])
@@ -286,6 +286,42 @@ def test_bad_output_names(media, tmp_path, capsys):
     code, _, err = _run(capsys, *common, "--out", tmp_path / "x.mp4", "--keypoints-out",
                         tmp_path / "kp.txt")
     assert "--keypoints-out must name a .npz file" in _one_line_error(code, err)
+
+
+def test_outputs_never_overwrite_inputs_or_unrelated_files(media, tmp_path, capsys):
+    """--out equal to an input is refused before any work; the output is written under a
+    unique temporary name, so a user's own ``<stem>.partial.mp4`` is left alone."""
+    video = tmp_path / "v.mp4"
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", video)
+    assert code == 0, err
+    before = video.read_bytes()
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", video, "--model",
+                        media["phantom"], "--out", video)
+    assert "--out would overwrite an input" in _one_line_error(code, err)
+    assert video.read_bytes() == before
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", tmp_path / "k.mp4", "--keypoints-out",
+                        media["face"].with_suffix(".npz"))
+    assert code == 0, err
+    mine = tmp_path / "p.partial.mp4"
+    mine.write_bytes(b"the user's own file")
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", tmp_path / "p.mp4")
+    assert code == 0, err
+    assert mine.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.mp4", "p.mp4", "p.partial.mp4",
+                                                          "v.mp4"]
+
+
+def test_an_unwritable_folder_is_refused_before_any_work(media, tmp_path, capsys, monkeypatch):
+    from syncers.run import outputs
+    # root may write anywhere: ask the check itself to see a read-only folder
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
+                             "--model", media["phantom"], "--out", tmp_path / "ro" / "x.mp4")
+    assert "the folder for --out is not writable" in _one_line_error(code, err)
+    assert stdout == "" and not (tmp_path / "ro" / "x.mp4").exists()
 
 
 def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys):

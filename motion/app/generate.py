@@ -35,6 +35,7 @@ from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import fit_to_box
 from syncers.run import progress
 from syncers.run.errors import InputError
+from syncers.run.outputs import check_output, published
 
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
@@ -190,20 +191,12 @@ def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
         yield fomm.render(source, kp_source, split(part))["prediction"][:valid]
 
 
-def _output_path(path: str | None, suffix: str, flag: str) -> Path | None:
-
+def _output_path(path: str | None, suffix: str, flag: str, inputs) -> Path | None:
     if path is None:
         return None
-    out = Path(path)
-    if out.suffix.lower() != suffix:
-        raise InputError(out, f"{flag} must name a {suffix} file")
-    if out.is_dir():
-        raise InputError(out, "is a directory; name the file to write")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(out.parent, f"cannot create the directory ({err.strerror})") from None
-    return out
+    if Path(path).suffix.lower() != suffix:
+        raise InputError(path, f"{flag} must name a {suffix} file")
+    return check_output(path, inputs, flag)
 
 
 def generate_command(args: Any) -> None:
@@ -227,8 +220,10 @@ def generate_command(args: Any) -> None:
     if drift_window is not None and not (np.isfinite(drift_window) and drift_window >= 0):
         raise InputError(None, f"--drift-window must be a number of seconds >= 0 (0 = off); got "
                                f"{drift_window}")
-    out = _output_path(args.out, ".mp4", "--out")
-    keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out")
+    inputs = (args.image, args.audio, args.model)
+    out = _output_path(args.out, ".mp4", "--out", inputs)
+    keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out",
+                                 inputs + (args.out,))
     fomm_checkpoint = getattr(args, "fomm_checkpoint", None)
     renderer = args.renderer or ("fomm" if fomm_checkpoint else "warp")
     model, info, model_name = _load_generator(args.model)
@@ -278,14 +273,10 @@ def generate_command(args: Any) -> None:
     frames = _render_frames(renderer, crop, x0, keypoints, fomm)
     render_s = time.perf_counter() - started
 
-    partial = out.with_name(out.stem + ".partial" + out.suffix)   # no half-written out
-    try:
+    with published(out) as partial:
         write_video(partial, frames, fps=FPS, audio=samples, sample_rate=SAMPLE_RATE)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     if keypoints_out is not None:
-        with open(keypoints_out, "wb") as handle:
+        with published(keypoints_out) as partial, open(partial, "wb") as handle:
             np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
                      keypoint_space=np.array(space))
     print(f"msync generate: {n_frames} frames ({seconds:.2f} s of audio, {renderer} renderer, "

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from syncers.run.errors import InputError, one_line
+from syncers.run.outputs import published
 
 
 def checkpoint_manager(directory: Path, max_to_keep: int):
@@ -78,10 +78,9 @@ def write_json(path: Path, data: dict) -> None:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old or the new file, never a part
-    of one (a killed run leaves at most a ``.<name>.partial`` beside it)."""
-    partial = path.with_name(f".{path.name}.partial")
-    if isinstance(data, bytes):
-        partial.write_bytes(data)
-    else:
-        partial.write_text(data)
-    os.replace(partial, path)
+    of one (``syncers.run.outputs.published``: a unique temporary name, then a rename)."""
+    with published(path) as partial:
+        if isinstance(data, bytes):
+            partial.write_bytes(data)
+        else:
+            partial.write_text(data)
