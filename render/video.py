@@ -33,6 +33,7 @@ class VideoInfo:
     video_codec: str | None
     audio_codec: str | None
     audio_sample_rate: int | None
+    audio_channels: str | None = None       # ffmpeg's layout name: mono, stereo, 5.1, ...
 
     @property
     def has_audio(self) -> bool:
@@ -66,14 +67,15 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise InputError(path, "not a readable video (ffmpeg finds no video stream)")
     fps = re.search(r"([\d.]+) fps", out) or re.search(r"([\d.]+) tbr", out)
     duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", out)
-    audio = re.search(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz", out)
+    audio = re.search(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz, ([\w.()]+)", out)
     return VideoInfo(
         duration=(int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]))
         if duration else float("nan"),
         fps=float(fps[1]) if fps else float("nan"),
         width=int(video[2]), height=int(video[3]), video_codec=video[1],
         audio_codec=audio[1] if audio else None,
-        audio_sample_rate=int(audio[2]) if audio else None)
+        audio_sample_rate=int(audio[2]) if audio else None,
+        audio_channels=audio[3] if audio else None)
 
 
 def read_video(path: str | os.PathLike, fps: float = FPS) -> np.ndarray:
@@ -117,38 +119,74 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
     long as the audio: the last frame is repeated, or extra frames dropped. Odd sizes are padded
     by one replicated row/column because yuv420p needs even dimensions.
     """
-    import imageio_ffmpeg
-    import soundfile
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must be [T, H, W, 3] with T > 0; got {tuple(frames.shape)}")
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    h, w = frames.shape[1:3]
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    n_frames = None
     if audio is not None:
         audio = np.asarray(audio, np.float32)
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError(f"audio must be mono [N] with N > 0; got {tuple(audio.shape)}")
-        n = max(1, math.ceil(audio.size / sample_rate * fps - 1e-6))
-        if n > len(frames):
-            frames = np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
-        frames = frames[:n]
+        n_frames = max(1, math.ceil(audio.size / sample_rate * fps - 1e-6))
+    with video_writer(path, frames.shape[2], frames.shape[1], fps, audio=audio,
+                      sample_rate=sample_rate, n_frames=n_frames) as write:
+        write(frames)
+
+
+@contextlib.contextmanager
+def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = FPS,
+                 audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE,
+                 audio_file: str | os.PathLike | None = None, n_frames: int | None = None):
+    """Stream frames into an H.264 yuv420p mp4: yields ``write(frames [t, H, W, 3])`` (uint8 or
+    float in [0, 1]), called as often as needed, so a long video never sits in memory.
+
+    The sound is ``audio`` (float32 mono at ``sample_rate``, written as 16-bit PCM first) or
+    ``audio_file``, any file with an audio stream ffmpeg reads, muxed at its own sample rate and
+    channels (AAC). With ``n_frames`` the video is made exactly that long when it closes: the
+    last frame repeated, or extra frames dropped. Odd sizes are padded by one replicated
+    row/column (yuv420p needs even dimensions).
+    """
+    import imageio_ffmpeg
+    import soundfile
+
     with tempfile.TemporaryDirectory() as tmp:
-        wav = None
+        sound = None if audio_file is None else os.fspath(audio_file)
         if audio is not None:
-            wav = os.path.join(tmp, "audio.wav")
-            soundfile.write(wav, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+            sound = os.path.join(tmp, "audio.wav")
+            soundfile.write(sound, np.clip(np.asarray(audio, np.float32), -1.0, 1.0),
+                            sample_rate, subtype="PCM_16")
         writer = imageio_ffmpeg.write_frames(
-            os.fspath(path), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
-            pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
+            os.fspath(path), (width + width % 2, height + height % 2), fps=fps,
+            codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
             output_params=["-crf", "18", "-movflags", "+faststart"]
-            + (["-b:a", "128k", "-shortest"] if wav else []),
-            audio_path=wav, audio_codec="aac" if wav else None, ffmpeg_log_level="error")
+            + (["-b:a", "192k", "-shortest"] if sound else []),
+            audio_path=sound, audio_codec="aac" if sound else None, ffmpeg_log_level="error")
         with _quiet_fork():
             writer.send(None)                   # starts ffmpeg
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        state = {"sent": 0, "last": None}
+
+        def write(frames: np.ndarray) -> None:
+            frames = np.asarray(frames)
+            if frames.ndim != 4 or frames.shape[1:] != (height, width, 3):
+                raise ValueError(f"frames must be [t, {height}, {width}, 3]; got "
+                                 f"{tuple(frames.shape)}")
+            if frames.dtype != np.uint8:
+                frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            if height % 2 or width % 2:
+                frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)),
+                                mode="edge")
+            for frame in frames:
+                if n_frames is not None and state["sent"] >= n_frames:
+                    return
+                writer.send(np.ascontiguousarray(frame))
+                state["sent"] += 1
+                state["last"] = frame
+
+        try:
+            yield write
+            if n_frames is not None and state["last"] is not None:
+                while state["sent"] < n_frames:
+                    writer.send(np.ascontiguousarray(state["last"]))
+                    state["sent"] += 1
+        finally:
+            writer.close()

@@ -130,6 +130,19 @@ def test_video_has_a_frame_per_40_ms_the_audio_and_moves(media, tmp_path, capsys
     assert np.abs(np.diff(keypoints, axis=0)).max() > 1e-3
 
 
+def test_the_mp4_carries_the_inputs_own_audio(media, tmp_path, capsys):
+    """A 22.05 kHz stereo input keeps its rate and channels in the mp4 (the 16 kHz mono copy
+    is only what the model hears)."""
+    out = tmp_path / "x.mp4"
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav24"], "--model",
+                        media["phantom"], "--out", out)
+    assert code == 0, err
+    info = probe(out)
+    assert (info.audio_codec, info.audio_sample_rate, info.audio_channels) == \
+        ("aac", 22050, "stereo")
+    assert abs(info.duration - SECONDS) < 0.06
+
+
 def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys):
     """A landmarks-v1 model's x0 is the landmark-space encoding of dlib's 68 points on the
     crop; with --no-crop on an image with no face, of the mean face in the assumed box."""

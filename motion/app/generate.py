@@ -10,6 +10,7 @@ every time).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from motion.saved_model import META, PARAMS, load_model
 from render import face, landmarks
 from render.fomm import load as load_fomm
 from render.keypoints import join, split
-from render.video import write_video
+from render.video import video_writer
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, audio_features, feature_config, load_audio,
                                    n_video_frames)
@@ -162,22 +163,25 @@ def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE) -> tuple[np.ndarra
     return x0_model, to_image
 
 
-def _render_frames(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm) -> np.ndarray:
-    """Frames ``[T, 256, 256, 3]`` uint8, with a progress bar."""
-    n = keypoints_Tx10x6.shape[0]
-    frames = np.empty((n,) + crop.image.shape, np.uint8)
-    done = 0
-    with progress.bar(n, "render", "frame") as bar:
-        if renderer == "warp":
-            chunks = render_chunks(crop.image, x0_Kx6, keypoints_Tx10x6)
-        else:
-            chunks = _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
+def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm):
+    """Frames in chunks ``[n, S, S, 3]`` float in [0, 1], in order, from the chosen renderer."""
+    if renderer == "warp":
+        return render_chunks(crop.image, x0_Kx6, keypoints_Tx10x6)
+    return _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
+
+
+def write_frames(path: Path, chunks, n_frames: int, size: int, samples: np.ndarray,
+                 audio_file: str | None) -> None:
+    """Stream rendered chunks into the mp4 at ``path`` with a progress bar (memory flat in the
+    video's length); the sound is the input file's own (its rate and channels) when there is
+    one, else ``samples`` (the bundled utterance)."""
+    n_out = max(1, math.ceil(samples.size / SAMPLE_RATE * FPS - 1e-6))
+    with progress.bar(n_frames, "render", "frame") as bar, \
+            video_writer(path, size, size, FPS, audio=None if audio_file else samples,
+                         audio_file=audio_file, n_frames=n_out) as write:
         for chunk in chunks:
-            frames[done:done + len(chunk)] = (np.clip(chunk, 0.0, 1.0) * 255.0 + 0.5
-                                              ).astype(np.uint8)
-            done += len(chunk)
+            write(chunk)
             bar.update(len(chunk))
-    return frames
 
 
 def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
@@ -270,11 +274,10 @@ def generate_command(args: Any) -> None:
     x0 = keypoints[0]
 
     started = time.perf_counter()
-    frames = _render_frames(renderer, crop, x0, keypoints, fomm)
-    render_s = time.perf_counter() - started
-
     with published(out) as partial:
-        write_video(partial, frames, fps=FPS, audio=samples, sample_rate=SAMPLE_RATE)
+        write_frames(partial, _frame_chunks(renderer, crop, x0, keypoints, fomm), n_frames,
+                     crop.image.shape[0], samples, args.audio)
+    render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
             np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
