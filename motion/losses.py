@@ -39,6 +39,11 @@ class LossConfig:
     sequence_discriminator: bool = True
     pyramid_kind: str = "box"
     pyramid_k: int = 3
+    # Departure from eq. 16 (0 = the paper): λ_vel·L_vel, the squared error of the generated
+    # frame-to-frame changes against the ground truth's (docs/design.md, "Long generation").
+    # L_rec weighs a velocity error by how far it carries the positions, so fast jitter that
+    # averages out costs almost nothing there; L_vel charges it frame by frame.
+    lambda_vel: float = 0.0
 
 
 def d_hinge(real, fake) -> jax.Array:
@@ -54,6 +59,14 @@ def g_hinge(fake) -> jax.Array:
 def reconstruction(x_true, x_gen) -> jax.Array:
     """Eq. 14 on ``[B, T, 10, 6]`` sequences."""
     return jnp.mean((x_true - x_gen) ** 2)
+
+
+def velocity(x_obs_last, x_true, x_gen) -> jax.Array:
+    """L_vel on ``[B, T, 10, 6]`` sequences: mean squared error of ``x_t − x_{t−1}``, the first
+    difference taken from the last observed frame ``x_obs_last [B, 10, 6]``."""
+    def diff(x):
+        return jnp.diff(jnp.concatenate([x_obs_last[:, None], x], axis=1), axis=1)
+    return jnp.mean((diff(x_true) - diff(x_gen)) ** 2)
 
 
 def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), kind="box",
@@ -92,8 +105,9 @@ def av_multiscale(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, config: LossConf
     return -sum(scores.values()), scores
 
 
-def generator_total(config: LossConfig, l_av, l_gf, l_gs, l_rec) -> jax.Array:
-    """Eq. 16 (switched-off discriminators contribute nothing)."""
+def generator_total(config: LossConfig, l_av, l_gf, l_gs, l_rec, l_vel=0.0) -> jax.Array:
+    """Eq. 16 (switched-off discriminators contribute nothing), plus ``λ_vel·L_vel``."""
     adv = (l_gf if config.frame_discriminator else 0.0) + (
         l_gs if config.sequence_discriminator else 0.0)
-    return config.lambda_av * l_av + config.lambda_adv * adv + config.lambda_rec * l_rec
+    total = config.lambda_av * l_av + config.lambda_adv * adv + config.lambda_rec * l_rec
+    return total + config.lambda_vel * l_vel if config.lambda_vel else total

@@ -178,9 +178,11 @@ def train_step(state: TrainState, frozen, batch, *, config: GeneratorRunConfig,
         l_av, per_level = losses.av_multiscale(score, fake, audio[:, generated_audio], cfg)
         l_gf, l_gs = losses.g_hinge(sf), losses.g_hinge(ss)
         l_rec = losses.reconstruction(real, fake)
-        total = losses.generator_total(cfg, l_av, l_gf, l_gs, l_rec)
+        l_vel = losses.velocity(x_obs[:, -1], real, fake)
+        total = losses.generator_total(cfg, l_av, l_gf, l_gs, l_rec, l_vel)
         return total, {"g_total": total, "l_av": l_av, "l_gf": l_gf, "l_gs": l_gs,
-                       "l_rec": l_rec, **{f"av_score_{k}": v for k, v in per_level.items()}}
+                       "l_rec": l_rec, "l_vel": l_vel,
+                       **{f"av_score_{k}": v for k, v in per_level.items()}}
 
     (_, metrics), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake)
     (g_grads,) = pull_back(fake_grad)

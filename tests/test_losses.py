@@ -73,3 +73,19 @@ def test_total_loss_eq16_with_switches():
                                8 * 1 + 0.1 * (2 + 3) + 4)
     off = losses.LossConfig(frame_discriminator=False, lambda_rec=0.0)
     np.testing.assert_allclose(losses.generator_total(off, 1.0, 2.0, 3.0, 4.0), 8 + 0.1 * 3)
+
+
+def test_velocity_loss_charges_jitter_that_reconstruction_barely_sees():
+    rng = np.random.default_rng(0)
+    x_obs_last = jnp.asarray(rng.normal(size=(2, 10, 6)), jnp.float32)
+    true = x_obs_last[:, None] + jnp.cumsum(0.01 * jnp.ones((2, 40, 10, 6)), axis=1)
+    assert float(losses.velocity(x_obs_last, true, true)) == 0.0
+    sign = jnp.asarray(np.where(np.arange(40) % 2, 1.0, -1.0), jnp.float32)[None, :, None, None]
+    jitter = true + 0.01 * sign                         # ±0.01 every other frame
+    # velocity error 0.02 at every frame but the first (0.01 from the observed frame)
+    expected = (0.01 ** 2 + 39 * 0.02 ** 2) / 40
+    np.testing.assert_allclose(float(losses.velocity(x_obs_last, true, jitter)), expected,
+                               rtol=1e-4)
+    assert float(losses.reconstruction(true, jitter)) == pytest.approx(1e-4, rel=1e-4)
+    config = losses.LossConfig(lambda_vel=2.0)
+    assert float(losses.generator_total(config, 0.0, 0.0, 0.0, 0.0, 0.5)) == 1.0
