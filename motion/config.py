@@ -32,6 +32,10 @@ class TrainConfig:
     steps: int = 75000
     batch_size: int = 8
     seq_frames: int = 40           # generated frames per training sequence (after obs_len)
+    # Frames G rolls out on its own (no gradient) before the scored sequence, which then starts
+    # from G's own state and history, as at inference after a while (docs/design.md, "Long
+    # generation"); 0 = the paper (scored frames follow the observed ones).
+    burn_in_frames: int = 0
     checkpoint_every: int = 5000
     log_every: int = 50
     validate_every: int = 1000

@@ -61,12 +61,15 @@ def reconstruction(x_true, x_gen) -> jax.Array:
     return jnp.mean((x_true - x_gen) ** 2)
 
 
-def velocity(x_obs_last, x_true, x_gen) -> jax.Array:
-    """L_vel on ``[B, T, 10, 6]`` sequences: mean squared error of ``x_t − x_{t−1}``, the first
-    difference taken from the last observed frame ``x_obs_last [B, 10, 6]``."""
-    def diff(x):
-        return jnp.diff(jnp.concatenate([x_obs_last[:, None], x], axis=1), axis=1)
-    return jnp.mean((diff(x_true) - diff(x_gen)) ** 2)
+def velocity(before_true, x_true, x_gen, before_gen=None) -> jax.Array:
+    """L_vel on ``[B, T, 10, 6]`` sequences: mean squared error of ``x_t − x_{t−1}``; the first
+    difference is taken from the frame before each sequence (``[B, 10, 6]``; the generated
+    one's defaults to the true one's, the last observed frame)."""
+    before_gen = before_true if before_gen is None else before_gen
+
+    def diff(before, x):
+        return jnp.diff(jnp.concatenate([before[:, None], x], axis=1), axis=1)
+    return jnp.mean((diff(before_true, x_true) - diff(before_gen, x_gen)) ** 2)
 
 
 def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), kind="box",

@@ -1,9 +1,11 @@
 """Stage 2: GAN training of the generator (paper §3.3, eq. 11–16; ``msync train generator``).
 
 :func:`train_step` ``(state, frozen, batch) -> (state, metrics)`` does one alternating
-update on a batch ``{"keypoints": [B, O+n, 10, 6], "audio_features": [B, 4(O+n+L), F]}`` (the
-first O = obs_len frames are observed, the next n generated; the audio runs L ≥ 0 frames past
-the last generated one — the FPN's look-ahead, ``GeneratorConfig.lookahead``):
+update on a batch ``{"keypoints": [B, O+b+n, 10, 6], "audio_features": [B, 4(O+b+n+L), F]}``
+(the first O = obs_len frames are observed, the next n generated and scored; the audio runs
+L ≥ 0 frames past the last generated one — the FPN's look-ahead,
+``GeneratorConfig.lookahead``; b = ``train.burn_in_frames``, 0 in the paper, frames G first
+rolls out on its own without gradient, so that the scored frames start from G's own state):
 
 1. G rolls out n frames once (``motion.rollout``), keeping its VJP;
 2. D_f and D_s take a hinge step (eq. 11–12) on real frames/windows vs the generated ones;
@@ -144,24 +146,31 @@ def _apply(tx, lr, grads, opt_state, params):
 def train_step(state: TrainState, frozen, batch, *, config: GeneratorRunConfig,
                score_fn: Callable):
     """One D step then one G step; returns ``(state, metrics)`` (every loss term, both lrs)."""
-    obs = config.model.obs_len
+    obs, burn = config.model.obs_len, config.train.burn_in_frames
     keypoints = batch["keypoints"]
     audio = batch["audio_features"]
-    x_obs, real = keypoints[:, :obs], keypoints[:, obs:]
+    x_obs, real = keypoints[:, :obs], keypoints[:, obs + burn:]
+    # D's condition: the ground truth's frames just before the scored sequence.
+    x_cond = keypoints[:, burn:burn + obs]
     n = real.shape[1]
     tx = optimizer(config.optim)
     sched_g, sched_d = schedules(config.optim)
     lr_g, lr_d = sched_g(state.step), sched_d(state.step)
     cfg = config.loss
-    generated_audio = slice(FEATURES_PER_FRAME * obs, FEATURES_PER_FRAME * (obs + n))
+    first = obs + burn
+    generated_audio = slice(FEATURES_PER_FRAME * first, FEATURES_PER_FRAME * (first + n))
 
+    history = x_obs
+    if burn:
+        own = rollout(state.g_params, x_obs, audio, burn, config=config.model)
+        history = jnp.concatenate([x_obs, jax.lax.stop_gradient(own)], axis=1)
     fake, pull_back = jax.vjp(
-        lambda g: rollout(g, x_obs, audio, n, config=config.model), state.g_params)
+        lambda g: rollout(g, history, audio, n, config=config.model), state.g_params)
 
     def d_loss(d_params):
         both = jnp.concatenate([real, jax.lax.stop_gradient(fake)])
         sf, ss, stats = _discriminate(config, d_params, state.d_stats,
-                                      jnp.concatenate([x_obs, x_obs]), both, True)
+                                      jnp.concatenate([x_cond, x_cond]), both, True)
         b = real.shape[0]
         l_f = losses.d_hinge(sf[:b], sf[b:]) if cfg.frame_discriminator else 0.0
         l_s = losses.d_hinge(ss[:b], ss[b:]) if cfg.sequence_discriminator else 0.0
@@ -174,11 +183,11 @@ def train_step(state: TrainState, frozen, batch, *, config: GeneratorRunConfig,
     score = functools.partial(score_fn, frozen)
 
     def g_loss(fake):
-        sf, ss, _ = _discriminate(config, d_params, stats, x_obs, fake, False)
+        sf, ss, _ = _discriminate(config, d_params, stats, x_cond, fake, False)
         l_av, per_level = losses.av_multiscale(score, fake, audio[:, generated_audio], cfg)
         l_gf, l_gs = losses.g_hinge(sf), losses.g_hinge(ss)
         l_rec = losses.reconstruction(real, fake)
-        l_vel = losses.velocity(x_obs[:, -1], real, fake)
+        l_vel = losses.velocity(keypoints[:, obs + burn - 1], real, fake, history[:, -1])
         total = losses.generator_total(cfg, l_av, l_gf, l_gs, l_rec, l_vel)
         return total, {"g_total": total, "l_av": l_av, "l_gf": l_gf, "l_gs": l_gs,
                        "l_rec": l_rec, "l_vel": l_vel,
@@ -355,8 +364,10 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
         raise InputError("--set", "Adam needs optim.eps > 0 and 0 <= optim.b1, optim.b2 < 1")
     manifest = read_manifest(data_root)
     syncers, val_levels = _load_syncers(syncers_run, manifest, config)
-    obs, n = config.model.obs_len, tc.seq_frames
-    window = obs + n + config.model.lookahead
+    obs, n, burn = config.model.obs_len, tc.seq_frames, tc.burn_in_frames
+    if burn < 0:
+        raise InputError("--set", f"train.burn_in_frames must be >= 0; got {burn}")
+    window = obs + burn + n + config.model.lookahead
     train_clips = load_split(manifest.root, "train", manifest)
     # What generate matches an utterance's features onto (motion.saved_model, issue 6).
     feature_stats = corpus_feature_stats([c.audio_features for c in train_clips],
@@ -365,8 +376,9 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     val_split = "val" if manifest.splits.get("val") else "train"
     val_clips = train_clips if val_split == "train" else load_split(manifest.root, "val",
                                                                      manifest)
-    val_batch = _cut(WindowLoader(val_clips, window, tc.val_batch_size, tc.seed + 1).batch(0),
-                     obs + n)
+    val_window = obs + n + config.model.lookahead                 # validation: no burn-in
+    val_batch = _cut(WindowLoader(val_clips, val_window, tc.val_batch_size,
+                                  tc.seed + 1).batch(0), obs + n)
 
     mesh = parallel.data_mesh()
     parallel.check_batch_size(tc.batch_size, mesh, "train.batch_size")
@@ -419,7 +431,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     def dispatch(state, step):
         # Every process draws the whole batch (the loader's augmentation stream is
         # sequential over rows) and hands only its own rows to the global array.
-        local = jax.tree.map(lambda a: a[rows], _cut(loader.batch(step), obs + n))
+        local = jax.tree.map(lambda a: a[rows], _cut(loader.batch(step), obs + burn + n))
         return step_fn(state, frozen, parallel.global_batch(local, mesh, tc.batch_size))
 
     def log_row(done, values, steps_per_s):

@@ -106,3 +106,41 @@ def test_step_compiler_options_apply_on_cpu_only_and_yield_to_the_callers(monkey
     motion_train.jit_train_step(None, _score, mine, mesh)
     assert seen[0] == cpu
     assert seen[1] == mine                                 # the caller's value wins
+
+
+@pytest.mark.slow
+def test_burn_in_scores_frames_that_start_from_the_generators_own_state():
+    """With train.burn_in_frames b, G first rolls out b frames from the observed ones with no
+    gradient, and L_rec scores the next n frames, rolled out from that history, against the
+    ground truth's frames O+b..O+b+n."""
+    from motion.config import TrainConfig
+    burn, n = 6, 40
+    run = GeneratorRunConfig(model=generator.TINY,
+                             discriminators=dataclasses.replace(discriminators.TINY,
+                                                                windows=(5, 10)),
+                             loss=LossConfig(lambda_av=0.1, lambda_vel=1.0, levels=2),
+                             optim=OptimConfig(lr_g=1e-3, lr_d=1e-3),
+                             train=TrainConfig(seq_frames=n, burn_in_frames=burn))
+    obs = run.model.obs_len
+    total = obs + burn + n
+    state = jit(create_train_state, static_argnums=(0, 2))(run, jax.random.PRNGKey(0), n)
+    t = jnp.arange(total)[None, :, None, None] / 10.0
+    keypoints = 0.2 * jnp.sin(t + jnp.arange(6)) * jnp.ones((2, 1, 10, 1))
+    audio = jax.random.normal(jax.random.PRNGKey(1), (2, 4 * total, 26))
+    frozen = {"a": jnp.ones((26, 8)), "m": jnp.ones((60, 8))}
+
+    @jit
+    def scored(g):
+        own = rollout(g, keypoints[:, :obs], audio, burn, config=run.model)
+        history = jnp.concatenate([keypoints[:, :obs], own], axis=1)
+        out = rollout(g, history, audio, n, config=run.model)
+        rec = jnp.mean((out - keypoints[:, obs + burn:]) ** 2)
+        return rec, losses.velocity(keypoints[:, obs + burn - 1], keypoints[:, obs + burn:],
+                                    out, history[:, -1])
+
+    rec, vel = scored(state.g_params)
+    step = jit(functools.partial(train_step, config=run, score_fn=_score))
+    _, metrics = step(state, frozen, {"keypoints": keypoints, "audio_features": audio})
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    np.testing.assert_allclose(metrics["l_rec"], rec, rtol=1e-5)
+    np.testing.assert_allclose(metrics["l_vel"], vel, rtol=1e-5)
