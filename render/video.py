@@ -15,6 +15,7 @@ import re
 import subprocess
 import tempfile
 import warnings
+from typing import Iterator
 
 import numpy as np
 
@@ -79,36 +80,42 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 
 def read_video(path: str | os.PathLike, fps: float = FPS) -> np.ndarray:
-    """Decode ``path`` → frames ``[T, H, W, 3]`` uint8 RGB resampled to ``fps``.
+    """Decode ``path`` → frames ``[T, H, W, 3]`` uint8 RGB resampled to ``fps``
+    (:func:`iter_frames`, all at once)."""
+    frames = list(iter_frames(path, fps))
+    if not frames:
+        raise InputError(path, "video has no decodable frames")
+    return np.stack(frames)
+
+
+def iter_frames(path: str | os.PathLike, fps: float = FPS) -> Iterator[np.ndarray]:
+    """Decode ``path`` frame by frame → ``[H, W, 3]`` uint8 RGB resampled to ``fps``, so a long
+    or large video is never held in memory whole.
 
     Output frame ``i`` (time ``i/fps``) is the source frame nearest in time, so a clip keeps its
-    duration whatever its native rate; frames are streamed, only the kept ones are stored.
+    duration whatever its native rate.
     """
     import imageio_ffmpeg
 
     if not os.path.isfile(path):
         raise InputError(path, "no such video file")
-    frames: list[np.ndarray] = []
     try:
         with _quiet_fork():
             reader = imageio_ffmpeg.read_frames(os.fspath(path))
             meta = next(reader)
-            width, height = meta["size"]
-            src_fps = float(meta.get("fps") or fps)
-            ratio = src_fps / fps
-            i = 0
-            for j, raw in enumerate(reader):
-                frame = np.frombuffer(raw, np.uint8).reshape(height, width, 3)
-                while math.floor(i * ratio + 0.5) == j:   # output i takes source round(i·ratio)
-                    frames.append(frame)
-                    i += 1
+        width, height = meta["size"]
+        src_fps = float(meta.get("fps") or fps)
+        ratio = src_fps / fps
+        i = 0
+        for j, raw in enumerate(reader):
+            frame = np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+            while math.floor(i * ratio + 0.5) == j:   # output i takes source round(i·ratio)
+                yield frame
+                i += 1
     except (OSError, RuntimeError, StopIteration, ValueError, KeyError) as err:
         detail = str(err).strip().splitlines()
         raise InputError(path, "not a readable video"
                                + (f" ({detail[-1][:200]})" if detail else "")) from None
-    if not frames:
-        raise InputError(path, "video has no decodable frames")
-    return np.stack(frames)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,

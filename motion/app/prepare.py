@@ -147,28 +147,33 @@ class _Worker:
         info = video_io.probe(video)
         if not info.has_audio:
             raise Skip("no audio track")
-        frames = video_io.read_video(video, options.fps)
         samples = load_audio(video)
-        n_frames = min(len(frames), n_video_frames(samples.size))
+        # Two passes over the decoded frames, so that only 256² crops are ever held: a dozen
+        # frames spread over the clip for the median face box, then the crops.
+        expected = n_video_frames(samples.size)
+        wanted = set(np.linspace(0, max(expected - 1, 0), TRACK_SAMPLES).astype(int).tolist())
+        sampled, n_decoded = [], 0
+        for index, frame in enumerate(video_io.iter_frames(video, options.fps)):
+            n_decoded = index + 1
+            if index in wanted:
+                sampled.append(frame.copy())
+        n_frames = min(n_decoded, expected)
         if n_frames < options.min_seconds * options.fps:
             raise Skip(f"too short: {n_frames / options.fps:.2f} s of audio and video "
                        f"(need {options.min_seconds:g} s)")
-        frames = frames[:n_frames]
-        # A dozen frames spread over the clip are plenty for the median box.
-        sampled = frames[np.linspace(0, n_frames - 1, TRACK_SAMPLES).astype(int)]
-        box = face.track_box(sampled, stride=1)
+        box = face.track_box(np.stack(sampled), stride=1) if sampled else None
         if box is None:
             raise Skip("no face found")
-        crops = face.crop_frames(frames, box)
-        del frames
+        crops = _crops(video, box, n_frames, options.fps)
         try:
             track = landmarker.track(crops, options.fps) if self.fan is None else \
                 landmarker.Track(self._fan_landmarks(crops), np.ones(n_frames, bool))
         except landmarker.FaceLost as err:
             raise Skip(str(err)) from None
         if self.fomm is not None:
-            keypoints = join(self.fomm.keypoints(crops))
-            flipped = join(self.fomm.keypoints(crops[:, :, ::-1])) if options.flip else None
+            pixels = crops.astype(np.float32) / 255.0
+            keypoints = join(self.fomm.keypoints(pixels))
+            flipped = join(self.fomm.keypoints(pixels[:, :, ::-1])) if options.flip else None
         else:
             keypoints = landmark_space.encode(track.landmarks)
             flipped = landmark_space.encode(landmark_space.mirror(track.landmarks)) \
@@ -197,6 +202,29 @@ class _Worker:
             points.append(found[0][:, :2])
         # face-alignment's pixel centres are integers, like dlib's: +0.5 to edge coordinates.
         return landmarker.to_crop_coords(np.stack(points) + 0.5, size)
+
+
+CROP_CHUNK = 32
+
+
+def _crops(video: Path, box, n_frames: int, fps: float) -> np.ndarray:
+    """The first ``n_frames`` frames cropped around ``box``: ``[T, 256, 256, 3]`` uint8,
+    decoded and cropped a chunk at a time."""
+    crops, chunk = [], []
+
+    def flush():
+        if chunk:
+            crops.append((face.crop_frames(np.stack(chunk), box) * 255.0 + 0.5).astype(np.uint8))
+            chunk.clear()
+
+    for index, frame in enumerate(video_io.iter_frames(video, fps)):
+        if index >= n_frames:
+            break
+        chunk.append(frame)
+        if len(chunk) == CROP_CHUNK:
+            flush()
+    flush()
+    return np.concatenate(crops)
 
 
 _WORKER: _Worker | None = None
