@@ -356,9 +356,9 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     workdir = Path(workdir)
     tc = config.train
     if min(tc.steps, tc.batch_size, tc.seq_frames, tc.checkpoint_every, tc.log_every,
-           tc.validate_every, tc.val_batch_size) < 1:
-        raise InputError("--set", "train.steps, batch sizes, seq_frames and the *_every "
-                                  "intervals must be >= 1")
+           tc.validate_every, tc.val_batch_size, tc.max_to_keep) < 1:
+        raise InputError("--set", "train.steps, batch sizes, seq_frames, max_to_keep and the "
+                                  "*_every intervals must be >= 1")
     oc = config.optim
     if not (oc.eps > 0 and 0 <= oc.b1 < 1 and 0 <= oc.b2 < 1):
         raise InputError("--set", "Adam needs optim.eps > 0 and 0 <= optim.b1, optim.b2 < 1")

@@ -185,6 +185,11 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     levels = tuple(sorted(set(config.train.levels)))
     if not levels or min(levels) < 1:
         raise InputError("--set", f"train.levels must be levels >= 1; got {list(levels)}")
+    tc = config.train
+    if min(tc.steps, tc.checkpoint_every, tc.log_every, tc.max_to_keep,
+           config.sampling.batch_size) < 1:
+        raise InputError("--set", "train.steps, train.checkpoint_every, train.log_every, "
+                                  "train.max_to_keep and sampling.batch_size must be >= 1")
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.sampling.batch_size, mesh)
     manifest = read_manifest(config.data_root)

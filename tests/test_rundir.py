@@ -28,6 +28,10 @@ def test_truncate_metrics_keeps_rows_up_to_each_levels_restored_step(tmp_path):
                     {"step": 3}]          # the line cut short by a kill is dropped too
     truncate_metrics(tmp_path / "absent.jsonl", {None: 0})
     assert not (tmp_path / "absent.jsonl").exists()
+    # a rerun that trains only level 2 keeps every row of level 1 (a resumable --levels change)
+    truncate_metrics(path, {2: 0})
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"level": 1, "step": 5}, {"level": 1, "step": 10}, {"step": 3}]
 
 
 def test_atomic_write_replaces_text_and_bytes_leaving_no_partial(tmp_path):

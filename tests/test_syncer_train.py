@@ -138,6 +138,16 @@ def test_unknown_config_key(data, tmp_path, capsys):
     assert "unknown config key 'no.such'" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("override", ["train.max_to_keep=0", "train.steps=0",
+                                      "train.checkpoint_every=0", "train.log_every=0"])
+def test_settings_that_cannot_work_are_refused_before_training(data, tiny_yaml, tmp_path,
+                                                               capsys, override):
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(tmp_path / "run"),
+                     "--config", str(tiny_yaml), "--set", override]) == 2
+    assert "must be >= 1" in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_corrupt_checkpoint_directory(trained, data, tiny_yaml, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)

@@ -48,7 +48,8 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def truncate_metrics(path: Path, restored: dict[Any, int]) -> None:
     """Drop the rows of ``metrics.jsonl`` a resumed run will write again: those past the
-    restored step of their ``level`` (``restored[None]`` for rows without one)."""
+    restored step of their ``level`` (``restored[None]`` for rows without one). Rows of levels
+    this invocation does not train (not in ``restored``) are all kept."""
     if not path.is_file():
         return
     keep = []
@@ -57,7 +58,8 @@ def truncate_metrics(path: Path, restored: dict[Any, int]) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue        # a line cut short by a kill
-        if row.get("step", 0) <= restored.get(row.get("level"), 0):
+        level = row.get("level")
+        if level not in restored or row.get("step", 0) <= restored[level]:
             keep.append(line)
     atomic_write(path, "".join(line + "\n" for line in keep))
 
