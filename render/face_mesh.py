@@ -85,13 +85,13 @@ def _ray_exit(origin: np.ndarray, direction: np.ndarray, bound: float = 1.0) -> 
 
 def _forehead(lm: np.ndarray, height_share: float) -> np.ndarray:
     """A point above each of ``FOREHEAD_BROWS``, ``height_share`` of the brow-to-chin distance
-    up the face (at most 60 % of the way to the crop's border)."""
+    up the face (at most 45 % of the way to the crop's border, leaving the ring room)."""
     brows = lm[17:27].mean(axis=0)
     up = brows - lm[8]
     height = np.linalg.norm(up)
     up = up / max(height, 1e-9)
     base = lm[list(FOREHEAD_BROWS)]
-    reach = np.minimum(height_share * height, 0.6 * _ray_exit(base, up[None]))
+    reach = np.minimum(height_share * height, 0.45 * _ray_exit(base, up[None]))
     return base + reach[:, None] * up
 
 

@@ -39,6 +39,12 @@ N_LANDMARKS = landmark_space.N_LANDMARKS
 MIN_SIZE = 64
 # Points of the head's similarity: brows, nose and eye corners (not the lids, which blink).
 HEAD_POINTS = np.array(list(range(17, 36)) + [36, 39, 42, 45])
+# Share of its group's first-order deformation each landmark takes beyond the head's rigid
+# motion: all, but for the jaw's upper ends, which hinge near the ears. (One affine map for
+# the whole jaw cannot bend it: a dropping chin stretches the group and lifts its ends
+# towards the eyes, folding the thin triangles there.)
+DEFORMS = np.ones(N_LANDMARKS, np.float32)
+DEFORMS[[0, 1, 2, 3, 13, 14, 15, 16]] = [0.2, 0.45, 0.7, 0.9, 0.9, 0.7, 0.45, 0.2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +53,15 @@ class MeshConfig:
 
     ring_points: int = 16          # points of the ring around the face
     ring_margin: float = 0.3       # ring beyond the face hull, share of the hull's mean radius
-    ring_follow: float = 0.6       # share of the head's motion the ring takes (border: none)
+    ring_follow: float = 0.8       # share of the head's motion the ring takes (border: none)
     forehead_height: float = 0.35  # forehead points above the brows, share of brow-to-chin
     border_points: int = 3         # points on each crop side between its corners
     min_area_ratio: float = 0.02   # a clamped triangle keeps this share of its source area
-    clamp_steps: int = 6           # halvings of a folding triangle's deformation
-    tile: int = 8                  # side of the lookup tiles, pixels
-    candidates: int = 16           # triangles tested per tile
+    clamp_steps: int = 4           # rounds of limiting the motion of folding triangles
+    tile: int = 8                  # side of the lookup tiles at 256², pixels (∝ size)
+    candidates: int = 8            # triangles every tile tests
+    busy_tiles: int = 32           # tiles that test more (at most 13 at 256² on real motion)
+    busy_candidates: int = 32      # triangles those test (at most 27 overlap a tile there)
     chunk: int = 16                # driving frames per jitted call; the last chunk is padded
 
 
@@ -82,6 +90,12 @@ class MeshSource:
     @property
     def size(self) -> int:
         return int(self.image.shape[0])
+
+
+def tile_size(config: MeshConfig, size: int) -> int:
+    """The lookup's tile side for ``size``-pixel frames: ``config.tile`` at 256, in proportion
+    elsewhere (the face's triangles shrink with the crop; a tile keeps about as many), ≥ 2."""
+    return max(2, round(config.tile * size / 256))
 
 
 def _check_landmarks(landmarks) -> np.ndarray:
@@ -152,10 +166,10 @@ def _similarity(source, driving):
 
 
 def _targets(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
-    """``(targets, rigid, lids)``: the driven vertices ``[B, N, 2]``; the same with every
-    landmark moved by the head's similarity instead (what clamping falls back to); and the
-    driven landmarks' offset from the mesh's ``[B, 68, 2]`` (non-zero at lids held open). All
-    in centred pixels."""
+    """``(targets, anchors, lids)``: the driven vertices ``[B, N, 2]``; what clamping moves
+    them back towards ``[B, N, 2]`` (the landmarks: the head's rigid motion; the rest: their
+    source positions); and the driven landmarks' offset from the mesh's ``[B, 68, 2]``
+    (non-zero at lids held open). All in centred pixels."""
     scale = (source.size - 1) / 2.0
     driven = interior.uncross(_driven(source.landmarks, kp_source, kp_driving), mouth_gap=0.0)
     held = interior.hold_eyes_open(driven, source.landmarks)
@@ -163,30 +177,55 @@ def _targets(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
     head = _similarity(source.vertices[HEAD_POINTS], held[:, HEAD_POINTS])
     follow = jnp.asarray([1.0, 1.0, config.ring_follow, 0.0])[source.kind][:, None]
     rigid = source.vertices + follow * (head(source.vertices) - source.vertices)
-    return rigid.at[:, :N_LANDMARKS].set(held), rigid, driven - held
+    landmarks = rigid[:, :N_LANDMARKS] + DEFORMS[:, None] * (held - rigid[:, :N_LANDMARKS])
+    anchors = jnp.broadcast_to(source.vertices, rigid.shape).at[:, :N_LANDMARKS].set(
+        rigid[:, :N_LANDMARKS])
+    return rigid.at[:, :N_LANDMARKS].set(landmarks), anchors, driven - landmarks
 
 
-def _clamp(source: MeshSource, targets, rigid, config: MeshConfig):
+def _safe_share(start, end, triangles, floor):
+    """``[B, T]``: the largest share ``s ≤ 1`` of the way from ``start`` to ``end`` (vertices
+    ``[B, N, 2]``) over which each triangle keeps twice its area ≥ ``floor [T]`` — the first
+    root of a quadratic in ``s``; 1 for a triangle already below the floor at ``start``
+    (nothing on this path helps it). Continuous in its inputs, so clamped motion does not jump."""
+    corner = lambda p, i: p[..., triangles[:, i], :]
+    u, v = corner(start, 1) - corner(start, 0), corner(start, 2) - corner(start, 0)
+    du = corner(end, 1) - corner(end, 0) - u
+    dv = corner(end, 2) - corner(end, 0) - v
+    cross = lambda p, q: p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]
+    c0, c1, c2 = cross(u, v) - floor, cross(u, dv) + cross(du, v), cross(du, dv)
+    disc = c1 * c1 - 4.0 * c2 * c0
+    root = jnp.sqrt(jnp.maximum(disc, 0.0))
+    # the two roots in a cancellation-free form: q/c2 and c0/q
+    q = -0.5 * (c1 + jnp.where(c1 >= 0, root, -root))
+    safe = lambda num, den: jnp.where(jnp.abs(den) > 1e-12, num / jnp.where(
+        jnp.abs(den) > 1e-12, den, 1.0), jnp.inf)
+    roots = jnp.stack([safe(q, c2), safe(c0, q)], -1)
+    roots = jnp.where((disc >= 0)[..., None] & (roots > 0), roots, jnp.inf)
+    return jnp.where(c0 > 0, jnp.clip(roots.min(-1), 0.0, 1.0), 1.0)
+
+
+def _clamp(source: MeshSource, targets, anchors, config: MeshConfig):
     """Vertices ``[B, N, 2]`` with no clampable triangle below ``min_area_ratio`` of its source
-    area. The deformation of a folding triangle's vertices (their motion beyond the head's
-    rigid motion) is halved, ``clamp_steps`` times, so the head still turns and moves; a frame
-    still folding after that (a motion too large for the ring) takes the largest share of its
-    whole motion (1, ¾, ½, ¼, 0) that does not fold."""
+    area. Each vertex takes the share of its motion beyond its anchor (a landmark's
+    deformation beyond the head's rigid motion, so the head still turns; a forehead or ring
+    point's whole motion) that its folding triangles allow, ``clamp_steps`` times over; a frame
+    still folding after that (a motion too large for the crop) takes the share of its whole
+    motion that does not fold. Every share is continuous in the motion: no frame jumps."""
     base, tri = source.vertices, source.triangles
-    floor = config.min_area_ratio * piecewise.areas(base, tri)                           # [T]
+    floor = config.min_area_ratio * piecewise.areas(base, tri)                # [T]
+    ignore = ~source.clampable
     alpha = jnp.ones(targets.shape[:2], jnp.float32)
     for _ in range(config.clamp_steps):
-        points = rigid + alpha[..., None] * (targets - rigid)
-        bad = (source.clampable & (piecewise.areas(points, tri) < floor)).astype(jnp.float32)
-        hit = jnp.zeros_like(alpha).at[:, tri].max(jnp.broadcast_to(bad[..., None],
-                                                                     bad.shape + (3,)))
-        alpha = jnp.where(hit > 0, 0.5 * alpha, alpha)
-    points = rigid + alpha[..., None] * (targets - rigid)
-    shares = jnp.asarray([1.0, 0.75, 0.5, 0.25, 0.0])
-    tries = base + shares[:, None, None, None] * (points - base)               # [5, B, N, 2]
-    ok = jnp.all(~source.clampable | (piecewise.areas(tries, tri) >= floor), axis=-1)   # [5, B]
-    first = jnp.argmax(ok, axis=0)
-    return tries[first, jnp.arange(points.shape[0])]
+        points = anchors + alpha[..., None] * (targets - anchors)
+        share = jnp.where(ignore, 1.0, _safe_share(anchors, points, tri, floor))   # [B, T]
+        per_vertex = jnp.ones_like(alpha).at[:, tri].min(
+            jnp.broadcast_to(share[..., None], share.shape + (3,)))
+        alpha = alpha * per_vertex
+    points = anchors + alpha[..., None] * (targets - anchors)
+    share = jnp.where(ignore, 1.0, _safe_share(jnp.broadcast_to(base, points.shape), points,
+                                               tri, floor))
+    return base + share.min(axis=-1)[:, None, None] * (points - base)
 
 
 def clamped_vertices(source: MeshSource, kp_source, kp_driving,
@@ -199,8 +238,8 @@ def clamped_vertices(source: MeshSource, kp_source, kp_driving,
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _clamped(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
-    targets, rigid, _ = _targets(source, kp_source, kp_driving, config)
-    return _clamp(source, targets, rigid, config)
+    targets, anchors, _ = _targets(source, kp_source, kp_driving, config)
+    return _clamp(source, targets, anchors, config)
 
 
 def driving_landmarks(source: MeshSource, kp_source, kp_driving) -> np.ndarray:
@@ -213,15 +252,17 @@ def driving_landmarks(source: MeshSource, kp_source, kp_driving) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _render_chunk(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
-    targets, rigid, lids = _targets(source, kp_source, kp_driving, config)
-    points = _clamp(source, targets, rigid, config)
+    targets, anchors, lids = _targets(source, kp_source, kp_driving, config)
+    points = _clamp(source, targets, anchors, config)
     scale = (source.size - 1) / 2.0
 
     def frame(args):
         points, lids = args
-        sx, sy = piecewise.source_coords(source.vertices, source.triangles, points[None],
-                                         source.size, config.tile, config.candidates)
-        image = piecewise.sample(source.table, sx, sy, source.size)
+        sx, sy = piecewise.source_coords(
+            source.vertices, source.triangles, points, source.size,
+            tile_size(config, source.size), config.candidates, config.busy_tiles,
+            config.busy_candidates)
+        image = piecewise.sample(source.table, sx[None], sy[None], source.size)
         held = points[None, :N_LANDMARKS]
         return interior.paint(image, held + lids[None], held, source.landmarks * scale,
                               source.colours, source.windows)[0]

@@ -156,9 +156,14 @@ def test_tile_lookup_matches_a_brute_force_lookup(synthetic):
     _, _, kp, source = synthetic
     drv = _rotated(_opened(kp, 0.08), 8.0, kp[:, :2].mean(axis=0))
     points = mesh.clamped_vertices(source, kp, drv[None], CONFIG)
-    lookup = jax.jit(piecewise.source_coords, static_argnums=(3, 4, 5))
-    sx, sy = (np.asarray(a[0]) for a in lookup(
-        source.vertices, source.triangles, points, S, CONFIG.tile, CONFIG.candidates))
+    tile = mesh.tile_size(CONFIG, S)
+    load = int(jax.jit(piecewise.tile_load, static_argnums=(2, 3))(
+        source.triangles, points, S, tile)[0])
+    assert CONFIG.candidates < load <= CONFIG.busy_candidates   # the busy tiles' pass runs
+    lookup = jax.jit(piecewise.source_coords, static_argnums=(3, 4, 5, 6, 7))
+    sx, sy = (np.asarray(a) for a in lookup(
+        source.vertices, source.triangles, points[0], S, tile, CONFIG.candidates,
+        CONFIG.busy_tiles, CONFIG.busy_candidates))
     tri = np.asarray(source.triangles)
     src = np.asarray(source.vertices, np.float64)[tri]                          # [T, 3, 2]
     a, b, c = (points[0][tri[:, i]].astype(np.float64) for i in range(3))
