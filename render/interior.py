@@ -15,10 +15,10 @@ Both are drawn per frame in small windows around the mouth and the eyes (sizes f
   painting without a seam. A source whose mouth is open keeps its own interior, which the mesh
   stretches, up to its gap.
 - Eyes: the mesh holds each eye at least as open as in the source (``hold_eyes_open``), so a
-  blink does not squash the eye. The closed share of its height is covered by the lids: the
-  skin above the upper lid (``LID_REACH`` of the eye's width) is stretched down over it, and
-  the skin below the lower lid up, by resampling the frame along the eye's normal, so the lid's
-  own edge (lashes, liner) ends at the driven lid.
+  blink does not squash the eye. The closed share of its height is covered by the upper lid:
+  the skin above it (``LID_REACH`` of the eye's width) is stretched down over the eye by
+  resampling the frame along the eye's normal, so the lid's own edge (lashes, liner) ends at
+  the driven lid; a shut eye's lid reaches the lower lid's margin.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ UPPER_INNER = (60, 61, 62, 63, 64)
 LOWER_INNER = (60, 67, 66, 65, 64)
 # per eye: corners, upper lid, lower lid (each lid listed from the first corner)
 EYES = (((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))
-UPPER_LID_SHARE = 0.8      # of a blink's closure, the share the upper lid travels
+UPPER_LID_SHARE = 1.0      # of a blink's closure, the share the upper lid travels (the lower
+                           # lid's rise squeezed the bright skin below it into a pale line)
 TEETH_SHARE = 0.45         # visible upper teeth: this share of the gap ...
 TEETH_MAX = 0.17           # ... up to this share of the inner mouth's width
 TEETH_COLOUR = (0.93, 0.90, 0.84)
@@ -159,20 +160,25 @@ def _smooth(x):
 
 
 def _sines(t, knots_t, knots_w):
-    """The curve ``Σ_k c_k sin(kπt)``, k = 1..3 (zero at both corners), through three knots
-    ``(knots_t, knots_w) [3]``, at ``t [h, w]``: a smooth lip between its corners."""
+    """The curve ``Σ_k c_k sin(kπt)``, k = 1..n (zero at both corners), through n = 2 or 3
+    knots ``(knots_t, knots_w) [n]``, at ``t [h, w]``: a smooth lip or lid between its corners
+    (it bulges past the straight segments between the landmarks, as lips and lids do)."""
+    n = knots_t.shape[0]
     knots_t = jnp.clip(knots_t, 0.02, 0.98)
-    k = jnp.arange(1, 4, dtype=jnp.float32)
-    basis = jnp.sin(jnp.pi * knots_t[:, None] * k)                           # [3, 3]
+    k = jnp.arange(1, n + 1, dtype=jnp.float32)
+    basis = jnp.sin(jnp.pi * knots_t[:, None] * k)                           # [n, n]
     # a touch of ridge keeps coinciding knots (a profile face) solvable
-    coef = _solve3(basis.T @ basis + 1e-4 * jnp.eye(3), basis.T @ knots_w)
+    coef = _solve(basis.T @ basis + 1e-4 * jnp.eye(n), basis.T @ knots_w)
     return jnp.sin(jnp.pi * t[..., None] * k) @ coef
 
 
-def _solve3(m, b):
-    """``m⁻¹ b`` for one 3×3 system by cofactors (``jnp.linalg.solve`` compiles ~10× slower
-    under ``vmap``)."""
-    cof = jnp.stack([jnp.cross(m[1], m[2]), jnp.cross(m[2], m[0]), jnp.cross(m[0], m[1])])
+def _solve(m, b):
+    """``m⁻¹ b`` for one 2×2 or 3×3 system by cofactors (``jnp.linalg.solve`` compiles ~10×
+    slower under ``vmap``)."""
+    if m.shape[0] == 2:
+        cof = jnp.stack([jnp.stack([m[1, 1], -m[1, 0]]), jnp.stack([-m[0, 1], m[0, 0]])])
+    else:
+        cof = jnp.stack([jnp.cross(m[1], m[2]), jnp.cross(m[2], m[0]), jnp.cross(m[0], m[1])])
     return cof.T @ b / jnp.dot(m[0], cof[0])
 
 
@@ -240,10 +246,11 @@ def _eye(xy, patch, origin, held, driven):
     """Lids closing over one eye: ``held``/``driven`` ``[6, 2]`` (corners, upper lid, lower lid,
     as the mesh has them and as driven). The closed share of the eye's height (at each lid
     point, interpolated between them) is covered by stretching the skin above the upper lid
-    (``LID_REACH`` of the eye's width) down, and the skin below the lower lid up, by resampling
-    ``patch [h, w, 3]`` (whose pixel (0, 0) is at ``origin``) along the eye's normal: the lid's
-    own edge (lashes, liner) ends up at the driven lid. An eye driven below ``SHUT`` of its
-    height is drawn shut (landmarks of a closed eye rarely meet)."""
+    (``LID_REACH`` of the eye's width) down, and (with ``UPPER_LID_SHARE`` < 1) the skin below
+    the lower lid up, by resampling ``patch [h, w, 3]`` (whose pixel (0, 0) is at ``origin``)
+    along the eye's normal: the lid's own edge (lashes, liner) ends up at the driven lid. An
+    eye driven below ``SHUT`` of its height is drawn shut (landmarks of a closed eye rarely
+    meet)."""
     e, n, width = _axis(held[0], held[1])
     u, w = _local(xy, held[0], e, n)
     curves = []
@@ -251,11 +258,16 @@ def _eye(xy, patch, origin, held, driven):
         ku, kw = _local(held[np.array(lid)], held[0], e, n)
         curves.append(_curve(u, ku, kw))
     upper, lower = curves
+    # The lower lid's margin bulges below the straight segments between its landmarks, most
+    # near the corners, where the eye's white shows beneath them: a shutting lid goes there.
+    ku, kw = _local(held[4:6], held[0], e, n)
+    below = jnp.maximum(_sines(u / width, ku / width, kw) - lower, 0.0) + 0.06 * width
     gap_held = jnp.sum((held[4:6] - held[2:4]) * n, -1)                      # [2] at the lids
     gap_driven = jnp.sum((driven[4:6] - driven[2:4]) * n, -1)
     shown = jnp.clip((gap_driven / jnp.maximum(gap_held, 1e-3) - SHUT) / (1.0 - SHUT), 0.0, 1.0)
     knots = _local(held[2:4], held[0], e, n)[0]
     closed = (1.0 - jnp.interp(u, jax.lax.cummax(knots), shown)) * jnp.maximum(lower - upper, 0.0)
+    closed = closed * (1.0 + below / jnp.maximum(lower - upper, 1e-3))
     s_up, s_lo = UPPER_LID_SHARE * closed, (1.0 - UPPER_LID_SHARE) * closed
     reach_up, reach_lo = LID_REACH * width, 0.5 * LID_REACH * width
     top, bottom = upper - reach_up, lower + reach_lo
@@ -263,10 +275,10 @@ def _eye(xy, patch, origin, held, driven):
     # closing lid's edge comes from a little further out (none when it does not close).
     inset_up = jnp.minimum(0.05 * width, s_up)
     inset_lo = jnp.minimum(0.12 * width, s_lo)
-    upper_zone = w < upper + s_up                       # the lids meet there when shut
+    upper_zone = w < upper + s_up + 0.5                 # the lid's edge, anti-aliased
     w_src = jnp.where(upper_zone, top + (w - top) * (reach_up - inset_up) / (reach_up + s_up),
                       bottom - (bottom - w) * (reach_lo - inset_lo) / (reach_lo + s_lo))
-    alpha = jnp.where(upper_zone, w >= top,
+    alpha = jnp.where(upper_zone, jnp.clip(upper + s_up - w + 0.5, 0.0, 1.0) * (w >= top),
                       jnp.clip(w - (lower - s_lo) + 0.5, 0.0, 1.0) * (w <= bottom))
     alpha = alpha * ((u > 0) & (u < width))
     local = xy - (w - w_src)[..., None] * n - origin                          # [h, w, 2]
