@@ -118,13 +118,14 @@ def test_any_video_length_compiles_once():
 
 
 def test_render_library_imports_only_the_ground_floor_of_msync():
-    """The renderers load nothing of motion, and of syncers only the error type and the layout
-    (docs/design.md, "Layout"): no JAX model of either stage comes with them."""
+    """The renderers load nothing of motion, and of syncers only the error type, the layout
+    and (for the mesh renderer) the landmark space (docs/design.md, "Layout"): no JAX model of
+    either stage comes with them."""
     import subprocess
     import sys
-    code = ("import sys, render.warp, render.face, render.video; "
+    code = ("import sys, render.warp, render.face, render.video, render.mesh; "
             "allowed = {'syncers', 'syncers.run', 'syncers.run.errors', 'syncers.data', "
-            "'syncers.data.layout'}; "
+            "'syncers.data.layout', 'syncers.data.landmark_space'}; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('syncers', 'motion') "
             "and m not in allowed]; "
             "assert not bad, bad")
