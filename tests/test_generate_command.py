@@ -152,6 +152,7 @@ def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys
                              "--keypoints-out", kp_out)
     assert code == 0, err
     assert "landmarks-v1 model" in stdout
+    assert "mesh renderer" in stdout                       # the landmark space's default
     keypoints = np.load(kp_out)["keypoints"]
     crop = face.crop(face.load_image(media["face"]))
     points = app_gen.source_landmarks(crop)
@@ -279,6 +280,9 @@ def test_no_crop_animates_an_image_without_a_face(media, tmp_path, capsys):
      "FOMM keypoints.*drop --renderer warp"),
     ("other", (), "unknown keypoint space 'mediapipe-v2'"),
     ("mfcc40", (), "audio features"),
+    ("phantom", ("--renderer", "mesh"), "mesh renderer draws landmarks-v1.*--renderer warp"),
+    ("landmark", ("--renderer", "fomm", "--fomm-checkpoint", "vox.pth.tar"),
+     "landmarks-v1 keypoints; FOMM cannot draw them"),
 ])
 def test_model_and_renderer_must_share_a_keypoint_space(media, tmp_path, capsys, model, extra,
                                                         message):

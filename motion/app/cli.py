@@ -169,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True)
     generate.add_argument("--model")
     generate.add_argument("--fomm-checkpoint")
-    generate.add_argument("--renderer", choices=("fomm", "warp"))
+    generate.add_argument("--renderer", choices=("mesh", "warp", "fomm"),
+                          help="how frames are drawn: mesh (landmark-space models, the default "
+                               "for them: a triangle mesh over the face with a painted mouth "
+                               "interior), warp (a weight-free first-order warp; the default for "
+                               "phantom models) or fomm (needs --fomm-checkpoint)")
     generate.add_argument("--keypoints-out")
     generate.add_argument("--head-scale", type=float, default=1.0)
     generate.add_argument("--lip-scale", type=float, default=1.0)

@@ -23,7 +23,7 @@ from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
 from motion.saved_model import META, PARAMS, load_model
-from render import face, landmarks
+from render import face, landmarks, mesh
 from render.fomm import load as load_fomm
 from render.keypoints import join, split
 from render.video import video_writer
@@ -65,24 +65,37 @@ def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SE
     return pa.render_speech(plan, n_frames * SAMPLES_PER_FRAME, audio_rng)
 
 
+def default_renderer(keypoint_space: str, fomm_checkpoint: str | None) -> str:
+    """The renderer of a keypoint space: FOMM with a checkpoint, the mesh for ``landmarks-v1``,
+    the warp otherwise (a FOMM-space model without a checkpoint is then refused, saying so)."""
+    if fomm_checkpoint:
+        return "fomm"
+    return "mesh" if keypoint_space == LANDMARK_SPACE else "warp"
+
+
 def check_pairing(keypoint_space: str, renderer: str, fomm_checkpoint: str | None,
                   model_name: str) -> None:
     """Refuse a model/renderer pair from different keypoint spaces (docs/design.md,
     "Keypoint spaces")."""
     if renderer == "fomm" and not fomm_checkpoint:
         raise InputError(None, "--renderer fomm needs --fomm-checkpoint PTH (the FOMM vox-256 "
-                               "weights); without one use --renderer warp")
+                               "weights); without one use --renderer mesh or warp")
     if keypoint_space.startswith("fomm"):
         if renderer != "fomm":
-            fix = "drop --renderer warp" if fomm_checkpoint else "pass --fomm-checkpoint PTH"
+            fix = f"drop --renderer {renderer}" if fomm_checkpoint else \
+                "pass --fomm-checkpoint PTH"
             raise InputError(model_name, f"this model moves FOMM keypoints ({keypoint_space}); "
-                                         f"the warp renderer draws {PHANTOM_SPACE} keypoints — "
-                                         f"{fix} to render it with FOMM")
+                                         f"the {renderer} renderer cannot draw them — {fix} to "
+                                         "render it with FOMM")
     elif keypoint_space in (PHANTOM_SPACE, LANDMARK_SPACE):
         if renderer == "fomm" or fomm_checkpoint:
             raise InputError(model_name, f"this model moves {keypoint_space} keypoints; FOMM "
                                          "cannot draw them — drop --fomm-checkpoint/--renderer "
-                                         "fomm (the warp renderer draws them)")
+                                         "fomm")
+        if renderer == "mesh" and keypoint_space != LANDMARK_SPACE:
+            raise InputError(model_name, f"the mesh renderer draws {LANDMARK_SPACE} keypoints "
+                                         f"(68 landmarks); this model moves {keypoint_space} "
+                                         "keypoints — use --renderer warp")
     else:
         raise InputError(model_name, f"unknown keypoint space {keypoint_space!r}: neither FOMM "
                                      f"(fomm-*), {LANDMARK_SPACE} nor {PHANTOM_SPACE}, so no "
@@ -135,18 +148,20 @@ def source_landmarks(crop) -> np.ndarray:
     return points if points is not None else landmark_space.template(crop.face_box)
 
 
-def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE) -> tuple[np.ndarray, Any]:
+def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE,
+                      points: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
 
     FOMM: the KPDetector on the crop, identity map. Landmarks: the landmark-space encoding of
-    the source's landmarks (:func:`source_landmarks`), identity map. Phantom: the template in
+    the source's landmarks (``points``, default :func:`source_landmarks`), identity map. Phantom: the template in
     the corpus's typical face box, mapped onto the detected face (uniform scale + shift of the
     positions).
     """
     if fomm is not None:
         return join(fomm.keypoints(crop.image[None]))[0].astype(np.float32), lambda kp: kp
     if space == LANDMARK_SPACE:
-        return landmark_space.encode(source_landmarks(crop)), lambda kp: kp
+        points = source_landmarks(crop) if points is None else points
+        return landmark_space.encode(points), lambda kp: kp
     x0, y0, x1, y1 = crop.face_box
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
     half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
@@ -163,10 +178,13 @@ def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE) -> tuple[np.ndarra
     return x0_model, to_image
 
 
-def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm):
-    """Frames in chunks ``[n, S, S, 3]`` float in [0, 1], in order, from the chosen renderer."""
+def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm, points=None):
+    """Frames in chunks ``[n, S, S, 3]`` float in [0, 1], in order, from the chosen renderer
+    (``points``: the source's landmarks ``[68, 2]``, which the mesh renderer needs)."""
     if renderer == "warp":
         return render_chunks(crop.image, x0_Kx6, keypoints_Tx10x6)
+    if renderer == "mesh":
+        return mesh.render_chunks(mesh.prepare(crop.image, points), x0_Kx6, keypoints_Tx10x6)
     return _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
 
 
@@ -229,9 +247,9 @@ def generate_command(args: Any) -> None:
     keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out",
                                  inputs + (args.out,))
     fomm_checkpoint = getattr(args, "fomm_checkpoint", None)
-    renderer = args.renderer or ("fomm" if fomm_checkpoint else "warp")
     model, info, model_name = _load_generator(args.model)
     space = str(info.get("keypoint_space", ""))
+    renderer = args.renderer or default_renderer(space, fomm_checkpoint)
     check_pairing(space, renderer, fomm_checkpoint, model_name)
     kind = _feature_kind(info, model, model_name)
     quantiles = _corpus_quantiles(info, normalization, model_name)
@@ -260,7 +278,8 @@ def generate_command(args: Any) -> None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
 
-    x0_model, to_image = _source_keypoints(crop, fomm, space)
+    points = source_landmarks(crop) if space == LANDMARK_SPACE else None
+    x0_model, to_image = _source_keypoints(crop, fomm, space, points)
     started = time.perf_counter()
     with progress.bar(n_frames, "generate", "frame") as bar:
         generated = generate(model, x0_model, features, head_scale=args.head_scale,
@@ -275,8 +294,8 @@ def generate_command(args: Any) -> None:
 
     started = time.perf_counter()
     with published(out) as partial:
-        write_frames(partial, _frame_chunks(renderer, crop, x0, keypoints, fomm), n_frames,
-                     crop.image.shape[0], samples, args.audio)
+        chunks = _frame_chunks(renderer, crop, x0, keypoints, fomm, points)
+        write_frames(partial, chunks, n_frames, crop.image.shape[0], samples, args.audio)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
