@@ -18,15 +18,18 @@ import json
 import os
 import sys
 
+import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import soundfile
 
 torch = pytest.importorskip("torch")
 
 import official_audio_reference as audio_ref  # noqa: E402
 import official_reference as ref  # noqa: E402
 from motion.app import cli  # noqa: E402
+from motion.app import generate as app_gen  # noqa: E402
 from motion.official import protocol  # noqa: E402
 from motion.official.config import PAPER, OfficialConfig  # noqa: E402
 from motion.official.convert import convert_state_dict, load_release  # noqa: E402
@@ -34,6 +37,9 @@ from motion.official.layout import specs  # noqa: E402
 from motion.official.model import OfficialModel  # noqa: E402
 from motion.official.parity import raw_forward  # noqa: E402
 from motion.saved_model import load_model  # noqa: E402
+from render import face  # noqa: E402
+from render.video import read_video  # noqa: E402
+from syncers.data.features import features_of  # noqa: E402
 from syncers.run.errors import InputError  # noqa: E402
 
 FORWARD_TOL, PROTOCOL_TOL, FEATURE_TOL = 1e-4, 1e-3, 2e-3
@@ -272,6 +278,36 @@ def test_protocol_feeds_the_model_what_execute_model_feeds_it(n_rows):
 def test_protocol_refuses_a_recording_too_short_for_a_frame():
     with pytest.raises(InputError, match="feature rows"):
         protocol.protocol_audio(np.zeros((7, 26), np.float32), 3)
+
+
+def test_generate_runs_the_papers_pipeline(converted, monkeypatch, tmp_path, capsys):
+    """``msync generate --model MODEL --fomm-checkpoint ...``: x0 from FOMM's detector, the
+    official features of the file (24 kHz stereo: ffmpeg's path), the protocol, FOMM drawing
+    absolute keypoints (a reduced random FOMM stands in for vox-adv)."""
+    from render.keypoints import join
+    from test_fomm_model import small_model
+
+    _, out, _, _, _ = converted
+    fomm = small_model()
+    monkeypatch.setattr(app_gen, "load_fomm", lambda path, *a, **k: fomm)
+    t = np.arange(24000) / 24000
+    wav = tmp_path / "speech.wav"
+    soundfile.write(str(wav), np.stack([np.sin(2 * np.pi * 180 * t) * (t < 0.6),
+                                        0.3 * np.sin(2 * np.pi * 330 * t)], 1), 24000)
+    image = np.zeros((256, 256, 3), np.uint8) + np.arange(256, dtype=np.uint8)[:, None, None]
+    iio.imwrite(tmp_path / "face.png", image)
+    kp_out = tmp_path / "kp.npz"
+    code, stdout, err = _cli(capsys, "generate", "--image", tmp_path / "face.png", "--audio", wav,
+                             "--model", out, "--fomm-checkpoint", "vox-adv-cpk.pth.tar",
+                             "--no-crop", "--out", tmp_path / "x.mp4", "--keypoints-out", kp_out)
+    assert code == 0, err
+    crop = face.no_crop(face.load_image(tmp_path / "face.png"))
+    x0 = join(fomm.keypoints(crop.image[None]))[0]
+    model, _ = load_model(out)
+    expected = protocol.generate(model, x0, features_of(wav, None, "official"))
+    keypoints = np.load(kp_out)["keypoints"]
+    np.testing.assert_array_equal(keypoints, expected)
+    assert len(read_video(tmp_path / "x.mp4")) == 25
 
 
 def _truncated(path):
