@@ -361,6 +361,9 @@ REFUSALS = {
                        "unknown tensor decoder.weight"),
     "no state dict": ("model_chkpt.pt",
                       lambda p: torch.save({"model": {}}, p), "expected a dict with the"),
+    "unknown entry": ("model_chkpt.pt",
+                      lambda p: torch.save({**torch.load(p, weights_only=True), "ema": {}}, p),
+                      "unexpected entries ['ema']"),
 }
 
 
