@@ -42,6 +42,8 @@ import numpy as np
 
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
 from motion.model import GeneratorModel
+from motion.official import protocol as official_protocol
+from motion.official.model import OfficialModel
 from motion.rollout import rollout
 from syncers.data.layout import FEATURES_PER_FRAME
 
@@ -107,9 +109,15 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     return np.concatenate([x0[:, None], np.asarray(frames)[:, :n_frames - 1]], axis=1)
 
 
-def generate(model: GeneratorModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,
+def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,
              lip_scale=1.0) -> np.ndarray:
-    """``x0 [10, 6]``, ``audio_features [4T, F]`` → keypoints ``[T, 10, 6]`` (frame 0 = x0)."""
+    """``x0 [10, 6]``, ``audio_features [4T, F]`` → keypoints ``[T, 10, 6]`` (frame 0 = x0).
+
+    A released MS-Sync model (``motion.official``) takes its own features ``[N, 26]`` and runs
+    its own inference protocol (``motion.official.protocol``: T ≈ N / 3.9943, frame 0 ≠ x0)."""
+    if isinstance(model, OfficialModel):
+        return official_protocol.generate(model, x0_Kx6, audio_features_4TxF, head_scale,
+                                          lip_scale)
     x0 = np.asarray(x0_Kx6, np.float32)
     audio = np.asarray(audio_features_4TxF, np.float32)
     if x0.shape != (N_KEYPOINTS, KEYPOINT_DIM):

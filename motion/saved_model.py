@@ -5,7 +5,10 @@ A saved model is a directory holding
 
 - ``model.json``: ``{"format": "msync-generator", "version": 1, "config": {GeneratorConfig
   fields}, "keypoint_space": str, "features": {feature config}, "syncers_run": str | null,
-  "step": int, ...}`` (extra keys are kept in ``info``), and optionally
+  "step": int, ...}`` (extra keys are kept in ``info``); ``"arch": "ms-sync-official"`` marks
+  the released MS-Sync generator converted by ``msync motion convert`` (``motion.official``:
+  ``config`` then holds ``OfficialConfig``'s fields; absent = msync's own generator), and
+  optionally
   ``"feature_stats": {"quantiles": [Q][F], "source": str}`` — per-band quantiles (levels
   ``linspace(0, 1, Q)``) of the training split's audio features, which ``msync generate`` matches
   an utterance's features onto (``motion.generate.match_features``; models without them are
@@ -32,6 +35,9 @@ import numpy as np
 
 from motion.generator import GeneratorConfig, init_params
 from motion.model import GeneratorModel, ready
+from motion.official import config as official_config
+from motion.official.layout import template as official_template
+from motion.official.model import OfficialModel
 from syncers.run.errors import InputError
 from syncers.run.rundir import atomic_write
 
@@ -59,7 +65,8 @@ def corpus_feature_stats(features: list[np.ndarray], source: str) -> dict:
             "source": f"{source} ({len(features)} clips, {total} feature frames{sampled})"}
 
 
-def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_space: str,
+def save_model(directory: str | os.PathLike, model: GeneratorModel | OfficialModel, *,
+               keypoint_space: str,
                features: dict | None = None, syncers_run: str | None = None, step: int = 0,
                feature_stats: dict | None = None, **extra: Any) -> Path:
     """Write ``model`` and what it was trained on to ``directory`` (atomically per file);
@@ -68,7 +75,9 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(model.params))
     atomic_write(directory / PARAMS, flax.serialization.msgpack_serialize(params))
-    meta = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(model.config),
+    arch = {"arch": model.arch} if isinstance(model, OfficialModel) else {}
+    meta = {"format": FORMAT, "version": VERSION, **arch,
+            "config": dataclasses.asdict(model.config),
             "keypoint_space": keypoint_space, "features": features or {},
             "syncers_run": syncers_run, "step": int(step), **extra}
     if feature_stats is not None:
@@ -77,8 +86,9 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel, *, keypoint_
     return directory
 
 
-def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
-    """``(GeneratorModel, info)`` from a saved model directory or a generator training run.
+def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel, dict]:
+    """``(GeneratorModel, info)`` from a saved model directory or a generator training run;
+    ``(OfficialModel, info)`` for a converted release (``arch: ms-sync-official``).
 
     ``info`` is the parsed ``model.json`` (``keypoint_space``, ``features``, ``syncers_run``,
     ``step``, ...). Anything malformed is an :class:`InputError` naming the file.
@@ -101,17 +111,31 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
     if info.get("version") != VERSION:
         raise InputError(meta_path, f"format version {info.get('version')} is not supported "
                                     f"(this msync reads version {VERSION})")
+    arch = info.get("arch")
+    if arch == official_config.ARCH:
+        config = official_config.from_dict(info.get("config"), meta_path)
+        _check_generate_settings(info, config, meta_path)
+        params = _read_params(path / PARAMS, official_template(config))
+        return OfficialModel(params=params, config=config), info
+    if arch is not None:
+        raise InputError(meta_path, f"unknown arch {arch!r} (this msync runs its own generator "
+                                    f"and {official_config.ARCH})")
     fields = {f.name for f in dataclasses.fields(GeneratorConfig)}
     raw = info.get("config")
     if not isinstance(raw, dict) or set(raw) - fields:
         raise InputError(meta_path, f"config has unknown keys {sorted(set(raw or {}) - fields)}")
     config = GeneratorConfig(**raw)
     _check_generate_settings(info, config, meta_path)
-    params_path = path / PARAMS
-    if not params_path.is_file():
-        raise InputError(params_path, "missing")
     # Shapes only: building real initial values would cost a minute of eager Flax on a CPU.
     template = jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
+    params = _read_params(path / PARAMS, template)
+    return ready(GeneratorModel(params=params, config=config)), info
+
+
+def _read_params(params_path: Path, template):
+    """``params.msgpack`` as float32 numpy leaves of ``template``'s tree and shapes."""
+    if not params_path.is_file():
+        raise InputError(params_path, "missing")
     try:
         state = flax.serialization.msgpack_restore(params_path.read_bytes())
         params = flax.serialization.from_state_dict(template, state)
@@ -122,11 +146,11 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel, dict]:
     if bad:
         raise InputError(params_path, f"parameter shapes do not match model.json's config: "
                                       f"{', '.join(bad[:3])}")
-    params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    return ready(GeneratorModel(params=params, config=config)), info
+    return jax.tree.map(lambda a: np.asarray(a, np.float32), params)
 
 
-def _check_generate_settings(info: dict, config: GeneratorConfig, meta_path: Path) -> None:
+def _check_generate_settings(info: dict, config: GeneratorConfig | official_config.OfficialConfig,
+                             meta_path: Path) -> None:
     """``feature_stats`` must be ``[Q ≥ 2][audio_features]`` finite quantiles, non-decreasing
     along Q; ``drift_window_s`` a number >= 0. Either may be absent (older models)."""
     stats = info.get("feature_stats")

@@ -16,7 +16,8 @@ def test_help_lists_every_command(capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("data", "train", "generate", "evaluate", "analyze", "demo", "render"):
+    for command in ("data", "train", "generate", "evaluate", "analyze", "demo", "motion",
+                    "render"):
         assert command in out
 
 
@@ -32,7 +33,7 @@ def _leaf_parsers(parser):
 def test_every_command_names_a_function_that_exists():
     """Each command's handler imports its module only when it runs; every target must exist."""
     targets = [sub.get_default("handler").target for sub in _leaf_parsers(cli.build_parser())]
-    assert len(targets) == 10
+    assert len(targets) == 12
     for target in targets:
         module, function = target.split(":")
         assert module.startswith("motion.app."), target

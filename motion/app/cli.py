@@ -227,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE")
     demo.set_defaults(handler=_command("motion.app.demo:demo_command"))
 
+    motion = commands.add_parser("motion", help="the released MS-Sync generator").add_subparsers(
+        dest="motion_command", required=True, parser_class=_Parser)
+    motion_convert = motion.add_parser(
+        "convert", help="the authors' MS-Sync release (args + model_chkpt.pt) -> an msync model")
+    motion_convert.add_argument("--checkpoint", required=True, metavar="DIR",
+                                help="the release directory: args and model_chkpt.pt")
+    motion_convert.add_argument("--out", required=True, metavar="MODEL")
+    motion_convert.set_defaults(handler=_command("motion.app.official:convert_command"))
+    motion_parity = motion.add_parser("parity",
+                                      help="run a converted release on inputs from an npz")
+    motion_parity.add_argument("--model", required=True)
+    motion_parity.add_argument("--inputs", required=True, metavar="IN.npz",
+                               help="inpt and audio (the raw forward), or wav and kp0 (the "
+                                    "front-end and the inference protocol)")
+    motion_parity.add_argument("--out", required=True, metavar="OUT.npz")
+    motion_parity.set_defaults(handler=_command("motion.app.official:parity_command"))
+
     render = commands.add_parser("render", help="renderer tools").add_subparsers(
         dest="render_command", required=True, parser_class=_Parser)
     convert = render.add_parser("convert", help="FOMM .pth.tar -> orbax weights")

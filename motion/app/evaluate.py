@@ -10,6 +10,7 @@ from pathlib import Path
 
 from motion import evaluate as gen_eval
 from motion.generate import generate_batch
+from motion.official.model import OfficialModel
 from motion.saved_model import META, load_model
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
@@ -26,6 +27,10 @@ def evaluate_command(args) -> None:
         return
     model, info = load_model(args.model)
     model_json = _model_json(Path(args.model), META)
+    if isinstance(model, OfficialModel):
+        raise InputError(model_json, "a converted MS-Sync release reads its own audio front-end "
+                                     "from the recordings, not the dataset's features: msync "
+                                     "evaluate --model scores msync-trained generators only")
     run = load_run(args.syncers)
     manifest = read_manifest(args.data)
     if info.get("keypoint_space") != manifest.keypoint_space:

@@ -28,7 +28,7 @@ from render.fomm import load as load_fomm
 from render.keypoints import join, split
 from render.video import video_writer
 from render.warp import render_chunks
-from syncers.data.features import (SAMPLE_RATE, audio_features, feature_config, load_audio,
+from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
                                    n_video_frames)
 from syncers.data import landmark_space
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
@@ -118,7 +118,7 @@ def _feature_kind(info: dict, model: GeneratorModel, name: str) -> str:
     """The feature kind a model was trained on; anything this msync cannot compute is refused."""
     recorded = info.get("features") or {}
     kind = recorded.get("kind", "logmel")
-    if kind not in ("logmel", "mfcc"):
+    if kind not in ("logmel", "mfcc", "official"):
         raise InputError(name, f"model.json: unknown audio feature kind {kind!r}")
     expected = feature_config(kind)
     bad = {k: v for k, v in recorded.items() if k in expected and v != expected[k]}
@@ -273,7 +273,7 @@ def generate_command(args: Any) -> None:
         if fomm.config.generator.num_kp != N_KEYPOINTS:
             raise InputError(fomm_checkpoint, f"the FOMM model has {fomm.config.generator.num_kp} "
                                               f"keypoints; msync's generator moves {N_KEYPOINTS}")
-    features = audio_features(samples, kind)
+    features = features_of(args.audio, samples, kind)
     if quantiles is not None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)

@@ -5,7 +5,9 @@
 rate, channel count or bit depth). ``audio_features`` turns those samples into ``[4T, 26]``
 log-mel filterbank energies — 26 bands, 400-sample (25 ms) window, 160-sample (10 ms) hop,
 n_fft 512 — or, with ``kind="mfcc"``, 26 MFCCs of the same frames. The paper says "26-d MFCC";
-the official code feeds 26 log-filterbank energies, which is our default.
+the official code feeds 26 log-filterbank energies, which is our default. ``kind="official"`` is
+the released MS-Sync model's own front-end (``syncers.data.official_audio``), which reads the
+file itself (:func:`features_of`) and has its own row count.
 
 Frame alignment: video frame t (25 fps) covers samples ``[640 t, 640 (t+1))``. Feature frame m
 describes the 10 ms hop ``[160 m, 160 (m+1))`` and is computed on the 400-sample window centred
@@ -23,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from syncers.data import official_audio
 from syncers.data.layout import FEATURES_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
 from syncers.data.layout import FEATURE_HOP as HOP
 from syncers.run.errors import InputError
@@ -32,7 +35,7 @@ N_FFT = 512
 N_BANDS = 26
 _LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
 
-FeatureKind = Literal["logmel", "mfcc"]
+FeatureKind = Literal["logmel", "mfcc", "official"]
 _CONTAINERS = {".mp4", ".m4a", ".mov", ".mkv", ".avi", ".webm", ".aac", ".mp3", ".opus"}
 
 
@@ -102,15 +105,19 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
 
     ``kind="logmel"``: natural log of 26 mel-band power energies (floored at 1e-8).
     ``kind="mfcc"``: the first 26 DCT-II coefficients of those log energies.
+    ``kind="official"``: ``official_audio.logfbank`` — ``[N, 26]`` with N = 1 + ceil((n − 400)
+    / 160), not 4T (the released model's inference maps 3.9943 rows to a video frame).
     See the module docstring for the frame-alignment rule.
     """
     import librosa
 
+    if kind == official_audio.KIND:
+        return official_audio.logfbank(samples)
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"samples must be 1-D mono; got shape {samples.shape}")
     if kind not in ("logmel", "mfcc"):
-        raise ValueError(f"kind must be 'logmel' or 'mfcc'; got {kind!r}")
+        raise ValueError(f"kind must be 'logmel', 'mfcc' or 'official'; got {kind!r}")
     n_features = FEATURES_PER_FRAME * n_video_frames(samples.size)
     if n_features == 0:
         return np.zeros((0, N_BANDS), np.float32)
@@ -130,7 +137,19 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
     return np.ascontiguousarray(features, dtype=np.float32)
 
 
+def features_of(path: str | os.PathLike | None, samples: np.ndarray,
+                kind: FeatureKind = "logmel") -> np.ndarray:
+    """:func:`audio_features` of an input file: ``official`` reads ``path`` itself (its own
+    channel choice and resampling, ``official_audio.read_samples``); the other kinds, and every
+    kind without a file, use ``samples`` (16 kHz mono, as :func:`load_audio` gives them)."""
+    if kind == official_audio.KIND and path is not None:
+        return official_audio.logfbank(official_audio.read_samples(path), path)
+    return audio_features(samples, kind)
+
+
 def feature_config(kind: FeatureKind = "logmel") -> dict:
     """What a dataset's manifest records about its features, so mismatches can be caught."""
+    if kind == official_audio.KIND:
+        return dict(official_audio.FEATURE_CONFIG)
     return {"kind": kind, "n_bands": N_BANDS, "sample_rate": SAMPLE_RATE, "hop": HOP,
             "window": WINDOW, "n_fft": N_FFT, "rate_hz": SAMPLE_RATE // HOP}
