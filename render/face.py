@@ -19,7 +19,8 @@ from render import landmarks
 from syncers.run.errors import InputError
 
 MIN_SIDE = 16              # smaller images cannot hold a face worth animating
-DEFAULT_MARGIN = 0.25      # crop side = face side · (1 + 2·margin)
+DEFAULT_MARGIN = 0.25      # crop side = face side · (1 + 2·margin): prepare's training crops
+TRAINING_CROP_SCALE = 1 + 2 * DEFAULT_MARGIN
 DEFAULT_FACE_BOX = (-0.5, -0.5, 0.5, 0.5)  # --no-crop: assume a centred face filling half
 
 
@@ -146,6 +147,12 @@ def track_box(frames: np.ndarray, stride: int = 5) -> tuple[float, float, float,
     if not found:
         return None
     return tuple(float(v) for v in np.median(np.asarray(found), axis=0))
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Square frames ``[T, S, S, 3]`` float in [0, 1] → ``[T, size, size, 3]`` float32 (the same
+    antialiased linear resize as the crops)."""
+    return _resize(np.asarray(frames, np.float32), size)
 
 
 def _square_box(face: tuple[float, float, float, float], margin: float) -> tuple[int, int, int, int]:

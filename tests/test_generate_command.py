@@ -92,6 +92,11 @@ def media(tmp_path_factory):
             "wav24": root / "speech24.wav"}
 
 
+def _default_crop(path):
+    """The crop msync generate makes by default (--crop-scale 1.8)."""
+    return face.crop(face.load_image(path), margin=(app_gen.DEFAULT_CROP_SCALE - 1) / 2)
+
+
 def _run(capsys, *argv):
     code = cli.main(["generate", *map(str, argv)])
     captured = capsys.readouterr()
@@ -125,7 +130,7 @@ def test_video_has_a_frame_per_40_ms_the_audio_and_moves(media, tmp_path, capsys
         keypoints, fps, space = saved["keypoints"], saved["fps"], str(saved["keypoint_space"])
     assert keypoints.shape == (25, 10, 6) and fps == 25.0 and space == "phantom-v1"
     # frame 0 is x0: the template on the detected face box
-    crop = face.crop(face.load_image(media["face"]))
+    crop = _default_crop(media["face"])
     np.testing.assert_allclose(keypoints[0], fit_to_box(crop.face_box), atol=1e-5)
     assert np.abs(np.diff(keypoints, axis=0)).max() > 1e-3
 
@@ -143,6 +148,23 @@ def test_the_mp4_carries_the_inputs_own_audio(media, tmp_path, capsys):
     assert abs(info.duration - SECONDS) < 0.06
 
 
+def test_crop_scale_and_size(media, tmp_path, capsys):
+    out = tmp_path / "big.mp4"
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["landmark"], "--out", out, "--size", "512", "--crop-scale", "2.5")
+    assert code == 0, err
+    assert (probe(out).width, probe(out).height) == (512, 512)
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["landmark"], "--out", out, "--crop-scale", "9")
+    assert "--crop-scale: must be 1.2 to 4" in _one_line_error(code, err)
+    # the model's frame: a training crop (face box 1/1.5 of the side) is the identity, a crop
+    # twice as loose doubles the coordinates the model sees
+    third = 1 / face.TRAINING_CROP_SCALE
+    assert app_gen.model_frame_scale((-third, -third, third, third)) == pytest.approx(1.0)
+    assert app_gen.model_frame_scale((-third / 2, -third / 2, third / 2, third / 2)) == \
+        pytest.approx(2.0)
+
+
 def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys):
     """A landmarks-v1 model's x0 is the landmark-space encoding of dlib's 68 points on the
     crop; with --no-crop on an image with no face, of the mean face in the assumed box."""
@@ -154,7 +176,7 @@ def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys
     assert "landmarks-v1 model" in stdout
     assert "mesh renderer" in stdout                       # the landmark space's default
     keypoints = np.load(kp_out)["keypoints"]
-    crop = face.crop(face.load_image(media["face"]))
+    crop = _default_crop(media["face"])
     points = app_gen.source_landmarks(crop)
     assert_close(keypoints[0], landmark_space.encode(points), rel=1e-5)
     assert np.abs(points[36:48].mean(axis=0)[1]) < 0.5               # real eyes, found on it
@@ -376,7 +398,7 @@ def test_fomm_renderer_with_a_fomm_space_model(media, monkeypatch, tmp_path, cap
                              "--out", tmp_path / "x.mp4", "--keypoints-out", kp_out)
     assert code == 0, err
     assert "fomm renderer" in stdout
-    crop = face.crop(face.load_image(media["face"]))
+    crop = _default_crop(media["face"])
     x0 = join(fomm.keypoints(crop.image[None]))[0]
     keypoints = np.load(kp_out)["keypoints"]
     np.testing.assert_allclose(keypoints[0], x0, atol=1e-6)
@@ -403,7 +425,7 @@ def _keypoints(capsys, media, tmp_path, model, *flags):
 def _expected(media, model_name, features_fn=lambda f: f, keypoints_fn=lambda k: k):
     """What generate should give, computed from the library functions in the model's space."""
     model, _ = load_model(media[model_name])
-    x0, to_image = app_gen._source_keypoints(face.crop(face.load_image(media["face"])), None)
+    x0, to_image = app_gen._source_keypoints(_default_crop(media["face"]), None)
     features = features_fn(audio_features(load_audio(media["wav"])))
     return to_image(keypoints_fn(gen.generate(model, x0, features)))
 

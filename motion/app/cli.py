@@ -183,7 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--drift-window", type=float, metavar="SECONDS",
                           help="remove motion slower than this window (0 = off; default: the "
                                "model's drift_window_s, else 0)")
-    generate.add_argument("--no-crop", action="store_true")
+    generate.add_argument("--no-crop", action="store_true",
+                          help="animate the centre square of the image when no face is found "
+                               "(paintings, cartoons); the face is assumed to fill its middle half")
+    generate.add_argument("--crop-scale", type=float, default=1.8,
+                          help="side of the square crop over the face box's side (default 1.8: "
+                               "the whole head with some margin; 1.2 to 4)")
+    generate.add_argument("--size", type=int, choices=(256, 512), default=256,
+                          help="output frames are SIZE x SIZE (default 256; the FOMM renderer "
+                               "draws 256 and is upsampled to 512)")
     generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
     evaluate = commands.add_parser("evaluate", help="multi-scale sync metrics")

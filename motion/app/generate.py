@@ -38,6 +38,9 @@ from syncers.run import progress
 from syncers.run.errors import InputError
 from syncers.run.outputs import check_output, published
 
+FOMM_SIZE = 256               # the vox-256 checkpoints' resolution
+DEFAULT_CROP_SCALE = 1.8      # crop side / face box side: the whole head with some margin
+MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 DEMO_SPEECH_SECONDS = 4.0
@@ -148,6 +151,15 @@ def source_landmarks(crop) -> np.ndarray:
     return points if points is not None else landmark_space.template(crop.face_box)
 
 
+def model_frame_scale(face_box: tuple[float, float, float, float]) -> float:
+    """The factor from this crop's normalised coordinates to those of a training crop (the face
+    box a third smaller than the crop, ``face.TRAINING_CROP_SCALE``), from the face box's half
+    side in this crop."""
+    x0, y0, x1, y1 = face_box
+    half = ((x1 - x0) + (y1 - y0)) / 4
+    return float(1.0 / face.TRAINING_CROP_SCALE / half)
+
+
 def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE,
                       points: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
@@ -158,10 +170,15 @@ def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE,
     positions).
     """
     if fomm is not None:
-        return join(fomm.keypoints(crop.image[None]))[0].astype(np.float32), lambda kp: kp
+        image = face.resize_frames(crop.image[None], FOMM_SIZE)
+        return join(fomm.keypoints(image))[0].astype(np.float32), lambda kp: kp
     if space == LANDMARK_SPACE:
         points = source_landmarks(crop) if points is None else points
-        return landmark_space.encode(points), lambda kp: kp
+        # The model moves faces framed as in its training crops (the face box 1/1.5 of the
+        # side); this crop may be looser (--crop-scale, --no-crop). Positions and jacobians
+        # scale together about the crop's centre (encode is linear in the landmarks).
+        k = model_frame_scale(crop.face_box)
+        return landmark_space.encode(points) * np.float32(k), lambda kp: kp / np.float32(k)
     x0, y0, x1, y1 = crop.face_box
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
     half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
@@ -203,14 +220,17 @@ def write_frames(path: Path, chunks, n_frames: int, size: int, samples: np.ndarr
 
 
 def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
-    """FOMM frames in fixed-size chunks (the last padded, so one compile), absolute keypoints."""
+    """FOMM frames in fixed-size chunks (the last padded, so one compile), absolute keypoints.
+    FOMM draws 256×256; other sizes are resized to that and back (``--size 512`` upsamples)."""
     kp_source = {k: v[None] for k, v in split(np.asarray(x0_Kx6, np.float32)).items()}
-    size = 4 * fomm.chunk_size
+    size, side = 4 * fomm.chunk_size, source.shape[0]
+    source = face.resize_frames(source[None], FOMM_SIZE)[0]
     for start in range(0, keypoints_Tx10x6.shape[0], size):
         part = keypoints_Tx10x6[start:start + size]
         valid = len(part)
         part = np.concatenate([part, np.repeat(part[-1:], size - valid, axis=0)])
-        yield fomm.render(source, kp_source, split(part))["prediction"][:valid]
+        frames = np.asarray(fomm.render(source, kp_source, split(part))["prediction"][:valid])
+        yield frames if side == FOMM_SIZE else face.resize_frames(frames, side)
 
 
 def _output_path(path: str | None, suffix: str, flag: str, inputs) -> Path | None:
@@ -266,7 +286,12 @@ def generate_command(args: Any) -> None:
     if seconds < MIN_AUDIO_SECONDS:
         raise InputError(args.audio, f"the audio is {seconds:.2f} s long; msync generate needs "
                                      f"at least {MIN_AUDIO_SECONDS:g} s of speech")
-    crop = face.no_crop(image) if args.no_crop else face.crop(image, path=image_name)
+    size, crop_scale = getattr(args, "size", 256), getattr(args, "crop_scale", DEFAULT_CROP_SCALE)
+    if not (np.isfinite(crop_scale) and MIN_CROP_SCALE <= crop_scale <= MAX_CROP_SCALE):
+        raise InputError("--crop-scale", f"must be {MIN_CROP_SCALE:g} to {MAX_CROP_SCALE:g} "
+                                         f"(the crop's side over the face's); got {crop_scale}")
+    crop = face.no_crop(image, size) if args.no_crop else face.crop(
+        image, size=size, margin=(crop_scale - 1) / 2, path=image_name)
     fomm = None
     if fomm_checkpoint:
         fomm = load_fomm(fomm_checkpoint)
