@@ -446,14 +446,15 @@ class Streamer:
     (``landmarks-v1`` only), ``"warp"``, None (keypoints only) or the space's default (mesh for
     landmarks, else warp). ``head_scale`` / ``lip_scale`` as in ``generate``;
     ``drift_window_s``: ``remove_drift``'s window (0 = off); ``quantiles [Q, F]``: match the
-    features to a corpus with :class:`RunningMatch` (None = as they are).
+    features to a corpus with :class:`RunningMatch` (None = as they are); ``image_name`` names
+    the image in the error raised when it shows no face.
     """
 
     def __init__(self, model: GeneratorModel, source_image: np.ndarray, renderer=DEFAULT, *,
                  keypoint_space: str = PHANTOM_SPACE, crop: bool = True,
                  head_scale: float = 1.0, lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
-                 block: int = BLOCK):
+                 block: int = BLOCK, image_name: str | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
@@ -469,7 +470,7 @@ class Streamer:
         image = np.asarray(source_image)
         image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
             image.astype(np.float32)
-        self.crop = face.crop(image) if crop else face.no_crop(image)
+        self.crop = face.crop(image, path=image_name) if crop else face.no_crop(image)
         points = source_landmarks(self.crop) if keypoint_space == LANDMARK_SPACE else None
         x0, self.to_image = source_keypoints(self.crop, None, keypoint_space, points)
         self.x0 = x0                               # [10, 6], the model's space
@@ -486,6 +487,22 @@ class Streamer:
         self._rate = None
         self._n_out = 0
         self._closed = False
+
+    def compile(self) -> None:
+        """Compile the rollout and the renderer now (a few seconds), so that the first frames of
+        a live stream do not wait for it; changes no state."""
+        FeatureStream(self.features.kind).push(np.zeros(2 * SAMPLES_PER_FRAME, np.float32))
+        keypoints = self.keypoints
+        window = np.zeros((1, FEATURES_PER_FRAME * keypoints.window,
+                           keypoints.config.audio_features), np.float32)
+        jax.block_until_ready(_advance(
+            keypoints._params, keypoints._weights, keypoints._carry, jnp.asarray(window),
+            jnp.int32(0), jnp.int32(1), keypoints._scales, keypoints._anchor,
+            config=keypoints.config, block=keypoints._block))
+        if self.renderer is not None:
+            n_out = self._n_out
+            self._render(self.x0[None])
+            self._n_out = n_out
 
     @property
     def samples_in(self) -> int:

@@ -171,3 +171,100 @@ def test_work_per_chunk_is_bounded(model):
     early = np.median(times[50:125])                  # 2 to 5 s
     late = np.median(times[-75:])                     # the last 3 s
     assert late < 2.0 * early + 1e-3, (early, late)
+
+
+# --------------------------------------------------------------------------- msync stream
+
+@pytest.fixture(scope="module")
+def command_media(tmp_path_factory, model):
+    """A tiny phantom model, a face photo and 1.5 s of speech (wav and raw PCM)."""
+    import soundfile
+    from PIL import Image
+    from skimage import data, transform
+
+    from motion.saved_model import save_model
+    from syncers.data.features import feature_config
+
+    root = tmp_path_factory.mktemp("stream")
+    saved = save_model(root / "model", model, keypoint_space="phantom-v1",
+                       features=feature_config("logmel"), drift_window_s=0.4)
+    crop = data.astronaut()[10:250, 110:350]
+    pixels = (transform.resize(crop, (96, 96), anti_aliasing=True) * 255 + 0.5).astype(np.uint8)
+    Image.fromarray(pixels).save(root / "face.png")
+    speech = app_gen.demo_speech(1.5, seed=2)[:int(1.5 * 16000) - 100]
+    soundfile.write(root / "speech.wav", speech, 16000, subtype="PCM_16")
+    pcm = np.round(np.clip(speech, -1, 1) * 32767).astype("<i2")
+    (root / "speech.raw").write_bytes(pcm.tobytes())
+    (root / "torn.raw").write_bytes(pcm.tobytes() + b"\x01")
+    (root / "empty.raw").write_bytes(b"")
+    return {"root": root, "model": saved, "face": root / "face.png",
+            "wav": root / "speech.wav", "raw": root / "speech.raw", "torn": root / "torn.raw",
+            "empty": root / "empty.raw", "samples": len(speech)}
+
+
+def _stream(monkeypatch, capsys, media, *argv, stdin=None):
+    """``msync stream`` in this process, ``stdin`` a file; → (code, stdout bytes, stderr)."""
+    import io
+
+    from motion.app import cli
+
+    out = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(out))
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(open(stdin, "rb")))
+    code = cli.main(["stream", "--image", str(media["face"]), "--model", str(media["model"]),
+                     *map(str, argv)])
+    sys_stdout = __import__("sys").stdout
+    sys_stdout.flush()
+    return code, out.getvalue(), capsys.readouterr().err
+
+
+def test_stream_command_writes_raw_frames_as_they_come(monkeypatch, capsys, command_media):
+    code, raw, err = _stream(monkeypatch, capsys, command_media, "--out", "-", "--verbose",
+                             stdin=command_media["raw"])
+    assert code == 0, err
+    n_frames = command_media["samples"] // 640
+    assert len(raw) == n_frames * 256 * 256 * 3
+    frames = np.frombuffer(raw, np.uint8).reshape(n_frames, 256, 256, 3)
+    assert np.abs(frames[n_frames // 2].astype(int) - frames[0]).max() > 0   # the face moved
+    lines = err.strip().splitlines()
+    assert "look-ahead 34 frames" in lines[0]                   # 29 + half of 0.4 s
+    assert sum("msync stream: chunk" in line for line in lines) >= command_media["samples"] // 640
+    assert lines[-1].startswith(f"msync stream: {n_frames} frames") and "p95" in lines[-1]
+
+
+def test_stream_command_writes_an_mp4_with_the_speech(monkeypatch, capsys, command_media,
+                                                      tmp_path):
+    from render.video import probe, read_video
+
+    out = tmp_path / "live.mp4"
+    code, _, err = _stream(monkeypatch, capsys, command_media, "--audio", command_media["wav"],
+                           "--out", out, "--chunk-ms", "100")
+    assert code == 0, err
+    info = probe(out)
+    assert (info.video_codec, info.audio_codec, info.fps) == ("h264", "aac", 25.0)
+    seconds = command_media["samples"] / 16000
+    assert abs(info.duration - seconds) < 0.06
+    assert len(read_video(out)) == -(-command_media["samples"] // 640)
+    assert err.count("\n") == 1 and "frame latency p50" in err
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("torn", "stdin: ends in the middle of a 16-bit sample"),
+    ("empty", "stdin: no audio came in"),
+    ("short", "less than one 40 ms video frame"),
+    ("suffix", "--out must name a .mp4 file"),
+    ("rate", "--sample-rate must be"),
+])
+def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media, tmp_path,
+                                              case, problem):
+    if case == "short":
+        (tmp_path / "short.raw").write_bytes(b"\x00\x01" * 600)
+    stdin = {"torn": command_media["torn"], "empty": command_media["empty"],
+             "short": tmp_path / "short.raw"}.get(case, command_media["raw"])
+    out = tmp_path / ("x.avi" if case == "suffix" else "x.mp4")
+    extra = ["--sample-rate", "50"] if case == "rate" else []
+    code, _, err = _stream(monkeypatch, capsys, command_media, "--out", out, *extra, stdin=stdin)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("msync: error: ") and problem in err, err
+    assert not out.exists()
