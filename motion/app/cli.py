@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _live_commands(commands) -> None:
-    """``msync stream`` (issue 23: streaming and the web page)."""
+    """``msync stream`` and ``msync ui`` (issue 23: streaming and the web page)."""
     stream = commands.add_parser("stream", help="speech arriving live -> frames as they are ready")
     stream.add_argument("--image", required=True)
     stream.add_argument("--out", required=True, metavar="MP4|-",
@@ -285,6 +285,20 @@ def _live_commands(commands) -> None:
     stream.add_argument("--verbose", action="store_true",
                         help="per-chunk compute time and frame latency on stderr")
     stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
+
+    ui = commands.add_parser("ui", help="the web page: generate, analyse, live microphone")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--model", dest="models", action="append", default=[], metavar="RUN",
+                    help="a generator the page offers besides the bundled one (repeatable)")
+    ui.add_argument("--data", dest="datasets", action="append", default=[], metavar="DIR",
+                    help="a prepared dataset the Analyse tab offers (repeatable)")
+    ui.add_argument("--analyze-config", metavar="YAML",
+                    help="syncer config of the Analyse tab (default configs/analyze.yaml)")
+    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0,
+                    help="largest upload accepted, MB (default 50)")
+    ui.set_defaults(handler=_command("motion.app.ui:ui_command"))
 
 
 # OS errors about a path that are the user's to fix (exit 2), not msync's (exit 1).
