@@ -18,6 +18,8 @@ interpolation at level i > 1 reaches the next coarse frame, at most s_i − 1 fr
 :func:`lookahead_frames` adds these up; with one post convolution per level it is 1, 5, 13 and
 29 frames for levels 1–4 (29 frames = 1.16 s, the level-4 syncer's segment spans ±0.8 s), so
 **generated frame t depends on audio of frames ≤ t + 29 and never on later audio** (tested).
+The reach into the past is the same (:func:`lookback_frames`): frame t reads frames t − 29 ..
+t + 29, so a stream can run the FPN on a bounded window (``motion.stream``).
 Zero padding is used at both ends; callers wanting real context at the edges pass it
 (``motion.generate`` mirror-pads).
 """
@@ -43,6 +45,14 @@ def lookahead_frames(levels: int, post_convs: int) -> tuple[int, ...]:
         interp = stride - 1 if level > 1 else 0
         out.append(reach + interp)
     return tuple(out)
+
+
+def lookback_frames(levels: int, post_convs: int) -> tuple[int, ...]:
+    """Per level, how many video frames *before* frame t the level's frame-t feature reads: as
+    many as it reads after (:func:`lookahead_frames`), because every convolution is centred and
+    the interpolation reads the coarse frames on either side. ``motion.stream`` relies on it to
+    run the FPN on a bounded window of recent audio (tested there)."""
+    return lookahead_frames(levels, post_convs)
 
 
 def _conv(channels: int, stride: int, name: str) -> nn.Conv:

@@ -65,15 +65,23 @@ def _rollout_jit(params, weights, x_obs, audio, head_scale, lip_scale, *, n_fram
                    lip_scale=lip_scale, weights=weights)
 
 
+def pad_mode(n_features: int, obs_len: int, lookahead: int) -> str:
+    """How :func:`pad_audio` mirrors ``n_features`` feature frames (``np.pad``'s mode): reflect
+    about the first and the last frame, or, for a clip no longer than a pad (reflect needs
+    more frames than it pads), symmetric repetition."""
+    before = FEATURES_PER_FRAME * (obs_len - 1)
+    after = FEATURES_PER_FRAME * lookahead
+    return "reflect" if n_features > max(before, after) else "symmetric"
+
+
 def pad_audio(audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int, total_frames: int
               ) -> np.ndarray:
     """Mirror ``obs_len − 1`` frames before t=0 and ``lookahead`` after the end, then zeros up to
-    ``total_frames`` (≥ what the rollout needs): ``[B, 4T, F]`` → ``[B, 4·total_frames, F]``."""
+    ``total_frames`` (≥ what the rollout needs): ``[B, 4T, F]`` → ``[B, 4·total_frames, F]``
+    (:func:`pad_mode`; ``motion.stream`` mirrors the same way, one end at a time)."""
     before = FEATURES_PER_FRAME * (obs_len - 1)
     after = FEATURES_PER_FRAME * lookahead
-    n_feat = audio_Bx4TxF.shape[1]
-    # reflect needs more samples than the pad; symmetric-repeat short clips instead
-    mode = "reflect" if n_feat > max(before, after) else "symmetric"
+    mode = pad_mode(audio_Bx4TxF.shape[1], obs_len, lookahead)
     padded = np.pad(audio_Bx4TxF, ((0, 0), (before, after), (0, 0)), mode=mode)
     extra = FEATURES_PER_FRAME * total_frames - padded.shape[1]
     if extra > 0:

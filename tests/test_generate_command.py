@@ -16,6 +16,7 @@ from PIL import Image
 from generator_helpers import tiny_params
 from motion import generate as gen
 from motion import model as model_lib
+from motion import source
 from motion.app import cli
 from motion.app import generate as app_gen
 from motion.generator import TINY
@@ -160,8 +161,8 @@ def test_crop_scale_and_size(media, tmp_path, capsys):
     # the model's frame: a training crop (face box 1/1.5 of the side) is the identity, a crop
     # twice as loose doubles the coordinates the model sees
     third = 1 / face.TRAINING_CROP_SCALE
-    assert app_gen.model_frame_scale((-third, -third, third, third)) == pytest.approx(1.0)
-    assert app_gen.model_frame_scale((-third / 2, -third / 2, third / 2, third / 2)) == \
+    assert source.model_frame_scale((-third, -third, third, third)) == pytest.approx(1.0)
+    assert source.model_frame_scale((-third / 2, -third / 2, third / 2, third / 2)) == \
         pytest.approx(2.0)
 
 

@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     motion_parity.add_argument("--out", required=True, metavar="OUT.npz")
     motion_parity.set_defaults(handler=_command("motion.app.official:parity_command"))
 
+    _live_commands(commands)
+
     render = commands.add_parser("render", help="renderer tools").add_subparsers(
         dest="render_command", required=True, parser_class=_Parser)
     convert = render.add_parser("convert", help="FOMM .pth.tar -> orbax weights")
@@ -267,6 +269,44 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--grid-align-corners", choices=("true", "false"), default="true")
     parity.set_defaults(handler=_command("motion.app.render:parity_command"))
     return parser
+
+
+def _live_commands(commands) -> None:
+    """``msync stream`` and ``msync ui`` (issue 23: streaming and the web page)."""
+    stream = commands.add_parser("stream", help="speech arriving live -> frames as they are ready")
+    stream.add_argument("--image", required=True)
+    stream.add_argument("--out", required=True, metavar="MP4|-",
+                        help="an mp4 (with the speech), or - for raw RGB24 frames on stdout")
+    stream.add_argument("--audio", metavar="FILE",
+                        help="feed this file in real time instead of PCM from stdin")
+    stream.add_argument("--sample-rate", type=_positive_int, default=16000,
+                        help="of the 16-bit mono PCM on stdin (default 16000)")
+    stream.add_argument("--chunk-ms", type=_positive_float, default=40.0,
+                        help="audio read per push, milliseconds (default 40)")
+    stream.add_argument("--model")
+    stream.add_argument("--renderer", choices=("mesh", "warp"))
+    stream.add_argument("--head-scale", type=float, default=1.0)
+    stream.add_argument("--lip-scale", type=float, default=1.0)
+    stream.add_argument("--audio-normalization", metavar="{corpus,none}")
+    stream.add_argument("--drift-window", type=float, metavar="SECONDS")
+    stream.add_argument("--no-crop", action="store_true")
+    stream.add_argument("--verbose", action="store_true",
+                        help="per-chunk compute time and frame latency on stderr")
+    stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
+
+    ui = commands.add_parser("ui", help="the web page: generate, analyse, live microphone")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--model", dest="models", action="append", default=[], metavar="RUN",
+                    help="a generator the page offers besides the bundled one (repeatable)")
+    ui.add_argument("--data", dest="datasets", action="append", default=[], metavar="DIR",
+                    help="a prepared dataset the Analyse tab offers (repeatable)")
+    ui.add_argument("--analyze-config", metavar="YAML",
+                    help="syncer config of the Analyse tab (default configs/analyze.yaml)")
+    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0,
+                    help="largest upload accepted, MB (default 50)")
+    ui.set_defaults(handler=_command("motion.app.ui:ui_command"))
 
 
 # OS errors about a path that are the user's to fix (exit 2), not msync's (exit 1).

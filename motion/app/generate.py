@@ -23,22 +23,22 @@ from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
 from motion.saved_model import META, PARAMS, load_model
-from render import face, landmarks, mesh
+# x0 and the crop map are shared with the streaming API (``motion.stream``)
+from motion.source import FOMM_SIZE, source_landmarks
+from motion.source import source_keypoints as _source_keypoints
+from render import face, mesh
 from render.fomm import load as load_fomm
-from render.keypoints import join, split
+from render.keypoints import split
 from render.video import video_writer
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
                                    n_video_frames)
-from syncers.data import landmark_space
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
 from syncers.data.phantom import audio as pa
-from syncers.data.phantom.template import fit_to_box
 from syncers.run import progress
 from syncers.run.errors import InputError
 from syncers.run.outputs import check_output, published
 
-FOMM_SIZE = 256               # the vox-256 checkpoints' resolution
 DEFAULT_CROP_SCALE = 1.8      # crop side / face box side: the whole head with some margin
 MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
@@ -46,12 +46,7 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 DEMO_SPEECH_SECONDS = 4.0
 DEMO_SPEECH_SEED = 20240
 AUDIO_NORMALIZATIONS = ("corpus", "none")
-# The phantom corpus draws each speaker's face box around this centre with about this half side
-# (syncers.data.phantom.motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
-# height 1.0–1.2× the width). A phantom model runs in such a box; its output is then mapped onto
-# the detected face by a similarity (scale + shift), which leaves the jacobians unchanged.
-PHANTOM_BOX_CENTRE = (0.0, -0.05)
-PHANTOM_BOX_HALF = 0.39
+
 
 
 def demo_image() -> np.ndarray:
@@ -142,57 +137,6 @@ def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.nd
                                "feature_stats (models exported before them); use "
                                "--audio-normalization none")
     return np.asarray(stats["quantiles"], np.float32)
-
-
-def source_landmarks(crop) -> np.ndarray:
-    """The source's 68 landmarks ``[68, 2]`` on the crop: dlib's, or the mean face placed in the
-    crop's face box when dlib finds no face (``--no-crop`` on a painting or a cartoon)."""
-    points = landmarks.crop_landmarks(crop.image)
-    return points if points is not None else landmark_space.template(crop.face_box)
-
-
-def model_frame_scale(face_box: tuple[float, float, float, float]) -> float:
-    """The factor from this crop's normalised coordinates to those of a training crop (the face
-    box a third smaller than the crop, ``face.TRAINING_CROP_SCALE``), from the face box's half
-    side in this crop."""
-    x0, y0, x1, y1 = face_box
-    half = ((x1 - x0) + (y1 - y0)) / 4
-    return float(1.0 / face.TRAINING_CROP_SCALE / half)
-
-
-def _source_keypoints(crop, fomm, space: str = PHANTOM_SPACE,
-                      points: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
-    """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
-
-    FOMM: the KPDetector on the crop, identity map. Landmarks: the landmark-space encoding of
-    the source's landmarks (``points``, default :func:`source_landmarks`), identity map. Phantom: the template in
-    the corpus's typical face box, mapped onto the detected face (uniform scale + shift of the
-    positions).
-    """
-    if fomm is not None:
-        image = face.resize_frames(crop.image[None], FOMM_SIZE)
-        return join(fomm.keypoints(image))[0].astype(np.float32), lambda kp: kp
-    if space == LANDMARK_SPACE:
-        points = source_landmarks(crop) if points is None else points
-        # The model moves faces framed as in its training crops (the face box 1/1.5 of the
-        # side); this crop may be looser (--crop-scale, --no-crop). Positions and jacobians
-        # scale together about the crop's centre (encode is linear in the landmarks).
-        k = model_frame_scale(crop.face_box)
-        return landmark_space.encode(points) * np.float32(k), lambda kp: kp / np.float32(k)
-    x0, y0, x1, y1 = crop.face_box
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
-    half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
-    scale = np.float32(half.mean() / PHANTOM_BOX_HALF)
-    model_centre = np.asarray(PHANTOM_BOX_CENTRE, np.float32)
-    model_half = half / scale                    # the face's aspect at the corpus's size
-    x0_model = fit_to_box((*(model_centre - model_half), *(model_centre + model_half)))
-
-    def to_image(kp_Tx10x6: np.ndarray) -> np.ndarray:
-        out = np.array(kp_Tx10x6, np.float32)
-        out[..., :2] = centre + scale * (out[..., :2] - model_centre)
-        return out
-
-    return x0_model, to_image
 
 
 def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm, points=None):

@@ -109,8 +109,6 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
     / 160), not 4T (the released model's inference maps 3.9943 rows to a video frame).
     See the module docstring for the frame-alignment rule.
     """
-    import librosa
-
     if kind == official_audio.KIND:
         return official_audio.logfbank(samples)
     samples = np.asarray(samples, dtype=np.float32)
@@ -123,18 +121,34 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
         return np.zeros((0, N_BANDS), np.float32)
     # Dropping the first half hop turns librosa's frames centred on 160 m into frames centred
     # on 160 m + 80, the centre of hop m (module docstring).
-    shifted = samples[HOP // 2:]
+    features = _features(samples[HOP // 2:], kind, center=True)[:n_features]
+    assert features.shape[0] == n_features, (features.shape, n_features)
+    return features
+
+
+def framed_features(padded: np.ndarray, kind: FeatureKind = "logmel") -> np.ndarray:
+    """The features of ``audio_features`` on a stretch of its padded signal: ``padded [n]``
+    holds, from the first row's frame on, the samples after the first half hop with
+    ``N_FFT // 2`` of reflect padding in front (librosa's centring), and gives one row per
+    whole ``N_FFT`` frame at hop ``HOP``: ``[1 + (n − N_FFT) // HOP, 26]``. The streaming
+    front-end (``motion.stream``) computes a clip's rows a few at a time with it."""
+    return _features(np.asarray(padded, np.float32), kind, center=False)
+
+
+def _features(samples: np.ndarray, kind: str, center: bool) -> np.ndarray:
+    """``[n_rows, 26]`` log-mel energies (or MFCCs) of ``samples``' frames, centred (librosa's
+    reflect padding) or not: the one definition of the front-end's parameters."""
+    import librosa
+
     power = librosa.feature.melspectrogram(
-        y=shifted, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, win_length=WINDOW,
-        window="hann", center=True, pad_mode="reflect", power=2.0, n_mels=N_BANDS,
+        y=samples, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, win_length=WINDOW,
+        window="hann", center=center, pad_mode="reflect", power=2.0, n_mels=N_BANDS,
         fmin=0.0, fmax=SAMPLE_RATE / 2)
     log_energy = np.log(np.maximum(power, _LOG_FLOOR))
     if kind == "mfcc":
         import scipy.fft
         log_energy = scipy.fft.dct(log_energy, type=2, axis=0, norm="ortho")
-    features = log_energy.T[:n_features]
-    assert features.shape[0] == n_features, (features.shape, n_features)
-    return np.ascontiguousarray(features, dtype=np.float32)
+    return np.ascontiguousarray(log_energy.T, dtype=np.float32)
 
 
 def features_of(path: str | os.PathLike | None, samples: np.ndarray,

@@ -1,0 +1,500 @@
+"""``msync ui`` (:func:`ui_command`): a web page over msync — Generate, Analyse, Live
+(docs/design.md, "Streaming and the web page"). Gradio, from the optional extra ``msync[ui]``.
+
+- **Generate**: a photo (upload or webcam snapshot) and speech (upload or microphone recording),
+  a model (the bundled one or a run given with ``--model``), head- and lip-scale sliders and
+  the renderer → ``msync generate``'s video (``motion.app.generate``), with the mp4 and the
+  keypoints npz to download, a progress bar while it works.
+- **Analyse**: talking-head videos uploaded, or a prepared dataset given with ``--data`` →
+  ``msync analyze``'s Table 2, its plots and its JSON (``motion.app.analyze``).
+- **Live**: the browser's microphone streams to the server, chunk by chunk, into a
+  ``motion.stream.Streamer``; each chunk's new frames come back as a short animation that the
+  page plays at 25 fps while the next chunk is recorded (the look-ahead of ``motion.stream``
+  plus one chunk behind the voice).
+
+**Safety.** The server listens on 127.0.0.1 unless ``--host`` says otherwise. Uploads larger
+than ``--max-upload-mb`` are refused (by Gradio, and again by each handler). Every upload is
+checked by its content — PIL for photos, the audio decoder for speech, ffmpeg's probe for
+videos — never by its name. Models and datasets are offered by label; the server maps a label
+to a path from its own command line and opens no path a client sends (uploads land in the
+server's own temporary folder, removed when it stops). Bad input shows a readable message in
+the page (the file's name, never the server's path), never a traceback; an internal error shows
+one line too.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import errno
+import io
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from motion.app import analyze as app_analyze
+from motion.app import generate as app_gen
+from motion.app import prepare as app_prepare
+from motion.app import stream as app_stream
+from motion.saved_model import META
+from render import face
+from render.video import probe
+from syncers.data.features import load_audio
+from syncers.data.layout import FPS, SAMPLE_RATE
+from syncers.run.errors import InputError, optional_import
+
+BUNDLED = "bundled demo model"
+RENDERERS = ("default for the model", "mesh", "warp")
+SILENCE_RMS = 1e-4            # below this (−80 dBFS) a recording holds no speech to follow
+LIVE_CHUNK_SECONDS = 0.5      # how often the browser sends microphone audio
+INSTALL = "pip install 'msync[ui]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class PageConfig:
+    """What the server offers: model and dataset labels → paths from its command line."""
+
+    models: dict[str, str | None]
+    datasets: dict[str, str]
+    max_upload_bytes: int
+    workdir: Path
+    analyze_config: str | None = None
+
+
+def page_config(models: list[str], datasets: list[str], max_upload_mb: float, workdir: Path,
+                analyze_config: str | None = None) -> PageConfig:
+    """Labels for the ``--model`` runs and ``--data`` datasets (each checked to exist: a bad
+    one is an InputError at start, one line)."""
+    model_map: dict[str, str | None] = {BUNDLED: None}
+    for path in models:
+        root = Path(path)
+        if not ((root / META).is_file() or (root / "model" / META).is_file()):
+            raise InputError(path, f"--model: not a generator model (no {META}; a directory from "
+                                   "`msync train generator`)")
+        model_map[_label(root, model_map)] = os.fspath(root)
+    dataset_map: dict[str, str] = {}
+    for path in datasets:
+        root = Path(path)
+        if not (root / "manifest.json").is_file():
+            raise InputError(path, "--data: not a prepared dataset (no manifest.json; make one "
+                                   "with `msync data prepare`)")
+        dataset_map[_label(root, dataset_map)] = os.fspath(root)
+    if analyze_config is not None and not Path(analyze_config).is_file():
+        raise InputError(analyze_config, "--analyze-config: no such file")
+    return PageConfig(model_map, dataset_map, int(max_upload_mb * 1e6), workdir, analyze_config)
+
+
+def _label(path: Path, taken: dict) -> str:
+    name = path.name or os.fspath(path)
+    label, n = name, 2
+    while label in taken:
+        label, n = f"{name} ({n})", n + 1
+    return label
+
+
+# --------------------------------------------------------------------------- messages
+
+class PageError(Exception):
+    """A message for the page's status box (bad input, in the user's words)."""
+
+
+def readable(err: Exception, names: dict[str, str]) -> str:
+    """The one-line message of ``err`` with every server path replaced by what the user knows
+    it as (``names``: server path → "the photo" / its file name)."""
+    if isinstance(err, InputError):
+        subject = names.get(err.path or "", None)
+        if subject is None and err.path is not None:
+            subject = names.get(os.fspath(Path(err.path).resolve()), Path(err.path).name)
+        text = err.problem if err.path is None else f"{subject}: {err.problem}"
+    elif isinstance(err, PageError):
+        text = str(err)
+    else:
+        text = f"internal error: {type(err).__name__}: {str(err).strip().splitlines()[0][:200]}" \
+            if str(err).strip() else f"internal error: {type(err).__name__}"
+    for path, name in names.items():
+        text = text.replace(path, name)
+    for flag, control in _CONTROLS.items():
+        text = text.replace(flag, control)
+    return text
+
+
+# The command line's advice, in the page's words.
+_CONTROLS = {"use --no-crop to animate the centre of the image":
+             "tick \u201cNo face detection\u201d to animate the centre of the picture",
+             "--head-scale": "Head motion", "--lip-scale": "Lip motion"}
+
+
+def _uploaded(path: str | None, what: str, config: PageConfig, names: dict[str, str]) -> str:
+    """An upload's server path, checked for presence and size; registers its name."""
+    if not path:
+        raise PageError(f"Please add {what} first.")
+    names[path] = f"the {what}"
+    size = os.path.getsize(path)
+    if size > config.max_upload_bytes:
+        raise PageError(f"The {what} is {size / 1e6:.1f} MB; this page accepts files up to "
+                        f"{config.max_upload_bytes / 1e6:g} MB.")
+    return path
+
+
+def check_photo(path: str) -> np.ndarray:
+    """The photo ``[H, W, 3]`` read by its content (``render.face.load_image``)."""
+    return face.load_image(path)
+
+
+def check_speech(path: str) -> np.ndarray:
+    """The speech (16 kHz) read by its content; refused when too short or silent."""
+    samples = load_audio(path)
+    seconds = samples.size / SAMPLE_RATE
+    if seconds < app_gen.MIN_AUDIO_SECONDS:
+        raise InputError(path, f"it is {seconds:.2f} s long; a video needs at least "
+                               f"{app_gen.MIN_AUDIO_SECONDS:g} s of speech")
+    if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+        raise InputError(path, "it is silent (no speech to follow); record or upload speech")
+    return samples
+
+
+# --------------------------------------------------------------------------- Generate
+
+def generate_video(config: PageConfig, photo: str | None, speech: str | None, model: str,
+                   head_scale: float, lip_scale: float, renderer: str, no_crop: bool,
+                   progress: Callable[[float, str], Any] = lambda *a: None
+                   ) -> tuple[str, list[str], str]:
+    """``(mp4, [mp4, keypoints npz], message)`` for the Generate tab; bad input raises
+    :class:`PageError` with a readable message."""
+    names: dict[str, str] = {}
+    try:
+        if model not in config.models:
+            raise PageError(f"Unknown model {model!r}: choose one of the list.")
+        photo = _uploaded(photo, "photo", config, names)
+        speech = _uploaded(speech, "speech", config, names)
+        progress(0.02, "checking the photo and the speech")
+        image = check_photo(photo)
+        if not no_crop:
+            face.crop(image, path=photo)            # no face: say so before the long work
+        samples = check_speech(speech)
+        out = config.workdir / "generated" / uuid.uuid4().hex
+        out.mkdir(parents=True)
+        video, keypoints = out / "msync.mp4", out / "keypoints.npz"
+        args = argparse.Namespace(
+            image=photo, audio=speech, out=os.fspath(video), model=config.models[model],
+            fomm_checkpoint=None, renderer=None if renderer == RENDERERS[0] else renderer,
+            keypoints_out=os.fspath(keypoints), head_scale=float(head_scale),
+            lip_scale=float(lip_scale), audio_normalization=None, drift_window=None,
+            no_crop=bool(no_crop))
+        progress(0.05, "generating (the first run compiles the model: a minute)")
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            app_gen.generate_command(args)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
+        raise PageError(readable(err, names)) from None
+    seconds = samples.size / SAMPLE_RATE
+    line = summary.getvalue().strip().splitlines()[-1] if summary.getvalue().strip() else ""
+    frames = line.split(" frames")[0].split()[-1] if " frames" in line else "?"
+    return (os.fspath(video), [os.fspath(video), os.fspath(keypoints)],
+            f"Done: {frames} frames, {seconds:.2f} s of speech.")
+
+
+# --------------------------------------------------------------------------- Analyse
+
+def analyse(config: PageConfig, videos: list[str] | None, dataset: str | None, scales: int,
+            points: str, progress: Callable[[float, str], Any] = lambda *a: None
+            ) -> tuple[str, list[str], dict, list[str]]:
+    """``(report markdown, plots, report dict, [report.json, report.md])``."""
+    names: dict[str, str] = {}
+    try:
+        out = config.workdir / "analysed" / uuid.uuid4().hex
+        if videos:
+            folder = out / "videos"
+            folder.mkdir(parents=True)
+            for i, path in enumerate(videos):
+                path = _uploaded(path, f"video {i + 1}", config, names)
+                names[path] = f"video {i + 1} ({Path(path).name})"
+                probe(path)                                    # a video, by its content
+                shutil.copy(path, folder / f"video_{i + 1:03d}{Path(path).suffix.lower()}")
+            progress(0.05, "finding faces and landmarks in the videos")
+            data = out / "dataset"
+            app_prepare.prepare_dataset(folder, data, app_prepare.PrepareOptions(split_by="clip"))
+            names[os.fspath(data)] = "the uploaded videos"
+        elif dataset:
+            if dataset not in config.datasets:
+                raise PageError(f"Unknown dataset {dataset!r}: choose one of the list.")
+            data = Path(config.datasets[dataset])
+            names[os.fspath(data)] = f"dataset {dataset!r}"
+        else:
+            raise PageError("Please upload talking-head videos or choose a prepared dataset.")
+        progress(0.2, "training a syncer per scale, then scoring")
+        with contextlib.redirect_stdout(io.StringIO()):
+            report = app_analyze.analyze(data, out, app_analyze.parse_points(points),
+                                         int(scales), config_path=config.analyze_config)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
+        raise PageError(readable(err, names)) from None
+    plots = sorted(os.fspath(p) for p in out.glob("*.png"))
+    # The page shows the plots beside the report: drop its image links (relative to a folder
+    # the browser cannot see), and name the data as the user knows it.
+    markdown = "\n".join(line for line in (out / "report.md").read_text().splitlines()
+                         if not line.startswith("!["))
+    for path, name in names.items():
+        markdown = markdown.replace(path, name)
+    return (markdown, plots, report,
+            [os.fspath(out / "report.json"), os.fspath(out / "report.md")])
+
+
+# --------------------------------------------------------------------------- Live
+
+@dataclasses.dataclass
+class LiveSession:
+    """One page's microphone stream: its streamer and what it has sent back."""
+
+    streamer: Any
+    folder: Path
+    frames: int = 0
+    started: float = 0.0
+    compute: float = 0.0
+    last: list = dataclasses.field(default_factory=list)
+
+
+def live_start(config: PageConfig, photo: str | None, model: str, head_scale: float,
+               lip_scale: float) -> LiveSession:
+    names: dict[str, str] = {}
+    try:
+        if model not in config.models:
+            raise PageError(f"Unknown model {model!r}: choose one of the list.")
+        photo = _uploaded(photo, "photo", config, names)
+        image = check_photo(photo)
+        streamer, _ = app_stream.build_streamer(config.models[model], image, photo,
+                                                head_scale=float(head_scale),
+                                                lip_scale=float(lip_scale))
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
+        raise PageError(readable(err, names)) from None
+    folder = config.workdir / "live" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return LiveSession(streamer, folder, started=time.perf_counter())
+
+
+def live_push(session: LiveSession, sample_rate: int, pcm: np.ndarray, final: bool = False
+              ) -> tuple[str | None, str]:
+    """Push one microphone chunk (``final``: close the stream) → (animation of the new frames
+    or None, status line)."""
+    started = time.perf_counter()
+    try:
+        frames = session.streamer.close() if final else \
+            session.streamer.push(np.asarray(pcm), int(sample_rate))
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
+        raise PageError(readable(err, {})) from None
+    session.compute = time.perf_counter() - started
+    session.frames += len(frames)
+    animation = _animation(session, frames) if frames else None
+    heard = session.streamer.samples_in / SAMPLE_RATE
+    delay = session.streamer.delay_frames / FPS
+    status = (f"{'Stopped' if final else 'Live'}: {session.frames} frames so far from "
+              f"{heard:.1f} s of speech; look-ahead {delay:.2f} s; last chunk computed in "
+              f"{session.compute * 1e3:.0f} ms.")
+    return animation, status
+
+
+def _animation(session: LiveSession, frames: list) -> str:
+    """The frames as an animated GIF played once at 25 fps (the page shows it while the next
+    chunk is recorded); older animations of the session are removed."""
+    from PIL import Image   # PIL is imported by the renderers' image loading anyway
+
+    path = session.folder / f"frames_{session.frames:07d}.gif"
+    images = [Image.fromarray(f.image) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // FPS,
+                   disposal=1, optimize=False)
+    session.last.append(path)
+    while len(session.last) > 4:
+        session.last.pop(0).unlink(missing_ok=True)
+    return os.fspath(path)
+
+
+# --------------------------------------------------------------------------- the page
+
+def build_page(config: PageConfig):
+    """The Gradio Blocks of the three tabs."""
+    gr = optional_import("gradio", "msync ui", install=INSTALL)   # optional extra
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])   # no web fonts
+    limit = f"{config.max_upload_bytes / 1e6:g} MB"
+    with gr.Blocks(title="msync") as page:
+        gr.Markdown("# msync — talking heads from one photo and speech")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column():
+                        photo = gr.Image(label="Photo (a face seen from the front)",
+                                         sources=["upload", "webcam"], type="filepath",
+                                         elem_id="gen-photo")
+                        speech = gr.Audio(label="Speech", sources=["upload", "microphone"],
+                                          type="filepath", format=None, elem_id="gen-speech")
+                        model = gr.Dropdown(list(config.models), value=BUNDLED, label="Model",
+                                            elem_id="gen-model")
+                        head = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Head motion",
+                                         elem_id="gen-head")
+                        lips = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Lip motion",
+                                         elem_id="gen-lips")
+                        renderer = gr.Radio(list(RENDERERS), value=RENDERERS[0],
+                                            label="Renderer", elem_id="gen-renderer")
+                        no_crop = gr.Checkbox(False, label="No face detection: animate the "
+                                                           "centre of the picture")
+                        run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                    with gr.Column():
+                        status = gr.Markdown(f"Uploads up to {limit}.", elem_id="gen-status")
+                        video = gr.Video(label="Talking head", elem_id="gen-video",
+                                         interactive=False)
+                        files = gr.File(label="Downloads: the mp4 and the keypoints",
+                                        file_count="multiple", elem_id="gen-files",
+                                        interactive=False)
+
+                def on_generate(photo, speech, model, head, lips, renderer, no_crop,
+                                progress=gr.Progress(track_tqdm=True)):
+                    try:
+                        mp4, downloads, message = generate_video(
+                            config, photo, speech, model, head, lips, renderer, no_crop,
+                            lambda f, d: progress(f, desc=d))
+                    except PageError as err:
+                        return None, None, f"**Error:** {err}"
+                    return mp4, downloads, message
+
+                run.click(on_generate, [photo, speech, model, head, lips, renderer, no_crop],
+                          [video, files, status], api_visibility="private")
+
+            with gr.Tab("Analyse", id="analyse"):
+                with gr.Row():
+                    with gr.Column():
+                        videos = gr.File(label="Talking-head videos", file_count="multiple",
+                                         elem_id="an-videos")
+                        dataset = gr.Dropdown([""] + list(config.datasets), value="",
+                                              label="…or a prepared dataset", elem_id="an-data")
+                        scales = gr.Slider(1, 4, value=3, step=1,
+                                           label="Scales (200, 400, 800, 1600 ms)")
+                        points = gr.Textbox("17-47", label="Rigid points (17-47: landmarks; "
+                                                           "0-4: keypoints)", elem_id="an-points")
+                        analyse_run = gr.Button("Analyse", variant="primary", elem_id="an-run")
+                    with gr.Column():
+                        an_status = gr.Markdown("Mean |AV-Off| per scale: ground truth against "
+                                                "random pairs (the paper's Table 2).",
+                                                elem_id="an-status")
+                        gallery = gr.Gallery(label="Plots", elem_id="an-plots", columns=2)
+                        report = gr.JSON(label="report.json", elem_id="an-json")
+                        an_files = gr.File(label="Downloads", file_count="multiple",
+                                           interactive=False)
+
+                def on_analyse(videos, dataset, scales, points,
+                               progress=gr.Progress(track_tqdm=True)):
+                    try:
+                        return analyse(config, videos, dataset, scales, points,
+                                       lambda f, d: progress(f, desc=d))
+                    except PageError as err:
+                        return f"**Error:** {err}", None, None, None
+
+                analyse_run.click(on_analyse, [videos, dataset, scales, points],
+                                  [an_status, gallery, report, an_files],
+                                  api_visibility="private")
+
+            with gr.Tab("Live", id="live"):
+                session = gr.State(None)
+                with gr.Row():
+                    with gr.Column():
+                        live_photo = gr.Image(label="Photo", sources=["upload", "webcam"],
+                                              type="filepath", elem_id="live-photo")
+                        live_model = gr.Dropdown(list(config.models), value=BUNDLED,
+                                                 label="Model", elem_id="live-model")
+                        live_head = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
+                                              label="Head motion")
+                        live_lips = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
+                                              label="Lip motion")
+                        mic = gr.Audio(label="Microphone: record to animate the photo",
+                                       sources=["microphone"], type="numpy", streaming=True,
+                                       elem_id="live-mic")
+                    with gr.Column():
+                        live_status = gr.Markdown("Add a photo, then record.",
+                                                  elem_id="live-status")
+                        live_view = gr.Image(label="Live", type="filepath", interactive=False,
+                                             elem_id="live-view")
+
+                def on_chunk(session, chunk, photo, model, head, lips):
+                    if chunk is None:
+                        return session, gr.skip(), gr.skip()
+                    try:
+                        if session is None:
+                            session = live_start(config, photo, model, head, lips)
+                        animation, status = live_push(session, chunk[0], chunk[1])
+                    except PageError as err:
+                        return session, gr.skip(), f"**Error:** {err}"
+                    return session, animation if animation else gr.skip(), status
+
+                def on_stop(session):
+                    if session is None:
+                        return None, gr.skip(), gr.skip()
+                    try:
+                        animation, status = live_push(session, SAMPLE_RATE, None, final=True)
+                    except PageError as err:
+                        return None, gr.skip(), f"**Error:** {err}"
+                    return None, animation if animation else gr.skip(), status
+
+                mic.stream(on_chunk, [session, mic, live_photo, live_model, live_head,
+                                      live_lips], [session, live_view, live_status],
+                           stream_every=LIVE_CHUNK_SECONDS, time_limit=600,
+                           concurrency_limit=4, api_visibility="private")
+                mic.stop_recording(on_stop, [session], [session, live_view, live_status],
+                                   api_visibility="private")
+    page.msync_theme = theme
+    return page
+
+
+# --------------------------------------------------------------------------- the command
+
+def check_address(host: str, port: int) -> None:
+    """Refuse a port out of range, or one already taken on ``host`` (one line, exit 2)."""
+    if not 1 <= port <= 65535:
+        raise InputError("--port", f"must be 1..65535; got {port}")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+            probe_socket.bind((host, port))
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise InputError("--port", f"{port} is already in use on {host}; choose another "
+                                       "with --port") from None
+        raise InputError("--host", f"cannot listen on {host}:{port} ({err.strerror or err})") \
+            from None
+
+
+def ui_command(args: Any) -> None:
+    """``msync ui``: serve the page until Ctrl-C (module docstring)."""
+    check_address(args.host, args.port)
+    workdir = Path(tempfile.mkdtemp(prefix="msync-ui-"))
+    try:
+        config = page_config(args.models, args.datasets, args.max_upload_mb, workdir,
+                             getattr(args, "analyze_config", None))
+        # Before Gradio loads: uploads into the server's own folder, no analytics or update
+        # checks (nothing outside this machine is asked for anything).
+        os.environ["GRADIO_TEMP_DIR"] = os.fspath(workdir / "uploads")
+        os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        page = build_page(config)
+        page.queue(default_concurrency_limit=1)
+        # SIGTERM (a service manager, a test) stops the server like Ctrl-C: the folder goes.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True,
+                    quiet=True, show_error=False, max_file_size=config.max_upload_bytes,
+                    ssr_mode=False, enable_monitoring=False, pwa=False, mcp_server=False,
+                    allowed_paths=[os.fspath(workdir)], theme=page.msync_theme)
+        print(f"msync ui: serving http://{args.host}:{args.port} (Ctrl-C stops it)",
+              file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            page.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,88 @@
+"""The source image's side of generation: the first frame x0 ``[10, 6]`` in the model's keypoint
+space, from a face crop, and the map from the model's coordinates to the crop's
+(docs/design.md, "Keypoint spaces", "Renderer").
+
+``msync generate`` (``motion.app.generate``) and the streaming API (``motion.stream``) share it:
+
+- ``landmarks-v1``: the landmark-space encoding of the crop's 68 dlib landmarks (the mean face
+  in the crop's face box when dlib finds none), scaled into the model's training framing
+  (:func:`model_frame_scale`) and back;
+- ``phantom-v1``: the phantom template in the corpus's typical face box, mapped onto the
+  detected face by a similarity (uniform scale + shift of the positions);
+- FOMM spaces: the KPDetector on the crop (resized to FOMM's 256×256), identity map.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from render import face, landmarks
+from render.keypoints import join
+from syncers.data import landmark_space
+from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE
+from syncers.data.phantom.template import fit_to_box
+
+# The phantom corpus draws each speaker's face box around this centre with about this half side
+# (syncers.data.phantom.motion.synth_clip: centre x ∈ ±0.1, y ∈ [−0.15, 0.05], half width 0.30–0.45,
+# height 1.0–1.2× the width). A phantom model runs in such a box; its output is then mapped onto
+# the detected face by a similarity (scale + shift), which leaves the jacobians unchanged.
+PHANTOM_BOX_CENTRE = (0.0, -0.05)
+PHANTOM_BOX_HALF = 0.39
+FOMM_SIZE = 256               # the vox-256 checkpoints' resolution
+
+
+def source_landmarks(crop) -> np.ndarray:
+    """The source's 68 landmarks ``[68, 2]`` on the crop: dlib's, or the mean face placed in the
+    crop's face box when dlib finds no face (``--no-crop`` on a painting or a cartoon)."""
+    points = landmarks.crop_landmarks(crop.image)
+    return points if points is not None else landmark_space.template(crop.face_box)
+
+
+def model_frame_scale(face_box: tuple[float, float, float, float]) -> float:
+    """The factor from a crop's normalised coordinates to those of a training crop (whose face
+    box is ``1 / face.TRAINING_CROP_SCALE`` of its side), from the face box's half side in the
+    crop: 1 for a training crop, 2 for a crop twice as loose."""
+    x0, y0, x1, y1 = face_box
+    half = ((x1 - x0) + (y1 - y0)) / 4
+    return float(1.0 / face.TRAINING_CROP_SCALE / half)
+
+
+def source_keypoints(crop, fomm, space: str = PHANTOM_SPACE, points: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """x0 ``[10, 6]`` in the model's frame and the map from it to the crop's image coordinates.
+
+    FOMM: the KPDetector on the crop, identity map. Landmarks: the landmark-space encoding of
+    the source's landmarks (``points``, default :func:`source_landmarks`) in the model's
+    training framing, scaled back by the map.
+    Phantom: the template in the corpus's typical face box, mapped onto the detected face
+    (uniform scale + shift of the positions).
+    """
+    if fomm is not None:
+        image = face.resize_frames(crop.image[None], FOMM_SIZE)
+        return join(fomm.keypoints(image))[0].astype(np.float32), _identity
+    if space == LANDMARK_SPACE:
+        points = source_landmarks(crop) if points is None else points
+        # The model moves faces framed as in its training crops (the face box 1/1.5 of the
+        # side); this crop may be looser (--crop-scale, --no-crop). Positions and jacobians
+        # scale together about the crop's centre (encode is linear in the landmarks).
+        k = np.float32(model_frame_scale(crop.face_box))
+        return landmark_space.encode(points) * k, lambda kp: np.asarray(kp, np.float32) / k
+    x0, y0, x1, y1 = crop.face_box
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+    half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
+    scale = np.float32(half.mean() / PHANTOM_BOX_HALF)
+    model_centre = np.asarray(PHANTOM_BOX_CENTRE, np.float32)
+    model_half = half / scale                    # the face's aspect at the corpus's size
+    x0_model = fit_to_box((*(model_centre - model_half), *(model_centre + model_half)))
+
+    def to_image(kp_Tx10x6: np.ndarray) -> np.ndarray:
+        out = np.array(kp_Tx10x6, np.float32)
+        out[..., :2] = centre + scale * (out[..., :2] - model_centre)
+        return out
+
+    return x0_model, to_image
+
+
+def _identity(kp: Any) -> Any:
+    return kp
