@@ -1,5 +1,6 @@
 """``msync analyze`` (the paper's Table 2 protocol): points parsing, statistics, report, errors."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -164,6 +165,16 @@ def test_rerun_resumes_and_rewrites_the_same_report(analysed, data, tiny_yaml, g
                      "0-4,8", "--scales", "2", "--split", "test", "--config", str(tiny_yaml),
                      "--generated", str(generated)]) == 0
     assert json.loads((analysed / "report.json").read_text()) == before
+
+
+def test_non_ascii_paths_work(data, tmp_path, tiny_yaml):
+    """Accents and emoji in --data and --out (the derived dataset's path once went through YAML
+    and came back as surrogates)."""
+    here = tmp_path / "dätä 😀"
+    shutil.copytree(data, here)
+    out = tmp_path / "öut 🎬"
+    assert _run(here, out, tiny_yaml, "--points", "0-4", "--split", "test") == 0
+    assert set(json.loads((out / "report.json").read_text())["scales"]) == {"1"}
 
 
 def _run(data, out, tiny_yaml, *extra):

@@ -118,6 +118,19 @@ def test_resume_is_bit_identical(data, tmp_path):
     assert strip(rows(tmp_path / "whole")) == strip(rows(tmp_path / "resumed"))
 
 
+def test_non_ascii_paths_work(trained, data, tiny_yaml, tmp_path):
+    """Accents and emoji in --data and --out (through YAML an escaped emoji came back as two
+    surrogates, and the dataset was "not found")."""
+    here, run = tmp_path / "dätä 😀", tmp_path / "rün 🎬"
+    shutil.copytree(data, here)
+    assert cli.main(["train", "syncers", "--data", str(here), "--out", str(run),
+                     "--config", str(tiny_yaml)]) == 0
+    assert config_lib.load(SyncersConfig, run / "config.yaml").data_root == str(here)
+    assert load_run(run).levels == (1,)
+    assert cli.main(["evaluate", "--data", str(here), "--syncers", str(run),
+                     "--out", str(tmp_path / "évál ✅")]) == 0
+
+
 def one_line_error(capsys):
     err = capsys.readouterr().err
     lines = err.strip().splitlines()

@@ -32,6 +32,7 @@ Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_st
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -173,10 +174,12 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
 
     # Step 2: syncers on the train split's centred tracks.
     rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
-    overrides = [*overrides, f"data_root={json.dumps(str(rigid_root))}", "data.motion=landmarks",
+    overrides = [*overrides, "data.motion=landmarks",
                  f"data.points=[{','.join(map(str, points))}]",
                  f"train.levels=[{','.join(map(str, levels))}]"]
     config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
+    # The path is set directly: through YAML an escaped emoji comes back as two surrogates.
+    config = dataclasses.replace(config, data_root=str(rigid_root))
     trained_at = time.perf_counter()
     train_and_evaluate(config, out / "syncers")
     run = load_run(out / "syncers", levels)
