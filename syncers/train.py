@@ -48,7 +48,7 @@ from syncers.run import config as config_lib
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
+from syncers.run.rundir import (checkpoint_manager, locked, read_json, truncate_metrics,
                                 write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
@@ -196,7 +196,16 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     clips = load_split(manifest.root, "train", manifest)
     sampler = Sampler(clips, levels, config.data, config.sampling, config.train.seed)
     primary = parallel.is_primary()
-    workdir.mkdir(parents=True, exist_ok=True)
+    # The whole run under RUN/.lock: a second process on this --out is refused, and checking
+    # the old config then writing the new one cannot interleave with another writer.
+    with locked(workdir, hold=primary):
+        return _train_locked(config, workdir, levels, manifest, sampler, mesh, primary,
+                             stop_after)
+
+
+def _train_locked(config: SyncersConfig, workdir: Path, levels: tuple[int, ...], manifest,
+                  sampler: Sampler, mesh, primary: bool, stop_after: int | None) -> dict:
+    """:func:`train_and_evaluate` once the run directory is locked."""
     loop.check_resumed_config(SyncersConfig, config, workdir / "config.yaml",
                               _RESUMABLE_CHANGES)
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
@@ -340,9 +349,8 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
     params = {}
     for level in levels:
         directory = run / "checkpoints" / f"level_{level}"
-        if not directory.is_dir():
-            raise InputError(directory, "missing checkpoint directory")
-        manager = checkpoint_manager(directory, config.train.max_to_keep)
+        # A reader: a trainer may be writing this run right now (its temporary save stays).
+        manager = checkpoint_manager(directory, reader=True)
         try:
             fresh = create_state(config, level, model.motion_dim, model.audio_dim)
             state = loop.restore(manager, fresh, directory)

@@ -11,6 +11,7 @@ from motion.app import cli
 from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
 from syncers.run.errors import InputError
 from syncer_data import make_dataset
+from test_faults import held_by_another_process, refused_as_in_use
 
 # Tiny syncers: compile time dominates on a CPU; two scales keep the run to seconds.
 TINY = {
@@ -175,6 +176,14 @@ def test_non_ascii_paths_work(data, tmp_path, tiny_yaml):
     out = tmp_path / "öut 🎬"
     assert _run(here, out, tiny_yaml, "--points", "0-4", "--split", "test") == 0
     assert set(json.loads((out / "report.json").read_text())["scales"]) == {"1"}
+
+
+def test_an_out_in_use_by_another_process_is_refused(data, tmp_path, tiny_yaml, capsys):
+    out = tmp_path / "out"
+    with held_by_another_process(out) as pid:
+        assert _run(data, out, tiny_yaml, "--points", "0-4", "--split", "test") == 2
+        assert refused_as_in_use(capsys.readouterr().err, out, pid)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]       # nothing else written
 
 
 def _run(data, out, tiny_yaml, *extra):

@@ -4,13 +4,20 @@ restarted each time. It must resume from its last complete checkpoint (never a h
 one), lose at most the steps since it, keep ``metrics.jsonl`` free of duplicated or dropped
 rows, and end bit-identical to an uninterrupted run.
 
+Concurrency: a second process on a running run's directory is refused (``RUN/.lock``), and
+the lock goes with its holder, however it dies.
+
 Kill points are made reliable by the hooks of ``tests/msync_worker.py`` (slow batch sampling;
 a checkpoint save that stalls inside orbax's temporary directory); neither changes values.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
+from motion.app import cli
 from syncer_data import make_dataset
-from test_parallel import finish, launch, params
+from syncers.run import config as config_lib
+from syncers.run.rundir import locked
+from syncers.train import SyncersConfig, train_and_evaluate
+from test_parallel import REPO, finish, launch, params
 from test_syncer_train import TINY
 
 EVERY = 3
@@ -74,6 +85,69 @@ def kill(process) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
+
+
+_HOLD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from syncers.run.rundir import locked
+with locked({path!r}):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def held_by_another_process(directory: Path):
+    """``directory``'s run lock held by another (plain Python) process for the block; yields
+    its pid. The holder is SIGKILLed at the end."""
+    process = subprocess.Popen([sys.executable, "-c", _HOLD.format(repo=str(REPO),
+                                                                   path=str(directory))],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        yield process.pid
+    finally:
+        kill(process)
+
+
+def refused_as_in_use(err: str, directory: Path, pid: int) -> bool:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    return lines == [f"msync: error: {directory}: is in use by another msync process (pid "
+                     f"{pid}); wait for it to end, or use another directory"]
+
+
+@pytest.mark.slow
+def test_a_running_run_is_locked_and_readers_leave_its_saves_alone(tmp_path):
+    """A trainer stalls inside a checkpoint save (orbax's temporary directory): a second
+    trainer on its --out is refused naming its pid; ``msync evaluate`` reads the run meanwhile
+    and leaves the save alone; SIGKILL releases the lock."""
+    data = make_dataset(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    command = ["train", "syncers", "--data", str(data), "--config", str(config), "--out",
+               str(run)]
+    # A time-boxed first invocation: run.json lists level 1, so readers may read the run.
+    train_and_evaluate(config_lib.load(SyncersConfig, config, [f"data_root={data}"]), run,
+                       stop_after=EVERY)
+    first, first_log = launch(command, tmp_path / "first.log", MSYNC_TEST_SLOW_SAVE="1")
+    wait_for(lambda: "stalled saving" in first_log.read_text(), first, first_log,
+             "the stalled save")
+    saving = temporary(run)
+    assert len(saving) == 1 and saving[0].name.startswith(f"{2 * EVERY}.")
+
+    second, second_log = launch(command, tmp_path / "second.log")
+    assert finish(second, second_log, time.monotonic() + 300) == 2
+    assert refused_as_in_use(second_log.read_text(), run, first.pid), second_log.read_text()
+
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(run), "--out",
+                     str(tmp_path / "eval")]) == 0
+    assert temporary(run) == saving, "a reader removed the running trainer's save"
+    assert first.poll() is None, "the refused process must leave the running one alone"
+    kill(first)
+    with locked(run):             # SIGKILL released it
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
 
 
 @pytest.mark.slow

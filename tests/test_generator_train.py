@@ -22,6 +22,7 @@ from motion.train import TrainState, train
 from syncers.data.dataset import write_clip, write_manifest
 from syncers.run import config as config_lib
 from syncer_data import coupled_clip
+from test_faults import held_by_another_process, refused_as_in_use
 
 SYNCERS = {
     "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
@@ -188,6 +189,14 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
 
     assert _cli(setup, tmp_path, "--set", "loss.lambda_av=2", out=setup["full"]) == 2
     assert "different loss.lambda_av" in capsys.readouterr().err
+
+
+def test_a_run_in_use_by_another_process_is_refused(setup, tmp_path, capsys):
+    run = tmp_path / "run"
+    with held_by_another_process(run) as pid:
+        assert _cli(setup, tmp_path, out=run) == 2
+        assert refused_as_in_use(capsys.readouterr().err, run, pid)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]       # nothing else written
 
 
 _FOUR_DEVICES = """

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
 from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, read_json,
-                                truncate_metrics, write_json)
+from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, locked,
+                                read_json, truncate_metrics, write_json)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():
@@ -63,3 +65,30 @@ def test_checkpoint_manager_refuses_a_file_before_any_training(tmp_path):
         checkpoint_manager(tmp_path / "checkpoints", max_to_keep=2)
     manager = checkpoint_manager(tmp_path / "fresh", max_to_keep=2)
     assert (tmp_path / "fresh").is_dir() and manager.latest_step() is None
+
+
+def test_locked_is_reentrant_in_one_process_and_records_the_pid(tmp_path):
+    run = tmp_path / "run"
+    with locked(run):
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
+        with locked(run):          # a command that locks a directory may call another
+            pass
+        with locked(run):
+            pass
+    with locked(run):              # released at the end of the outermost block
+        pass
+
+
+def test_a_reader_creates_and_cleans_up_nothing(tmp_path):
+    with pytest.raises(InputError, match="missing checkpoint directory"):
+        checkpoint_manager(tmp_path / "absent", reader=True)
+    assert not (tmp_path / "absent").exists()
+    saving = tmp_path / "level_1" / "6.orbax-checkpoint-tmp-1234567"
+    saving.mkdir(parents=True)
+    assert checkpoint_manager(tmp_path / "level_1", reader=True).latest_step() is None
+    assert saving.is_dir()
+    checkpoint_manager(tmp_path / "level_1", max_to_keep=2)     # a trainer's cleans up
+    deadline = time.monotonic() + 30                   # (in a background thread)
+    while saving.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not saving.exists()

@@ -32,6 +32,7 @@ Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_st
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,6 +54,7 @@ from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.run import config as config_lib
 from syncers.run import progress
 from syncers.run.errors import InputError
+from syncers.run.rundir import locked
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
 
@@ -172,42 +174,45 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     matched = None if generated is None else \
         _generated_clips(generated, eval_clips, clip_frames, source, manifest)
 
-    # Step 2: syncers on the train split's centred tracks.
-    rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
-    overrides = [*overrides, "data.motion=landmarks",
-                 f"data.points=[{','.join(map(str, points))}]",
-                 f"train.levels=[{','.join(map(str, levels))}]"]
-    config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
-    # The path is set directly: through YAML an escaped emoji comes back as two surrogates.
-    config = dataclasses.replace(config, data_root=str(rigid_root))
-    trained_at = time.perf_counter()
-    train_and_evaluate(config, out / "syncers")
-    run = load_run(out / "syncers", levels)
-    train_seconds = time.perf_counter() - trained_at
+    # OUT/.lock for the rest: a second analysis into this --out is refused (its syncers
+    # would train in the same run directory).
+    with locked(out):
+        # Step 2: syncers on the train split's centred tracks.
+        rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
+        overrides = [*overrides, "data.motion=landmarks",
+                     f"data.points=[{','.join(map(str, points))}]",
+                     f"train.levels=[{','.join(map(str, levels))}]"]
+        config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
+        # The path is set directly: through YAML an escaped emoji comes back as two surrogates.
+        config = dataclasses.replace(config, data_root=str(rigid_root))
+        trained_at = time.perf_counter()
+        train_and_evaluate(config, out / "syncers")
+        run = load_run(out / "syncers", levels)
+        train_seconds = time.perf_counter() - trained_at
 
-    # Step 3: per-clip AV-Off (and distance curves) for each kind of pair.
-    pairs = _pairs(eval_clips, clip_frames, source, config, matched)
-    offsets: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
-    curves: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
-    with progress.bar(len(levels) * len(pairs), "analyze", "score") as bar:
-        for scale in levels:
-            for kind, (motion, audio) in pairs.items():
-                result = score_pairs(run, motion, audio, levels=(scale,))[scale]
-                offsets[scale][kind] = np.asarray(result["av_off"])
-                curves[scale][kind] = np.asarray(result["distances"]).mean(axis=0)
-                bar.update(1)
-    report = report_dict(offsets, points, len(eval_clips))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    details = {"data": str(manifest.root), "split": split, "clip_frames": clip_frames,
-               "source": source, "n_train_clips": len(train_clips),
-               "n_generated": len(pairs["generated"][0]) if "generated" in pairs else 0,
-               "steps": config.train.steps, "objective": config.objective.name,
-               "train_seconds": train_seconds,
-               "seconds": time.perf_counter() - start}
-    (out / "report.md").write_text(markdown(report, details))
-    plot_offsets(offsets, out)
-    plot_lag_curves(curves, out)
+        # Step 3: per-clip AV-Off (and distance curves) for each kind of pair.
+        pairs = _pairs(eval_clips, clip_frames, source, config, matched)
+        offsets: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
+        curves: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
+        with progress.bar(len(levels) * len(pairs), "analyze", "score") as bar:
+            for scale in levels:
+                for kind, (motion, audio) in pairs.items():
+                    result = score_pairs(run, motion, audio, levels=(scale,))[scale]
+                    offsets[scale][kind] = np.asarray(result["av_off"])
+                    curves[scale][kind] = np.asarray(result["distances"]).mean(axis=0)
+                    bar.update(1)
+        report = report_dict(offsets, points, len(eval_clips))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        details = {"data": str(manifest.root), "split": split, "clip_frames": clip_frames,
+                   "source": source, "n_train_clips": len(train_clips),
+                   "n_generated": len(pairs["generated"][0]) if "generated" in pairs else 0,
+                   "steps": config.train.steps, "objective": config.objective.name,
+                   "train_seconds": train_seconds,
+                   "seconds": time.perf_counter() - start}
+        (out / "report.md").write_text(markdown(report, details))
+        plot_offsets(offsets, out)
+        plot_lag_curves(curves, out)
     return report
 
 
@@ -394,20 +399,24 @@ def analyze_command(args) -> None:
     (``msync data prepare``'s defaults: dlib landmarks, split by speaker; resumable)."""
     points = parse_points(args.points)
     data = args.data
-    if data is None:
-        if args.generated:
-            raise InputError("--generated", "compare generated motion with --data (a prepared "
-                                            "dataset), not --videos")
-        data = Path(args.out) / "dataset"
-        report = prepare.prepare_dataset(
-            args.videos, data, prepare.PrepareOptions(speakers=getattr(args, "speakers", None)),
-            workers=getattr(args, "workers", 1))
-        print(f"msync: prepared {len(report['prepared'])} video(s) ({report['already_done']} "
-              f"already done, {len(report['skipped'])} skipped: see "
-              f"{data / 'prepare_report.json'})", file=sys.stderr)
-    report = analyze(data, args.out, points, args.scales, args.generated,
-                     getattr(args, "split", "heldout"), getattr(args, "config", None),
-                     getattr(args, "overrides", None) or ())
+    if data is None and args.generated:
+        raise InputError("--generated", "compare generated motion with --data (a prepared "
+                                        "dataset), not --videos")
+    # OUT is locked from the start with --videos (OUT/dataset is prepared first), else by
+    # analyze() once the inputs are read.
+    with locked(args.out) if data is None else contextlib.nullcontext():
+        if data is None:
+            data = Path(args.out) / "dataset"
+            prepared = prepare.prepare_dataset(
+                args.videos, data,
+                prepare.PrepareOptions(speakers=getattr(args, "speakers", None)),
+                workers=getattr(args, "workers", 1))
+            print(f"msync: prepared {len(prepared['prepared'])} video(s) "
+                  f"({prepared['already_done']} already done, {len(prepared['skipped'])} "
+                  f"skipped: see {data / 'prepare_report.json'})", file=sys.stderr)
+        report = analyze(data, args.out, points, args.scales, args.generated,
+                         getattr(args, "split", "heldout"), getattr(args, "config", None),
+                         getattr(args, "overrides", None) or ())
     parts = []
     for scale, entry in report["scales"].items():
         parts.append(f"{200 * 2 ** (int(scale) - 1)} ms GT {entry['gt']['av_off_mean']:.2f} / "
