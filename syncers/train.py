@@ -353,7 +353,7 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
         manager = checkpoint_manager(directory, reader=True)
         try:
             fresh = create_state(config, level, model.motion_dim, model.audio_dim)
-            state = loop.restore(manager, fresh, directory)
+            state = loop.restore(manager, fresh, directory, reader=True)
         finally:
             manager.close()
         if int(state.step) == 0:

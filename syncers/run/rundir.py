@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -101,10 +102,23 @@ def checkpoint_manager(directory: Path, max_to_keep: int | None = None, *,
         max_to_keep=None if reader else max_to_keep, create=not reader,
         enable_async_checkpointing=False, cleanup_tmp_directories=not reader)
     try:
-        return ocp.CheckpointManager(directory.resolve(), options=options)
+        with quiet_library_logs():      # e.g. a damaged step's metadata (restore reports it)
+            return ocp.CheckpointManager(directory.resolve(), options=options)
     except Exception as err:  # noqa: BLE001 - anything orbax dislikes about the folder
         raise InputError(directory, f"not a usable checkpoint directory ({one_line(err)})") \
             from None
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """Keep orbax's log lines (absl's logger) off stderr for the block: what they say about a
+    damaged checkpoint reaches the user as msync's one line instead."""
+    logger = logging.getLogger("absl")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
