@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from motion.official import config as official_config
 from motion.official.layout import template as official_template
 from motion.official.model import OfficialModel
 from syncers.run.errors import InputError
-from syncers.run.rundir import atomic_write
+from syncers.run.outputs import staging_dir
 
 FORMAT = "msync-generator"
 VERSION = 1
@@ -69,12 +70,18 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel | OfficialMod
                keypoint_space: str,
                features: dict | None = None, syncers_run: str | None = None, step: int = 0,
                feature_stats: dict | None = None, **extra: Any) -> Path:
-    """Write ``model`` and what it was trained on to ``directory`` (atomically per file);
-    ``feature_stats`` (from :func:`corpus_feature_stats`) is written only when given."""
+    """Write ``model`` and what it was trained on to ``directory``; ``feature_stats`` (from
+    :func:`corpus_feature_stats`) is written only when given.
+
+    Both files are written whole into a staging directory beside ``directory``
+    (``syncers.run.outputs.staging_dir``: ``.<name>.<random>.partial``), then moved in,
+    ``params.msgpack`` first and ``model.json`` last: a reader sees each file whole, and a
+    ``model.json`` is never newer than the parameters beside it — a kill between the two moves
+    leaves the previous ``model.json``, whose step says the export is stale
+    (:func:`exported_step`; ``motion.train`` exports again)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(model.params))
-    atomic_write(directory / PARAMS, flax.serialization.msgpack_serialize(params))
     arch = {"arch": model.arch} if isinstance(model, OfficialModel) else {}
     meta = {"format": FORMAT, "version": VERSION, **arch,
             "config": dataclasses.asdict(model.config),
@@ -82,8 +89,33 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel | OfficialMod
             "syncers_run": syncers_run, "step": int(step), **extra}
     if feature_stats is not None:
         meta["feature_stats"] = feature_stats
-    atomic_write(directory / META, (json.dumps(meta, indent=1) + "\n").encode())
+    staging = staging_dir(directory)
+    try:
+        (staging / PARAMS).write_bytes(flax.serialization.msgpack_serialize(params))
+        (staging / META).write_text(json.dumps(meta, indent=1) + "\n")
+        for name in (PARAMS, META):
+            _move_in(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _move_in(staged: Path, final: Path) -> None:
+    os.replace(staged, final)
+
+
+def exported_step(directory: str | os.PathLike) -> int | None:
+    """The step of the model exported to ``directory`` (``model.json``'s), or None when there
+    is no complete export there: a file missing, or a ``model.json`` that is not one."""
+    directory = Path(directory)
+    try:
+        info = json.loads((directory / META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (directory / PARAMS).is_file() or not isinstance(info, dict) or \
+            info.get("format") != FORMAT or not isinstance(info.get("step"), int):
+        return None
+    return info["step"]
 
 
 def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel, dict]:

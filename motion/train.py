@@ -64,7 +64,8 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
 from motion.model import GeneratorModel
 from motion.rollout import rollout
-from motion.saved_model import corpus_feature_stats, save_model
+from motion.saved_model import (META, PARAMS, corpus_feature_stats, exported_step,
+                                save_model)
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME
@@ -75,8 +76,8 @@ from syncers.run import config as config_lib
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (checkpoint_manager, locked, read_json, truncate_metrics,
-                                write_json)
+from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
+                                remove_leftovers, truncate_metrics, write_json)
 
 DEFAULT_CONFIG = configs.path("generator.yaml")
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
@@ -423,6 +424,10 @@ def _train_locked(config: GeneratorRunConfig, inputs: _Inputs, syncers_run, work
     _check_resumed(config, syncers_run, workdir)
     parallel.sync("msync-generator-config-checked")     # every process read the old config
     if primary:
+        # What killed writers of this run left (msync's temporary names only; the lock says
+        # no writer is running): the export's staging directory, half-written files.
+        remove_leftovers(*(workdir / name for name in RUN_FILES),
+                         *(workdir / "model" / name for name in (PARAMS, META)))
         config_lib.dump(config, workdir / "config.yaml")
 
     score_fn = syncer_score_fn(syncers.model, syncers.info["score"])
@@ -523,8 +528,12 @@ def _cut(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
 def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: dict,
                 workdir: Path, primary: bool = True, feature_stats: dict | None = None) -> None:
     """Save the state (collectively: every process calls this) and export the generator, with
-    the training split's ``feature_stats``, to ``RUN/model`` (process 0; once per step)."""
-    if (not loop.save(manager, state) and (workdir / "model").is_dir()) or not primary:
+    the training split's ``feature_stats``, to ``RUN/model`` (process 0): after each new
+    checkpoint, and whenever ``RUN/model`` is not the export of this step — missing, partial
+    (a kill between its files) or older (a kill before the export; a rerun of a finished run
+    repairs it)."""
+    saved = loop.save(manager, state)
+    if not primary or (not saved and exported_step(workdir / "model") == int(state.step)):
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
                keypoint_space=info["keypoint_space"], features=info["features"],

@@ -48,8 +48,8 @@ from syncers.run import config as config_lib
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (checkpoint_manager, locked, read_json, truncate_metrics,
-                                write_json)
+from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
+                                remove_leftovers, truncate_metrics, write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
 DEFAULT_CONFIG = configs.path("syncers.yaml")
@@ -210,6 +210,9 @@ def _train_locked(config: SyncersConfig, workdir: Path, levels: tuple[int, ...],
                               _RESUMABLE_CHANGES)
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
     if primary:
+        # What killed writers of this run left (msync's temporary names only; the lock says
+        # no writer is running).
+        remove_leftovers(*(workdir / name for name in RUN_FILES))
         config_lib.dump(config, workdir / "config.yaml")
     info = read_json(workdir / "run.json")
     info.update({"data_root": str(manifest.root), "keypoint_space": manifest.keypoint_space,

@@ -11,7 +11,7 @@ from motion.app import cli
 from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
 from syncers.run.errors import InputError
 from syncer_data import make_dataset
-from test_faults import held_by_another_process, refused_as_in_use
+from run_helpers import held_by_another_process, refused_as_in_use
 
 # Tiny syncers: compile time dominates on a CPU; two scales keep the run to seconds.
 TINY = {

@@ -2,22 +2,20 @@
 during a training step, during a checkpoint write and during the final checkpoint write, and
 restarted each time. It must resume from its last complete checkpoint (never a half-written
 one), lose at most the steps since it, keep ``metrics.jsonl`` free of duplicated or dropped
-rows, and end bit-identical to an uninterrupted run.
+rows, and end bit-identical to an uninterrupted run. A real ``msync train generator`` killed
+during its final export (``RUN/model``) is repaired by a rerun, bit-identically.
 
 Concurrency: a second process on a running run's directory is refused (``RUN/.lock``), and
 the lock goes with its holder, however it dies.
 
 Kill points are made reliable by the hooks of ``tests/msync_worker.py`` (slow batch sampling;
-a checkpoint save that stalls inside orbax's temporary directory); neither changes values.
+a checkpoint save that stalls inside orbax's temporary directory; an export that stalls
+between its two files); none changes values.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,11 +24,13 @@ import pytest
 import yaml
 
 from motion.app import cli
+from run_helpers import kill, refused_as_in_use
 from syncer_data import make_dataset
 from syncers.run import config as config_lib
 from syncers.run.rundir import locked
 from syncers.train import SyncersConfig, train_and_evaluate
-from test_parallel import REPO, finish, launch, params
+from test_generator_train import GENERATOR, SYNCERS, _dataset as generator_dataset
+from test_parallel import finish, launch, params
 from test_syncer_train import TINY
 
 EVERY = 3
@@ -79,42 +79,6 @@ def wait_for(condition, process, log: Path, what: str, timeout: float = 600) -> 
             process.kill()
             pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.02)
-
-
-def kill(process) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-
-
-_HOLD = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from syncers.run.rundir import locked
-with locked({path!r}):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-@contextlib.contextmanager
-def held_by_another_process(directory: Path):
-    """``directory``'s run lock held by another (plain Python) process for the block; yields
-    its pid. The holder is SIGKILLed at the end."""
-    process = subprocess.Popen([sys.executable, "-c", _HOLD.format(repo=str(REPO),
-                                                                   path=str(directory))],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout.readline().strip() == "held"
-        yield process.pid
-    finally:
-        kill(process)
-
-
-def refused_as_in_use(err: str, directory: Path, pid: int) -> bool:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    return lines == [f"msync: error: {directory}: is in use by another msync process (pid "
-                     f"{pid}); wait for it to end, or use another directory"]
 
 
 @pytest.mark.slow
@@ -225,3 +189,47 @@ def test_sigkill_at_several_moments_resumes_bit_identically(tmp_path):
     for key in resumed:
         np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
     print("\n".join(report + ["final parameters bit-identical to the uninterrupted run"]))
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_final_export_is_repaired_bit_identically(tmp_path):
+    data = generator_dataset(tmp_path / "data")
+    for name, config in (("syncers", SYNCERS), ("generator", GENERATOR)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    syncers = tmp_path / "syncers"
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(syncers),
+                     "--config", str(tmp_path / "syncers.yaml")]) == 0
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    steps, every = GENERATOR["train"]["steps"], GENERATOR["train"]["checkpoint_every"]
+    final_export = steps // every + 1                # one export per checkpoint, then the last
+
+    def train(out: Path, log: str, **env):
+        return launch(["train", "generator", "--data", str(data), "--syncers", str(syncers),
+                       "--config", str(tmp_path / "generator.yaml"), "--out", str(out)],
+                      tmp_path / log, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla-cache"),
+                      **env)
+
+    reference, reference_log = train(whole, "whole.log")
+    process, log = train(run, "killed.log", MSYNC_TEST_SLOW_EXPORT=str(final_export))
+    wait_for(lambda: "stalled exporting" in log.read_text(), process, log, "the final export")
+    kill(process)
+    model = run / "model"
+    # Killed between the files: the last step's parameters beside the previous model.json.
+    assert json.loads((model / "model.json").read_text())["step"] == every * (steps // every)
+    staged = [p for p in run.iterdir() if p.name.startswith(".model.")]
+    assert len(staged) == 1 and (staged[0] / "model.json").is_file()
+
+    process, log = train(run, "rerun.log")
+    assert finish(process, log, time.monotonic() + 600) == 0, log.read_text()[-3000:]
+    assert finish(reference, reference_log, time.monotonic() + 600) == 0, \
+        reference_log.read_text()[-3000:]
+    assert json.loads((model / "model.json").read_text())["step"] == steps
+    assert (model / "params.msgpack").read_bytes() == \
+        (whole / "model" / "params.msgpack").read_bytes()
+    assert not any(p.name.startswith(".model.") for p in run.iterdir())
+
+    def strip(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"}
+                for line in path.read_text().splitlines()]
+
+    assert strip(run / "metrics.jsonl") == strip(whole / "metrics.jsonl")

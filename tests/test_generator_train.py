@@ -22,7 +22,7 @@ from motion.train import TrainState, train
 from syncers.data.dataset import write_clip, write_manifest
 from syncers.run import config as config_lib
 from syncer_data import coupled_clip
-from test_faults import held_by_another_process, refused_as_in_use
+from run_helpers import held_by_another_process, refused_as_in_use
 
 SYNCERS = {
     "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
@@ -146,6 +146,41 @@ def test_exported_model_loads_and_generates(setup):
     assert out.shape == (30, 10, 6) and np.all(np.isfinite(out))
     np.testing.assert_array_equal(out[0], clip["keypoints"][0])
     assert np.abs(out[1:] - out[0]).max() > 0          # it moves
+
+
+def test_a_missing_partial_or_stale_export_is_repaired_by_a_rerun(setup, tmp_path):
+    """A finished run whose RUN/model is missing, half there or older than its last checkpoint
+    exports it again; what killed writers left is removed by msync's names only."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["full"], run)
+    model = run / "model"
+    want = (setup["full"] / "model" / "params.msgpack").read_bytes()
+
+    def rerun_and_check():
+        train(setup["config"], setup["data"], setup["syncers"], run,
+              compiler_options=FAST_COMPILE)
+        assert (model / "params.msgpack").read_bytes() == want
+        assert json.loads((model / "model.json").read_text())["step"] == 5
+
+    shutil.rmtree(model)                                   # missing
+    rerun_and_check()
+    (model / "model.json").unlink()                        # partial
+    rerun_and_check()
+    meta = json.loads((model / "model.json").read_text())  # older: killed between the files
+    (model / "model.json").write_text(json.dumps(meta | {"step": 4}))
+    (model / "params.msgpack").write_bytes(b"\x80")
+    ours = [run / ".model.k2j4h5g6.partial", model / ".params.a1b2c3d4.partial.msgpack",
+            run / ".run.zz_9y8x7.partial.json"]
+    ours[0].mkdir()
+    (ours[0] / "model.json").write_text("{}")
+    for path in ours[1:]:
+        path.write_bytes(b"half")
+    theirs = [run / ".model.backup", model / "notes.txt", run / ".model.k2j4h5g6.partial.old"]
+    for path in theirs:
+        path.write_text("mine")
+    rerun_and_check()
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "mine" for path in theirs)
 
 
 def _cli(setup, tmp_path, *extra, data=None, syncers=None, out=None):

@@ -9,7 +9,7 @@ import pytest
 
 from syncers.run.errors import InputError, one_line
 from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, locked,
-                                read_json, truncate_metrics, write_json)
+                                read_json, remove_leftovers, truncate_metrics, write_json)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():
@@ -92,3 +92,25 @@ def test_a_reader_creates_and_cleans_up_nothing(tmp_path):
     while saving.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not saving.exists()
+
+
+def test_published_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_json(tmp_path / "run.json", {"a": 1})
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_remove_leftovers_removes_msyncs_temporary_names_only(tmp_path):
+    ours = [tmp_path / ".run.abcd_123.partial.json", tmp_path / ".model.k2j4h5g6.partial"]
+    ours[0].write_text("half")
+    ours[1].mkdir()
+    (ours[1] / "params.msgpack").write_bytes(b"half")
+    theirs = [tmp_path / ".run.abcd.partial.json", tmp_path / ".run.backup.json",
+              tmp_path / "run.json", tmp_path / ".model.k2j4h5g6.partial.old",
+              tmp_path / "model.k2j4h5g6.partial"]
+    for path in theirs:
+        path.write_text("mine")
+    assert remove_leftovers(tmp_path / "run.json", tmp_path / "model") == ours
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "mine" for path in theirs)

@@ -21,14 +21,17 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from syncers.run.errors import InputError, one_line
-from syncers.run.outputs import published
+from syncers.run.outputs import leftovers, published
 
 LOCK = ".lock"
+# A run's own files (beside checkpoints/; the generator's also has model/).
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "model")
 # Locks this process holds: real path of the lock file -> [descriptor, depth]. A command that
 # locks a directory may call another that locks it again (flock would refuse the second
 # descriptor even in the same process).
@@ -81,6 +84,21 @@ def locked(directory: str | os.PathLike, hold: bool = True) -> Iterator[Path]:
     finally:
         _HELD.pop(key, None)
         os.close(fd)                 # releases the lock
+
+
+def remove_leftovers(*paths: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers left of ``paths`` (``syncers.run.outputs.leftovers``: msync's
+    own temporary names, nothing else); call with the run locked (:func:`locked`), when no
+    writer of this run can be running. Returns what was removed."""
+    removed = []
+    for path in paths:
+        for left in leftovers(path):
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left)
+            else:
+                left.unlink(missing_ok=True)
+            removed.append(left)
+    return removed
 
 
 def checkpoint_manager(directory: Path, max_to_keep: int | None = None, *,
