@@ -26,9 +26,13 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    than that of random pairs (:func:`mann_whitney_p`) — synchrony shows as offsets near 0.
 
 Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_std"},
-"random": …, "generated": …, "p_gt_vs_random", "p_generated_vs_random"}, …}, "points": […],
-"n_clips": N}``, generated keys only with ``--generated``), ``OUT/report.md`` and the plots
+"random": …, "generated": …, "p_gt_vs_random", "p_generated_vs_random", "n_clips",
+"clip_frames"}, …}, "points": […], "n_clips": N, "split": …, "generated": path | null}``,
+generated keys only with ``--generated``), ``OUT/report.md`` and the plots
 ``offsets_scale{s}.png`` (AV-Off histograms) and ``lag_curve.png`` (mean distance vs offset).
+A rerun into the same ``OUT`` with fewer ``--scales`` keeps the other scales' entries of the
+previous report (same points, split and generated motion; each entry says on how many clips it
+was measured) and their histograms; ``lag_curve.png`` shows the scales scored now.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.run import config as config_lib
 from syncers.run import progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import locked
+from syncers.run.rundir import atomic_write, locked, read_json
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
 
@@ -202,18 +206,36 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
                     curves[scale][kind] = np.asarray(result["distances"]).mean(axis=0)
                     bar.update(1)
         report = report_dict(offsets, points, len(eval_clips))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        for entry in report["scales"].values():
+            entry.update(n_clips=len(eval_clips), clip_frames=clip_frames)
+        report.update(split=split, generated=None if generated is None else
+                      str(Path(generated).resolve()))
+        report = _keep_other_scales(report, out / "report.json")
+        atomic_write(out / "report.json", json.dumps(report, indent=1) + "\n")
         details = {"data": str(manifest.root), "split": split, "clip_frames": clip_frames,
                    "source": source, "n_train_clips": len(train_clips),
                    "n_generated": len(pairs["generated"][0]) if "generated" in pairs else 0,
                    "steps": config.train.steps, "objective": config.objective.name,
                    "train_seconds": train_seconds,
                    "seconds": time.perf_counter() - start}
-        (out / "report.md").write_text(markdown(report, details))
+        atomic_write(out / "report.md", markdown(report, details))
         plot_offsets(offsets, out)
         plot_lag_curves(curves, out)
     return report
+
+
+def _keep_other_scales(report: dict, path: Path) -> dict:
+    """``report`` with the scales of the previous ``report.json`` at ``path`` that this run did
+    not score (an analysis rerun with fewer ``--scales``), when that report scored the same
+    points, split and generated motion; each entry says on how many clips of how many
+    frames it was measured."""
+    previous = read_json(path)
+    same = all(previous.get(key) == report[key] for key in ("points", "split", "generated"))
+    kept = previous.get("scales") if same else None
+    if not isinstance(kept, dict):
+        return report
+    scales = {k: v for k, v in kept.items() if k not in report["scales"]} | report["scales"]
+    return report | {"scales": dict(sorted(scales.items(), key=lambda item: int(item[0])))}
 
 
 def _evaluation_length(clips: list[Clip], scales: int, root: Path, split: str):
@@ -317,6 +339,12 @@ def markdown(report: dict, details: dict) -> str:
         if has_generated:
             row.append(f"{entry['p_generated_vs_random']:.2g}")
         lines.append("| " + " | ".join(row) + " |")
+    now = (report["n_clips"], details["clip_frames"])
+    earlier = [f"Scale {scale}: from an earlier run with more --scales, on {entry['n_clips']} "
+               f"clips of {entry['clip_frames']} frames."
+               for scale, entry in report["scales"].items()
+               if (entry.get("n_clips", now[0]), entry.get("clip_frames", now[1])) != now]
+    lines += [""] + earlier if earlier else []
     lines += ["", "Cells: mean ± std over clips of |AV-Off| (SyncNet protocol, offsets in "
                   f"[-{MAX_OFFSET}, {MAX_OFFSET}] frames of the scale; a frame of scale s lasts "
                   "40·2^(s−1) ms). Random pairs: the motion of clip c with the audio of clip "
