@@ -153,3 +153,15 @@ def feature_config(kind: FeatureKind = "logmel") -> dict:
         return dict(official_audio.FEATURE_CONFIG)
     return {"kind": kind, "n_bands": N_BANDS, "sample_rate": SAMPLE_RATE, "hop": HOP,
             "window": WINDOW, "n_fft": N_FFT, "rate_hz": SAMPLE_RATE // HOP}
+
+
+def feature_mismatch(a: dict | None, b: dict | None) -> str | None:
+    """How two recorded feature configs (a manifest's, a syncer run's, a model's) differ, or
+    None when nothing tells them apart: every key both record (``kind`` first) must have one
+    value; a key only one records is not compared (older records hold fewer keys, a model
+    built by hand may hold none)."""
+    a, b = dict(a or {}), dict(b or {})
+    differing = sorted((k for k in set(a) & set(b) if a[k] != b[k]), key=lambda k: k != "kind")
+    if not differing:
+        return None
+    return ", ".join(f"{'feature ' * (k == 'kind')}{k} {a[k]!r} vs {b[k]!r}" for k in differing)
