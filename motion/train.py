@@ -68,6 +68,7 @@ from motion.saved_model import (META, PARAMS, corpus_feature_stats, exported_ste
                                 save_model)
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
@@ -320,6 +321,11 @@ def _load_syncers(path, manifest, config: GeneratorRunConfig):
         raise InputError(manifest.root / "manifest.json",
                          f"keypoint_space {manifest.keypoint_space!r} differs from the syncer "
                          f"run's {space!r} ({path})")
+    mismatch = feature_mismatch(manifest.features, syncers.info.get("features"))
+    if mismatch:
+        raise InputError(manifest.root / "manifest.json",
+                         f"the data's audio features differ from the syncer run's ({mismatch}; "
+                         f"{path / 'run.json'})")
     data = syncers.config.data
     if data.motion != "keypoints" or data.points or syncers.model.motion_dim != 60:
         raise InputError(path / "config.yaml", "the generator needs syncers trained on all 10 "
@@ -421,7 +427,7 @@ def _train_locked(config: GeneratorRunConfig, inputs: _Inputs, syncers_run, work
     manifest, syncers, val_levels = inputs.manifest, inputs.syncers, inputs.val_levels
     loader, feature_stats = inputs.loader, inputs.feature_stats
     rows = parallel.local_rows(tc.batch_size, mesh)
-    _check_resumed(config, syncers_run, workdir)
+    _check_resumed(config, syncers_run, workdir, manifest)
     parallel.sync("msync-generator-config-checked")     # every process read the old config
     if primary:
         # What killed writers of this run left (msync's temporary names only; the lock says
@@ -551,14 +557,16 @@ def _check_finite(step: int, metrics, workdir: Path) -> None:
                              "finite checkpoint")
 
 
-def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> None:
+def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path, manifest) -> None:
     loop.check_resumed_config(GeneratorRunConfig, config, workdir / "config.yaml",
                               _RESUMABLE_CHANGES)
-    before = read_json(workdir / "run.json").get("syncers_run")
+    info = read_json(workdir / "run.json")
+    before = info.get("syncers_run")
     if before and before != str(Path(syncers_run).resolve()):
         raise InputError(workdir / "run.json", f"this run was trained against the syncers "
                                                f"{before}, not {Path(syncers_run).resolve()} "
                                                "(use a new --out)")
+    syncer_train.check_resumed_data(info, manifest, workdir / "run.json")
 
 
 def _round(value) -> float:

@@ -42,6 +42,7 @@ import flax.struct
 import configs
 from syncers import objectives
 from syncers.data.dataset import load_split, read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
@@ -208,6 +209,7 @@ def _train_locked(config: SyncersConfig, workdir: Path, levels: tuple[int, ...],
     """:func:`train_and_evaluate` once the run directory is locked."""
     loop.check_resumed_config(SyncersConfig, config, workdir / "config.yaml",
                               _RESUMABLE_CHANGES)
+    check_resumed_data(read_json(workdir / "run.json"), manifest, workdir / "run.json")
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
     if primary:
         # What killed writers of this run left (msync's temporary names only; the lock says
@@ -280,6 +282,23 @@ def _train_locked(config: SyncersConfig, workdir: Path, levels: tuple[int, ...],
               f"{config.train.steps} on {parallel.describe(mesh)} "
               f"({time.perf_counter() - start_all:.1f} s) -> {workdir}", file=sys.stderr)
     return info
+
+
+def check_resumed_data(info: dict, manifest, path: Path) -> None:
+    """Refuse to resume the run whose ``run.json`` holds ``info`` on a dataset (``--data`` or a
+    changed ``data_root``) of another keypoint space or other audio features than it started
+    on."""
+    space = info.get("keypoint_space")
+    if space is not None and space != manifest.keypoint_space:
+        raise InputError(manifest.root / "manifest.json",
+                         f"keypoint_space {manifest.keypoint_space!r} differs from the "
+                         f"{space!r} this run was trained on ({path}); use a new --out")
+    mismatch = feature_mismatch(manifest.features, info.get("features")) \
+        if "features" in info else None
+    if mismatch:
+        raise InputError(manifest.root / "manifest.json",
+                         f"the data's audio features differ from those this run was trained "
+                         f"on ({mismatch}; {path}); use a new --out")
 
 
 def _train_level(level, state, step_fn, sampler, manager, schedule, train: TrainConfig,

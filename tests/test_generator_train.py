@@ -45,7 +45,7 @@ GENERATOR = {
 }
 
 
-def _dataset(root: Path, space: str = "test-v1") -> Path:
+def _dataset(root: Path, space: str = "test-v1", features: dict | None = None) -> Path:
     rng = np.random.default_rng(0)
     splits = {}
     for split, count in (("train", 4), ("val", 2), ("test", 2)):
@@ -54,7 +54,7 @@ def _dataset(root: Path, space: str = "test-v1") -> Path:
             keypoints, audio = coupled_clip(rng, 200)
             write_clip(root, split, f"{split}{i}", keypoints, audio, meta={"fps": 25})
             splits[split].append((f"{split}{i}", 200))
-    write_manifest(root, splits, keypoint_space=space, features={"kind": "test"})
+    write_manifest(root, splits, keypoint_space=space, features=features or {"kind": "test"})
     return root
 
 
@@ -210,6 +210,13 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
     assert _cli(setup, tmp_path, data=other) == 2
     err = capsys.readouterr().err
     assert f"{other / 'manifest.json'}: keypoint_space 'other-v1' differs" in err
+
+    mfcc = _dataset(tmp_path / "mfcc", features={"kind": "mfcc"})
+    assert _cli(setup, tmp_path, data=mfcc) == 2
+    assert f"{mfcc / 'manifest.json'}: the data's audio features differ from the syncer " \
+        "run's (feature kind 'mfcc' vs 'test'" in capsys.readouterr().err
+    assert _cli(setup, tmp_path, data=mfcc, out=setup["full"]) == 2       # resuming on it
+    assert "feature kind 'mfcc' vs 'test'" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
     shutil.copytree(setup["full"], broken)

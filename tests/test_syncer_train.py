@@ -231,6 +231,25 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(trained
     assert strip(rows(run)) == strip(rows(trained))
 
 
+def test_resuming_on_data_of_another_kind_is_refused(trained, data, tiny_yaml, tmp_path,
+                                                     capsys):
+    """data_root may change between invocations (the data moved), its kind may not."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(trained, run)
+    shutil.copytree(data, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    for change, message in (({"features": {"kind": "mfcc"}}, "feature kind 'mfcc' vs 'test'"),
+                            ({"keypoint_space": "phantom-v1"}, "keypoint_space 'phantom-v1'")):
+        (other / "manifest.json").write_text(json.dumps(manifest | change))
+        capsys.readouterr()
+        assert cli.main(["train", "syncers", "--data", str(other), "--out", str(run),
+                         "--config", str(tiny_yaml), "--levels", "1,4"]) == 2
+        line = one_line_error(capsys)
+        assert line.startswith(f"msync: error: {other / 'manifest.json'}: ") and message in line
+        assert "this run was trained on" in line and "use a new --out" in line
+    assert (run / "config.yaml").read_text() == (trained / "config.yaml").read_text()
+
+
 def test_nan_stops_with_a_clear_message(data, tiny_yaml, tmp_path, capsys):
     assert cli.main(["train", "syncers", "--data", str(data), "--out", str(tmp_path / "run"),
                      "--config", str(tiny_yaml), "--set", "optim.learning_rate=.nan"]) == 2
