@@ -76,6 +76,8 @@ def test_parse_points(text, expected):
 @pytest.mark.parametrize("text, message", [
     ("", "is not a point index"), ("a-b", "is not a point index"), ("5-3", "runs backwards"),
     ("-3", "is not a point index"), ("1,,2", "is not a point index"), ("1-2-3", "not a point"),
+    ("0-1000000000000", "point 1000000000000 is out of range: indices run from 0 to 999"),
+    ("5,1000", "point 1000 is out of range"),
 ])
 def test_parse_points_errors(text, message):
     with pytest.raises(InputError, match=message) as err:

@@ -64,6 +64,7 @@ from syncers.train import SyncersConfig, load_run, train_and_evaluate
 
 DEFAULT_CONFIG = configs.path("analyze.yaml")
 MAX_SCALES = 4
+MAX_POINTS = 1000           # --points indices: far above any landmark set's 68 or 98 points
 SPLITS = {"heldout": ("val", "test"), "test": ("test",), "val": ("val",), "train": ("train",),
           "all": ("train", "val", "test")}
 FRAME_MS = 40.0             # one level-1 frame at 25 fps
@@ -71,7 +72,9 @@ KINDS = ("gt", "random", "generated")
 
 
 def parse_points(text: str) -> tuple[int, ...]:
-    """``"17-47"``, ``"0-4"``, ``"0,2,5-7"`` → sorted unique indices; bad text → InputError."""
+    """``"17-47"``, ``"0-4"``, ``"0,2,5-7"`` → sorted unique indices; bad text → InputError.
+    Indices run from 0 to ``MAX_POINTS - 1`` at most (refused before any range is built; the
+    data's own point count is checked once it is read, :func:`check_points`)."""
     points: set[int] = set()
     for part in str(text).split(","):
         part = part.strip()
@@ -84,6 +87,9 @@ def parse_points(text: str) -> tuple[int, ...]:
                                          f"(expected e.g. 17-47, 0-4 or 0,2,5-7)") from None
         if hi < lo:
             raise InputError("--points", f"range {part!r} runs backwards")
+        if hi >= MAX_POINTS:
+            raise InputError("--points", f"point {hi} is out of range: indices run from 0 to "
+                                         f"{MAX_POINTS - 1} at most (68 landmarks: 0-67)")
         points.update(range(lo, hi + 1))
     return tuple(sorted(points))
 

@@ -26,7 +26,8 @@ from typing import Literal
 import numpy as np
 
 from syncers.data import official_audio
-from syncers.data.layout import FEATURES_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncers.data.layout import (FEATURES_PER_FRAME, MAX_INPUT_RATE, MIN_INPUT_RATE,
+                                 SAMPLE_RATE, SAMPLES_PER_FRAME)
 from syncers.data.layout import FEATURE_HOP as HOP
 from syncers.run.errors import InputError
 
@@ -55,6 +56,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     else:
         try:
             samples = _decode_with_soundfile(path)
+        except _RateRefused:
+            raise
         except InputError:
             # soundfile reads wav/flac/ogg; anything else it rejects may still be audio ffmpeg
             # knows (a wav with an exotic codec, say).
@@ -71,6 +74,11 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
     import soundfile
 
     try:
+        rate = soundfile.info(str(path)).samplerate
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+        raise InputError(path, f"not a readable audio file ({err})") from None
+    check_input_rate(path, rate)
+    try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
         raise InputError(path, f"not a readable audio file ({err})") from None
@@ -78,6 +86,17 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
     if rate != SAMPLE_RATE and mono.size:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+class _RateRefused(InputError):
+    """A readable file with an absurd sample rate (not a reason to try ffmpeg instead)."""
+
+
+def check_input_rate(path, rate: int) -> None:
+    """Refuse a file whose sample rate is outside ``MIN_INPUT_RATE``..``MAX_INPUT_RATE``."""
+    if not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
+        raise _RateRefused(path, f"sample rate {rate} Hz is outside the {MIN_INPUT_RATE}-"
+                                 f"{MAX_INPUT_RATE} Hz msync reads")
 
 
 def _decode_with_ffmpeg(path: Path) -> np.ndarray:
