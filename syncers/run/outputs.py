@@ -39,8 +39,12 @@ def published(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     prefix, suffix = _affixes(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.fchmod(handle, 0o666 & ~_UMASK)          # mkstemp's 0600 would hide it from others
-    os.close(handle)
+    try:
+        os.fchmod(handle, 0o666 & ~_UMASK)      # mkstemp's 0600 would hide it from others
+    except OSError:
+        pass                                    # a file system without modes keeps its own
+    finally:
+        os.close(handle)
     temporary = Path(temporary)
     try:
         yield temporary
