@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ from motion.model import GeneratorModel, ready
 from motion.official import config as official_config
 from motion.official.layout import template as official_template
 from motion.official.model import OfficialModel
-from syncers.run.errors import InputError
-from syncers.run.rundir import atomic_write
+from syncers.run import config as config_lib
+from syncers.run.errors import InputError, one_line
+from syncers.run.outputs import staging_dir
 
 FORMAT = "msync-generator"
 VERSION = 1
@@ -69,12 +71,18 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel | OfficialMod
                keypoint_space: str,
                features: dict | None = None, syncers_run: str | None = None, step: int = 0,
                feature_stats: dict | None = None, **extra: Any) -> Path:
-    """Write ``model`` and what it was trained on to ``directory`` (atomically per file);
-    ``feature_stats`` (from :func:`corpus_feature_stats`) is written only when given."""
+    """Write ``model`` and what it was trained on to ``directory``; ``feature_stats`` (from
+    :func:`corpus_feature_stats`) is written only when given.
+
+    Both files are written whole into a staging directory beside ``directory``
+    (``syncers.run.outputs.staging_dir``: ``.<name>.<random>.partial``), then moved in,
+    ``params.msgpack`` first and ``model.json`` last: a reader sees each file whole, and a
+    ``model.json`` is never newer than the parameters beside it — a kill between the two moves
+    leaves the previous ``model.json``, whose step says the export is stale
+    (:func:`exported_step`; ``motion.train`` exports again)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(model.params))
-    atomic_write(directory / PARAMS, flax.serialization.msgpack_serialize(params))
     arch = {"arch": model.arch} if isinstance(model, OfficialModel) else {}
     meta = {"format": FORMAT, "version": VERSION, **arch,
             "config": dataclasses.asdict(model.config),
@@ -82,8 +90,33 @@ def save_model(directory: str | os.PathLike, model: GeneratorModel | OfficialMod
             "syncers_run": syncers_run, "step": int(step), **extra}
     if feature_stats is not None:
         meta["feature_stats"] = feature_stats
-    atomic_write(directory / META, (json.dumps(meta, indent=1) + "\n").encode())
+    staging = staging_dir(directory)
+    try:
+        (staging / PARAMS).write_bytes(flax.serialization.msgpack_serialize(params))
+        (staging / META).write_text(json.dumps(meta, indent=1) + "\n")
+        for name in (PARAMS, META):
+            _move_in(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _move_in(staged: Path, final: Path) -> None:
+    os.replace(staged, final)
+
+
+def exported_step(directory: str | os.PathLike) -> int | None:
+    """The step of the model exported to ``directory`` (``model.json``'s), or None when there
+    is no complete export there: a file missing, or a ``model.json`` that is not one."""
+    directory = Path(directory)
+    try:
+        info = json.loads((directory / META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (directory / PARAMS).is_file() or not isinstance(info, dict) or \
+            info.get("format") != FORMAT or not isinstance(info.get("step"), int):
+        return None
+    return info["step"]
 
 
 def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel, dict]:
@@ -120,33 +153,73 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     if arch is not None:
         raise InputError(meta_path, f"unknown arch {arch!r} (this msync runs its own generator "
                                     f"and {official_config.ARCH})")
-    fields = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    raw = info.get("config")
-    if not isinstance(raw, dict) or set(raw) - fields:
-        raise InputError(meta_path, f"config has unknown keys {sorted(set(raw or {}) - fields)}")
-    config = GeneratorConfig(**raw)
+    config = _generator_config(info.get("config"), meta_path)
     _check_generate_settings(info, config, meta_path)
     # Shapes only: building real initial values would cost a minute of eager Flax on a CPU.
-    template = jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
+    try:
+        template = jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
+    except Exception as err:  # noqa: BLE001 - sizes no generator can have
+        raise InputError(meta_path, f"config cannot build a generator ({one_line(err)})") \
+            from None
     params = _read_params(path / PARAMS, template)
     return ready(GeneratorModel(params=params, config=config)), info
 
 
+# GeneratorConfig's integer fields that may be 0 (all others count something and must be >= 1).
+_MAY_BE_ZERO = ("fpn_post_convs",)
+
+
+def _generator_config(raw, meta_path: Path) -> GeneratorConfig:
+    """``model.json``'s ``config`` as a :class:`GeneratorConfig`: known keys of the right types
+    (``syncers.run.config``), counts >= 1, finite non-negative ``restore_seconds``."""
+    if not isinstance(raw, dict):
+        raise InputError(meta_path, "config must be a mapping of GeneratorConfig's fields")
+    config = config_lib.from_dict(GeneratorConfig, raw, source=os.fspath(meta_path),
+                                  prefix="config.")
+    for field in dataclasses.fields(GeneratorConfig):
+        value = getattr(config, field.name)
+        if isinstance(value, int) and value < (0 if field.name in _MAY_BE_ZERO else 1):
+            raise InputError(meta_path, f"config.{field.name} must be >= "
+                                        f"{0 if field.name in _MAY_BE_ZERO else 1}; got {value}")
+        if isinstance(value, float) and not np.isfinite(value):
+            raise InputError(meta_path, f"config.{field.name} must be finite; got {value}")
+    if config.restore_seconds < 0:
+        raise InputError(meta_path, f"config.restore_seconds must be >= 0; got "
+                                    f"{config.restore_seconds}")
+    return config
+
+
 def _read_params(params_path: Path, template):
-    """``params.msgpack`` as float32 numpy leaves of ``template``'s tree and shapes."""
+    """``params.msgpack`` as float32 numpy leaves of ``template``'s tree: exactly its names
+    and shapes (a leaf missing, one more, or one of another shape is refused)."""
     if not params_path.is_file():
         raise InputError(params_path, "missing")
     try:
         state = flax.serialization.msgpack_restore(params_path.read_bytes())
-        params = flax.serialization.from_state_dict(template, state)
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(params_path, f"cannot be read as generator parameters ({err})") from None
-    bad = [jax.tree_util.keystr(k) for k, (a, b) in _pairs(template, params)
-           if tuple(a.shape) != np.shape(b)]
+    want, got = _leaves(template), _leaves(state)
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    if missing or extra:
+        parts = [f"{what} {', '.join(keys[:3])}{' ...' * (len(keys) > 3)} ({len(keys)})"
+                 for what, keys in (("missing", missing), ("not in the config", extra)) if keys]
+        raise InputError(params_path, f"parameters do not match model.json's config: "
+                                      f"{'; '.join(parts)}")
+    bad = [k for k, leaf in got.items()
+           if not isinstance(leaf, np.ndarray) or leaf.dtype.kind != "f"
+           or leaf.shape != tuple(want[k].shape)]
     if bad:
         raise InputError(params_path, f"parameter shapes do not match model.json's config: "
                                       f"{', '.join(bad[:3])}")
+    params = flax.serialization.from_state_dict(template, state)
     return jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+
+
+def _leaves(tree) -> dict[str, Any]:
+    """``{"['a']['b']": leaf}`` of a parameter tree (as a plain state dict)."""
+    flat = jax.tree_util.tree_flatten_with_path(flax.serialization.to_state_dict(tree))[0]
+    return {jax.tree_util.keystr(path): leaf for path, leaf in flat}
 
 
 def _check_generate_settings(info: dict, config: GeneratorConfig | official_config.OfficialConfig,
@@ -171,10 +244,3 @@ def _check_generate_settings(info: dict, config: GeneratorConfig | official_conf
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
                                or not np.isfinite(window) or window < 0):
         raise InputError(meta_path, f"drift_window_s must be a number >= 0; got {window!r}")
-
-
-def _pairs(a, b):
-    flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
-    flat_b = jax.tree_util.tree_leaves(b)
-    return [(k, (x, y)) for (k, x), y in zip(flat_a, flat_b)]
-

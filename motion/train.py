@@ -43,6 +43,7 @@ in each (collective) orbax save, and only process 0 writes ``config.yaml``, ``ru
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -63,9 +64,11 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
 from motion.model import GeneratorModel
 from motion.rollout import rollout
-from motion.saved_model import corpus_feature_stats, save_model
+from motion.saved_model import (META, PARAMS, corpus_feature_stats, exported_step,
+                                save_model)
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
@@ -74,8 +77,8 @@ from syncers.run import config as config_lib
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
-                                write_json)
+from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
+                                remove_leftovers, truncate_metrics, write_json)
 
 DEFAULT_CONFIG = configs.path("generator.yaml")
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
@@ -318,6 +321,11 @@ def _load_syncers(path, manifest, config: GeneratorRunConfig):
         raise InputError(manifest.root / "manifest.json",
                          f"keypoint_space {manifest.keypoint_space!r} differs from the syncer "
                          f"run's {space!r} ({path})")
+    mismatch = feature_mismatch(manifest.features, syncers.info.get("features"))
+    if mismatch:
+        raise InputError(manifest.root / "manifest.json",
+                         f"the data's audio features differ from the syncer run's ({mismatch}; "
+                         f"{path / 'run.json'})")
     data = syncers.config.data
     if data.motion != "keypoints" or data.points or syncers.model.motion_dim != 60:
         raise InputError(path / "config.yaml", "the generator needs syncers trained on all 10 "
@@ -362,11 +370,38 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     oc = config.optim
     if not (oc.eps > 0 and 0 <= oc.b1 < 1 and 0 <= oc.b2 < 1):
         raise InputError("--set", "Adam needs optim.eps > 0 and 0 <= optim.b1, optim.b2 < 1")
+    if tc.burn_in_frames < 0:
+        raise InputError("--set", f"train.burn_in_frames must be >= 0; got {tc.burn_in_frames}")
+    inputs = _read_inputs(config, data_root, syncers_run)
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(tc.batch_size, mesh, "train.batch_size")
+    primary = parallel.is_primary()
+    # The whole run under RUN/.lock: a second process on this --out is refused, and checking
+    # the old config then writing the new one cannot interleave with another writer.
+    with locked(workdir, hold=primary):
+        return _train_locked(config, inputs, syncers_run, workdir, mesh, primary, stop_after,
+                             compiler_options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What a run reads before it touches its directory (:func:`_read_inputs`)."""
+    manifest: Any
+    syncers: Any                     # syncers.train.TrainedSyncers
+    val_levels: tuple[int, ...]
+    window: int                      # frames of a training window
+    feature_stats: dict
+    loader: WindowLoader
+    val_split: str
+    n_val_clips: int
+    val_batch: dict
+
+
+def _read_inputs(config: GeneratorRunConfig, data_root, syncers_run) -> _Inputs:
+    tc = config.train
     manifest = read_manifest(data_root)
     syncers, val_levels = _load_syncers(syncers_run, manifest, config)
     obs, n, burn = config.model.obs_len, tc.seq_frames, tc.burn_in_frames
-    if burn < 0:
-        raise InputError("--set", f"train.burn_in_frames must be >= 0; got {burn}")
     window = obs + burn + n + config.model.lookahead
     train_clips = load_split(manifest.root, "train", manifest)
     # What generate matches an utterance's features onto (motion.saved_model, issue 6).
@@ -379,15 +414,26 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
     val_window = obs + n + config.model.lookahead                 # validation: no burn-in
     val_batch = _cut(WindowLoader(val_clips, val_window, tc.val_batch_size,
                                   tc.seed + 1).batch(0), obs + n)
+    return _Inputs(manifest, syncers, val_levels, window, feature_stats, loader, val_split,
+                   len(val_clips), val_batch)
 
-    mesh = parallel.data_mesh()
-    parallel.check_batch_size(tc.batch_size, mesh, "train.batch_size")
+
+def _train_locked(config: GeneratorRunConfig, inputs: _Inputs, syncers_run, workdir: Path,
+                  mesh, primary: bool, stop_after: int | None,
+                  compiler_options: dict | None) -> dict[str, Any]:
+    """:func:`train` once the run directory is locked."""
+    tc = config.train
+    obs, n, burn = config.model.obs_len, tc.seq_frames, tc.burn_in_frames
+    manifest, syncers, val_levels = inputs.manifest, inputs.syncers, inputs.val_levels
+    loader, feature_stats = inputs.loader, inputs.feature_stats
     rows = parallel.local_rows(tc.batch_size, mesh)
-    primary = parallel.is_primary()
-    workdir.mkdir(parents=True, exist_ok=True)
-    _check_resumed(config, syncers_run, workdir)
+    _check_resumed(config, syncers_run, workdir, manifest)
     parallel.sync("msync-generator-config-checked")     # every process read the old config
     if primary:
+        # What killed writers of this run left (msync's temporary names only; the lock says
+        # no writer is running): the export's staging directory, half-written files.
+        remove_leftovers(*(workdir / name for name in RUN_FILES),
+                         *(workdir / "model" / name for name in (PARAMS, META)))
         config_lib.dump(config, workdir / "config.yaml")
 
     score_fn = syncer_score_fn(syncers.model, syncers.info["score"])
@@ -409,13 +455,13 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
         "features": manifest.features, "fps": manifest.fps,
         "syncers_run": str(Path(syncers_run).resolve()), "syncer_levels": list(syncers.levels),
         "score": syncers.info["score"], "n_train_clips": len(loader.clips),
-        "window_frames": window, "lookahead": config.model.lookahead, "val_split": val_split,
-        "val_clips": len(val_clips),
+        "window_frames": inputs.window, "lookahead": config.model.lookahead,
+        "val_split": inputs.val_split, "val_clips": inputs.n_val_clips,
         "params": {"generator": count_params(state.g_params),
                    "d_frame": count_params(state.d_params["frame"]),
                    "d_seq": count_params(state.d_params["seq"])},
-        "val_ground_truth": ground_truth_scores(frozen, val_batch, config=config, score_fn=score_fn,
-                                                levels=val_levels),
+        "val_ground_truth": ground_truth_scores(frozen, inputs.val_batch, config=config,
+                                                score_fn=score_fn, levels=val_levels),
     })
     info.setdefault("seconds", 0.0)
     if primary:
@@ -423,7 +469,7 @@ def train(config: GeneratorRunConfig, data_root: str | os.PathLike,
 
     step_fn = jit_train_step(config, score_fn, options, mesh)
     val_fn = _jit_validate(config, score_fn, val_levels, options, mesh)
-    val_batch = parallel.replicate(val_batch, mesh)
+    val_batch = parallel.replicate(inputs.val_batch, mesh)
     bar = progress.bar(tc.steps, "generator", "step", initial=min(start_step, tc.steps),
                        disable=not primary)
     last_val: dict[str, float] = {}
@@ -488,8 +534,12 @@ def _cut(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
 def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: dict,
                 workdir: Path, primary: bool = True, feature_stats: dict | None = None) -> None:
     """Save the state (collectively: every process calls this) and export the generator, with
-    the training split's ``feature_stats``, to ``RUN/model`` (process 0; once per step)."""
-    if (not loop.save(manager, state) and (workdir / "model").is_dir()) or not primary:
+    the training split's ``feature_stats``, to ``RUN/model`` (process 0): after each new
+    checkpoint, and whenever ``RUN/model`` is not the export of this step — missing, partial
+    (a kill between its files) or older (a kill before the export; a rerun of a finished run
+    repairs it)."""
+    saved = loop.save(manager, state)
+    if not primary or (not saved and exported_step(workdir / "model") == int(state.step)):
         return
     save_model(workdir / "model", GeneratorModel(jax.device_get(state.g_params), config.model),
                keypoint_space=info["keypoint_space"], features=info["features"],
@@ -507,14 +557,16 @@ def _check_finite(step: int, metrics, workdir: Path) -> None:
                              "finite checkpoint")
 
 
-def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path) -> None:
+def _check_resumed(config: GeneratorRunConfig, syncers_run, workdir: Path, manifest) -> None:
     loop.check_resumed_config(GeneratorRunConfig, config, workdir / "config.yaml",
                               _RESUMABLE_CHANGES)
-    before = read_json(workdir / "run.json").get("syncers_run")
+    info = read_json(workdir / "run.json")
+    before = info.get("syncers_run")
     if before and before != str(Path(syncers_run).resolve()):
         raise InputError(workdir / "run.json", f"this run was trained against the syncers "
                                                f"{before}, not {Path(syncers_run).resolve()} "
                                                "(use a new --out)")
+    syncer_train.check_resumed_data(info, manifest, workdir / "run.json")
 
 
 def _round(value) -> float:

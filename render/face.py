@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import warnings
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from render import landmarks
 from syncers.run.errors import InputError
 
 MIN_SIDE = 16              # smaller images cannot hold a face worth animating
+MAX_PIXELS = 50_000_000    # 50 megapixels (e.g. 8660x5770): 600 MB as float32 RGB
 DEFAULT_MARGIN = 0.25      # crop side = face side · (1 + 2·margin): prepare's training crops
 TRAINING_CROP_SCALE = 1 + 2 * DEFAULT_MARGIN
 DEFAULT_FACE_BOX = (-0.5, -0.5, 0.5, 0.5)  # --no-crop: assume a centred face filling half
@@ -39,6 +41,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     Alpha is composited over white (transparent backgrounds would otherwise turn black),
     16-bit and float images are scaled, grayscale/palette/CMYK converted, EXIF rotation applied.
+    An image of more than ``MAX_PIXELS`` pixels is refused from its header, before decoding.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -47,12 +50,20 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                                else "no such image file")
     if os.path.getsize(path) == 0:
         raise InputError(path, "the file is empty (0 bytes)")
+    too_large = f"more than the {MAX_PIXELS:,} pixels msync reads; scale it down"
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-    except Image.DecompressionBombError as err:
-        raise InputError(path, f"image is too large ({err})") from None
+        with warnings.catch_warnings():
+            # PIL warns from 89 megapixels on; msync's own limit is lower and says it in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size           # read from the header, nothing decoded yet
+                if width * height > MAX_PIXELS:
+                    raise InputError(path, f"image is {width}x{height} = {width * height:,} "
+                                           f"pixels, {too_large}")
+                img = ImageOps.exif_transpose(img)
+                img.load()
+    except Image.DecompressionBombError:
+        raise InputError(path, f"image is {too_large}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise InputError(path, f"not a readable image ({type(err).__name__}: {err})") \
             from None

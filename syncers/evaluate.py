@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from syncers.data.dataset import Clip, load_split, read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, level_metrics, overlap_counts, summarise
 from syncers.run.errors import InputError
@@ -106,6 +107,11 @@ def evaluate(run: TrainedSyncers, root: str | os.PathLike, split: str = "test",
         raise InputError(Path(root) / "manifest.json",
                          f"keypoint_space {manifest.keypoint_space!r} differs from the syncers' "
                          f"{run.info.get('keypoint_space')!r}")
+    mismatch = feature_mismatch(manifest.features, run.info.get("features"))
+    if mismatch:
+        raise InputError(Path(root) / "manifest.json",
+                         f"the data's audio features differ from those the syncers were "
+                         f"trained on ({mismatch})")
     every = load_split(manifest.root, split, manifest)
     levels, n_clips = {}, {}
     for length in sorted(set(lengths.values())):

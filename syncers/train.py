@@ -42,14 +42,15 @@ import flax.struct
 import configs
 from syncers import objectives
 from syncers.data.dataset import load_split, read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (checkpoint_manager, read_json, truncate_metrics,
-                                write_json)
+from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
+                                remove_leftovers, truncate_metrics, write_json)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
 DEFAULT_CONFIG = configs.path("syncers.yaml")
@@ -196,11 +197,24 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
     clips = load_split(manifest.root, "train", manifest)
     sampler = Sampler(clips, levels, config.data, config.sampling, config.train.seed)
     primary = parallel.is_primary()
-    workdir.mkdir(parents=True, exist_ok=True)
+    # The whole run under RUN/.lock: a second process on this --out is refused, and checking
+    # the old config then writing the new one cannot interleave with another writer.
+    with locked(workdir, hold=primary):
+        return _train_locked(config, workdir, levels, manifest, sampler, mesh, primary,
+                             stop_after)
+
+
+def _train_locked(config: SyncersConfig, workdir: Path, levels: tuple[int, ...], manifest,
+                  sampler: Sampler, mesh, primary: bool, stop_after: int | None) -> dict:
+    """:func:`train_and_evaluate` once the run directory is locked."""
     loop.check_resumed_config(SyncersConfig, config, workdir / "config.yaml",
                               _RESUMABLE_CHANGES)
+    check_resumed_data(read_json(workdir / "run.json"), manifest, workdir / "run.json")
     parallel.sync("msync-syncers-config-checked")    # every process read the old config
     if primary:
+        # What killed writers of this run left (msync's temporary names only; the lock says
+        # no writer is running).
+        remove_leftovers(*(workdir / name for name in RUN_FILES))
         config_lib.dump(config, workdir / "config.yaml")
     info = read_json(workdir / "run.json")
     info.update({"data_root": str(manifest.root), "keypoint_space": manifest.keypoint_space,
@@ -268,6 +282,23 @@ def train_and_evaluate(config: SyncersConfig, workdir: str | os.PathLike,
               f"{config.train.steps} on {parallel.describe(mesh)} "
               f"({time.perf_counter() - start_all:.1f} s) -> {workdir}", file=sys.stderr)
     return info
+
+
+def check_resumed_data(info: dict, manifest, path: Path) -> None:
+    """Refuse to resume the run whose ``run.json`` holds ``info`` on a dataset (``--data`` or a
+    changed ``data_root``) of another keypoint space or other audio features than it started
+    on."""
+    space = info.get("keypoint_space")
+    if space is not None and space != manifest.keypoint_space:
+        raise InputError(manifest.root / "manifest.json",
+                         f"keypoint_space {manifest.keypoint_space!r} differs from the "
+                         f"{space!r} this run was trained on ({path}); use a new --out")
+    mismatch = feature_mismatch(manifest.features, info.get("features")) \
+        if "features" in info else None
+    if mismatch:
+        raise InputError(manifest.root / "manifest.json",
+                         f"the data's audio features differ from those this run was trained "
+                         f"on ({mismatch}; {path}); use a new --out")
 
 
 def _train_level(level, state, step_fn, sampler, manager, schedule, train: TrainConfig,
@@ -340,12 +371,11 @@ def load_run(run: str | os.PathLike, levels: Sequence[int] | None = None) -> Tra
     params = {}
     for level in levels:
         directory = run / "checkpoints" / f"level_{level}"
-        if not directory.is_dir():
-            raise InputError(directory, "missing checkpoint directory")
-        manager = checkpoint_manager(directory, config.train.max_to_keep)
+        # A reader: a trainer may be writing this run right now (its temporary save stays).
+        manager = checkpoint_manager(directory, reader=True)
         try:
             fresh = create_state(config, level, model.motion_dim, model.audio_dim)
-            state = loop.restore(manager, fresh, directory)
+            state = loop.restore(manager, fresh, directory, reader=True)
         finally:
             manager.close()
         if int(state.step) == 0:

@@ -9,6 +9,10 @@ Test hooks, from the environment (none changes what is computed):
   for ten minutes after writing everything into orbax's temporary step directory and
   before renaming it into place (announced on stderr as ``msync-worker: stalled saving
   PATH``), so a kill lands mid-save.
+- ``MSYNC_TEST_SLOW_EXPORT=n``: the n-th generator export of this invocation (1-based) stalls
+  for ten minutes after moving ``params.msgpack`` into ``RUN/model`` and before moving
+  ``model.json`` (announced on stderr as ``msync-worker: stalled exporting PATH``), so a kill
+  leaves new parameters beside the previous export's ``model.json``.
 - ``MSYNC_TEST_DUMP=PATH``: after a successful ``train syncers``, read the run back with
   ``load_run`` (collectively, on every process) and save this process's parameters to
   ``PATH.<process index>.npz``.
@@ -26,6 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _install_hooks() -> None:
     step_sleep = float(os.environ.get("MSYNC_TEST_STEP_SLEEP", 0))
     slow_save = int(os.environ.get("MSYNC_TEST_SLOW_SAVE", 0))
+    slow_export = int(os.environ.get("MSYNC_TEST_SLOW_EXPORT", 0))
+    if slow_export:
+        from motion import saved_model
+        move_in = saved_model._move_in
+        exports = []
+
+        def slow_move_in(staged, final):
+            if final.name == saved_model.META:
+                exports.append(final)
+                if len(exports) == slow_export:
+                    print(f"msync-worker: stalled exporting {final.parent}", file=sys.stderr,
+                          flush=True)
+                    time.sleep(600)
+            move_in(staged, final)
+
+        saved_model._move_in = slow_move_in
     if step_sleep:
         from syncers.sampling import Sampler
         batch = Sampler.batch

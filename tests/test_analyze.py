@@ -1,5 +1,6 @@
 """``msync analyze`` (the paper's Table 2 protocol): points parsing, statistics, report, errors."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from motion.app import cli
 from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
 from syncers.run.errors import InputError
 from syncer_data import make_dataset
+from run_helpers import held_by_another_process, refused_as_in_use
 
 # Tiny syncers: compile time dominates on a CPU; two scales keep the run to seconds.
 TINY = {
@@ -74,6 +76,8 @@ def test_parse_points(text, expected):
 @pytest.mark.parametrize("text, message", [
     ("", "is not a point index"), ("a-b", "is not a point index"), ("5-3", "runs backwards"),
     ("-3", "is not a point index"), ("1,,2", "is not a point index"), ("1-2-3", "not a point"),
+    ("0-1000000000000", "point 1000000000000 is out of range: indices run from 0 to 999"),
+    ("5,1000", "point 1000 is out of range"),
 ])
 def test_parse_points_errors(text, message):
     with pytest.raises(InputError, match=message) as err:
@@ -136,14 +140,16 @@ def test_keypoint_tracks_are_centred_positions():
 
 # --------------------------------------------------------------------------- end to end
 
-def test_report_files_and_layout(analysed):
+def test_report_files_and_layout(analysed, generated):
     report = json.loads((analysed / "report.json").read_text())
-    assert set(report) == {"scales", "points", "n_clips"}
+    assert set(report) == {"scales", "points", "n_clips", "split", "generated"}
     assert report["points"] == [0, 1, 2, 3, 4, 8] and report["n_clips"] == 3
+    assert report["split"] == "test" and report["generated"] == str(generated.resolve())
     assert set(report["scales"]) == {"1", "2"}
     for entry in report["scales"].values():
         assert set(entry) == {"gt", "random", "generated", "p_gt_vs_random",
-                              "p_generated_vs_random"}
+                              "p_generated_vs_random", "n_clips", "clip_frames"}
+        assert entry["n_clips"] == 3 and entry["clip_frames"] == 120
         for kind in ("gt", "random", "generated"):
             assert set(entry[kind]) == {"av_off_mean", "av_off_std"}
             assert 0.0 <= entry[kind]["av_off_mean"] <= analyze.MAX_OFFSET
@@ -164,6 +170,46 @@ def test_rerun_resumes_and_rewrites_the_same_report(analysed, data, tiny_yaml, g
                      "0-4,8", "--scales", "2", "--split", "test", "--config", str(tiny_yaml),
                      "--generated", str(generated)]) == 0
     assert json.loads((analysed / "report.json").read_text()) == before
+
+
+def test_non_ascii_paths_work(data, tmp_path, tiny_yaml):
+    """Accents and emoji in --data and --out (the derived dataset's path once went through YAML
+    and came back as surrogates)."""
+    here = tmp_path / "dätä 😀"
+    shutil.copytree(data, here)
+    out = tmp_path / "öut 🎬"
+    assert _run(here, out, tiny_yaml, "--points", "0-4", "--split", "test") == 0
+    assert set(json.loads((out / "report.json").read_text())["scales"]) == {"1"}
+
+
+def test_an_out_in_use_by_another_process_is_refused(data, tmp_path, tiny_yaml, capsys):
+    out = tmp_path / "out"
+    with held_by_another_process(out) as pid:
+        assert _run(data, out, tiny_yaml, "--points", "0-4", "--split", "test") == 2
+        assert refused_as_in_use(capsys.readouterr().err, out, pid)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]       # nothing else written
+
+
+def test_fewer_scales_into_the_same_out_keep_the_other_scales(analysed, data, tiny_yaml,
+                                                             generated, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(analysed, out)
+    before = json.loads((out / "report.json").read_text())
+    levels_before = [json.loads(line) for line in
+                     (out / "syncers" / "metrics.jsonl").read_text().splitlines()]
+    common = ["analyze", "--data", str(data), "--out", str(out), "--points", "0-4,8",
+              "--config", str(tiny_yaml), "--generated", str(generated)]
+    assert cli.main(common + ["--scales", "1", "--split", "test"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report == before           # scale 1 scored again (the same), scale 2 kept
+    assert [json.loads(line) for line in
+            (out / "syncers" / "metrics.jsonl").read_text().splitlines()] == levels_before
+    assert set(json.loads((out / "syncers" / "run.json").read_text())["levels"]) == {"1", "2"}
+    assert "| 2 | 400 ms |" in (out / "report.md").read_text()
+    # Another split is another analysis: the earlier scales do not describe it.
+    assert cli.main(common + ["--scales", "1", "--split", "all"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["scales"]) == {"1"} and report["split"] == "all"
 
 
 def _run(data, out, tiny_yaml, *extra):

@@ -1,5 +1,6 @@
 """Clip npz + manifest format: round trip, validation, and refusal of pickles."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -48,6 +49,30 @@ def test_corrupt_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(InputError, match="not an msync dataset manifest"):
         dataset.read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("splits, message", [
+    ({"train": [{"id": "../val/x", "n_frames": 20}]}, "clip id '../val/x' in split 'train' is not"),
+    ({"train": [{"id": "a/b", "n_frames": 20}]}, "clip id 'a/b' in split 'train' is not"),
+    ({"test": [{"id": ".hidden", "n_frames": 20}]}, "clip id '.hidden' in split 'test'"),
+    ({"train": [{"id": "x\n", "n_frames": 20}]}, "clip id 'x\\n' in split 'train'"),
+    ({"train": [{"id": 7, "n_frames": 20}]}, "clip id 7 in split 'train'"),
+    ({"train": [{"id": "c0", "n_frames": 20}] * 2}, "clip id 'c0' is listed twice in split"),
+    ({"../x": [{"id": "c0", "n_frames": 20}]}, "unknown split '../x'"),
+])
+def test_manifest_clip_ids_must_be_plain_names(tmp_path, splits, message):
+    """A manifest cannot send readers outside its split folders (or list a clip twice)."""
+    dataset.write_manifest(tmp_path, {"train": [("c0", 20)]}, keypoint_space="phantom-v1",
+                           features={"kind": "logmel"})
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(data | {"splits": splits}))
+    with pytest.raises(InputError, match="manifest.json: " + re.escape(message)) as err:
+        dataset.read_manifest(tmp_path)
+    assert "\n" not in str(err.value)
+    # the same clip id in two splits is two clips (two files): allowed
+    (tmp_path / "manifest.json").write_text(json.dumps(data | {"splits": {
+        "train": [{"id": "c0", "n_frames": 20}], "test": [{"id": "c0", "n_frames": 20}]}}))
+    assert dataset.read_manifest(tmp_path).clips("test") == (dataset.ClipInfo("c0", 20),)
 
 
 def raw_npz(path, **arrays):

@@ -1,6 +1,9 @@
 """Source images: loading odd formats, bad files, and the face crop on real portraits."""
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -62,6 +65,28 @@ def test_tiny_image_is_an_input_error(tmp_path, size):
     Image.new("RGB", size).save(tmp_path / "tiny.png")
     with pytest.raises(InputError, match="tiny.png.*pixels"):
         face.load_image(tmp_path / "tiny.png")
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims ``width`` x ``height`` (its pixel data is never reached)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" +
+                     chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+                     chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(10000, 6000), (20000, 20000)])
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, recwarn, width,
+                                                                   height):
+    """60 MP (under PIL's own 89 MP warning) and 400 MP (over its 179 MP error) alike: one
+    line saying msync's limit, no PIL warning."""
+    _png_header_only(tmp_path / "big.png", width, height)
+    with pytest.raises(InputError, match="more than the 50,000,000 pixels msync reads") as err:
+        face.load_image(tmp_path / "big.png")
+    assert str(err.value).startswith(f"{tmp_path / 'big.png'}: image is ")
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_text_file_named_png_is_an_input_error(tmp_path):

@@ -2,15 +2,20 @@
 during a training step, during a checkpoint write and during the final checkpoint write, and
 restarted each time. It must resume from its last complete checkpoint (never a half-written
 one), lose at most the steps since it, keep ``metrics.jsonl`` free of duplicated or dropped
-rows, and end bit-identical to an uninterrupted run.
+rows, and end bit-identical to an uninterrupted run. A real ``msync train generator`` killed
+during its final export (``RUN/model``) is repaired by a rerun, bit-identically.
+
+Concurrency: a second process on a running run's directory is refused (``RUN/.lock``), and
+the lock goes with its holder, however it dies.
 
 Kill points are made reliable by the hooks of ``tests/msync_worker.py`` (slow batch sampling;
-a checkpoint save that stalls inside orbax's temporary directory); neither changes values.
+a checkpoint save that stalls inside orbax's temporary directory; an export that stalls
+between its two files); none changes values.
 """
 from __future__ import annotations
 
 import json
-import signal
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +23,13 @@ import numpy as np
 import pytest
 import yaml
 
+from motion.app import cli
+from run_helpers import kill, refused_as_in_use
 from syncer_data import make_dataset
+from syncers.run import config as config_lib
+from syncers.run.rundir import locked
+from syncers.train import SyncersConfig, train_and_evaluate
+from test_generator_train import GENERATOR, SYNCERS, _dataset as generator_dataset
 from test_parallel import finish, launch, params
 from test_syncer_train import TINY
 
@@ -70,10 +81,37 @@ def wait_for(condition, process, log: Path, what: str, timeout: float = 600) -> 
         time.sleep(0.02)
 
 
-def kill(process) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+@pytest.mark.slow
+def test_a_running_run_is_locked_and_readers_leave_its_saves_alone(tmp_path):
+    """A trainer stalls inside a checkpoint save (orbax's temporary directory): a second
+    trainer on its --out is refused naming its pid; ``msync evaluate`` reads the run meanwhile
+    and leaves the save alone; SIGKILL releases the lock."""
+    data = make_dataset(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    command = ["train", "syncers", "--data", str(data), "--config", str(config), "--out",
+               str(run)]
+    # A time-boxed first invocation: run.json lists level 1, so readers may read the run.
+    train_and_evaluate(config_lib.load(SyncersConfig, config, [f"data_root={data}"]), run,
+                       stop_after=EVERY)
+    first, first_log = launch(command, tmp_path / "first.log", MSYNC_TEST_SLOW_SAVE="1")
+    wait_for(lambda: "stalled saving" in first_log.read_text(), first, first_log,
+             "the stalled save")
+    saving = temporary(run)
+    assert len(saving) == 1 and saving[0].name.startswith(f"{2 * EVERY}.")
+
+    second, second_log = launch(command, tmp_path / "second.log")
+    assert finish(second, second_log, time.monotonic() + 300) == 2
+    assert refused_as_in_use(second_log.read_text(), run, first.pid), second_log.read_text()
+
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(run), "--out",
+                     str(tmp_path / "eval")]) == 0
+    assert temporary(run) == saving, "a reader removed the running trainer's save"
+    assert first.poll() is None, "the refused process must leave the running one alone"
+    kill(first)
+    with locked(run):             # SIGKILL released it
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
 
 
 @pytest.mark.slow
@@ -151,3 +189,47 @@ def test_sigkill_at_several_moments_resumes_bit_identically(tmp_path):
     for key in resumed:
         np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
     print("\n".join(report + ["final parameters bit-identical to the uninterrupted run"]))
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_final_export_is_repaired_bit_identically(tmp_path):
+    data = generator_dataset(tmp_path / "data")
+    for name, config in (("syncers", SYNCERS), ("generator", GENERATOR)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    syncers = tmp_path / "syncers"
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(syncers),
+                     "--config", str(tmp_path / "syncers.yaml")]) == 0
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    steps, every = GENERATOR["train"]["steps"], GENERATOR["train"]["checkpoint_every"]
+    final_export = steps // every + 1                # one export per checkpoint, then the last
+
+    def train(out: Path, log: str, **env):
+        return launch(["train", "generator", "--data", str(data), "--syncers", str(syncers),
+                       "--config", str(tmp_path / "generator.yaml"), "--out", str(out)],
+                      tmp_path / log, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla-cache"),
+                      **env)
+
+    reference, reference_log = train(whole, "whole.log")
+    process, log = train(run, "killed.log", MSYNC_TEST_SLOW_EXPORT=str(final_export))
+    wait_for(lambda: "stalled exporting" in log.read_text(), process, log, "the final export")
+    kill(process)
+    model = run / "model"
+    # Killed between the files: the last step's parameters beside the previous model.json.
+    assert json.loads((model / "model.json").read_text())["step"] == every * (steps // every)
+    staged = [p for p in run.iterdir() if p.name.startswith(".model.")]
+    assert len(staged) == 1 and (staged[0] / "model.json").is_file()
+
+    process, log = train(run, "rerun.log")
+    assert finish(process, log, time.monotonic() + 600) == 0, log.read_text()[-3000:]
+    assert finish(reference, reference_log, time.monotonic() + 600) == 0, \
+        reference_log.read_text()[-3000:]
+    assert json.loads((model / "model.json").read_text())["step"] == steps
+    assert (model / "params.msgpack").read_bytes() == \
+        (whole / "model" / "params.msgpack").read_bytes()
+    assert not any(p.name.startswith(".model.") for p in run.iterdir())
+
+    def strip(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"}
+                for line in path.read_text().splitlines()]
+
+    assert strip(run / "metrics.jsonl") == strip(whole / "metrics.jsonl")

@@ -4,6 +4,7 @@ import pytest
 import scipy.fft
 import soundfile
 
+from syncers.data import official_audio
 from syncers.data.features import SAMPLE_RATE, audio_features, load_audio
 from syncers.run.errors import InputError
 
@@ -89,3 +90,18 @@ def test_bad_audio_names_the_file(tmp_path):
     soundfile.write(empty, np.zeros(0, np.float32), 16000)
     with pytest.raises(InputError, match="empty.wav: the audio is empty"):
         load_audio(empty)
+
+
+@pytest.mark.parametrize("rate", [1, 3999, 768_001])
+def test_an_absurd_sample_rate_is_refused_before_resampling(tmp_path, rate):
+    """A "1 Hz" wav would be resampled into 16000 times its samples: refused from the header,
+    by msync's front-end and the official one alike."""
+    path = tmp_path / f"rate{rate}.wav"
+    soundfile.write(path, np.zeros(100, np.float32), rate)
+    message = f"rate{rate}.wav: sample rate {rate} Hz is outside the 4000-768000 Hz msync reads"
+    with pytest.raises(InputError, match=message):
+        load_audio(path)
+    with pytest.raises(InputError, match=message):
+        official_audio.read_samples(path)
+    soundfile.write(tmp_path / "phone.wav", np.zeros(8000, np.float32), 8000)
+    assert load_audio(tmp_path / "phone.wav").shape == (16000,)

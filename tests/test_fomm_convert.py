@@ -86,6 +86,11 @@ def test_orbax_round_trip_via_cli(tmp_path, models, images):
     result = tmp_path / "out.npz"
     assert main(["render", "parity", "--checkpoint", str(out), "--inputs", str(inputs),
                  "--out", str(result), "--grid-align-corners", "false"]) == 0
+    # --out naming --inputs is refused before any work (and the inputs stay)
+    before = inputs.read_bytes()
+    assert main(["render", "parity", "--checkpoint", str(out), "--inputs", str(inputs),
+                 "--out", f"{tmp_path}/./in.npz"]) == 2
+    assert inputs.read_bytes() == before
     with np.load(result) as got:
         assert got["prediction"].shape == (64, 64, 3) and got["mask"].shape == (16, 16, 11)
         np.testing.assert_allclose(got["kp_value"], a["value"][0], atol=1e-6)

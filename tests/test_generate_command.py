@@ -257,6 +257,10 @@ def _bad_inputs():
          r"short.wav: the audio is 0.20 s long; msync generate needs at least 0.5 s"),
         ("text.wav", "--audio", lambda p: p.write_text("not audio\n"),
          "text.wav: cannot decode audio"),
+        ("one_hz.wav", "--audio", lambda p: soundfile.write(p, np.zeros(100, np.float32), 1),
+         "one_hz.wav: sample rate 1 Hz is outside the 4000-768000 Hz msync reads"),
+        ("big.png", "--image", lambda p: Image.new("1", (10000, 5001)).save(p),
+         "big.png: image is 10000x5001 = 50,010,000 pixels, more than the 50,000,000"),
         ("noface.png", "--image", _no_face, "noface.png: no face found.*--no-crop"),
         ("one.png", "--image", lambda p: Image.new("RGB", (1, 1)).save(p),
          "one.png: image is 1x1 pixels; need at least 16x16"),
@@ -407,11 +411,12 @@ def test_fomm_renderer_with_a_fomm_space_model(media, monkeypatch, tmp_path, cap
 
 
 
-@pytest.mark.parametrize("flag,value", [("--head-scale", "nan"), ("--lip-scale", "-1")])
-def test_motion_scales_must_be_finite_and_non_negative(media, tmp_path, capsys, flag, value):
+@pytest.mark.parametrize("flag,value", [("--head-scale", "nan"), ("--lip-scale", "-1"),
+                                        ("--head-scale", "inf"), ("--lip-scale", "10.5")])
+def test_motion_scales_must_be_finite_and_bounded(media, tmp_path, capsys, flag, value):
     code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
                         media["phantom"], "--out", tmp_path / "x.mp4", flag, value)
-    assert f"{flag} must be a number >= 0" in _one_line_error(code, err)
+    assert f"{flag} must be a number from 0 to 10 " in _one_line_error(code, err)
 
 
 def _keypoints(capsys, media, tmp_path, model, *flags):
@@ -462,8 +467,9 @@ def test_drift_window_defaults_to_the_models_and_the_flag_overrides_it(media, tm
 
 @pytest.mark.parametrize("flags,message", [
     (("--audio-normalization", "loud"), "--audio-normalization must be one of corpus, none"),
-    (("--drift-window", "-1"), "--drift-window must be a number of seconds >= 0"),
-    (("--drift-window", "inf"), "--drift-window must be a number of seconds >= 0"),
+    (("--drift-window", "-1"), "--drift-window must be a number of seconds from 0 to 600"),
+    (("--drift-window", "inf"), "--drift-window must be a number of seconds from 0 to 600"),
+    (("--drift-window", "601"), "--drift-window must be a number of seconds from 0 to 600"),
     (("--audio-normalization", "corpus"), "records no feature_stats"),
 ])
 def test_bad_normalization_flags_give_one_line_and_exit_2(media, tmp_path, capsys, flags,

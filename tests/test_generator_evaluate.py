@@ -1,7 +1,9 @@
 """``msync evaluate --model``: generated metrics at every level, motion statistics, drift,
 errors."""
 import json
+import shutil
 
+import flax.serialization
 import jax
 import numpy as np
 import pytest
@@ -12,8 +14,9 @@ from motion.app import cli
 from motion.generate import generate_batch
 from motion.generator import TINY, init_params
 from motion.model import GeneratorModel
-from motion.saved_model import save_model
+from motion.saved_model import load_model, save_model
 from syncers.data.dataset import load_split, read_manifest
+from syncers.run.errors import InputError
 from syncers.train import load_run
 from syncer_data import make_dataset
 from tolerance import assert_close
@@ -42,12 +45,13 @@ def syncers(data, tmp_path_factory):
     return tmp / "run"
 
 
-def tiny_model(directory, keypoint_space="test-v1", zero_velocity=False):
+def tiny_model(directory, keypoint_space="test-v1", zero_velocity=False, features=None):
     params = init_params(TINY, jax.random.key(0))
     if zero_velocity:   # w_out/b_out → 0: every branch's v^i is 0, so x_t = x0 for all t
         params = dict(params, head=dict(params["head"], w_out=np.zeros_like(
             params["head"]["w_out"]), b_out=np.zeros_like(params["head"]["b_out"])))
-    save_model(directory, GeneratorModel(params, TINY), keypoint_space=keypoint_space)
+    save_model(directory, GeneratorModel(params, TINY), keypoint_space=keypoint_space,
+               features=features)
     return directory
 
 
@@ -153,6 +157,66 @@ def test_keypoint_space_mismatch_is_a_one_line_error(data, syncers, tmp_path, ca
                      str(model), "--out", str(tmp_path / "eval")]) == 2
     line = one_line_error(capsys)
     assert "model.json" in line and "'phantom-v1'" in line and "'test-v1'" in line
+
+
+def test_models_data_and_syncers_must_share_the_feature_kind(data, syncers, tmp_path,
+                                                             capsys):
+    """Not only the number of bands: an mfcc model on logmel-like data is refused, and so is
+    data of another kind than the syncers were trained on."""
+    model = tiny_model(tmp_path / "model", features={"kind": "mfcc", "n_bands": 26})
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(syncers), "--model",
+                     str(model), "--out", str(tmp_path / "eval")]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"msync: error: {model / 'model.json'}: the model's audio features "
+                           "differ from the data's (feature kind 'mfcc' vs 'test'")
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps(manifest | {"features": {"kind": "mfcc"}}))
+    assert cli.main(["evaluate", "--data", str(other), "--syncers", str(syncers),
+                     "--out", str(tmp_path / "eval")]) == 2
+    assert f"{other / 'manifest.json'}: the data's audio features differ from those the " \
+        "syncers were trained on (feature kind 'mfcc' vs 'test')" in one_line_error(capsys)
+
+
+def test_a_model_json_that_does_not_match_its_parameters_is_refused(data, syncers, tmp_path,
+                                                                    capsys):
+    """model.json's config and params.msgpack must describe one tree exactly: names and
+    shapes, no leaf missing, none more (``n_layers`` edited 2 -> 1 once loaded, ignoring a
+    layer)."""
+    model = tiny_model(tmp_path / "model")
+    meta = json.loads((model / "model.json").read_text())
+    params = flax.serialization.msgpack_restore((model / "params.msgpack").read_bytes())
+
+    def edited(config=None, tree=None):
+        (model / "model.json").write_text(json.dumps(meta | {"config": meta["config"] |
+                                                             (config or {})}))
+        (model / "params.msgpack").write_bytes(flax.serialization.msgpack_serialize(
+            tree or params))
+        with pytest.raises(InputError) as err:
+            load_model(model)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    assert TINY.n_layers == 2
+    assert edited({"n_layers": 1}).startswith(
+        f"{model / 'params.msgpack'}: parameters do not match model.json's config: not in "
+        "the config ['temporal']['layers_1']")
+    assert edited({"n_layers": -2}) == f"{model / 'model.json'}: config.n_layers must be >= 1; " \
+        "got -2"
+    assert "config.n_layers must be an integer" in edited({"n_layers": "2"})
+    assert "config cannot build a generator" in edited({"n_heads": 3})
+    extra = params | {"head": params["head"] | {"w_extra": np.zeros(3, np.float32)}}
+    assert "not in the config ['head']['w_extra']" in edited(tree=extra)
+    missing = params | {"head": {k: v for k, v in params["head"].items() if k != "b_out"}}
+    assert "missing ['head']['b_out']" in edited(tree=missing)
+    edited(tree=params | {"head": params["head"] | {"b_out": np.zeros(1, np.float32)}})
+    # the CLI says it in one line
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(syncers), "--model",
+                     str(model), "--out", str(tmp_path / "eval")]) == 2
+    assert "parameter shapes do not match model.json's config" in one_line_error(capsys)
 
 
 def test_missing_model_is_a_one_line_error(data, syncers, tmp_path, capsys):

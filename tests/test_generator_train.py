@@ -22,6 +22,7 @@ from motion.train import TrainState, train
 from syncers.data.dataset import write_clip, write_manifest
 from syncers.run import config as config_lib
 from syncer_data import coupled_clip
+from run_helpers import held_by_another_process, refused_as_in_use
 
 SYNCERS = {
     "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
@@ -44,7 +45,7 @@ GENERATOR = {
 }
 
 
-def _dataset(root: Path, space: str = "test-v1") -> Path:
+def _dataset(root: Path, space: str = "test-v1", features: dict | None = None) -> Path:
     rng = np.random.default_rng(0)
     splits = {}
     for split, count in (("train", 4), ("val", 2), ("test", 2)):
@@ -53,7 +54,7 @@ def _dataset(root: Path, space: str = "test-v1") -> Path:
             keypoints, audio = coupled_clip(rng, 200)
             write_clip(root, split, f"{split}{i}", keypoints, audio, meta={"fps": 25})
             splits[split].append((f"{split}{i}", 200))
-    write_manifest(root, splits, keypoint_space=space, features={"kind": "test"})
+    write_manifest(root, splits, keypoint_space=space, features=features or {"kind": "test"})
     return root
 
 
@@ -147,6 +148,41 @@ def test_exported_model_loads_and_generates(setup):
     assert np.abs(out[1:] - out[0]).max() > 0          # it moves
 
 
+def test_a_missing_partial_or_stale_export_is_repaired_by_a_rerun(setup, tmp_path):
+    """A finished run whose RUN/model is missing, half there or older than its last checkpoint
+    exports it again; what killed writers left is removed by msync's names only."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["full"], run)
+    model = run / "model"
+    want = (setup["full"] / "model" / "params.msgpack").read_bytes()
+
+    def rerun_and_check():
+        train(setup["config"], setup["data"], setup["syncers"], run,
+              compiler_options=FAST_COMPILE)
+        assert (model / "params.msgpack").read_bytes() == want
+        assert json.loads((model / "model.json").read_text())["step"] == 5
+
+    shutil.rmtree(model)                                   # missing
+    rerun_and_check()
+    (model / "model.json").unlink()                        # partial
+    rerun_and_check()
+    meta = json.loads((model / "model.json").read_text())  # older: killed between the files
+    (model / "model.json").write_text(json.dumps(meta | {"step": 4}))
+    (model / "params.msgpack").write_bytes(b"\x80")
+    ours = [run / ".model.k2j4h5g6.partial", model / ".params.a1b2c3d4.partial.msgpack",
+            run / ".run.zz_9y8x7.partial.json"]
+    ours[0].mkdir()
+    (ours[0] / "model.json").write_text("{}")
+    for path in ours[1:]:
+        path.write_bytes(b"half")
+    theirs = [run / ".model.backup", model / "notes.txt", run / ".model.k2j4h5g6.partial.old"]
+    for path in theirs:
+        path.write_text("mine")
+    rerun_and_check()
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "mine" for path in theirs)
+
+
 def _cli(setup, tmp_path, *extra, data=None, syncers=None, out=None):
     return cli.main(["train", "generator", "--data", str(data or setup["data"]),
                      "--syncers", str(syncers or setup["syncers"]),
@@ -175,19 +211,33 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{other / 'manifest.json'}: keypoint_space 'other-v1' differs" in err
 
+    mfcc = _dataset(tmp_path / "mfcc", features={"kind": "mfcc"})
+    assert _cli(setup, tmp_path, data=mfcc) == 2
+    assert f"{mfcc / 'manifest.json'}: the data's audio features differ from the syncer " \
+        "run's (feature kind 'mfcc' vs 'test'" in capsys.readouterr().err
+    assert _cli(setup, tmp_path, data=mfcc, out=setup["full"]) == 2       # resuming on it
+    assert "feature kind 'mfcc' vs 'test'" in capsys.readouterr().err
+
     broken = tmp_path / "broken"
     shutil.copytree(setup["full"], broken)
-    latest = max(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
-    for path in (broken / "checkpoints" / str(latest)).rglob("*"):
+    for path in (broken / "checkpoints").rglob("*"):      # every step kept: none intact
         if path.is_file():
             path.write_bytes(b"garbage")
     assert _cli(setup, tmp_path, out=broken) == 2
     err = capsys.readouterr().err
-    assert f"{broken / 'checkpoints'}: cannot restore the checkpoint" in err
-    assert len(err.strip().splitlines()) == 1
+    assert f"{broken / 'checkpoints'}: cannot restore the checkpoint of step 5" in err
+    assert "nor any older one" in err and len(err.strip().splitlines()) == 1
 
     assert _cli(setup, tmp_path, "--set", "loss.lambda_av=2", out=setup["full"]) == 2
     assert "different loss.lambda_av" in capsys.readouterr().err
+
+
+def test_a_run_in_use_by_another_process_is_refused(setup, tmp_path, capsys):
+    run = tmp_path / "run"
+    with held_by_another_process(run) as pid:
+        assert _cli(setup, tmp_path, out=run) == 2
+        assert refused_as_in_use(capsys.readouterr().err, run, pid)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]       # nothing else written
 
 
 _FOUR_DEVICES = """

@@ -182,7 +182,7 @@ def test_parity_command_raw_forward_with_nblocks_7(converted, tmp_path, capsys):
             np.abs(got["outputs"] - expected[0]).max()
     code, _, err = _cli(capsys, "motion", "parity", "--model", out, "--inputs",
                         tmp_path / "in.npz", "--out", f"{tmp_path}/./in.npz")
-    assert "--out is the --inputs file" in _one_line(code, err)
+    assert "--out would overwrite an input of this command" in _one_line(code, err)
 
 
 def test_converted_model_records_its_source_and_loads_without_torch(converted, monkeypatch):

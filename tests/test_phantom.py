@@ -193,6 +193,17 @@ def test_cli_bad_numbers_exit_2(tmp_path, capsys, extra):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--seconds", "inf"], "--seconds: must be 1.6 to 3600 seconds a clip; got inf"),
+    (["--seconds", "3600.5"], "--seconds: must be 1.6 to 3600 seconds a clip; got 3600.5"),
+    (["--clips", "100001"], "--clips: must be 1 to 100000; got 100001"),
+])
+def test_cli_bounds_are_checked_before_any_work(tmp_path, capsys, extra, message):
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"msync: error: {message}"
+    assert not (tmp_path / "c").exists()
+
+
 def test_cli_out_is_a_file_exits_2(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")

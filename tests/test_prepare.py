@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
+from motion.app import prepare as prepare_app
 from motion.app.cli import main
-from motion.app.prepare import clip_id_of, split_of
+from motion.app.prepare import clip_id_of, clip_ids, split_of
 from render.video import write_video
 from syncers.data import dataset, landmark_space
-from syncers.data.features import audio_features, load_audio
+from syncers.data.features import audio_features, feature_config, load_audio
 
 REAL_VIDEOS = ("WDA_KatieHill_000.mp4", "WDA_AlexandriaOcasioCortez_000.mp4")
 
@@ -117,6 +118,70 @@ def test_speaker_folders_give_clip_ids_and_splits_by_folder(tmp_path):
     table = {"00001.mp4": "alice"}
     assert split_of(tmp_path / "00001.mp4", "speaker", None, table) == \
         split_of(tmp_path / "alice_7.mp4", "speaker")
+
+
+def test_clip_ids_are_unique_by_construction(tmp_path):
+    names = ["same.mp4", "same.mov", "a b.mp4", "a_b.mp4", "same-2.mp4", "x.mkv"]
+    ids = clip_ids([tmp_path / n for n in names], tmp_path)
+    assert {p.name: i for p, i in ids.items()} == {
+        "a b.mp4": "a_b", "a_b.mp4": "a_b-2", "same-2.mp4": "same-2", "same.mov": "same",
+        "same.mp4": "same-3", "x.mkv": "x"}
+    assert ids == clip_ids([tmp_path / n for n in reversed(names)], tmp_path)   # any order
+
+
+class _FakeWorker:
+    """Writes a small clip per video at once (no decoding, no dlib): the id plumbing only."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def prepare(self, video, out, split, clip_id):
+        rng = np.random.default_rng(len(video.name))
+        dataset.write_clip(out, split, clip_id, rng.normal(size=(60, 10, 6)),
+                           rng.normal(size=(240, 26)),
+                           meta={"source": str(video), "keypoint_space": "landmarks-v1"})
+        return {"split": split, "n_frames": 60, "frames_interpolated": 0, "seconds": 0.0}
+
+
+@pytest.fixture
+def fake_worker(monkeypatch):
+    monkeypatch.setattr(prepare_app, "_Worker", _FakeWorker)
+    monkeypatch.setattr(prepare_app.landmarker, "check_available", lambda: None)
+
+
+def test_colliding_video_names_make_distinct_clips(tmp_path, fake_worker):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    names = ["same.mp4", "same.mov", "a b.mp4", "a_b.mp4"]
+    for name in names:
+        (folder / name).write_bytes(b"video")
+    assert prepare(folder, tmp_path / "out", "--split", "train") == 0
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    clips = dataset.read_manifest(tmp_path / "out").clips("train")
+    assert len(report["prepared"]) == report["clips"]["train"] == len(clips) == 4
+    assert sorted(c.clip_id for c in clips) == ["a_b", "a_b-2", "same", "same-2"]
+
+
+def test_preparing_into_a_dataset_of_another_kind_is_refused(tmp_path, capsys, fake_worker):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"video")
+    for name, space, features in (("phantom", "phantom-v1", feature_config("logmel")),
+                                  ("mfcc", "landmarks-v1", feature_config("mfcc"))):
+        out = tmp_path / name
+        dataset.write_manifest(out, {}, keypoint_space=space, features=features)
+        before = sorted(out.rglob("*"))
+        assert prepare(folder, out) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{out / 'manifest.json'}: holds" in err, err
+        assert ("phantom-v1 clips" if name == "phantom" else "feature kind 'mfcc'") in err
+        assert sorted(out.rglob("*")) == before                     # nothing written
+    # no manifest yet (a shard still running): an existing clip's meta says what it holds
+    out = tmp_path / "shard"
+    dataset.write_clip(out, "train", "c", np.zeros((60, 10, 6)), np.zeros((240, 26)),
+                       meta={"keypoint_space": "fomm-vox256"})
+    assert prepare(folder, out) == 2
+    assert "holds fomm-vox256 clips; this prepare makes landmarks-v1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

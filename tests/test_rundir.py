@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
 from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, read_json,
-                                truncate_metrics, write_json)
+from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, locked,
+                                read_json, remove_leftovers, truncate_metrics, write_json)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():
@@ -63,3 +65,52 @@ def test_checkpoint_manager_refuses_a_file_before_any_training(tmp_path):
         checkpoint_manager(tmp_path / "checkpoints", max_to_keep=2)
     manager = checkpoint_manager(tmp_path / "fresh", max_to_keep=2)
     assert (tmp_path / "fresh").is_dir() and manager.latest_step() is None
+
+
+def test_locked_is_reentrant_in_one_process_and_records_the_pid(tmp_path):
+    run = tmp_path / "run"
+    with locked(run):
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
+        with locked(run):          # a command that locks a directory may call another
+            pass
+        with locked(run):
+            pass
+    with locked(run):              # released at the end of the outermost block
+        pass
+
+
+def test_a_reader_creates_and_cleans_up_nothing(tmp_path):
+    with pytest.raises(InputError, match="missing checkpoint directory"):
+        checkpoint_manager(tmp_path / "absent", reader=True)
+    assert not (tmp_path / "absent").exists()
+    saving = tmp_path / "level_1" / "6.orbax-checkpoint-tmp-1234567"
+    saving.mkdir(parents=True)
+    assert checkpoint_manager(tmp_path / "level_1", reader=True).latest_step() is None
+    assert saving.is_dir()
+    checkpoint_manager(tmp_path / "level_1", max_to_keep=2)     # a trainer's cleans up
+    deadline = time.monotonic() + 30                   # (in a background thread)
+    while saving.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not saving.exists()
+
+
+def test_published_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_json(tmp_path / "run.json", {"a": 1})
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_remove_leftovers_removes_msyncs_temporary_names_only(tmp_path):
+    ours = [tmp_path / ".run.abcd_123.partial.json", tmp_path / ".model.k2j4h5g6.partial"]
+    ours[0].write_text("half")
+    ours[1].mkdir()
+    (ours[1] / "params.msgpack").write_bytes(b"half")
+    theirs = [tmp_path / ".run.abcd.partial.json", tmp_path / ".run.backup.json",
+              tmp_path / "run.json", tmp_path / ".model.k2j4h5g6.partial.old",
+              tmp_path / "model.k2j4h5g6.partial"]
+    for path in theirs:
+        path.write_text("mine")
+    assert remove_leftovers(tmp_path / "run.json", tmp_path / "model") == ours
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "mine" for path in theirs)

@@ -1,6 +1,9 @@
 """Syncer training end to end on a tiny coupled dataset: CLI, resume, evaluate, bad input."""
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,6 +15,8 @@ from syncers.models import Syncer
 from syncers.run import config as config_lib
 from syncers.train import SyncersConfig, jit_train_step, load_run, train_and_evaluate
 from syncer_data import make_dataset
+
+WORKER = Path(__file__).with_name("msync_worker.py")
 
 # Tiny sizes keep XLA's compile time (the bulk of these tests on a CPU) to a few seconds.
 TINY = {
@@ -118,6 +123,19 @@ def test_resume_is_bit_identical(data, tmp_path):
     assert strip(rows(tmp_path / "whole")) == strip(rows(tmp_path / "resumed"))
 
 
+def test_non_ascii_paths_work(trained, data, tiny_yaml, tmp_path):
+    """Accents and emoji in --data and --out (through YAML an escaped emoji came back as two
+    surrogates, and the dataset was "not found")."""
+    here, run = tmp_path / "dätä 😀", tmp_path / "rün 🎬"
+    shutil.copytree(data, here)
+    assert cli.main(["train", "syncers", "--data", str(here), "--out", str(run),
+                     "--config", str(tiny_yaml)]) == 0
+    assert config_lib.load(SyncersConfig, run / "config.yaml").data_root == str(here)
+    assert load_run(run).levels == (1,)
+    assert cli.main(["evaluate", "--data", str(here), "--syncers", str(run),
+                     "--out", str(tmp_path / "évál ✅")]) == 0
+
+
 def one_line_error(capsys):
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -148,21 +166,88 @@ def test_settings_that_cannot_work_are_refused_before_training(data, tiny_yaml, 
     assert not (tmp_path / "run").exists()
 
 
-def test_corrupt_checkpoint_directory(trained, data, tiny_yaml, tmp_path, capsys):
+def damage(step_dir):
+    for path in step_dir.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+
+
+def test_corrupt_checkpoint_directory(trained, data, tiny_yaml, tmp_path, capfd):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    damage(run / "checkpoints" / "level_1")               # every step kept: none intact
+    capfd.readouterr()
+    assert cli.main(["train", "syncers", "--data", str(data), "--out", str(run),
+                     "--config", str(tiny_yaml), "--levels", "1,4"]) == 2
+    line = one_line_error(capfd)          # capfd: nothing from orbax or its C++ either
+    assert "level_1: cannot restore the checkpoint of step 6" in line
+    assert "nor any older one" in line
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(run),
+                     "--out", str(tmp_path / "eval")]) == 2
+    assert "level_1" in one_line_error(capfd)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(trained, data,
+                                                                         tiny_yaml, tmp_path,
+                                                                         capfd):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     level_dir = run / "checkpoints" / "level_1"
-    for path in level_dir.rglob("*"):
-        if path.is_file():
-            path.write_bytes(b"not a checkpoint")
-    capsys.readouterr()
+    assert sorted(p.name for p in level_dir.iterdir()) == ["4", "6"]
+    damage(level_dir / "6")
+    capfd.readouterr()
+
+    def warning():
+        err = capfd.readouterr().err
+        assert not any(word in err for word in ("Traceback", "absl", "ERROR")), err
+        lines = [line for line in err.splitlines() if "warning" in line]
+        assert len(lines) == 1, err
+        return lines[0]
+
+    # A reader uses step 4 and moves nothing. (In a process of its own: all of stderr, with
+    # no pytest log capture in between, holds no more than the warning and the summary.)
+    result = subprocess.run([sys.executable, str(WORKER), "evaluate", "--data", str(data),
+                             "--syncers", str(run), "--out", str(tmp_path / "eval")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("msync: mean |AV-Off|"), result.stderr
+    line = lines[0]
+    assert line.startswith(f"msync: warning: {level_dir}: damaged checkpoint of step 6 (")
+    assert line.endswith("; reading step 4 instead")
+    assert sorted(p.name for p in level_dir.iterdir()) == ["4", "6"]
+    # The trainer moves step 6 aside, resumes from 4 and ends as if nothing had happened.
     assert cli.main(["train", "syncers", "--data", str(data), "--out", str(run),
-                     "--config", str(tiny_yaml), "--levels", "1,4"]) == 2
-    line = one_line_error(capsys)
-    assert "level_1" in line and "cannot restore the checkpoint" in line
-    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(run),
-                     "--out", str(tmp_path / "eval")]) == 2
-    assert "level_1" in one_line_error(capsys)
+                     "--config", str(tiny_yaml), "--levels", "1,4"]) == 0
+    aside = run / "checkpoints" / "level_1.damaged"
+    assert warning().endswith(f"; moved to {aside}; resuming from step 4")
+    assert sorted(p.name for p in aside.iterdir()) == ["6"]
+    resumed, whole = load_run(run), load_run(trained)
+    for a, b in zip(jax.tree.leaves(resumed.params[1]), jax.tree.leaves(whole.params[1])):
+        np.testing.assert_array_equal(a, b)
+    # the same rows (level 1's last two now follow level 4's)
+    strip = lambda table: sorted([{k: v for k, v in r.items() if k != "steps_per_s"}  # noqa: E731
+                                  for r in table], key=lambda r: (r["level"], r["step"]))
+    assert strip(rows(run)) == strip(rows(trained))
+
+
+def test_resuming_on_data_of_another_kind_is_refused(trained, data, tiny_yaml, tmp_path,
+                                                     capsys):
+    """data_root may change between invocations (the data moved), its kind may not."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(trained, run)
+    shutil.copytree(data, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    for change, message in (({"features": {"kind": "mfcc"}}, "feature kind 'mfcc' vs 'test'"),
+                            ({"keypoint_space": "phantom-v1"}, "keypoint_space 'phantom-v1'")):
+        (other / "manifest.json").write_text(json.dumps(manifest | change))
+        capsys.readouterr()
+        assert cli.main(["train", "syncers", "--data", str(other), "--out", str(run),
+                         "--config", str(tiny_yaml), "--levels", "1,4"]) == 2
+        line = one_line_error(capsys)
+        assert line.startswith(f"msync: error: {other / 'manifest.json'}: ") and message in line
+        assert "this run was trained on" in line and "use a new --out" in line
+    assert (run / "config.yaml").read_text() == (trained / "config.yaml").read_text()
 
 
 def test_nan_stops_with_a_clear_message(data, tiny_yaml, tmp_path, capsys):

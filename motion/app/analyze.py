@@ -26,12 +26,18 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    than that of random pairs (:func:`mann_whitney_p`) — synchrony shows as offsets near 0.
 
 Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_std"},
-"random": …, "generated": …, "p_gt_vs_random", "p_generated_vs_random"}, …}, "points": […],
-"n_clips": N}``, generated keys only with ``--generated``), ``OUT/report.md`` and the plots
+"random": …, "generated": …, "p_gt_vs_random", "p_generated_vs_random", "n_clips",
+"clip_frames"}, …}, "points": […], "n_clips": N, "split": …, "generated": path | null}``,
+generated keys only with ``--generated``), ``OUT/report.md`` and the plots
 ``offsets_scale{s}.png`` (AV-Off histograms) and ``lag_curve.png`` (mean distance vs offset).
+A rerun into the same ``OUT`` with fewer ``--scales`` keeps the other scales' entries of the
+previous report (same points, split and generated motion; each entry says on how many clips it
+was measured) and their histograms; ``lag_curve.png`` shows the scales scored now.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -52,11 +58,13 @@ from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts
 from syncers.run import config as config_lib
 from syncers.run import progress
 from syncers.run.errors import InputError
+from syncers.run.rundir import atomic_write, locked, read_json
 from syncers.sampling import motion_features
 from syncers.train import SyncersConfig, load_run, train_and_evaluate
 
 DEFAULT_CONFIG = configs.path("analyze.yaml")
 MAX_SCALES = 4
+MAX_POINTS = 1000           # --points indices: far above any landmark set's 68 or 98 points
 SPLITS = {"heldout": ("val", "test"), "test": ("test",), "val": ("val",), "train": ("train",),
           "all": ("train", "val", "test")}
 FRAME_MS = 40.0             # one level-1 frame at 25 fps
@@ -64,7 +72,9 @@ KINDS = ("gt", "random", "generated")
 
 
 def parse_points(text: str) -> tuple[int, ...]:
-    """``"17-47"``, ``"0-4"``, ``"0,2,5-7"`` → sorted unique indices; bad text → InputError."""
+    """``"17-47"``, ``"0-4"``, ``"0,2,5-7"`` → sorted unique indices; bad text → InputError.
+    Indices run from 0 to ``MAX_POINTS - 1`` at most (refused before any range is built; the
+    data's own point count is checked once it is read, :func:`check_points`)."""
     points: set[int] = set()
     for part in str(text).split(","):
         part = part.strip()
@@ -77,6 +87,9 @@ def parse_points(text: str) -> tuple[int, ...]:
                                          f"(expected e.g. 17-47, 0-4 or 0,2,5-7)") from None
         if hi < lo:
             raise InputError("--points", f"range {part!r} runs backwards")
+        if hi >= MAX_POINTS:
+            raise InputError("--points", f"point {hi} is out of range: indices run from 0 to "
+                                         f"{MAX_POINTS - 1} at most (68 landmarks: 0-67)")
         points.update(range(lo, hi + 1))
     return tuple(sorted(points))
 
@@ -171,41 +184,64 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     matched = None if generated is None else \
         _generated_clips(generated, eval_clips, clip_frames, source, manifest)
 
-    # Step 2: syncers on the train split's centred tracks.
-    rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
-    overrides = [*overrides, f"data_root={json.dumps(str(rigid_root))}", "data.motion=landmarks",
-                 f"data.points=[{','.join(map(str, points))}]",
-                 f"train.levels=[{','.join(map(str, levels))}]"]
-    config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
-    trained_at = time.perf_counter()
-    train_and_evaluate(config, out / "syncers")
-    run = load_run(out / "syncers", levels)
-    train_seconds = time.perf_counter() - trained_at
+    # OUT/.lock for the rest: a second analysis into this --out is refused (its syncers
+    # would train in the same run directory).
+    with locked(out):
+        # Step 2: syncers on the train split's centred tracks.
+        rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
+        overrides = [*overrides, "data.motion=landmarks",
+                     f"data.points=[{','.join(map(str, points))}]",
+                     f"train.levels=[{','.join(map(str, levels))}]"]
+        config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
+        # The path is set directly: through YAML an escaped emoji comes back as two surrogates.
+        config = dataclasses.replace(config, data_root=str(rigid_root))
+        trained_at = time.perf_counter()
+        train_and_evaluate(config, out / "syncers")
+        run = load_run(out / "syncers", levels)
+        train_seconds = time.perf_counter() - trained_at
 
-    # Step 3: per-clip AV-Off (and distance curves) for each kind of pair.
-    pairs = _pairs(eval_clips, clip_frames, source, config, matched)
-    offsets: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
-    curves: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
-    with progress.bar(len(levels) * len(pairs), "analyze", "score") as bar:
-        for scale in levels:
-            for kind, (motion, audio) in pairs.items():
-                result = score_pairs(run, motion, audio, levels=(scale,))[scale]
-                offsets[scale][kind] = np.asarray(result["av_off"])
-                curves[scale][kind] = np.asarray(result["distances"]).mean(axis=0)
-                bar.update(1)
-    report = report_dict(offsets, points, len(eval_clips))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    details = {"data": str(manifest.root), "split": split, "clip_frames": clip_frames,
-               "source": source, "n_train_clips": len(train_clips),
-               "n_generated": len(pairs["generated"][0]) if "generated" in pairs else 0,
-               "steps": config.train.steps, "objective": config.objective.name,
-               "train_seconds": train_seconds,
-               "seconds": time.perf_counter() - start}
-    (out / "report.md").write_text(markdown(report, details))
-    plot_offsets(offsets, out)
-    plot_lag_curves(curves, out)
+        # Step 3: per-clip AV-Off (and distance curves) for each kind of pair.
+        pairs = _pairs(eval_clips, clip_frames, source, config, matched)
+        offsets: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
+        curves: dict[int, dict[str, np.ndarray]] = {s: {} for s in levels}
+        with progress.bar(len(levels) * len(pairs), "analyze", "score") as bar:
+            for scale in levels:
+                for kind, (motion, audio) in pairs.items():
+                    result = score_pairs(run, motion, audio, levels=(scale,))[scale]
+                    offsets[scale][kind] = np.asarray(result["av_off"])
+                    curves[scale][kind] = np.asarray(result["distances"]).mean(axis=0)
+                    bar.update(1)
+        report = report_dict(offsets, points, len(eval_clips))
+        for entry in report["scales"].values():
+            entry.update(n_clips=len(eval_clips), clip_frames=clip_frames)
+        report.update(split=split, generated=None if generated is None else
+                      str(Path(generated).resolve()))
+        report = _keep_other_scales(report, out / "report.json")
+        atomic_write(out / "report.json", json.dumps(report, indent=1) + "\n")
+        details = {"data": str(manifest.root), "split": split, "clip_frames": clip_frames,
+                   "source": source, "n_train_clips": len(train_clips),
+                   "n_generated": len(pairs["generated"][0]) if "generated" in pairs else 0,
+                   "steps": config.train.steps, "objective": config.objective.name,
+                   "train_seconds": train_seconds,
+                   "seconds": time.perf_counter() - start}
+        atomic_write(out / "report.md", markdown(report, details))
+        plot_offsets(offsets, out)
+        plot_lag_curves(curves, out)
     return report
+
+
+def _keep_other_scales(report: dict, path: Path) -> dict:
+    """``report`` with the scales of the previous ``report.json`` at ``path`` that this run did
+    not score (an analysis rerun with fewer ``--scales``), when that report scored the same
+    points, split and generated motion; each entry says on how many clips of how many
+    frames it was measured."""
+    previous = read_json(path)
+    same = all(previous.get(key) == report[key] for key in ("points", "split", "generated"))
+    kept = previous.get("scales") if same else None
+    if not isinstance(kept, dict):
+        return report
+    scales = {k: v for k, v in kept.items() if k not in report["scales"]} | report["scales"]
+    return report | {"scales": dict(sorted(scales.items(), key=lambda item: int(item[0])))}
 
 
 def _evaluation_length(clips: list[Clip], scales: int, root: Path, split: str):
@@ -309,6 +345,12 @@ def markdown(report: dict, details: dict) -> str:
         if has_generated:
             row.append(f"{entry['p_generated_vs_random']:.2g}")
         lines.append("| " + " | ".join(row) + " |")
+    now = (report["n_clips"], details["clip_frames"])
+    earlier = [f"Scale {scale}: from an earlier run with more --scales, on {entry['n_clips']} "
+               f"clips of {entry['clip_frames']} frames."
+               for scale, entry in report["scales"].items()
+               if (entry.get("n_clips", now[0]), entry.get("clip_frames", now[1])) != now]
+    lines += [""] + earlier if earlier else []
     lines += ["", "Cells: mean ± std over clips of |AV-Off| (SyncNet protocol, offsets in "
                   f"[-{MAX_OFFSET}, {MAX_OFFSET}] frames of the scale; a frame of scale s lasts "
                   "40·2^(s−1) ms). Random pairs: the motion of clip c with the audio of clip "
@@ -391,20 +433,24 @@ def analyze_command(args) -> None:
     (``msync data prepare``'s defaults: dlib landmarks, split by speaker; resumable)."""
     points = parse_points(args.points)
     data = args.data
-    if data is None:
-        if args.generated:
-            raise InputError("--generated", "compare generated motion with --data (a prepared "
-                                            "dataset), not --videos")
-        data = Path(args.out) / "dataset"
-        report = prepare.prepare_dataset(
-            args.videos, data, prepare.PrepareOptions(speakers=getattr(args, "speakers", None)),
-            workers=getattr(args, "workers", 1))
-        print(f"msync: prepared {len(report['prepared'])} video(s) ({report['already_done']} "
-              f"already done, {len(report['skipped'])} skipped: see "
-              f"{data / 'prepare_report.json'})", file=sys.stderr)
-    report = analyze(data, args.out, points, args.scales, args.generated,
-                     getattr(args, "split", "heldout"), getattr(args, "config", None),
-                     getattr(args, "overrides", None) or ())
+    if data is None and args.generated:
+        raise InputError("--generated", "compare generated motion with --data (a prepared "
+                                        "dataset), not --videos")
+    # OUT is locked from the start with --videos (OUT/dataset is prepared first), else by
+    # analyze() once the inputs are read.
+    with locked(args.out) if data is None else contextlib.nullcontext():
+        if data is None:
+            data = Path(args.out) / "dataset"
+            prepared = prepare.prepare_dataset(
+                args.videos, data,
+                prepare.PrepareOptions(speakers=getattr(args, "speakers", None)),
+                workers=getattr(args, "workers", 1))
+            print(f"msync: prepared {len(prepared['prepared'])} video(s) "
+                  f"({prepared['already_done']} already done, {len(prepared['skipped'])} "
+                  f"skipped: see {data / 'prepare_report.json'})", file=sys.stderr)
+        report = analyze(data, args.out, points, args.scales, args.generated,
+                         getattr(args, "split", "heldout"), getattr(args, "config", None),
+                         getattr(args, "overrides", None) or ())
     parts = []
     for scale, entry in report["scales"].items():
         parts.append(f"{200 * 2 ** (int(scale) - 1)} ms GT {entry['gt']['av_off_mean']:.2f} / "

@@ -14,6 +14,7 @@ from motion.official.model import OfficialModel
 from motion.saved_model import META, load_model
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
+from syncers.data.features import feature_mismatch
 from syncers.run.errors import InputError
 from syncers.train import load_run
 
@@ -45,6 +46,14 @@ def evaluate_command(args) -> None:
         raise InputError(Path(args.syncers) / "config.yaml",
                          f"these syncers read {run.config.data.motion}, not keypoints: they "
                          "cannot score a generator")
+    for whose, theirs, where in (("the data's", manifest.features,
+                                  manifest.root / "manifest.json"),
+                                 ("the syncers'", run.info.get("features"),
+                                  Path(args.syncers) / "run.json")):
+        mismatch = feature_mismatch(info.get("features"), theirs)
+        if mismatch:
+            raise InputError(model_json, f"the model's audio features differ from {whose} "
+                                         f"({mismatch}; {where})")
     n_bands = manifest.features.get("n_bands")
     if n_bands is not None and n_bands != model.config.audio_features:
         raise InputError(model_json, f"the model reads {model.config.audio_features} audio "

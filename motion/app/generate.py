@@ -42,6 +42,8 @@ from syncers.run.outputs import check_output, published
 DEFAULT_CROP_SCALE = 1.8      # crop side / face box side: the whole head with some margin
 MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
+MAX_MOTION_SCALE = 10.0        # --head-scale, --lip-scale: ten times the trained motion
+MAX_DRIFT_WINDOW_S = 600.0     # --drift-window: ten minutes
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 DEMO_SPEECH_SECONDS = 4.0
 DEMO_SPEECH_SEED = 20240
@@ -195,17 +197,18 @@ def generate_command(args: Any) -> None:
 
     command_started = time.perf_counter()
     for flag, value in (("--head-scale", args.head_scale), ("--lip-scale", args.lip_scale)):
-        if not (np.isfinite(value) and value >= 0):
-            raise InputError(None, f"{flag} must be a number >= 0 (1 = as trained, 0 = no such "
-                                   f"motion); got {value}")
+        if not (np.isfinite(value) and 0 <= value <= MAX_MOTION_SCALE):
+            raise InputError(None, f"{flag} must be a number from 0 to {MAX_MOTION_SCALE:g} (1 = "
+                                   f"as trained, 0 = no such motion); got {value}")
     normalization = getattr(args, "audio_normalization", None)
     if normalization not in (None,) + AUDIO_NORMALIZATIONS:
         raise InputError(None, f"--audio-normalization must be one of "
                                f"{', '.join(AUDIO_NORMALIZATIONS)}; got {normalization!r}")
     drift_window = getattr(args, "drift_window", None)
-    if drift_window is not None and not (np.isfinite(drift_window) and drift_window >= 0):
-        raise InputError(None, f"--drift-window must be a number of seconds >= 0 (0 = off); got "
-                               f"{drift_window}")
+    if drift_window is not None and not (np.isfinite(drift_window)
+                                         and 0 <= drift_window <= MAX_DRIFT_WINDOW_S):
+        raise InputError(None, f"--drift-window must be a number of seconds from 0 to "
+                               f"{MAX_DRIFT_WINDOW_S:g} (0 = off); got {drift_window}")
     inputs = (args.image, args.audio, args.model)
     out = _output_path(args.out, ".mp4", "--out", inputs)
     keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out",

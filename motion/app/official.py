@@ -3,7 +3,6 @@
 npz, ``motion.official.parity``)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from motion.official.model import OfficialModel
 from motion.official.parity import read_inputs, run_parity
 from motion.saved_model import load_model
 from syncers.run.errors import InputError
+from syncers.run.outputs import check_output, published
 
 
 def convert_command(args) -> None:
@@ -24,22 +24,14 @@ def convert_command(args) -> None:
 
 def parity_command(args) -> None:
     """``msync motion parity --model MODEL --inputs IN.npz --out OUT.npz``."""
-    inputs, out = Path(args.inputs), Path(args.out)
-    if out.resolve() == inputs.resolve() or (out.exists() and inputs.exists()
-                                             and os.path.samefile(out, inputs)):
-        raise InputError(out, "--out is the --inputs file; name another file to write")
+    inputs = Path(args.inputs)
+    out = check_output(args.out, (inputs,), "--out")
     model, _ = load_model(args.model)
     if not isinstance(model, OfficialModel):
         raise InputError(args.model, "not a converted MS-Sync release (arch ms-sync-official); "
                                      "convert one with `msync motion convert`")
     outputs = run_parity(model, read_inputs(inputs), inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.npz")
-    try:
-        with open(partial, "wb") as handle:
-            np.savez(handle, **outputs)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with published(out) as partial, open(partial, "wb") as handle:
+        np.savez(handle, **outputs)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
     print(f"msync motion parity: {shapes} -> {out}")

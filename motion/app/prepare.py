@@ -44,7 +44,7 @@ from render.fomm import load as load_fomm
 from render.keypoints import join
 from syncers.data import dataset, landmark_space
 from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
-                                   load_audio, n_video_frames)
+                                   feature_mismatch, load_audio, n_video_frames)
 from syncers.data.layout import FOMM_SPACE, FPS, LANDMARK_SPACE
 from syncers.run.errors import InputError, optional_import
 from syncers.run.progress import bar as progress_bar
@@ -101,6 +101,51 @@ def clip_id_of(video: Path, root: Path | None = None) -> str:
         "__".join(video.relative_to(root).with_suffix("").parts)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
     return safe.lstrip("._-") or "clip"
+
+
+def clip_ids(videos: list[Path], root: Path | None = None) -> dict[Path, str]:
+    """Each video's clip id, unique by construction: :func:`clip_id_of`'s, and for videos that
+    share one (``same.mp4`` and ``same.mov``; ``a b.mp4`` and ``a_b.mp4``) the first in sorted
+    order keeps it and the others take ``-2``, ``-3``, ... (the first such id no other video
+    has). The same folder always gives the same ids — every shard computes them over the
+    whole folder."""
+    base = {video: clip_id_of(video, root) for video in sorted(videos)}
+    taken = set(base.values())
+    ids, given = {}, set()
+    for video, clip_id in base.items():
+        if clip_id in given:
+            n = 2
+            while f"{clip_id}-{n}" in taken:
+                n += 1
+            clip_id = f"{clip_id}-{n}"
+            taken.add(clip_id)
+        given.add(clip_id)
+        ids[video] = clip_id
+    return ids
+
+
+def check_existing(out: Path, options: PrepareOptions) -> None:
+    """Refuse to prepare into a dataset of another keypoint space or feature config (the
+    manifest's, else an existing clip's ``meta``): one dataset holds one kind of clip."""
+    features = feature_config("logmel")
+    manifest_path = out / dataset.MANIFEST
+    if manifest_path.is_file():
+        manifest = dataset.read_manifest(out)
+        space, theirs, where = manifest.keypoint_space, manifest.features, manifest_path
+    else:
+        clips = [p for split in dataset.SPLITS for p in sorted((out / split).glob("*.npz"))]
+        if not clips:
+            return
+        meta = dataset.read_clip(out, clips[0].parent.name, clips[0].stem).meta
+        space, theirs, where = meta.get("keypoint_space"), features, clips[0]
+    if space != options.keypoint_space:
+        raise InputError(where, f"holds {space} clips; this prepare makes "
+                                f"{options.keypoint_space} ones (one dataset holds one keypoint "
+                                "space): use another --out")
+    mismatch = feature_mismatch(theirs, features)
+    if mismatch:
+        raise InputError(where, f"holds clips of other audio features than prepare computes "
+                                f"({mismatch}): use another --out")
 
 
 def read_speakers(path: str | os.PathLike) -> dict[str, str]:
@@ -286,13 +331,15 @@ def prepare_dataset(videos: str | os.PathLike, out: str | os.PathLike, options: 
     videos, out = Path(videos), Path(out)
     found = check_options(videos, options)
     table = read_speakers(options.speakers) if options.speakers else None
+    check_existing(out, options)
     k, n = options.shard
     mine = found[k - 1::n]
+    ids = clip_ids(found, videos)
     out.mkdir(parents=True, exist_ok=True)
     jobs = {}
     already, refused_before = 0, {}
     for video in mine:
-        clip_id = clip_id_of(video, videos)
+        clip_id = ids[video]
         split = options.split or split_of(video, options.split_by, videos, table)
         refused = out / REFUSED / f"{clip_id}.json"
         if dataset.clip_path(out, split, clip_id).exists():

@@ -2,7 +2,7 @@
 ``motion.train``): a YAML from ``configs/`` plus ``--set`` overrides, then the trainer."""
 from __future__ import annotations
 
-import json
+import dataclasses
 
 from motion import train as generator_train
 from motion.config import GeneratorRunConfig
@@ -15,10 +15,12 @@ def train_syncers_command(args) -> None:
     """``msync train syncers --data DIR --out RUN [--config YAML] [--set k=v] [--levels]
     [--distributed]`` (``motion.app.cli`` has started ``jax.distributed`` for ``--distributed``)."""
     overrides = list(args.overrides or [])
-    overrides.append(f"data_root={json.dumps(str(args.data))}")
     if args.levels:
         overrides.append(f"train.levels=[{','.join(map(str, args.levels))}]")
     config = config_lib.load(SyncersConfig, args.config or syncer_train.DEFAULT_CONFIG, overrides)
+    # Set directly, not as a --set value: a path is not YAML (an escaped emoji would come back
+    # as two surrogates that no file system accepts).
+    config = dataclasses.replace(config, data_root=str(args.data))
     syncer_train.train_and_evaluate(config, args.out)
 
 

@@ -35,7 +35,7 @@ FORMAT = "msync-dataset"
 VERSION = 1
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
-_CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CLIP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def write_clip(root: str | os.PathLike, split: str, clip_id: str, keypoints: np.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    if not _CLIP_ID.match(clip_id):
+    if not _CLIP_ID.fullmatch(clip_id):
         raise ValueError(f"clip id {clip_id!r} must be letters, digits, '.', '_' or '-'")
     path = clip_path(root, split, clip_id)
     arrays = {"keypoints": np.asarray(keypoints, np.float32),
@@ -156,13 +156,33 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     if data.get("version") != VERSION:
         raise InputError(path, f"unsupported manifest version {data.get('version')!r}")
     try:
-        splits = {split: tuple(ClipInfo(str(c["id"]), int(c["n_frames"])) for c in entries)
+        splits = {split: tuple(ClipInfo(c["id"], int(c["n_frames"])) for c in entries)
                   for split, entries in data["splits"].items()}
-        return Manifest(root=root, keypoint_space=str(data["keypoint_space"]),
-                        features=dict(data["features"]), fps=float(data["fps"]),
-                        splits=splits, extra=dict(data.get("extra", {})))
+        manifest = Manifest(root=root, keypoint_space=str(data["keypoint_space"]),
+                            features=dict(data["features"]), fps=float(data["fps"]),
+                            splits=splits, extra=dict(data.get("extra", {})))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InputError(path, f"malformed manifest ({type(err).__name__}: {err})") from None
+    _check_clip_ids(path, manifest.splits)
+    return manifest
+
+
+def _check_clip_ids(path: Path, splits: Mapping[str, Sequence[ClipInfo]]) -> None:
+    """Splits are ``train``/``val``/``test`` and clip ids plain file names (a manifest naming
+    ``../val/x`` would make readers open files outside their split), each listed once."""
+    for split, infos in splits.items():
+        if split not in SPLITS:
+            raise InputError(path, f"unknown split {split!r} (splits are {', '.join(SPLITS)})")
+        seen = set()
+        for info in infos:
+            if not isinstance(info.clip_id, str) or not _CLIP_ID.fullmatch(info.clip_id):
+                raise InputError(path, f"clip id {info.clip_id!r} in split {split!r} is not a "
+                                       "plain name (letters, digits, '.', '_' or '-', not "
+                                       "starting with '.', '_' or '-')")
+            if info.clip_id in seen:
+                raise InputError(path, f"clip id {info.clip_id!r} is listed twice in split "
+                                       f"{split!r}")
+            seen.add(info.clip_id)
 
 
 def read_clip(root: str | os.PathLike, split: str, clip_id: str,

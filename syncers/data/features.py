@@ -26,7 +26,8 @@ from typing import Literal
 import numpy as np
 
 from syncers.data import official_audio
-from syncers.data.layout import FEATURES_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncers.data.layout import (FEATURES_PER_FRAME, MAX_INPUT_RATE, MIN_INPUT_RATE,
+                                 SAMPLE_RATE, SAMPLES_PER_FRAME)
 from syncers.data.layout import FEATURE_HOP as HOP
 from syncers.run.errors import InputError
 
@@ -55,6 +56,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     else:
         try:
             samples = _decode_with_soundfile(path)
+        except _RateRefused:
+            raise
         except InputError:
             # soundfile reads wav/flac/ogg; anything else it rejects may still be audio ffmpeg
             # knows (a wav with an exotic codec, say).
@@ -71,6 +74,11 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
     import soundfile
 
     try:
+        rate = soundfile.info(str(path)).samplerate
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+        raise InputError(path, f"not a readable audio file ({err})") from None
+    check_input_rate(path, rate)
+    try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
         raise InputError(path, f"not a readable audio file ({err})") from None
@@ -78,6 +86,17 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
     if rate != SAMPLE_RATE and mono.size:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+class _RateRefused(InputError):
+    """A readable file with an absurd sample rate (not a reason to try ffmpeg instead)."""
+
+
+def check_input_rate(path, rate: int) -> None:
+    """Refuse a file whose sample rate is outside ``MIN_INPUT_RATE``..``MAX_INPUT_RATE``."""
+    if not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
+        raise _RateRefused(path, f"sample rate {rate} Hz is outside the {MIN_INPUT_RATE}-"
+                                 f"{MAX_INPUT_RATE} Hz msync reads")
 
 
 def _decode_with_ffmpeg(path: Path) -> np.ndarray:
@@ -167,3 +186,15 @@ def feature_config(kind: FeatureKind = "logmel") -> dict:
         return dict(official_audio.FEATURE_CONFIG)
     return {"kind": kind, "n_bands": N_BANDS, "sample_rate": SAMPLE_RATE, "hop": HOP,
             "window": WINDOW, "n_fft": N_FFT, "rate_hz": SAMPLE_RATE // HOP}
+
+
+def feature_mismatch(a: dict | None, b: dict | None) -> str | None:
+    """How two recorded feature configs (a manifest's, a syncer run's, a model's) differ, or
+    None when nothing tells them apart: every key both record (``kind`` first) must have one
+    value; a key only one records is not compared (older records hold fewer keys, a model
+    built by hand may hold none)."""
+    a, b = dict(a or {}), dict(b or {})
+    differing = sorted((k for k in set(a) & set(b) if a[k] != b[k]), key=lambda k: k != "kind")
+    if not differing:
+        return None
+    return ", ".join(f"{'feature ' * (k == 'kind')}{k} {a[k]!r} vs {b[k]!r}" for k in differing)

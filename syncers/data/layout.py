@@ -16,6 +16,9 @@ from __future__ import annotations
 FPS = 25                                     # video frames per second
 SAMPLE_RATE = 16_000                         # audio samples per second
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS       # 640: 40 ms
+# Input audio is read at any rate in this range (telephone speech to studio masters); a
+# header outside it (a "1 Hz" wav) is refused rather than resampled into gigabytes.
+MIN_INPUT_RATE, MAX_INPUT_RATE = 4_000, 768_000
 FEATURE_HOP = 160                            # samples per audio-feature row: 100 Hz
 FEATURES_PER_FRAME = SAMPLES_PER_FRAME // FEATURE_HOP   # 4 feature rows per video frame
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from syncers.data.layout import SAMPLE_RATE
+from syncers.data.layout import MAX_INPUT_RATE, MIN_INPUT_RATE, SAMPLE_RATE
 from syncers.run.errors import InputError
 
 KIND = "official"
@@ -57,9 +57,12 @@ def read_samples(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "no such file" if not path.exists() else "not a file")
     try:
         info = soundfile.info(str(path))
-        as_is = info.format == "WAV" and info.samplerate == SAMPLE_RATE
     except (soundfile.LibsndfileError, RuntimeError, ValueError):
-        as_is = False
+        info = None
+    if info is not None and not MIN_INPUT_RATE <= info.samplerate <= MAX_INPUT_RATE:
+        raise InputError(path, f"sample rate {info.samplerate} Hz is outside the "
+                               f"{MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz msync reads")
+    as_is = info is not None and info.format == "WAV" and info.samplerate == SAMPLE_RATE
     if as_is:
         data, _ = soundfile.read(str(path), dtype="float64", always_2d=True)
         samples = data[:, 0]

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import yaml
 
 from syncers.run.errors import InputError
+from syncers.run.outputs import published
 
 C = TypeVar("C")
 
@@ -103,8 +104,10 @@ def to_dict(config: Any) -> Any:
 
 
 def dump(config: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (what a run saves as ``RUN/config.yaml``)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (what a run saves as ``RUN/config.yaml``), atomically
+    (``syncers.run.outputs.published``): a reader sees the old file or the new one."""
+    with published(path) as partial:
+        partial.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:

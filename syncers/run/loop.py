@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,8 +23,9 @@ from typing import Any, Callable, Sequence
 import jax
 
 from syncers.run import config as config_lib
+from syncers.run import parallel
 from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import config_diff
+from syncers.run.rundir import config_diff, quiet_library_logs
 
 
 def state_tree(state: Any) -> dict[str, Any]:
@@ -41,22 +44,65 @@ def save(manager, state: Any) -> bool:
     return True
 
 
-def restore(manager, state: Any, directory: Path) -> Any:
-    """``state`` with the latest checkpoint's values (same type, shapes and shardings), or
-    ``state`` itself when there is none. A damaged or foreign checkpoint is bad input."""
+def restore(manager, state: Any, directory: Path, *, reader: bool = False) -> Any:
+    """``state`` with the newest intact checkpoint's values (same type, shapes and shardings),
+    or ``state`` itself when there is none.
+
+    A checkpoint that cannot be restored (damaged: a file cut short, overwritten or missing) is
+    passed over for the next older one (orbax keeps ``max_to_keep``), with one warning line on
+    stderr. A trainer (not ``reader``; it holds the run's lock) moves the damaged steps aside,
+    to ``<directory>.damaged/<step>``, so that it saves those steps again; a reader leaves
+    them. None intact (or a foreign checkpoint) is bad input. orbax's own log lines are kept
+    off stderr."""
     import orbax.checkpoint as ocp   # deferred: orbax takes a second to import
-    try:
-        step = manager.latest_step()
-        if step is None:
-            return state
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(state))
-        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except InputError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is bad input
-        raise InputError(directory, f"cannot restore the checkpoint ({one_line(err)}); "
-                                    "delete the directory to start over") from None
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return state
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(state))
+    damaged: list[tuple[int, str]] = []
+    for step in steps:
+        try:
+            with quiet_library_logs():
+                restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint
+            damaged.append((step, one_line(err)))
+            continue
+        break
+    else:
+        newest, reason = damaged[0]
+        raise InputError(directory, f"cannot restore the checkpoint of step {newest} "
+                                    f"({reason}){' nor any older one' * (len(steps) > 1)}; "
+                                    "delete the directory to start over")
+    if damaged:
+        newest, reason = damaged[0]
+        steps_text = ", ".join(str(s) for s, _ in damaged)
+        if reader:
+            action = f"reading step {step} instead"
+        else:
+            aside = _move_aside(manager, directory, [s for s, _ in damaged])
+            action = f"moved to {aside}; resuming from step {step}"
+        if parallel.is_primary():
+            print(f"msync: warning: {directory}: damaged checkpoint of step {steps_text} "
+                  f"({reason}); {action}", file=sys.stderr)
     return type(state)(**restored)
+
+
+def _move_aside(manager, directory: Path, steps: Sequence[int]) -> Path:
+    """Move the step directories ``steps`` of ``directory`` to ``<directory>.damaged/`` (process
+    0; every process then rereads the steps); returns that folder."""
+    aside = directory.parent / f"{directory.name}.damaged"
+    if parallel.is_primary():
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            name = str(step)
+            while (aside / name).exists():
+                name += "+"
+            os.replace(directory / str(step), aside / name)
+    parallel.sync("msync-damaged-checkpoints-moved")
+    manager.reload()
+    return aside
 
 
 def check_resumed_config(cls: type, config: Any, path: Path, resumable: Sequence[str]) -> None:

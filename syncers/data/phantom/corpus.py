@@ -71,15 +71,22 @@ def _write_one(job: tuple) -> tuple[str, str, int]:
     return split, _clip_id(index), clip.keypoints.shape[0]
 
 
+MAX_CLIPS = 100_000        # a corpus of 220 h at 8 s a clip
+MAX_SECONDS = 3600.0       # one clip: an hour
+
+
 def _check(out: Path, clips: int, seconds: float, seed: int,
            coupling: Mapping[str, float], features: str) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a directory")
-    if clips < 1:
-        raise InputError(None, f"--clips must be at least 1; got {clips}")
+    if not 1 <= clips <= MAX_CLIPS:
+        raise InputError("--clips", f"must be 1 to {MAX_CLIPS}; got {clips}")
     if not seconds >= MIN_SECONDS:
         raise InputError(None, f"--seconds {seconds:g} is too short: a clip must hold one "
                                f"1600 ms segment (at least {MIN_SECONDS:g} s)")
+    if not seconds <= MAX_SECONDS:          # inf too
+        raise InputError("--seconds", f"must be {MIN_SECONDS:g} to {MAX_SECONDS:g} seconds a "
+                                      f"clip; got {seconds:g}")
     if seed < 0:
         raise InputError(None, f"--seed must be >= 0; got {seed}")
     for key, value in coupling.items():
