@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from motion.generator import (ENCODER_IN, ENCODER_NORM, ENCODER_OUT, HEAD_STATE, KEYPOINT_DIM,
-                              N_KEYPOINTS, GeneratorConfig, head_hidden_names)
+                              N_KEYPOINTS, GeneratorConfig, encoder_input, head_hidden_names)
 from motion.temporal import MASKED_LOGIT, layer_name
 
 _LN_EPS = 1e-6          # flax.linen.LayerNorm's default
@@ -213,11 +213,12 @@ def _layer_norm(p, x_DxB):
     return (x_DxB - mean) * jax.lax.rsqrt(var + _LN_EPS) * p["scale"] + p["bias"]
 
 
-def encode(weights, x_BxKx6, dense=None):
-    """enc(x_t): ``[B, 10, 6]`` → ``[D, B]``."""
+def encode(weights, x_BxKx6, dense=None, anchor=None):
+    """enc(x_t): ``[B, 10, 6]`` → ``[D, B]`` (``anchor [B, 10, 6]``: the first observed frame,
+    read only by a generator with ``anchor_input``; pass None otherwise)."""
     dense = dense or Layers()
     p = weights["encoder"]
-    x = x_BxKx6.reshape(x_BxKx6.shape[0], N_KEYPOINTS * KEYPOINT_DIM).T
+    x = encoder_input(x_BxKx6, anchor).T
     x = jax.nn.gelu(_layer_norm(p["norm"], dense("encoder.in", p["in"], x)))
     return dense("encoder.out", p["out"], x)
 
@@ -319,7 +320,7 @@ def decode_step(weights, carry, a_proj_NxHxB, *, config: GeneratorConfig, scales
     (``dense``: a :class:`Layers`, for its modes; ``history``: see :func:`temporal`;
     ``anchor [B, 10, 6]``: the frame the leak of ``config.restore_seconds`` pulls towards)."""
     x_t, k_cache, v_cache, t = carry
-    e_t = encode(weights, x_t, dense)
+    e_t = encode(weights, x_t, dense, anchor if config.anchor_input else None)
     h_t, k_cache, v_cache = temporal(weights, e_t, k_cache, v_cache, t, config, dense, history)
     x_next = x_t + velocity(weights, h_t, e_t, a_proj_NxHxB, scales, config, dense)
     if config.restore_rate:
@@ -365,7 +366,8 @@ def warm_up(weights, x_obs_BxOx10x6, config: GeneratorConfig, dense_of=None, his
     layers = []
     for j in range(x_obs_BxOx10x6.shape[1] - 1):
         dense = dense_of(j) if dense_of else Layers()
-        e_j = encode(weights, x_obs_BxOx10x6[:, j], dense)
+        e_j = encode(weights, x_obs_BxOx10x6[:, j], dense,
+                     x_obs_BxOx10x6[:, 0] if config.anchor_input else None)
         _, k_cache, v_cache = temporal(weights, e_j, k_cache, v_cache, j, config, dense, history)
         layers.append(dense)
     return k_cache, v_cache, layers

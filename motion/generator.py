@@ -74,6 +74,10 @@ class GeneratorConfig:
     # integrator: a velocity bias b gives a bounded offset 25·τ·b instead of a walk-off that
     # grows with time, and motion slower than 1/(2πτ) Hz is pulled back to the rest pose.
     restore_seconds: float = 0.0
+    # Departure from the paper (False = the paper): the keypoint encoder also reads x_t − x_anchor
+    # (120 inputs, not 60), so G knows where it is relative to the rest pose it started from
+    # and can learn to come back to it (docs/design.md, "Long generation").
+    anchor_input: bool = False
 
     @property
     def restore_rate(self) -> float:
@@ -95,14 +99,24 @@ TINY = GeneratorConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, encoder_hidde
 PRESETS = {"paper": PAPER, "small": SMALL, "tiny": TINY}
 
 
+def encoder_input(x_Kx6: jax.Array, anchor_Kx6: jax.Array | None) -> jax.Array:
+    """The keypoint encoder's input ``[..., 60]``, or ``[..., 120]`` with ``x − anchor`` beside
+    ``x`` when the config's ``anchor_input`` is on (``anchor`` broadcasts over ``...``)."""
+    flat = x_Kx6.reshape(x_Kx6.shape[:-2] + (N_KEYPOINTS * KEYPOINT_DIM,))
+    if anchor_Kx6 is None:
+        return flat
+    offset = (x_Kx6 - anchor_Kx6).reshape(flat.shape)
+    return jnp.concatenate([flat, offset], axis=-1)
+
+
 class KeypointEncoder(nn.Module):
     hidden: int
     d_model: int
 
     @nn.compact
-    def __call__(self, x_Kx6: jax.Array) -> jax.Array:
-        """``[..., 10, 6]`` → ``[..., d_model]``."""
-        x = x_Kx6.reshape(x_Kx6.shape[:-2] + (N_KEYPOINTS * KEYPOINT_DIM,))
+    def __call__(self, x_Kx6: jax.Array, anchor_Kx6: jax.Array | None = None) -> jax.Array:
+        """``[..., 10, 6]`` (and the anchor frame, when used) → ``[..., d_model]``."""
+        x = encoder_input(x_Kx6, anchor_Kx6)
         x = nn.gelu(nn.LayerNorm(name=ENCODER_NORM)(nn.Dense(self.hidden, name=ENCODER_IN)(x)))
         return nn.Dense(self.d_model, name=ENCODER_OUT)(x)
 
@@ -171,15 +185,16 @@ class Generator(nn.Module):
 
     def __call__(self, x_BxTxKx6, audio_Bx4TxF):
         """Teacher-forced velocities ``[B, T−1, 10, 6]`` (v_{t+1} from true x_0..t); for init."""
-        e = self.encode(x_BxTxKx6)
+        e = self.encode(x_BxTxKx6, x_BxTxKx6[:, :1])
         h = self.temporal.full(e)
         a = self.audio_projections(audio_Bx4TxF)
         step = jax.vmap(self.head, in_axes=(1, 1, 1, None), out_axes=1)
         v, _ = step(h[:, :-1], e[:, :-1], a[:, 1:], jnp.ones((self.config.levels,)))
         return v
 
-    def encode(self, x_Kx6):
-        return self.encoder(x_Kx6)
+    def encode(self, x_Kx6, anchor_Kx6=None):
+        """enc(x); ``anchor`` (the first observed frame) is read only with ``anchor_input``."""
+        return self.encoder(x_Kx6, anchor_Kx6 if self.config.anchor_input else None)
 
     def audio_projections(self, audio_Bx4AxF):
         """``[B, 4A, F]`` → ``[B, A, levels, branch_hidden]`` (FPN + first-layer audio part)."""

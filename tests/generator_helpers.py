@@ -42,7 +42,7 @@ def rollout_reencode(params, x_obs, audio_features, n_frames: int, *, config: Ge
 
     def step(k, history):
         t = n_obs - 1 + k
-        e = apply(history, method=Generator.encode)                      # [B, total, D]
+        e = apply(history, x_obs[:, :1], method=Generator.encode)        # [B, total, D]
         h = apply(e, method=Generator.temporal_full)                     # causal: later
         e_t = jax.lax.dynamic_index_in_dim(e, t, 1, keepdims=False)      # frames unused
         h_t = jax.lax.dynamic_index_in_dim(h, t, 1, keepdims=False)

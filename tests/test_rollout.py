@@ -16,6 +16,7 @@ from motion.rollout import rollout
 import dataclasses
 
 TINY_RESTORE = dataclasses.replace(TINY, restore_seconds=0.4)     # a strong leak, to see it
+TINY_ANCHOR = dataclasses.replace(TINY_RESTORE, anchor_input=True)  # and x − x0 as an input
 ROLL = jit(rollout, static_argnames=("n_frames", "config", "unroll"))
 REENCODE = jit(rollout_reencode, static_argnames=("n_frames", "config"))
 
@@ -43,8 +44,10 @@ def test_shapes_and_errors(params):
         rollout(params, x_obs, audio[:1], 10, config=TINY)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_RESTORE], ids=["paper", "restore"])
-def test_kv_cache_equals_reencode_past_the_context(params, config):
+@pytest.mark.parametrize("config", [TINY, TINY_RESTORE, TINY_ANCHOR],
+                         ids=["paper", "restore", "anchor"])
+def test_kv_cache_equals_reencode_past_the_context(config):
+    params = tiny_params(config)
     n_frames = 60
     x_obs, audio = _inputs(2, n_frames, seed=6)
     fast = ROLL(params, x_obs, audio, n_frames=n_frames, config=config)
@@ -88,12 +91,14 @@ def test_gradients_finite_through_a_40_frame_rollout(params):
     assert all(float(jnp.abs(g).max()) > 0 for g in leaves)              # every parameter used
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_RESTORE], ids=["paper", "restore"])
-def test_replayed_backward_equals_plain_autodiff(params, config):
+@pytest.mark.parametrize("config", [TINY, TINY_RESTORE, TINY_ANCHOR],
+                         ids=["paper", "restore", "anchor"])
+def test_replayed_backward_equals_plain_autodiff(config):
     """The rollout's custom VJP (a replay of the recorded forward pass, attention over the
     recorded keys and values, weight gradients formed after the scan: motion.decode) gives
     the gradients plain AD gives through the re-encode reference — for every parameter, the
     observed frames and the audio — past the context, with branch scales."""
+    params = tiny_params(config)
     n_frames = 42
     x_obs, audio = _inputs(2, n_frames, seed=10)
     target = jax.random.normal(jax.random.PRNGKey(11), (2, n_frames, 10, 6))
