@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from syncers.data.phantom import audio as phantom_audio
 from motion.app import generate as app_gen
 from motion.app import stream as app_stream
 from render import face
@@ -56,7 +57,7 @@ def speech(paths: list[str], seconds: float) -> tuple[np.ndarray, str]:
         paths = [os.fspath(REAL / n) for n in ("RD_Radio31_000.wav", "chinese_poem1.wav",
                                                 "imagine.wav") if (REAL / n).is_file()]
     if not paths:
-        return app_gen.demo_speech(seconds), "phantom speech (no real recordings found)"
+        return phantom_audio.utterance(seconds), "phantom speech (no real recordings found)"
     joined = np.concatenate([load_audio(p) for p in paths])
     repeats = int(np.ceil(seconds * SAMPLE_RATE / joined.size))
     return np.tile(joined, repeats)[:int(seconds * SAMPLE_RATE)], \

@@ -178,7 +178,8 @@ def _generator_config(raw, meta_path: Path) -> GeneratorConfig:
                                   prefix="config.")
     for field in dataclasses.fields(GeneratorConfig):
         value = getattr(config, field.name)
-        if isinstance(value, int) and value < (0 if field.name in _MAY_BE_ZERO else 1):
+        if isinstance(value, int) and not isinstance(value, bool) and \
+                value < (0 if field.name in _MAY_BE_ZERO else 1):
             raise InputError(meta_path, f"config.{field.name} must be >= "
                                         f"{0 if field.name in _MAY_BE_ZERO else 1}; got {value}")
         if isinstance(value, float) and not np.isfinite(value):

@@ -25,6 +25,7 @@ from render import face
 from render.video import probe, read_video
 from syncers.data import landmark_space
 from syncers.data.features import audio_features, feature_config, load_audio
+from syncers.data.phantom import audio as phantom_audio
 from syncers.data.phantom.template import fit_to_box
 from tolerance import assert_close
 
@@ -70,7 +71,7 @@ def media(tmp_path_factory):
                         features={**feature_config("mfcc"), "n_bands": 40})
     pixels = _face_image()
     Image.fromarray(pixels).save(root / "face.png")
-    speech = app_gen.demo_speech(SECONDS, seed=1)
+    speech = phantom_audio.utterance(SECONDS, seed=1)
     soundfile.write(root / "speech.wav", speech, 16000)
     # 24-bit stereo at 22.05 kHz: resampled and mixed down on load
     import librosa
@@ -79,7 +80,7 @@ def media(tmp_path_factory):
                     subtype="PCM_24")
     # the same parameters with corpus statistics (of phantom speech at another gain) and a
     # drift-removal window, as the bundled model records them (issue 6)
-    corpus = [app_gen.demo_speech(4.0, seed=s) * 0.3 for s in (2, 3)]
+    corpus = [phantom_audio.utterance(4.0, seed=s) * 0.3 for s in (2, 3)]
     stats = save_model(root / "stats", model, keypoint_space="phantom-v1",
                        features=feature_config("logmel"),
                        feature_stats=corpus_feature_stats([audio_features(c) for c in corpus],
@@ -375,14 +376,15 @@ def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys)
     assert "no bundled demo model is installed" in err and "--model" in err
 
 
-def test_bundled_face_and_utterance(media, monkeypatch, tmp_path, capsys):
-    """``msync generate --out x.mp4``: the astronaut and a phantom utterance, same every time."""
-    speech = app_gen.demo_speech()
-    np.testing.assert_array_equal(speech, app_gen.demo_speech())
-    assert speech.size == app_gen.DEMO_SPEECH_SECONDS * 16000 and np.abs(speech).max() > 0.1
+def test_bundled_face_and_speech(media, monkeypatch, tmp_path, capsys):
+    """``msync generate --out x.mp4``: the astronaut and the bundled recording (real speech,
+    its own audio in the mp4)."""
+    speech = load_audio(app_gen.BUNDLED_SPEECH)
+    assert 5.5 < speech.size / 16000 < 6.5 and np.abs(speech).max() > 0.5
     monkeypatch.setattr(app_gen, "DEMO_MODEL_DIR", media["phantom"])
-    monkeypatch.setattr(app_gen, "DEMO_SPEECH_SECONDS", SECONDS)  # keep the test to one bucket
-    monkeypatch.setattr(app_gen, "demo_speech", lambda: speech[:int(SECONDS * 16000)])
+    short = tmp_path / "short.wav"               # keep the test to one bucket
+    soundfile.write(short, speech[:int(SECONDS * 16000)], 16000)
+    monkeypatch.setattr(app_gen, "BUNDLED_SPEECH", short)
     code, stdout, err = _run(capsys, "--out", tmp_path / "x.mp4")
     assert code == 0, err
     assert "25 frames" in stdout

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from generator_helpers import jit, tiny_params
+from syncers.data.phantom import audio as phantom_audio
 from motion import stream
-from motion.app import generate as app_gen
 from motion.fpn import AudioFPN, lookback_frames
 from motion.generate import generate, remove_drift
 from motion.generator import TINY
@@ -21,6 +21,7 @@ from syncers.data.features import audio_features
 from tolerance import assert_close
 
 TINY_RESTORE = TINY.__class__(**{**TINY.__dict__, "restore_seconds": 0.5})
+TINY_ANCHOR = TINY.__class__(**{**TINY_RESTORE.__dict__, "anchor_input": True})
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def model():
 @pytest.fixture(scope="module")
 def speech():
     """4.3 s of phantom speech: 107 whole frames and a partial one (more than 3 FPN windows)."""
-    samples = app_gen.demo_speech(4.4, seed=5)
+    samples = phantom_audio.utterance(4.4, seed=5)
     return samples[:int(4.3 * 16000) + 123]
 
 
@@ -113,6 +114,12 @@ def test_streamed_with_restoring_term_scales_and_drift_removal(speech):
     assert np.abs(offline - plain).max() > 1e-3          # the restoring term was in play
 
 
+def test_streamed_with_the_anchor_input(speech):
+    model = GeneratorModel(tiny_params(TINY_ANCHOR), TINY_ANCHOR)
+    streamed, x0 = _streamed_keypoints(model, speech, 640)
+    assert_close(streamed, generate(model, x0, audio_features(speech)), rel=1e-5)
+
+
 @pytest.mark.parametrize("seconds", [0.05, 0.5, 1.0, 1.3])
 def test_short_clips_mirror_as_generate_does(model, speech, seconds):
     """Clips no longer than the look-ahead's mirror (symmetric padding in generate)."""
@@ -191,7 +198,7 @@ def command_media(tmp_path_factory, model):
     crop = data.astronaut()[10:250, 110:350]
     pixels = (transform.resize(crop, (96, 96), anti_aliasing=True) * 255 + 0.5).astype(np.uint8)
     Image.fromarray(pixels).save(root / "face.png")
-    speech = app_gen.demo_speech(1.5, seed=2)[:int(1.5 * 16000) - 100]
+    speech = phantom_audio.utterance(1.5, seed=2)[:int(1.5 * 16000) - 100]
     soundfile.write(root / "speech.wav", speech, 16000, subtype="PCM_16")
     pcm = np.round(np.clip(speech, -1, 1) * 32767).astype("<i2")
     (root / "speech.raw").write_bytes(pcm.tobytes())

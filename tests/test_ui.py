@@ -69,7 +69,7 @@ def media(tmp_path_factory) -> dict:
     from skimage import data, transform
 
     from generator_helpers import tiny_params
-    from motion.app import generate as app_gen
+    from syncers.data.phantom import audio as phantom_audio
     from motion.generator import TINY
     from motion.model import GeneratorModel
     from motion.saved_model import save_model
@@ -85,11 +85,11 @@ def media(tmp_path_factory) -> dict:
     ramp = np.linspace(0, 255, 128 * 128 * 3).reshape(128, 128, 3).astype(np.uint8)
     Image.fromarray(ramp).save(root / "noface.png")
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "dot.png")
-    soundfile.write(root / "speech.wav", app_gen.demo_speech(2.0, seed=3), 16000,
+    soundfile.write(root / "speech.wav", phantom_audio.utterance(2.0, seed=3), 16000,
                     subtype="PCM_16")
-    soundfile.write(root / "mic.wav", app_gen.demo_speech(8.0, seed=4), 16000, subtype="PCM_16")
+    soundfile.write(root / "mic.wav", phantom_audio.utterance(8.0, seed=4), 16000, subtype="PCM_16")
     soundfile.write(root / "silence.wav", np.zeros(32000, np.float32), 16000, subtype="PCM_16")
-    soundfile.write(root / "big.wav", app_gen.demo_speech(40.0, seed=5), 16000,
+    soundfile.write(root / "big.wav", phantom_audio.utterance(40.0, seed=5), 16000,
                     subtype="PCM_16")                                   # 1.28 MB > 1 MB
     (root / "notes.wav").write_text("these are notes, not sound\n" * 20)
     make_dataset(root / "dataset", n_train=4, n_test=3, n_frames=120)

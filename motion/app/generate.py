@@ -5,8 +5,8 @@ phantom model) → keypoints for the whole audio → frames (FOMM, else the weig
 H.264 + AAC mp4 at 25 fps. A model and a renderer must share a keypoint
 space (docs/design.md, "Keypoint spaces"). With no ``--model`` the bundled demo model
 (``motion/assets/demo_model``) is used; with no ``--image`` / ``--audio`` the astronaut
-photograph that scikit-image ships and a phantom utterance synthesised on the fly (same bytes
-every time).
+photograph that scikit-image ships and six seconds of real speech shipped with msync
+(``motion/assets/speech.flac``).
 """
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ from render.video import video_writer
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
                                    n_video_frames)
-from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
-from syncers.data.phantom import audio as pa
+from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.run import progress
 from syncers.run.errors import InputError
 from syncers.run.outputs import check_output, published
@@ -44,25 +43,16 @@ MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
 MAX_MOTION_SCALE = 10.0        # --head-scale, --lip-scale: ten times the trained motion
 MAX_DRIFT_WINDOW_S = 600.0     # --drift-window: ten minutes
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
-DEMO_SPEECH_SECONDS = 4.0
-DEMO_SPEECH_SEED = 20240
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEMO_MODEL_DIR = ASSETS / "demo_model"
+# Six seconds of a US presidential address (public domain in the US; motion/assets/README.md).
+BUNDLED_SPEECH = ASSETS / "speech.flac"
 AUDIO_NORMALIZATIONS = ("corpus", "none")
-
 
 
 def demo_image() -> np.ndarray:
     """The bundled face: scikit-image's astronaut photograph ``[512, 512, 3]`` float32 in [0, 1]."""
     return skimage_data.astronaut().astype(np.float32) / 255.0
-
-
-def demo_speech(seconds: float = DEMO_SPEECH_SECONDS, seed: int = DEMO_SPEECH_SEED) -> np.ndarray:
-    """The bundled utterance: a phantom speaker (``syncers.data.phantom.audio``), ``[n]`` float32 at
-    16 kHz, whole 40 ms frames; the same samples for the same arguments."""
-    plan_rng, audio_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    n_frames = int(round(seconds * FPS))
-    plan = pa.plan_speech(plan_rng, n_frames / FPS, f0_base=140.0)
-    return pa.render_speech(plan, n_frames * SAMPLES_PER_FRAME, audio_rng)
 
 
 def default_renderer(keypoint_space: str, fomm_checkpoint: str | None) -> str:
@@ -225,10 +215,8 @@ def generate_command(args: Any) -> None:
 
     image_name = args.image or "astronaut (bundled)"
     image = face.load_image(args.image) if args.image else demo_image()
-    if args.audio:
-        samples = load_audio(args.audio)
-    else:
-        samples = demo_speech()
+    audio_path = args.audio or os.fspath(BUNDLED_SPEECH)
+    samples = load_audio(audio_path)
     seconds = samples.size / SAMPLE_RATE
     if seconds < MIN_AUDIO_SECONDS:
         raise InputError(args.audio, f"the audio is {seconds:.2f} s long; msync generate needs "
@@ -245,7 +233,7 @@ def generate_command(args: Any) -> None:
         if fomm.config.generator.num_kp != N_KEYPOINTS:
             raise InputError(fomm_checkpoint, f"the FOMM model has {fomm.config.generator.num_kp} "
                                               f"keypoints; msync's generator moves {N_KEYPOINTS}")
-    features = features_of(args.audio, samples, kind)
+    features = features_of(audio_path, samples, kind)
     if quantiles is not None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
@@ -267,7 +255,7 @@ def generate_command(args: Any) -> None:
     started = time.perf_counter()
     with published(out) as partial:
         chunks = _frame_chunks(renderer, crop, x0, keypoints, fomm, points)
-        write_frames(partial, chunks, n_frames, crop.image.shape[0], samples, args.audio)
+        write_frames(partial, chunks, n_frames, crop.image.shape[0], samples, audio_path)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
