@@ -38,6 +38,14 @@ class DiscriminatorConfig:
     seq_hidden: int = 512
     windows: tuple[int, ...] = (5, 10, 20, 40)
     spectral_norm: bool = True
+    # Departure from the paper (1 = its D): D's inputs are multiplied by these, frames by
+    # input_scale and frame-to-frame differences by velocity_scale. A spectrally normalised D is
+    # 1-Lipschitz in its input, so real and generated frames that differ by ~0.01 (keypoints in
+    # [−1, 1], real talking-head motion) get scores that differ by ~0.01 at most, and the hinge
+    # losses sit at 2 whatever D learns; scaling lets D tell them apart (docs/design.md,
+    # "Long generation").
+    input_scale: float = 1.0
+    velocity_scale: float = 1.0
 
 
 SMALL = DiscriminatorConfig(frame_hidden=128, seq_embed=64, seq_hidden=128)
@@ -193,7 +201,7 @@ class FrameDiscriminator(nn.Module):
     def __call__(self, x_Kx6, update_stats: bool = False):
         """``[..., 10, 6]`` → scores ``[...]``."""
         c = self.config
-        z = x_Kx6.reshape(x_Kx6.shape[:-2] + (FRAME,))
+        z = c.input_scale * x_Kx6.reshape(x_Kx6.shape[:-2] + (FRAME,))
         for _ in range(c.frame_layers):
             z = nn.leaky_relu(_Dense(c.frame_hidden, c.spectral_norm)(z, update_stats), 0.2)
         return _Dense(1, c.spectral_norm)(z, update_stats)[..., 0]
@@ -218,8 +226,10 @@ class SequenceDiscriminator(nn.Module):
         batch, n_obs, n = x_BxTxKx6.shape[0], x_obs_BxOxKx6.shape[1], x_BxTxKx6.shape[1]
         full = jnp.concatenate([x_obs_BxOxKx6, x_BxTxKx6], axis=1).reshape(batch, n_obs + n,
                                                                             FRAME)
-        feats = jnp.concatenate([full[:, 1:], full[:, 1:] - full[:, :-1]], axis=-1)
-        obs = jnp.concatenate([full[:, :1], jnp.zeros_like(full[:, :1])], axis=-1)
+        feats = jnp.concatenate([c.input_scale * full[:, 1:],
+                                 c.velocity_scale * (full[:, 1:] - full[:, :-1])], axis=-1)
+        obs = jnp.concatenate([c.input_scale * full[:, :1], jnp.zeros_like(full[:, :1])],
+                              axis=-1)
         obs = jnp.concatenate([obs, feats[:, :n_obs - 1]], axis=1)          # [B, O, 2F]
         seq = feats[:, n_obs - 1:]                                          # [B, T, 2F]
         sizes = [size for size in c.windows if size <= n]

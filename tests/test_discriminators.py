@@ -140,3 +140,20 @@ def test_packed_lstm_keeps_one_power_iteration_per_embedding_call():
     # The stats moved: a single call per D forward would leave different vectors.
     assert any(np.abs(np.asarray(a - b)).max() > 1e-4 for a, b in
                zip(jax.tree.leaves(ours_stats), jax.tree.leaves(variables["batch_stats"])))
+
+
+def test_input_scales_multiply_what_d_reads():
+    """input_scale / velocity_scale: D with scale s on x is D with scale 1 on s·x (frames), and
+    D_s's velocity channel is scaled on its own."""
+    config = dataclasses.replace(TINY, spectral_norm=False)
+    scaled = dataclasses.replace(config, input_scale=20.0, velocity_scale=20.0)
+    x = 0.3 * jax.random.normal(jax.random.PRNGKey(0), (2, 10, 10, 6))
+    obs = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (2, 3, 10, 6))
+    frame = FrameDiscriminator(config)
+    params = frame.init(jax.random.PRNGKey(2), x)
+    np.testing.assert_allclose(FrameDiscriminator(scaled).apply(params, x),
+                               frame.apply(params, 20.0 * x), rtol=1e-5, atol=1e-5)
+    seq = SequenceDiscriminator(config)
+    params = seq.init(jax.random.PRNGKey(3), obs, x)
+    np.testing.assert_allclose(SequenceDiscriminator(scaled).apply(params, obs, x),
+                               seq.apply(params, 20.0 * obs, 20.0 * x), rtol=1e-4, atol=1e-4)
