@@ -209,7 +209,9 @@ def _mouth(xy, lm, source, colours):
     s_up, s_lo = _lips(source, along)
     gap_s = (s_lo - s_up) * width / _axis(source[60], source[64])[2]
     reveal = jnp.clip((gap - jnp.maximum(gap_s, 0.0)) / jnp.maximum(gap, 1.0), 0.0, 1.0)
-    alpha = inside * reveal
+    # Never beyond the driven outer lips: twisted lips (a generator's bad frame) can bend the
+    # inner curves far outside the mouth, which painted cavities over the cheek.
+    alpha = inside * reveal * _inside_polygon(xy, lm[48:60])
 
     along = jnp.clip(along, 0.0, 1.0)
     below_upper, above_lower = w - w_up, w_lo - w          # pixels from each lip
@@ -240,6 +242,17 @@ def _mouth(xy, lm, source, colours):
     # a soft shadow of the lips on the rim
     rim = 1.0 - 0.15 * jnp.exp(-jnp.minimum(below_upper, above_lower) / 1.2)
     return colour * rim[..., None], alpha
+
+
+def _inside_polygon(xy, polygon):
+    """``[h, w]`` 1.0 where the pixels ``xy [h, w, 2]`` lie inside the closed ``polygon [n, 2]``
+    (even-odd crossings of a ray along +x), else 0.0."""
+    a, b = polygon, jnp.roll(polygon, -1, axis=0)                          # edges a → b
+    x, y = xy[..., None, 0], xy[..., None, 1]
+    straddles = (a[:, 1] > y) != (b[:, 1] > y)
+    t = (y - a[:, 1]) / jnp.where(b[:, 1] == a[:, 1], 1e-9, b[:, 1] - a[:, 1])
+    crossing = straddles & (x < a[:, 0] + t * (b[:, 0] - a[:, 0]))
+    return (jnp.sum(crossing, axis=-1) % 2).astype(xy.dtype)
 
 
 def _eye(xy, patch, origin, held, driven):

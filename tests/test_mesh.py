@@ -265,3 +265,14 @@ def test_mouth_activity_follows_speech_driven_lips(portrait, real_media):
                          mesh.MeshConfig(chunk=8))
     result = activity_r((frames * 255 + 0.5).astype(np.uint8), samples)
     assert result["r"] > 0.8 and result["lag"] == 0
+
+
+def test_the_mouth_is_never_painted_outside_the_outer_lips():
+    """Twisted inner lips (a bad generated frame) cannot paint a cavity over the cheek."""
+    import jax.numpy as jnp
+    from render import interior
+    square = jnp.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    xy = jnp.stack(jnp.meshgrid(jnp.arange(-5.0, 15.0), jnp.arange(-5.0, 15.0), indexing="xy"),
+                   -1)
+    inside = np.asarray(interior._inside_polygon(xy, square))
+    assert inside.sum() == 100 and inside[5 + 5, 5 + 5] == 1 and inside[0, 0] == 0
