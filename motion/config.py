@@ -11,6 +11,7 @@ from motion.discriminators import DiscriminatorConfig
 from motion.generator import GeneratorConfig
 from motion.losses import LossConfig
 from syncers.data.windows import Augment
+from syncers.run.config import count, non_negative, positive, ranged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,30 +19,30 @@ class OptimConfig:
     """Adam (β1 = 0, β2 = 0.999) for G and D, both ×``decay_factor`` after ``decay_step``.
     ``eps`` is Adam's ε (optax's default): a gradient entry much smaller than it gets a step
     proportional to itself rather than ±lr."""
-    lr_g: float = 2e-5
-    lr_d: float = 1e-5
-    b1: float = 0.0
-    b2: float = 0.999
-    eps: float = 1e-8
-    decay_step: int = 70000
-    decay_factor: float = 0.1
+    lr_g: float = positive(2e-5)
+    lr_d: float = positive(1e-5)
+    b1: float = ranged(0.0, ge=0, lt=1)
+    b2: float = ranged(0.999, ge=0, lt=1)
+    eps: float = positive(1e-8)
+    decay_step: int = non_negative(70000)
+    decay_factor: float = positive(0.1)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 75000
-    batch_size: int = 8
-    seq_frames: int = 40           # generated frames per training sequence (after obs_len)
+    steps: int = count(75000)
+    batch_size: int = count(8)
+    seq_frames: int = count(40)    # generated frames per training sequence (after obs_len)
     # Frames G rolls out on its own (no gradient) before the scored sequence, which then starts
     # from G's own state and history, as at inference after a while (docs/design.md, "Long
     # generation"); 0 = the paper (scored frames follow the observed ones).
-    burn_in_frames: int = 0
-    checkpoint_every: int = 5000
-    log_every: int = 50
-    validate_every: int = 1000
-    val_batch_size: int = 16       # the fixed validation batch (val split, no augmentation)
-    max_to_keep: int = 2
-    seed: int = 0
+    burn_in_frames: int = non_negative(0)
+    checkpoint_every: int = count(5000)
+    log_every: int = count(50)
+    validate_every: int = count(1000)
+    val_batch_size: int = count(16)   # the fixed validation batch (val split, no augmentation)
+    max_to_keep: int = count(2)
+    seed: int = non_negative(0)
 
 
 @dataclasses.dataclass(frozen=True)

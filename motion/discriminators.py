@@ -26,17 +26,18 @@ import jax
 import jax.numpy as jnp
 
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
+from syncers.run.config import count, ranged
 
 FRAME = N_KEYPOINTS * KEYPOINT_DIM
 
 
 @dataclasses.dataclass(frozen=True)
 class DiscriminatorConfig:
-    frame_hidden: int = 512
-    frame_layers: int = 3
-    seq_embed: int = 256
-    seq_hidden: int = 512
-    windows: tuple[int, ...] = (5, 10, 20, 40)
+    frame_hidden: int = count(512)
+    frame_layers: int = count(3)
+    seq_embed: int = count(256)
+    seq_hidden: int = count(512)
+    windows: tuple[int, ...] = ranged((5, 10, 20, 40), ge=1)   # frames
     spectral_norm: bool = True
     # Departure from the paper (1 = its D): D's inputs are multiplied by these, frames by
     # input_scale and frame-to-frame differences by velocity_scale. A spectrally normalised D is

@@ -151,3 +151,62 @@ def plot(generated_Tx10x6: np.ndarray, gt_Tx10x6: np.ndarray, space: str, path) 
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+# --------------------------------------------------------------------------- the record
+
+# A long rollout "drifts" when its rigid keypoints end farther than this many times the ground
+# truth's from where they started (the longest horizon measured: 60 s of a clip of its own, else
+# 60 s of concatenated test audio against a test clip's end). Real and phantom heads stay within
+# a band around their rest pose, so a generator that follows them ends within about 1–2 times
+# the ground truth's displacement; one that walks off keeps growing past it.
+DRIFT_RATIO_LIMIT = 3.0
+RECORD_FORMAT = "msync-long-horizon"
+
+
+def record(result: dict, *, step: int | None, params_sha256: str | None,
+           measured_by: str) -> dict:
+    """What ``msync evaluate --model`` records about a model's long rollouts (the sidecar
+    ``long_horizon.json`` beside its ``model.json``, or ``model.json``'s ``long_horizon`` key):
+    the 60 s drift (``motion.evaluate.drift``), the long-horizon summary when the split has clips
+    of 60 s (:func:`aggregate`, without the per-sequence entries), the model step and parameter
+    digest it was measured on, and the verdict (:func:`verdict`)."""
+    drift = {k: v for k, v in (result.get("drift") or {}).items()
+             if k in ("finite", "starts", "frames", "after_10s", "after_60s", "max_over_run",
+                      "gt_end_of_clip", "gt_clip_seconds")}
+    long = {k: v for k, v in (result.get("long_horizon") or {}).items()
+            if k not in ("per_sequence",)}
+    out = {"format": RECORD_FORMAT, "version": 1, "model_step": step,
+           "params_sha256": params_sha256, "measured_by": measured_by, "drift": drift,
+           "long_horizon": long}
+    drifts, figures = verdict(out)
+    out["verdict"] = {"drifts": drifts, "figures": figures,
+                      "rule": f"drifts when the rigid keypoints end more than "
+                              f"{DRIFT_RATIO_LIMIT:g} times as far from their start as the "
+                              f"ground truth's, or a value is not finite"}
+    return out
+
+
+def percent_of_width(distance: float) -> str:
+    """A distance in keypoint units (the frame spans [−1, 1]) as a share of the frame's width."""
+    return f"{50 * distance:.1f} % of the frame width"
+
+
+def verdict(rec: dict) -> tuple[bool, str]:
+    """``(drifts, the figures behind it)`` of a :func:`record` (see :data:`DRIFT_RATIO_LIMIT`)."""
+    drift, long = rec.get("drift") or {}, rec.get("long_horizon") or {}
+    if drift.get("finite") is False or (long.get("sequences") and long.get("finite") is False):
+        return True, "its long rollouts reach NaN or infinite values"
+    horizons = long.get("displacement") or {}
+    if horizons:
+        name = max(horizons, key=lambda h: float(h.rstrip("s")))
+        gen, gt = horizons[name]["generated"], horizons[name]["gt"]
+        figures = (f"rigid keypoints {percent_of_width(gen)} from their start after "
+                   f"{name[:-1]} s, ground truth {percent_of_width(gt)}")
+    elif drift.get("after_60s") is not None and drift.get("gt_end_of_clip") is not None:
+        gen, gt = drift["after_60s"], drift["gt_end_of_clip"]
+        figures = (f"rigid keypoints {percent_of_width(gen)} from their start after 60 s, "
+                   f"ground truth {percent_of_width(gt)} after {drift['gt_clip_seconds']:g} s")
+    else:
+        return False, "no long rollout measured"
+    return bool(gen > DRIFT_RATIO_LIMIT * max(gt, 1e-9)), figures

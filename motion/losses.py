@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 
 from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.run.config import count, non_negative, ranged
 from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
                                   temporal_pyramid)
 
@@ -30,20 +31,20 @@ ScoreFn = Callable[[int, jax.Array, jax.Array], jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    lambda_av: float = 8.0
-    lambda_adv: float = 0.1
-    lambda_rec: float = 1.0
+    lambda_av: float = non_negative(8.0)
+    lambda_adv: float = non_negative(0.1)
+    lambda_rec: float = non_negative(1.0)
     multiscale_av: bool = True      # False: L_AV on level 1 only (ablation)
-    levels: int = 4
+    levels: int = ranged(4, ge=1, le=4)   # syncer levels scored (the pyramid has 4)
     frame_discriminator: bool = True
     sequence_discriminator: bool = True
-    pyramid_kind: str = "box"
-    pyramid_k: int = 3
+    pyramid_kind: Literal["box", "gaussian"] = "box"
+    pyramid_k: int = count(3)
     # Departure from eq. 16 (0 = the paper): λ_vel·L_vel, the squared error of the generated
     # frame-to-frame changes against the ground truth's (docs/design.md, "Long generation").
     # L_rec weighs a velocity error by how far it carries the positions, so fast jitter that
     # averages out costs almost nothing there; L_vel charges it frame by frame.
-    lambda_vel: float = 0.0
+    lambda_vel: float = non_negative(0.0)
 
 
 def d_hinge(real, fake) -> jax.Array:

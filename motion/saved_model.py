@@ -13,17 +13,26 @@ A saved model is a directory holding
   ``linspace(0, 1, Q)``) of the training split's audio features, which ``msync generate`` matches
   an utterance's features onto (``motion.generate.match_features``; models without them are
   used as they are) — and ``"drift_window_s": float``, the drift-removal window ``msync
-  generate`` applies by default (``motion.generate.remove_drift``; absent = none);
+  generate`` applies by default (``motion.generate.remove_drift``; absent = none; a model that
+  needs one has a drift problem, and ``generate`` says so), and ``"long_horizon"``: the record of
+  a long-rollout check (``motion.long_horizon.record``; absent = none);
 - ``params.msgpack``: the generator's parameters, ``flax.serialization.msgpack_serialize`` of a
   plain nested dict of float32 arrays. msgpack carries data only, so loading one never runs code.
 
 :func:`load_model` also accepts a generator *training run* (``msync train generator --out RUN``),
 whose exported model lives in ``RUN/model``.
+
+``msync evaluate --model`` measures a model's long rollouts; the trainer exports before that, so
+evaluate records them in a sidecar ``long_horizon.json`` beside ``model.json`` (the same record,
+with the model's step and the SHA-256 of its ``params.msgpack``: a later export at another step,
+or other parameters, leaves it stale and it is not read). :func:`long_rollout_warning` is what
+``generate`` says when a model has no such record or drifts.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +43,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from motion import long_horizon
 from motion.generator import GeneratorConfig, init_params
 from motion.model import GeneratorModel, ready
 from motion.official import config as official_config
@@ -41,12 +51,13 @@ from motion.official.layout import template as official_template
 from motion.official.model import OfficialModel
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError, one_line
-from syncers.run.outputs import staging_dir
+from syncers.run.outputs import published, staging_dir
 
 FORMAT = "msync-generator"
 VERSION = 1
 META = "model.json"
 PARAMS = "params.msgpack"
+LONG_HORIZON = "long_horizon.json"    # evaluate's record of the long rollouts (sidecar)
 N_QUANTILES = 101          # percentiles 0, 1, ..., 100: about 30 KB of JSON at 26 bands
 MAX_STATS_FRAMES = 2_000_000   # ≈ 5.5 h of audio: percentiles are settled long before that
 
@@ -124,13 +135,13 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     ``(OfficialModel, info)`` for a converted release (``arch: ms-sync-official``).
 
     ``info`` is the parsed ``model.json`` (``keypoint_space``, ``features``, ``syncers_run``,
-    ``step``, ...). Anything malformed is an :class:`InputError` naming the file.
+    ``step``, ...) plus ``params_sha256``, the digest of the parameters read (not a key of the
+    file). Anything malformed is an :class:`InputError` naming the file.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such model (a directory from `msync train generator`)")
-    if (path / "model" / META).is_file() and not (path / META).is_file():
-        path = path / "model"
+    path = model_dir(path)
     meta_path = path / META
     if not meta_path.is_file():
         raise InputError(path, f"not a generator model (no {META}; train one with "
@@ -148,7 +159,7 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     if arch == official_config.ARCH:
         config = official_config.from_dict(info.get("config"), meta_path)
         _check_generate_settings(info, config, meta_path)
-        params = _read_params(path / PARAMS, official_template(config))
+        params = _read_params(path / PARAMS, official_template(config), info)
         return OfficialModel(params=params, config=config), info
     if arch is not None:
         raise InputError(meta_path, f"unknown arch {arch!r} (this msync runs its own generator "
@@ -161,8 +172,71 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     except Exception as err:  # noqa: BLE001 - sizes no generator can have
         raise InputError(meta_path, f"config cannot build a generator ({one_line(err)})") \
             from None
-    params = _read_params(path / PARAMS, template)
+    params = _read_params(path / PARAMS, template, info)
     return ready(GeneratorModel(params=params, config=config)), info
+
+
+def model_dir(path: str | os.PathLike) -> Path:
+    """The directory holding ``model.json``: ``path`` itself, or a training run's ``RUN/model``."""
+    path = Path(path)
+    if (path / "model" / META).is_file() and not (path / META).is_file():
+        return path / "model"
+    return path
+
+
+def write_long_horizon(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` (``motion.long_horizon.record``) beside the model's ``model.json``
+    (atomically); returns the file."""
+    target = model_dir(path) / LONG_HORIZON
+    with published(target) as partial:
+        partial.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return target
+
+
+def long_horizon_record(path: str | os.PathLike, info: dict) -> dict | None:
+    """The long-rollout record of the model ``load_model(path)`` returned with ``info``:
+    ``model.json``'s ``long_horizon``, else the sidecar when it was measured on this very model
+    (its step and parameter digest), else None."""
+    own = info.get("long_horizon")
+    if isinstance(own, dict):
+        return own
+    try:
+        record = json.loads((model_dir(path) / LONG_HORIZON).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != long_horizon.RECORD_FORMAT:
+        return None
+    if record.get("model_step") != info.get("step") or \
+            record.get("params_sha256") != info.get("params_sha256"):
+        return None                      # measured on an earlier export: stale
+    return record
+
+
+def long_rollout_warning(path: str | os.PathLike, info: dict, name: str) -> str | None:
+    """What ``msync generate`` warns about a model's long rollouts (one line, without the
+    ``msync: warning:`` prefix), or None: a model that records ``drift_window_s`` (it needed its
+    slow motion removed), one whose record says it drifts, or one with no record at all. A
+    converted release is not checked (``evaluate --model`` cannot score it)."""
+    if info.get("arch") is not None:
+        return None
+    check = (f"`msync evaluate --model {name} --data DATA --syncers SYNCERS` measures it "
+             "and records the result")
+    record = long_horizon_record(path, info)
+    drifts, figures = long_horizon.verdict(record) if record else (None, None)
+    window = info.get("drift_window_s") or 0
+    if window:
+        measured = f" (last check: {figures})" if record else ""
+        return (f"{name}: this model's long rollouts drift{measured}: it records drift_window_s "
+                f"= {window:g} s, so generate removes motion slower than {window:g} s, slow "
+                f"head motion with it; {check}")
+    if record is None:
+        return (f"{name}: no long-rollout check is recorded for this model (step "
+                f"{info.get('step')}): its motion may drift over long audio; {check}")
+    if drifts:
+        return (f"{name}: this model drifts in long rollouts ({figures}; {LONG_HORIZON}); "
+                "pass --drift-window S to remove slow motion, or retrain with "
+                "model.restore_seconds > 0")
+    return None
 
 
 # GeneratorConfig's integer fields that may be 0 (all others count something and must be >= 1).
@@ -190,13 +264,16 @@ def _generator_config(raw, meta_path: Path) -> GeneratorConfig:
     return config
 
 
-def _read_params(params_path: Path, template):
+def _read_params(params_path: Path, template, info: dict):
     """``params.msgpack`` as float32 numpy leaves of ``template``'s tree: exactly its names
-    and shapes (a leaf missing, one more, or one of another shape is refused)."""
+    and shapes (a leaf missing, one more, or one of another shape is refused); the digest of
+    the bytes read goes to ``info["params_sha256"]``."""
     if not params_path.is_file():
         raise InputError(params_path, "missing")
+    data = params_path.read_bytes()
+    info["params_sha256"] = hashlib.sha256(data).hexdigest()
     try:
-        state = flax.serialization.msgpack_restore(params_path.read_bytes())
+        state = flax.serialization.msgpack_restore(data)
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(params_path, f"cannot be read as generator parameters ({err})") from None
     want, got = _leaves(template), _leaves(state)
@@ -241,6 +318,9 @@ def _check_generate_settings(info: dict, config: GeneratorConfig | official_conf
         if not np.all(np.isfinite(quantiles)) or np.any(np.diff(quantiles, axis=0) < 0):
             raise InputError(meta_path, "feature_stats quantiles must be finite and "
                                         "non-decreasing in every band")
+    if info.get("long_horizon") is not None and not isinstance(info["long_horizon"], dict):
+        raise InputError(meta_path, "long_horizon must be a record of msync evaluate --model "
+                                    "(a mapping)")
     window = info.get("drift_window_s")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
                                or not np.isfinite(window) or window < 0):

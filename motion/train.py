@@ -64,7 +64,7 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
 from motion.model import GeneratorModel
 from motion.rollout import rollout
-from motion.saved_model import (META, PARAMS, corpus_feature_stats, exported_step,
+from motion.saved_model import (LONG_HORIZON, META, PARAMS, corpus_feature_stats, exported_step,
                                 save_model)
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
@@ -433,7 +433,7 @@ def _train_locked(config: GeneratorRunConfig, inputs: _Inputs, syncers_run, work
         # What killed writers of this run left (msync's temporary names only; the lock says
         # no writer is running): the export's staging directory, half-written files.
         remove_leftovers(*(workdir / name for name in RUN_FILES),
-                         *(workdir / "model" / name for name in (PARAMS, META)))
+                         *(workdir / "model" / name for name in (PARAMS, META, LONG_HORIZON)))
         config_lib.dump(config, workdir / "config.yaml")
 
     score_fn = syncer_score_fn(syncers.model, syncers.info["score"])

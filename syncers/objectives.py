@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from syncers.models import score_fn
+from syncers.run.config import non_negative, positive
 
 Name = Literal["infonce", "bce", "clip", "l1contrast", "triplet"]
 NAMES: tuple[str, ...] = ("infonce", "bce", "clip", "l1contrast", "triplet")
@@ -34,10 +35,10 @@ NAMES: tuple[str, ...] = ("infonce", "bce", "clip", "l1contrast", "triplet")
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
     name: Name = "infonce"
-    temperature: float = 0.1       # initial τ
+    temperature: float = positive(0.1)        # initial τ
     learn_temperature: bool = True
-    min_temperature: float = 0.01  # τ is clipped here (CLIP's logit-scale cap of 100)
-    margin: float = 0.2            # triplet only
+    min_temperature: float = positive(0.01)   # τ is clipped here (CLIP's logit-scale cap of 100)
+    margin: float = non_negative(0.2)         # triplet only
 
 
 def score_kind(config: ObjectiveConfig) -> str:

@@ -26,6 +26,7 @@ from syncers.data.dataset import Clip
 from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_center_offset,
                                   temporal_pyramid)
+from syncers.run.config import count, ranged
 from syncers.run.errors import InputError
 
 
@@ -34,18 +35,18 @@ from syncers.run.errors import InputError
 class DataConfig:
     """What motion the syncers read, and how the pyramid is built."""
     motion: Literal["keypoints", "landmarks"] = "keypoints"
-    points: tuple[int, ...] = ()           # subset of keypoints/landmarks; () = all
+    points: tuple[int, ...] = ranged((), ge=0)   # subset of keypoints/landmarks; () = all
     pyramid_kind: Literal["box", "gaussian"] = "box"
-    pyramid_k: int = 3
+    pyramid_k: int = count(3)             # 2k+1 taps (eq. 5)
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """Batch size and negatives per level (tuples indexed by level − 1)."""
-    batch_size: int = 64
-    hard_negatives: tuple[int, ...] = (12, 12, 12, 0)
-    other_negatives: tuple[int, ...] = (0, 0, 0, 48)
-    min_shift: int = 2
+    batch_size: int = count(64)
+    hard_negatives: tuple[int, ...] = ranged((12, 12, 12, 0), ge=0)
+    other_negatives: tuple[int, ...] = ranged((0, 0, 0, 48), ge=0)
+    min_shift: int = count(2)             # level frames between a hard negative and the positive
 
 
 def motion_features(clip: Clip, config: DataConfig) -> np.ndarray:

@@ -46,6 +46,7 @@ from syncers.data.features import feature_mismatch
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
+from syncers.run.config import count, non_negative, positive, ranged
 from syncers.run import loop
 from syncers.run import parallel, progress
 from syncers.run.errors import InputError
@@ -60,20 +61,20 @@ _RESUMABLE_CHANGES = ("data_root", "train.levels")
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    learning_rate: float = 1e-4
+    learning_rate: float = positive(1e-4)
     schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    grad_clip: float = 1.0         # global-norm clip; 0 switches it off
+    warmup_steps: int = non_negative(0)
+    grad_clip: float = non_negative(1.0)     # global-norm clip; 0 switches it off
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 20000             # per level
-    levels: tuple[int, ...] = (1, 2, 3, 4)
-    checkpoint_every: int = 1000
-    log_every: int = 50
-    max_to_keep: int = 2
-    seed: int = 0
+    steps: int = count(20000)      # per level
+    levels: tuple[int, ...] = ranged((1, 2, 3, 4), ge=1, le=4)
+    checkpoint_every: int = count(1000)
+    log_every: int = count(50)
+    max_to_keep: int = count(2)
+    seed: int = non_negative(0)
 
 
 @dataclasses.dataclass(frozen=True)

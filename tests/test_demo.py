@@ -64,8 +64,9 @@ def test_index_page_has_posters_and_leaves_markdown_images_to_the_plots(tmp_path
 def test_too_small_corpus_is_one_line_exit_2(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--set", "corpus.clips=5"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "msync: error: --set: corpus.clips must be at least 20 (train/val/test splits); got 5")
+        "msync: error: --set: corpus.clips must be from 20 to 100000; got 5")
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--set", "drift_window_s=-1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "msync: error: --set: drift_window_s must be a number of seconds >= 0 (0 = off); got -1.0")
+        "msync: error: --set: drift_window_s must be from 0 to 600; got -1.0")
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--set", "no.such=1"]) == 2
+    assert not (tmp_path / "d").exists()

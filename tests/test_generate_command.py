@@ -492,3 +492,32 @@ def test_shipped_demo_model_is_a_small_phantom_model():
     size = sum(p.stat().st_size for p in app_gen.DEMO_MODEL_DIR.iterdir())
     assert size < 10 * 2 ** 20
     assert model.config.d_model == 128
+
+
+def test_warnings_name_unsafe_scales_and_models_whose_long_rollouts_are_unknown_or_drift(
+        media, tmp_path, capsys):
+    """Guards on the default path: one warning line each, after every input was accepted,
+    and the video is written anyway."""
+    out = tmp_path / "w.mp4"
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", out, "--head-scale", "3", "--lip-scale", "2")
+    assert code == 0 and out.is_file(), err
+    lines = err.strip().splitlines()
+    warnings = [line for line in lines if line.startswith("msync: warning: ")]
+    assert warnings == [
+        "msync: warning: --head-scale: 3 is outside the safe range 0 to 2 (1 = as trained): "
+        "the motion may leave the face's natural range; going on",
+        f"msync: warning: {media['phantom']}: no long-rollout check is recorded for this model "
+        "(step 0): its motion may drift over long audio; `msync evaluate --model "
+        f"{media['phantom']} --data DATA --syncers SYNCERS` measures it and records the result"]
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["drift"], "--out", out)
+    assert code == 0, err
+    (warning,) = [line for line in err.splitlines() if line.startswith("msync: warning: ")]
+    assert warning.startswith(f"msync: warning: {media['drift']}: this model's long rollouts "
+                              "drift: it records drift_window_s = 0.4 s") and \
+        "msync evaluate --model" in warning
+    # bad input stays one line: the warnings come only once the inputs are accepted
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--out", out, "--head-scale", "3", "--crop-scale", "9")
+    _one_line_error(code, err)

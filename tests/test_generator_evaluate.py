@@ -224,3 +224,39 @@ def test_missing_model_is_a_one_line_error(data, syncers, tmp_path, capsys):
     assert cli.main(["evaluate", "--data", str(data), "--syncers", str(syncers), "--model",
                      str(tmp_path / "nope"), "--out", str(tmp_path / "eval")]) == 2
     assert "nope" in one_line_error(capsys)
+
+
+def test_evaluate_records_the_long_rollouts_beside_the_model_for_generate(data, syncers,
+                                                                          tmp_path, capsys):
+    """``evaluate --model`` writes long_horizon.json beside model.json; generate reads it for
+    the model it was measured on (step and parameters) and ignores it once re-exported."""
+    from motion.saved_model import (LONG_HORIZON, long_horizon_record, long_rollout_warning,
+                                    model_dir)
+
+    run = tmp_path / "run"
+    tiny_model(run / "model", zero_velocity=True)                   # a training run's layout
+    model, info = load_model(run)
+    assert "no long-rollout check is recorded" in long_rollout_warning(run, info, "RUN")
+    assert cli.main(["evaluate", "--data", str(data), "--syncers", str(syncers), "--model",
+                     str(run), "--out", str(tmp_path / "eval")]) == 0
+    assert "msync: long rollouts stay in place (rigid keypoints 0.0 % of the frame width" \
+        in capsys.readouterr().err
+    record = json.loads((run / "model" / LONG_HORIZON).read_text())
+    assert record["model_step"] == 0 and record["params_sha256"] == info["params_sha256"]
+    assert record["verdict"]["drifts"] is False and record["drift"]["after_60s"] == 0
+    _, info = load_model(run)
+    assert long_horizon_record(run, info) == record
+    assert long_rollout_warning(run, info, "RUN") is None           # checked, and it holds
+    # a drifting record: generate says so, with the figures
+    drifting = {**record, "drift": {**record["drift"], "after_60s": 0.5}}
+    (model_dir(run) / LONG_HORIZON).write_text(json.dumps(drifting))
+    warning = long_rollout_warning(run, info, "RUN")
+    assert warning.startswith("RUN: this model drifts in long rollouts (rigid keypoints 25.0 % "
+                              "of the frame width from their start after 60 s")
+    # re-exported (another step): the record is stale and not read
+    model, _ = load_model(run)
+    save_model(run / "model", model, keypoint_space="test-v1", step=4)
+    _, info = load_model(run)
+    assert long_horizon_record(run, info) is None
+    assert "no long-rollout check is recorded for this model (step 4)" in \
+        long_rollout_warning(run, info, "RUN")

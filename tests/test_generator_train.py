@@ -199,9 +199,10 @@ def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
     assert _cli(setup, tmp_path, "--set", "no.such=1") == 2
     assert "--set: unknown config key 'no.such'" in capsys.readouterr().err
 
-    for bad in ("optim.eps=0", "optim.b2=1"):
+    for bad, message in (("optim.eps=0", "optim.eps must be > 0; got 0.0"),
+                         ("optim.b2=1", "optim.b2 must be >= 0 and < 1; got 1.0")):
         assert _cli(setup, tmp_path, "--set", bad) == 2
-        assert "--set: Adam needs optim.eps > 0" in capsys.readouterr().err
+        assert f"--set: {message}" in capsys.readouterr().err
 
     assert _cli(setup, tmp_path, syncers=empty) == 2
     assert f"{empty}: not a syncer run" in capsys.readouterr().err

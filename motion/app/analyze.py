@@ -183,16 +183,17 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     clip_frames, eval_clips = _evaluation_length(eval_clips, scales, manifest.root, split)
     matched = None if generated is None else \
         _generated_clips(generated, eval_clips, clip_frames, source, manifest)
+    # The syncers' config is read (keys, types, ranges) before anything is written.
+    overrides = [*overrides, "data.motion=landmarks",
+                 f"data.points=[{','.join(map(str, points))}]",
+                 f"train.levels=[{','.join(map(str, levels))}]"]
+    config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
 
     # OUT/.lock for the rest: a second analysis into this --out is refused (its syncers
     # would train in the same run directory).
     with locked(out):
         # Step 2: syncers on the train split's centred tracks.
         rigid_root = _write_rigid(out / "rigid", manifest, train_clips, source)
-        overrides = [*overrides, "data.motion=landmarks",
-                     f"data.points=[{','.join(map(str, points))}]",
-                     f"train.levels=[{','.join(map(str, levels))}]"]
-        config = config_lib.load(SyncersConfig, config_path or DEFAULT_CONFIG, overrides)
         # The path is set directly: through YAML an escaped emoji comes back as two surrogates.
         config = dataclasses.replace(config, data_root=str(rigid_root))
         trained_at = time.perf_counter()

@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import sys
+import textwrap
 import traceback
 from typing import Callable, Sequence
 
@@ -91,221 +92,474 @@ def _shard(text: str) -> tuple[int, int]:
 def _distributed_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distributed", action="store_true",
-        help="multi-host: start jax.distributed first (SLURM, Open MPI, cloud TPU detected; "
-             "else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+        help="multi-host training: start jax.distributed first (SLURM, Open MPI and cloud TPU "
+             "are detected; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+             "JAX_PROCESS_ID); only process 0 writes the run's files")
+
+
+def _set_flag(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help=f"override one key of the --config YAML, e.g. {example}; the "
+                             "value is read as YAML; repeatable; an unknown key or a value "
+                             "outside the key's range is refused before any work")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions and option help to the terminal, but keeps the line breaks of text
+    that has them and never wraps an indented line: the examples stay one command a line, so
+    they can be copied whole."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(line if line.startswith(" ") else
+                         textwrap.fill(line, width, initial_indent=indent,
+                                       subsequent_indent=indent)
+                         for line in text.splitlines())
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class _Parser(argparse.ArgumentParser):
     # argparse's own exit code for usage errors is already 2; keep its message to one line.
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="msync", description="MS-Sync talking heads in JAX/Flax.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="msync", description="MS-Sync talking heads in JAX/Flax: one face image and speech "
+                                  "-> a talking-head video; train, evaluate and analyse the "
+                                  "models. `msync COMMAND --help` describes each command.",
+        epilog=_examples("msync generate --out hello.mp4            # bundled face, speech "
+                         "and model",
+                         "msync generate --image me.jpg --audio speech.wav --out me.mp4",
+                         "msync demo --out demo/                     # the whole pipeline, "
+                         "then open demo/index.html"))
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of any error (for bug reports)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                     metavar="COMMAND")
 
-    data = commands.add_parser("data", help="make datasets").add_subparsers(
-        dest="data_command", required=True, parser_class=_Parser)
-    synth = data.add_parser("synth", help="synthesise a phantom corpus with known coupling")
-    synth.add_argument("--out", required=True, help="dataset directory to write")
-    synth.add_argument("--clips", type=_positive_int, default=200)
-    synth.add_argument("--seconds", type=_positive_float, default=8.0)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--coupling", type=_coupling, default={},
-                       help="coupling gains, e.g. head=0 (negative control) or lips=0")
-    synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
+    data = commands.add_parser("data", help="make datasets (synth, prepare)",
+                               description="Make datasets: a synthetic phantom corpus or one "
+                                           "prepared from real videos.").add_subparsers(
+        dest="data_command", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
+    synth = data.add_parser(
+        "synth", help="synthesise a phantom corpus with known speech/motion coupling",
+        description="Synthesise a phantom corpus: seeded synthetic talking heads (keypoints "
+                    "and speech) whose lips and head follow the speech by construction, split "
+                    "80/10/10 into train/val/test. The test bed of every other command.",
+        epilog=_examples("msync data synth --out runs/phantom",
+                         "msync data synth --out runs/control --coupling head=0   # negative "
+                         "control",
+                         "msync data synth --out runs/long --clips 40 --seconds 60"))
+    synth.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    synth.add_argument("--clips", type=_positive_int, default=200, metavar="N",
+                       help="number of clips, 1 to 100000 (default %(default)s; the demo needs "
+                            "at least 20 for its splits)")
+    synth.add_argument("--seconds", type=_positive_float, default=8.0, metavar="S",
+                       help="length of each clip in seconds, 1.6 to 3600 (default %(default)s; "
+                            "evaluate needs 8 s clips, its long-generation check 60 s)")
+    synth.add_argument("--seed", type=int, default=0, metavar="K",
+                       help="random seed, >= 0; the same seed gives the same bytes (default "
+                            "%(default)s)")
+    synth.add_argument("--coupling", type=_coupling, default={}, metavar="head=G,lips=G",
+                       help="how much of the head and lip motion follows the speech, finite "
+                            "gains (default head=1,lips=1: fully coupled; head=0 is the "
+                            "negative control)")
+    synth.add_argument("--features", choices=("logmel", "mfcc"), default="logmel",
+                       help="audio features stored with the clips: 26 log-mel energies or 26 "
+                            "MFCCs at 100 Hz (default %(default)s)")
     synth.set_defaults(handler=_command("motion.app.synth:synth_command"))
-    prepare = data.add_parser("prepare", help="turn real videos into a dataset")
-    prepare.add_argument("--videos", required=True,
-                         help="folder of videos (or of speaker folders holding them)")
-    prepare.add_argument("--out", required=True)
-    prepare.add_argument("--fomm-checkpoint",
+    prepare = data.add_parser(
+        "prepare", help="turn real talking-head videos into a dataset",
+        description="Turn real talking-head videos into a dataset: 25 fps frames, 16 kHz audio, "
+                    "one face crop per clip, 68 landmarks tracked by dlib and their 10 "
+                    "first-order keypoints (landmarks-v1), log-mel features. Resumable: rerun "
+                    "the same command to continue. Videos it cannot use are listed with the "
+                    "reason in OUT/prepare_report.json.",
+        epilog=_examples("msync data prepare --videos videos/ --out ds/",
+                         "msync data prepare --videos vox/ --out ds/ --flip --workers 2",
+                         "msync data prepare --videos held_out/ --out ds/ --split test"))
+    prepare.add_argument("--videos", required=True, metavar="DIR",
+                         help="folder of videos (or of speaker folders holding them), any "
+                              "format ffmpeg reads")
+    prepare.add_argument("--out", required=True, metavar="DIR",
+                         help="dataset directory to write (or to continue)")
+    prepare.add_argument("--fomm-checkpoint", metavar="PTH",
                          help="keypoints from FOMM's detector (fomm-vox256) instead of the "
                               "landmark keypoints (landmarks-v1, the default: no weights needed)")
-    prepare.add_argument("--fomm-config", help="FOMM YAML (default configs/render/vox-256.yaml)")
+    prepare.add_argument("--fomm-config", metavar="YAML",
+                         help="FOMM YAML for --fomm-checkpoint (default "
+                              "configs/render/vox-256.yaml)")
     prepare.add_argument("--landmarker", choices=("dlib", "face-alignment"), default="dlib",
-                         help="68-point landmarks: dlib (offline, default) or face-alignment "
+                         help="68-point landmarks: dlib (offline, the default) or face-alignment "
                               "(needs msync[torch] and its weights)")
     prepare.add_argument("--flip", action="store_true",
-                         help="also store keypoints of the horizontally flipped video")
-    prepare.add_argument("--split-by", choices=("speaker", "clip"), default="speaker")
+                         help="also store keypoints of the horizontally flipped video (the "
+                              "generator's flip augmentation)")
+    prepare.add_argument("--split-by", choices=("speaker", "clip"), default="speaker",
+                         help="how videos are split into train/val/test (80/10/10): by speaker "
+                              "(--speakers, else the name up to its last '_', else the speaker "
+                              "folder) or by clip (default %(default)s)")
     prepare.add_argument("--speakers", metavar="TABLE.tsv",
                          help="tab-separated 'file' and 'speaker' columns: split by these speakers")
     prepare.add_argument("--split", choices=("train", "val", "test"),
                          help="put every clip into this split (an evaluation set)")
     prepare.add_argument("--shard", type=_shard, default=(1, 1), metavar="K/N",
-                         help="prepare only every N-th video from the K-th (several machines)")
-    prepare.add_argument("--min-seconds", type=_positive_float, default=2.0)
-    prepare.add_argument("--workers", type=_positive_int, default=1,
-                         help="videos prepared in parallel (processes)")
+                         help="prepare only every N-th video from the K-th, 1 <= K <= N "
+                              "(several machines; default 1/1: all)")
+    prepare.add_argument("--min-seconds", type=_positive_float, default=2.0, metavar="S",
+                         help="shortest video kept, seconds > 0 (default %(default)s)")
+    prepare.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                         help="videos prepared in parallel processes, >= 1 (default %(default)s)")
     prepare.set_defaults(handler=_command("motion.app.prepare:prepare_command"))
 
-    train = commands.add_parser("train", help="train syncers or the generator").add_subparsers(
-        dest="train_command", required=True, parser_class=_Parser)
-    syncers = train.add_parser("syncers", help="stage 1: the syncer pyramid")
-    syncers.add_argument("--data", required=True)
-    syncers.add_argument("--out", required=True)
-    syncers.add_argument("--config", help="YAML (default: configs/syncers.yaml)")
-    syncers.add_argument("--set", dest="overrides", action="append", default=[],
-                         metavar="KEY=VALUE")
-    syncers.add_argument("--levels", type=_levels)
+    train = commands.add_parser("train", help="train the syncers, then the generator",
+                                description="Train the syncer pyramid (stage 1), then the "
+                                            "generator against it (stage 2).").add_subparsers(
+        dest="train_command", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
+    syncers = train.add_parser(
+        "syncers", help="stage 1: the syncer pyramid (200-1600 ms)",
+        description="Stage 1: train one audio/motion syncer per time scale (200, 400, 800, "
+                    "1600 ms), one level after the other. RUN holds config.yaml, run.json, "
+                    "metrics.jsonl and checkpoints; rerunning the same command resumes.",
+        epilog=_examples("msync train syncers --data runs/phantom --out runs/syncers "
+                         "--config configs/syncers-small.yaml",
+                         "msync train syncers --data ds/ --out runs/syncers --set "
+                         "train.steps=5000 --levels 1,2"))
+    syncers.add_argument("--data", required=True, metavar="DIR",
+                         help="a dataset (msync data synth or prepare); its train split is used")
+    syncers.add_argument("--out", required=True, metavar="RUN",
+                         help="run directory to write (or to resume)")
+    syncers.add_argument("--config", metavar="YAML",
+                         help="training config (default configs/syncers.yaml, the paper's "
+                              "sizes; configs/syncers-small.yaml trains in minutes on a CPU)")
+    _set_flag(syncers, "train.steps=500")
+    syncers.add_argument("--levels", type=_levels, metavar="1,2,3,4",
+                         help="pyramid levels to train, each >= 1 (default: the config's "
+                              "train.levels, all four)")
     _distributed_flag(syncers)
     syncers.set_defaults(handler=_command("motion.app.train:train_syncers_command"))
-    generator = train.add_parser("generator", help="stage 2: the multi-scale generator")
-    generator.add_argument("--data", required=True)
-    generator.add_argument("--syncers", required=True)
-    generator.add_argument("--out", required=True)
-    generator.add_argument("--config")
-    generator.add_argument("--set", dest="overrides", action="append", default=[],
-                           metavar="KEY=VALUE")
+    generator = train.add_parser(
+        "generator", help="stage 2: the multi-scale generator",
+        description="Stage 2: train the generator G against the frozen syncers (eq. 16: "
+                    "multi-scale sync, adversarial and reconstruction losses). RUN/model is "
+                    "the exported model that generate and evaluate --model read; rerunning the "
+                    "same command resumes.",
+        epilog=_examples("msync train generator --data runs/phantom --syncers runs/syncers "
+                         "--out runs/generator --config configs/generator-small.yaml",
+                         "msync train generator --data ds/ --syncers runs/syncers --out "
+                         "runs/generator --set train.steps=20000"))
+    generator.add_argument("--data", required=True, metavar="DIR",
+                           help="a dataset of the syncers' keypoint space and audio features")
+    generator.add_argument("--syncers", required=True, metavar="RUN",
+                           help="a run of msync train syncers (all four levels trained)")
+    generator.add_argument("--out", required=True, metavar="RUN",
+                           help="run directory to write (or to resume)")
+    generator.add_argument("--config", metavar="YAML",
+                           help="training config (default configs/generator.yaml, the paper's "
+                                "sizes; configs/generator-small.yaml for a CPU)")
+    _set_flag(generator, "train.steps=500")
     _distributed_flag(generator)
     generator.set_defaults(handler=_command("motion.app.train:train_generator_command"))
 
-    generate = commands.add_parser("generate", help="image + speech -> talking-head video")
-    generate.add_argument("--image")
-    generate.add_argument("--audio")
-    generate.add_argument("--out", required=True)
-    generate.add_argument("--model")
-    generate.add_argument("--fomm-checkpoint")
+    generate = commands.add_parser(
+        "generate", help="one face image + speech -> a talking-head video",
+        description="One face image and speech -> a talking-head mp4 (25 fps, H.264, the "
+                    "speech as AAC). Without --image it animates the bundled portrait "
+                    "(scikit-image's astronaut photograph), without --audio it speaks the "
+                    "bundled six seconds of speech, without --model it uses the bundled demo "
+                    "model (trained on the phantom corpus only). The output is a square crop "
+                    "around the head (--crop-scale times the face's size, --size pixels).",
+        epilog=_examples("msync generate --out hello.mp4",
+                         "msync generate --image me.jpg --audio speech.wav --out me.mp4",
+                         "msync generate --image me.jpg --audio speech.wav --model runs/generator "
+                         "--out me.mp4 --head-scale 1.5 --size 512"))
+    generate.add_argument("--image", metavar="IMG",
+                          help="the face to animate: any image PIL reads, up to 50 megapixels "
+                               "(default: the bundled astronaut portrait)")
+    generate.add_argument("--audio", metavar="FILE",
+                          help="the speech: any audio or video file ffmpeg reads, at least "
+                               "0.5 s, 4-768 kHz (default: the bundled six seconds of speech)")
+    generate.add_argument("--out", required=True, metavar="MP4", help="the video to write")
+    generate.add_argument("--model", metavar="RUN",
+                          help="a generator: a run of msync train generator, its RUN/model, or "
+                               "a converted release (default: the bundled demo model)")
+    generate.add_argument("--fomm-checkpoint", metavar="PTH",
+                          help="FOMM weights (.pth.tar or a msync render convert directory): "
+                               "needed for models in FOMM's keypoint space")
     generate.add_argument("--renderer", choices=("mesh", "warp", "fomm"),
                           help="how frames are drawn: mesh (landmark-space models, the default "
                                "for them: a triangle mesh over the face with a painted mouth "
                                "interior), warp (a weight-free first-order warp; the default for "
                                "phantom models) or fomm (needs --fomm-checkpoint)")
-    generate.add_argument("--keypoints-out")
-    generate.add_argument("--head-scale", type=float, default=1.0)
-    generate.add_argument("--lip-scale", type=float, default=1.0)
+    generate.add_argument("--keypoints-out", metavar="NPZ",
+                          help="also save the generated keypoints [T, 10, 6], fps and "
+                               "keypoint_space")
+    generate.add_argument("--head-scale", type=float, default=1.0, metavar="F",
+                          help="scale of head motion (the 800/1600 ms branches): 1 as trained "
+                               "(default), 0 none; 0-2 is the safe range (a warning outside "
+                               "it), 10 the limit")
+    generate.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
+                          help="scale of lip motion (the 200 ms branch): 1 as trained "
+                               "(default), 0 none; 0-2 is the safe range (a warning outside "
+                               "it), 10 the limit")
     generate.add_argument("--audio-normalization", metavar="{corpus,none}",
                           help="match the audio features to the model's training corpus "
                                "(default: corpus when the model records its statistics)")
     generate.add_argument("--drift-window", type=float, metavar="SECONDS",
-                          help="remove motion slower than this window (0 = off; default: the "
-                               "model's drift_window_s, else 0)")
+                          help="remove motion slower than this window, 0-600 s (0 = off; "
+                               "default: the model's drift_window_s, else 0)")
     generate.add_argument("--no-crop", action="store_true",
                           help="animate the centre square of the image when no face is found "
                                "(paintings, cartoons); the face is assumed to fill its middle half")
-    generate.add_argument("--crop-scale", type=float, default=1.8,
-                          help="side of the square crop over the face box's side (default 1.8: "
-                               "the whole head with some margin; 1.2 to 4)")
+    generate.add_argument("--crop-scale", type=float, default=1.8, metavar="F",
+                          help="side of the square crop over the face box's side, 1.2 to 4 "
+                               "(default %(default)s: the whole head with some margin)")
     generate.add_argument("--size", type=int, choices=(256, 512), default=256,
-                          help="output frames are SIZE x SIZE (default 256; the FOMM renderer "
-                               "draws 256 and is upsampled to 512)")
+                          help="output frames are SIZE x SIZE pixels (default %(default)s; the "
+                               "FOMM renderer draws 256 and is upsampled to 512)")
     generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
-    evaluate = commands.add_parser("evaluate", help="multi-scale sync metrics")
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--syncers", required=True)
-    evaluate.add_argument("--out", required=True)
-    evaluate.add_argument("--model")
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--clip-frames", type=_clip_frames, default=200,
-                          help="frames each clip is cut to (200 = 8 s), or 'auto': 2, 3, 5, 8 s "
-                               "at levels 1-4, so that short clips count at the fine levels")
+    evaluate = commands.add_parser(
+        "evaluate", help="multi-scale sync metrics (and a generator's long rollouts)",
+        description="Multi-scale sync metrics of a split, per level: mean |AV-Off| (frames; 0 = "
+                    "in sync), AV-Conf and AVS_u of ground-truth and random pairs. With --model "
+                    "also the generator's sequences (AVS_m, AVS_v, L_rec, speed ratios), its "
+                    "drift over 60 s and, on clips of at least 60 s, the long-generation "
+                    "figures, which are also recorded beside the model for generate. Writes "
+                    "OUT/metrics.json and OUT/metrics.md.",
+        epilog=_examples("msync evaluate --data runs/phantom --syncers runs/syncers --out "
+                         "runs/eval",
+                         "msync evaluate --data runs/phantom --syncers runs/syncers --model "
+                         "runs/generator --out runs/eval-generator"))
+    evaluate.add_argument("--data", required=True, metavar="DIR",
+                          help="a dataset (msync data synth or prepare)")
+    evaluate.add_argument("--syncers", required=True, metavar="RUN",
+                          help="a run of msync train syncers (the same keypoint space and audio "
+                               "features as the data)")
+    evaluate.add_argument("--out", required=True, metavar="DIR",
+                          help="folder for metrics.json, metrics.md (and long_horizon.png)")
+    evaluate.add_argument("--model", metavar="RUN",
+                          help="also score this generator's sequences, each generated from its "
+                               "clip's first frame and audio")
+    evaluate.add_argument("--split", default="test", metavar="SPLIT",
+                          help="train, val or test (default %(default)s)")
+    evaluate.add_argument("--clip-frames", type=_clip_frames, default=200, metavar="N|auto",
+                          help="frames each clip is cut to (default %(default)s = 8 s, the "
+                               "shortest that keeps 5 pairs per offset at level 4; shorter "
+                               "clips are skipped), or 'auto': 2, 3, 5, 8 s at levels 1-4, so "
+                               "that short clips count at the fine levels")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
-    analyze = commands.add_parser("analyze", help="speech/head-motion correlation (Table 2)")
+    analyze = commands.add_parser(
+        "analyze", help="how head motion follows speech (the paper's Table 2)",
+        description="How much head motion follows speech, per time scale (the paper's Table 2): "
+                    "trains one small syncer per scale on the rigid points of the train split, "
+                    "then compares |AV-Off| of real pairs with random pairs (and generated "
+                    "motion) on held-out clips, with Mann-Whitney p-values. Writes "
+                    "OUT/report.md, report.json and plots.",
+        epilog=_examples("msync analyze --data ds/ --out runs/analysis",
+                         "msync analyze --data runs/phantom --points 0-4 --out runs/analysis",
+                         "msync analyze --videos videos/ --out runs/analysis --workers 2"))
     source = analyze.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a prepared dataset (msync data prepare or synth)")
-    source.add_argument("--videos", help="a folder of talking-head videos: prepared first into "
-                                         "OUT/dataset (dlib landmarks, split by speaker)")
+    source.add_argument("--data", metavar="DIR",
+                        help="a prepared dataset (msync data prepare or synth)")
+    source.add_argument("--videos", metavar="DIR",
+                        help="a folder of talking-head videos: prepared first into "
+                             "OUT/dataset (dlib landmarks, split by speaker)")
     analyze.add_argument("--speakers", metavar="TABLE.tsv",
                          help="with --videos: file/speaker table for the split")
-    analyze.add_argument("--workers", type=_positive_int, default=1,
-                         help="with --videos: videos prepared in parallel")
-    analyze.add_argument("--out", required=True)
-    analyze.add_argument("--points", default="17-47",
-                         help="rigid points, e.g. 17-47 (landmarks) or 0-4 (phantom keypoints)")
-    analyze.add_argument("--generated", help="dataset of generated motion (same clip ids)")
-    analyze.add_argument("--scales", type=_positive_int, default=3,
-                         help="syncer scales: 200, 400, 800 (, 1600) ms")
+    analyze.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                         help="with --videos: videos prepared in parallel, >= 1 (default "
+                              "%(default)s)")
+    analyze.add_argument("--out", required=True, metavar="DIR",
+                         help="folder for the report, the plots and the syncers (a rerun "
+                              "resumes)")
+    analyze.add_argument("--points", default="17-47", metavar="RANGES",
+                         help="rigid points, indices 0-999 as ranges, e.g. 17-47 (landmarks: "
+                              "brows, nose, eyes; the default) or 0-4 (phantom keypoints)")
+    analyze.add_argument("--generated", metavar="DIR",
+                         help="also score a dataset of generated motion (same clip ids)")
+    analyze.add_argument("--scales", type=_positive_int, default=3, metavar="N",
+                         help="syncer scales, 1 to 4: 200, 400, 800, 1600 ms (default "
+                              "%(default)s)")
     analyze.add_argument("--split", default="heldout",
                          choices=("heldout", "test", "val", "train", "all"),
-                         help="clips scored (heldout = val + test)")
-    analyze.add_argument("--config", help="syncer YAML (default: configs/analyze.yaml)")
-    analyze.add_argument("--set", dest="overrides", action="append", default=[],
-                         metavar="KEY=VALUE")
+                         help="clips scored (default %(default)s = val + test)")
+    analyze.add_argument("--config", metavar="YAML",
+                         help="syncer config (default configs/analyze.yaml)")
+    _set_flag(analyze, "train.steps=200")
     analyze.set_defaults(handler=_command("motion.app.analyze:analyze_command"))
 
-    demo = commands.add_parser("demo", help="the whole pipeline on the phantom corpus")
-    demo.add_argument("--out", required=True)
-    demo.add_argument("--config", help="YAML (default: configs/demo.yaml)")
-    demo.add_argument("--set", dest="overrides", action="append", default=[],
-                      metavar="KEY=VALUE")
+    demo = commands.add_parser(
+        "demo", help="the whole pipeline on a phantom corpus -> an HTML page",
+        description="The whole pipeline on a synthetic phantom corpus, on a CPU in minutes: "
+                    "synthesise, train the small syncers and generator, evaluate, analyse, "
+                    "generate videos, then write OUT/index.html (open it in a browser; it "
+                    "lists every command it ran). Rerunning continues where it stopped.",
+        epilog=_examples("msync demo --out demo/",
+                         "msync demo --out quick/ --set corpus.clips=40 --set "
+                         "'generator.overrides=[train.steps=100]'"))
+    demo.add_argument("--out", required=True, metavar="DIR",
+                      help="folder for the runs, the videos and index.html")
+    demo.add_argument("--config", metavar="YAML",
+                      help="demo config: corpus size, stage configs and overrides (default "
+                           "configs/demo.yaml)")
+    _set_flag(demo, "corpus.clips=40")
     demo.set_defaults(handler=_command("motion.app.demo:demo_command"))
 
-    motion = commands.add_parser("motion", help="the released MS-Sync generator").add_subparsers(
-        dest="motion_command", required=True, parser_class=_Parser)
+    motion = commands.add_parser(
+        "motion", help="the released MS-Sync generator (convert, parity)",
+        description="The authors' released MS-Sync generator: convert it to an msync model, or "
+                    "run it on saved inputs for comparison with PyTorch.").add_subparsers(
+        dest="motion_command", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
     motion_convert = motion.add_parser(
-        "convert", help="the authors' MS-Sync release (args + model_chkpt.pt) -> an msync model")
+        "convert", help="the authors' MS-Sync release (args + model_chkpt.pt) -> an msync model",
+        description="Convert the authors' MS-Sync release (args + model_chkpt.pt, read with "
+                    "torch.load(weights_only=True); needs msync[torch]) into an msync model "
+                    "that generate runs with --fomm-checkpoint.",
+        epilog=_examples("msync motion convert --checkpoint checkpoint/ --out ms-sync",
+                         "msync generate --model ms-sync --fomm-checkpoint fomm-vox-adv "
+                         "--image face.png --audio speech.wav --out talking.mp4"))
     motion_convert.add_argument("--checkpoint", required=True, metavar="DIR",
                                 help="the release directory: args and model_chkpt.pt")
-    motion_convert.add_argument("--out", required=True, metavar="MODEL")
+    motion_convert.add_argument("--out", required=True, metavar="MODEL",
+                                help="model directory to write (model.json, params.msgpack)")
     motion_convert.set_defaults(handler=_command("motion.app.official:convert_command"))
-    motion_parity = motion.add_parser("parity",
-                                      help="run a converted release on inputs from an npz")
-    motion_parity.add_argument("--model", required=True)
+    motion_parity = motion.add_parser(
+        "parity", help="run a converted release on inputs from an npz",
+        description="Run a converted MS-Sync release on inputs from an npz and save its "
+                    "outputs, for comparison with the official PyTorch code.",
+        epilog=_examples("msync motion parity --model ms-sync --inputs in.npz --out out.npz"))
+    motion_parity.add_argument("--model", required=True, metavar="MODEL",
+                               help="a model from msync motion convert")
     motion_parity.add_argument("--inputs", required=True, metavar="IN.npz",
                                help="inpt and audio (the raw forward), or wav and kp0 (the "
                                     "front-end and the inference protocol)")
-    motion_parity.add_argument("--out", required=True, metavar="OUT.npz")
+    motion_parity.add_argument("--out", required=True, metavar="OUT.npz",
+                               help="the outputs (not one of the inputs)")
     motion_parity.set_defaults(handler=_command("motion.app.official:parity_command"))
 
     _live_commands(commands)
 
-    render = commands.add_parser("render", help="renderer tools").add_subparsers(
-        dest="render_command", required=True, parser_class=_Parser)
-    convert = render.add_parser("convert", help="FOMM .pth.tar -> orbax weights")
-    convert.add_argument("--checkpoint", required=True)
-    convert.add_argument("--config", required=True)
-    convert.add_argument("--out", required=True)
+    render = commands.add_parser(
+        "render", help="FOMM renderer tools (convert, parity)",
+        description="The FOMM renderer: convert the official weights, or run the Flax port on "
+                    "saved inputs.").add_subparsers(
+        dest="render_command", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
+    convert = render.add_parser(
+        "convert", help="FOMM .pth.tar -> orbax weights",
+        description="Convert an official FOMM checkpoint (vox-cpk.pth.tar or "
+                    "vox-adv-cpk.pth.tar, read with torch.load(weights_only=True); needs "
+                    "msync[torch]) into DIR/weights (orbax) and DIR/fomm.json; later loads "
+                    "need no torch.",
+        epilog=_examples("msync render convert --checkpoint vox-cpk.pth.tar --config "
+                         "configs/render/vox-256.yaml --out fomm-vox"))
+    convert.add_argument("--checkpoint", required=True, metavar="PTH",
+                         help="the official FOMM checkpoint")
+    convert.add_argument("--config", required=True, metavar="YAML",
+                         help="its FOMM YAML (configs/render/vox-256.yaml or vox-adv-256.yaml)")
+    convert.add_argument("--out", required=True, metavar="DIR",
+                         help="directory to write (weights/, fomm.json)")
     convert.set_defaults(handler=_command("motion.app.render:convert_command"))
-    parity = render.add_parser("parity", help="run the Flax FOMM on inputs from an npz")
-    parity.add_argument("--checkpoint", required=True)
-    parity.add_argument("--inputs", required=True)
-    parity.add_argument("--out", required=True)
-    parity.add_argument("--config")
-    parity.add_argument("--grid-align-corners", choices=("true", "false"), default="true")
+    parity = render.add_parser(
+        "parity", help="run the Flax FOMM on inputs from an npz",
+        description="Run the Flax FOMM on source, drv_value and drv_jacobian from an npz and "
+                    "save keypoints, prediction, occlusion map, mask and deformed image, for "
+                    "comparison with the official PyTorch modules.",
+        epilog=_examples("msync render parity --checkpoint fomm-vox --inputs in.npz --out "
+                         "out.npz"))
+    parity.add_argument("--checkpoint", required=True, metavar="PTH|DIR",
+                        help="an official .pth.tar or a msync render convert directory")
+    parity.add_argument("--inputs", required=True, metavar="IN.npz",
+                        help="source [H, W, 3], drv_value, drv_jacobian")
+    parity.add_argument("--out", required=True, metavar="OUT.npz",
+                        help="the outputs (not one of the inputs)")
+    parity.add_argument("--config", metavar="YAML",
+                        help="FOMM YAML for a .pth.tar (default configs/render/vox-256.yaml)")
+    parity.add_argument("--grid-align-corners", choices=("true", "false"), default="true",
+                        help="grid_sample's convention: true as FOMM was trained (default), "
+                             "false as torch >= 1.3 defaults")
     parity.set_defaults(handler=_command("motion.app.render:parity_command"))
     return parser
 
 
 def _live_commands(commands) -> None:
     """``msync stream`` and ``msync ui`` (issue 23: streaming and the web page)."""
-    stream = commands.add_parser("stream", help="speech arriving live -> frames as they are ready")
-    stream.add_argument("--image", required=True)
+    stream = commands.add_parser(
+        "stream", help="speech arriving live -> frames as they are ready",
+        description="Speech arriving live -> talking-head frames as soon as they are "
+                    "determined (about 1.2-1.7 s behind the speech). Reads 16-bit mono PCM "
+                    "from stdin, or feeds --audio in real time; writes raw RGB24 frames to "
+                    "stdout (--out -) or an mp4 with the speech. Models of the landmark and "
+                    "phantom spaces only.",
+        epilog=_examples("msync stream --image me.jpg --audio speech.wav --out live.mp4",
+                         "arecord -f S16_LE -r 16000 -c 1 | msync stream --image me.jpg "
+                         "--out - | ffplay -f rawvideo -pixel_format rgb24 -video_size "
+                         "256x256 -framerate 25 -"))
+    stream.add_argument("--image", required=True, metavar="IMG", help="the face to animate")
     stream.add_argument("--out", required=True, metavar="MP4|-",
                         help="an mp4 (with the speech), or - for raw RGB24 frames on stdout")
     stream.add_argument("--audio", metavar="FILE",
                         help="feed this file in real time instead of PCM from stdin")
-    stream.add_argument("--sample-rate", type=_positive_int, default=16000,
-                        help="of the 16-bit mono PCM on stdin (default 16000)")
-    stream.add_argument("--chunk-ms", type=_positive_float, default=40.0,
-                        help="audio read per push, milliseconds (default 40)")
-    stream.add_argument("--model")
-    stream.add_argument("--renderer", choices=("mesh", "warp"))
-    stream.add_argument("--head-scale", type=float, default=1.0)
-    stream.add_argument("--lip-scale", type=float, default=1.0)
-    stream.add_argument("--audio-normalization", metavar="{corpus,none}")
-    stream.add_argument("--drift-window", type=float, metavar="SECONDS")
-    stream.add_argument("--no-crop", action="store_true")
+    stream.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
+                        help="of the 16-bit mono PCM on stdin, 1000-384000 (default %(default)s)")
+    stream.add_argument("--chunk-ms", type=_positive_float, default=40.0, metavar="MS",
+                        help="audio read per push, 1-10000 milliseconds (default %(default)s)")
+    stream.add_argument("--model", metavar="RUN",
+                        help="a generator (default: the bundled demo model)")
+    stream.add_argument("--renderer", choices=("mesh", "warp"),
+                        help="mesh (the default for landmark models) or warp (the default for "
+                             "phantom models)")
+    stream.add_argument("--head-scale", type=float, default=1.0, metavar="F",
+                        help="scale of head motion: 1 as trained (default), 0 none; 0-2 is the "
+                             "safe range (a warning outside it)")
+    stream.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
+                        help="scale of lip motion: 1 as trained (default), 0 none; 0-2 is the "
+                             "safe range (a warning outside it)")
+    stream.add_argument("--audio-normalization", metavar="{corpus,none}",
+                        help="match the audio features to the model's training corpus "
+                             "(default: corpus when the model records its statistics)")
+    stream.add_argument("--drift-window", type=float, metavar="SECONDS",
+                        help="remove motion slower than this window, >= 0 s (0 = off; default: "
+                             "the model's drift_window_s, else 0); adds half of it to the delay")
+    stream.add_argument("--no-crop", action="store_true",
+                        help="animate the centre square of the image when no face is found")
     stream.add_argument("--verbose", action="store_true",
                         help="per-chunk compute time and frame latency on stderr")
     stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
 
-    ui = commands.add_parser("ui", help="the web page: generate, analyse, live microphone")
+    ui = commands.add_parser(
+        "ui", help="a web page: generate, analyse, live microphone (msync[ui])",
+        description="Serve a web page (Gradio, from msync[ui]) with three tabs: Generate (photo "
+                    "or webcam, speech or microphone), Analyse (videos or a dataset) and Live "
+                    "(the microphone streamed). Listens on this machine only by default; "
+                    "Ctrl-C stops it.",
+        epilog=_examples("msync ui                      # then open http://127.0.0.1:7860",
+                         "msync ui --model runs/generator --data ds/ --port 8080"))
     ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=7860)
+                    help="address to listen on (default %(default)s: this machine only)")
+    ui.add_argument("--port", type=int, default=7860,
+                    help="port to listen on, 1-65535 (default %(default)s)")
     ui.add_argument("--model", dest="models", action="append", default=[], metavar="RUN",
                     help="a generator the page offers besides the bundled one (repeatable)")
     ui.add_argument("--data", dest="datasets", action="append", default=[], metavar="DIR",
                     help="a prepared dataset the Analyse tab offers (repeatable)")
     ui.add_argument("--analyze-config", metavar="YAML",
                     help="syncer config of the Analyse tab (default configs/analyze.yaml)")
-    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0,
-                    help="largest upload accepted, MB (default 50)")
+    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0, metavar="MB",
+                    help="largest upload accepted, megabytes > 0 (default %(default)s)")
     ui.set_defaults(handler=_command("motion.app.ui:ui_command"))
 
 

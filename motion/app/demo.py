@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import math
 import os
 import re
 import sys
@@ -32,7 +31,9 @@ from typing import Sequence
 
 import configs
 from motion.app.cli import build_parser
+from motion.app.generate import MAX_DRIFT_WINDOW_S
 from render.video import read_video
+from syncers.data.phantom.corpus import MAX_CLIPS, MAX_SECONDS, MIN_SECONDS
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError
 
@@ -41,11 +42,16 @@ DEFAULT_CONFIG = configs.path("demo.yaml")
 REAL_MEDIA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
 
+# The demo's corpus: at least 20 clips, so that the 80/10/10 split leaves every split two or
+# more (evaluate needs 2); otherwise msync data synth's own bounds.
+MIN_CLIPS = 20
+
+
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
-    clips: int = 200
-    seconds: float = 8.0
-    seed: int = 0
+    clips: int = config_lib.ranged(200, ge=MIN_CLIPS, le=MAX_CLIPS)
+    seconds: float = config_lib.ranged(8.0, ge=MIN_SECONDS, le=MAX_SECONDS)
+    seed: int = config_lib.non_negative(0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +63,7 @@ class StageConfig:
 @dataclasses.dataclass(frozen=True)
 class AnalyzeConfig:
     points: str = "0-4"
-    scales: int = 3
+    scales: int = config_lib.ranged(3, ge=1, le=4)
     overrides: tuple[str, ...] = ()        # --set values for configs/analyze.yaml
 
 
@@ -70,7 +76,7 @@ class DemoConfig:
     real_media: bool = True                # also generate from ../shared/data/real when present
     # msync generate --drift-window for the videos: the short demo training leaves the
     # generator's velocities biased, and without it the face walks off within a second
-    drift_window_s: float = 1.0
+    drift_window_s: float = config_lib.ranged(1.0, ge=0, le=MAX_DRIFT_WINDOW_S)
 
 
 def _config_path(name: str) -> str:
@@ -224,11 +230,6 @@ def _markdown(text: str) -> str:
 def demo_command(args) -> None:
     """``msync demo --out DIR [--config YAML] [--set k=v]``."""
     path = getattr(args, "config", None) or DEFAULT_CONFIG
+    # Every key's range is checked here, before anything is written (DemoConfig's fields).
     config = config_lib.load(DemoConfig, path, list(getattr(args, "overrides", None) or []))
-    if config.corpus.clips < 20:
-        raise InputError("--set", f"corpus.clips must be at least 20 (train/val/test splits); "
-                                  f"got {config.corpus.clips}")
-    if not (math.isfinite(config.drift_window_s) and config.drift_window_s >= 0):
-        raise InputError("--set", f"drift_window_s must be a number of seconds >= 0 (0 = off); "
-                                  f"got {config.drift_window_s}")
     demo(config, args.out)

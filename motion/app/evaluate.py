@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from motion import evaluate as gen_eval
+from motion import long_horizon
 from motion.generate import generate_batch
 from motion.official.model import OfficialModel
-from motion.saved_model import META, load_model
+from motion.saved_model import META, load_model, model_dir, write_long_horizon
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
 from syncers.data.features import feature_mismatch
-from syncers.run.errors import InputError
+from syncers.run.errors import InputError, warn
 from syncers.train import load_run
 
 
@@ -71,6 +72,7 @@ def evaluate_command(args) -> None:
     result["model_step"] = info.get("step")
     (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     (out / "metrics.md").write_text(gen_eval.markdown(result))
+    _record_long_rollouts(args, info, result)
     levels = ", ".join(f"L{lv} {e['generated']['av_off_mean']:.2f} (gt {e['gt']['av_off_mean']:.2f}"
                        f", random {e['random']['av_off_mean']:.2f})"
                        for lv, e in result["levels"].items())
@@ -80,6 +82,25 @@ def evaluate_command(args) -> None:
           f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {after_10s}, "
           f"60 s {after_60s}, finite {str(d['finite']).lower()} "
           f"({sync_eval.describe_clips(result)}) -> {out}", file=sys.stderr)
+
+
+def _record_long_rollouts(args, info: dict, result: dict) -> None:
+    """The long-rollout figures go beside the model (``motion.saved_model.LONG_HORIZON``), where
+    ``msync generate`` reads them; a model folder msync cannot write to (an installed, read-only
+    one) keeps none, with a warning."""
+    record = long_horizon.record(
+        result, step=info.get("step"), params_sha256=info.get("params_sha256"),
+        measured_by=f"msync evaluate --model {args.model} --data {args.data} --syncers "
+                    f"{args.syncers} --split {args.split}")
+    try:
+        path = write_long_horizon(args.model, record)
+    except OSError as err:
+        warn(model_dir(args.model), f"cannot record the long-rollout check beside the model "
+                                    f"({err.strerror or err}); generate will not see it")
+        return
+    verdict = record["verdict"]
+    print(f"msync: long rollouts {'drift' if verdict['drifts'] else 'stay in place'} "
+          f"({verdict['figures']}) -> {path}", file=sys.stderr)
 
 
 def _evaluate_syncers(args) -> None:

@@ -22,7 +22,7 @@ from skimage import data as skimage_data
 from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
-from motion.saved_model import META, PARAMS, load_model
+from motion.saved_model import META, PARAMS, load_model, long_rollout_warning
 # x0 and the crop map are shared with the streaming API (``motion.stream``)
 from motion.source import FOMM_SIZE, source_landmarks
 from motion.source import source_keypoints as _source_keypoints
@@ -35,13 +35,16 @@ from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, loa
                                    n_video_frames)
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.run import progress
-from syncers.run.errors import InputError
+from syncers.run.errors import InputError, warn
 from syncers.run.outputs import check_output, published
 
 DEFAULT_CROP_SCALE = 1.8      # crop side / face box side: the whole head with some margin
 MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
 MIN_AUDIO_SECONDS = 0.5        # a couple of syllables; shorter clips give no visible motion
 MAX_MOTION_SCALE = 10.0        # --head-scale, --lip-scale: ten times the trained motion
+# Beyond twice the trained motion, lips overshoot their range and heads swing out of the crop
+# (the renderers clamp what folds over); allowed up to MAX_MOTION_SCALE, with a warning.
+SAFE_MOTION_SCALE = 2.0
 MAX_DRIFT_WINDOW_S = 600.0     # --drift-window: ten minutes
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo_model"
@@ -129,6 +132,15 @@ def _corpus_quantiles(info: dict, normalization: str | None, name: str) -> np.nd
                                "feature_stats (models exported before them); use "
                                "--audio-normalization none")
     return np.asarray(stats["quantiles"], np.float32)
+
+
+def warn_motion_scales(head_scale: float, lip_scale: float) -> None:
+    """One warning line per scale outside the safe 0 to ``SAFE_MOTION_SCALE`` (the hard limits
+    are checked before)."""
+    for flag, value in (("--head-scale", head_scale), ("--lip-scale", lip_scale)):
+        if not 0 <= value <= SAFE_MOTION_SCALE:
+            warn(flag, f"{value:g} is outside the safe range 0 to {SAFE_MOTION_SCALE:g} (1 = as "
+                       "trained): the motion may leave the face's natural range; going on")
 
 
 def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm, points=None):
@@ -238,6 +250,12 @@ def generate_command(args: Any) -> None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
 
+    # Warnings once every input is accepted (bad input stays one line): settings outside their
+    # safe range, a model whose long rollouts drift or were never checked.
+    warn_motion_scales(args.head_scale, args.lip_scale)
+    drift_warning = long_rollout_warning(model_name, info, model_name)
+    if drift_warning:
+        warn(None, drift_warning)
     points = source_landmarks(crop) if space == LANDMARK_SPACE else None
     x0_model, to_image = _source_keypoints(crop, fomm, space, points)
     started = time.perf_counter()

@@ -137,7 +137,7 @@ def check_existing(out: Path, options: PrepareOptions) -> None:
         if not clips:
             return
         meta = dataset.read_clip(out, clips[0].parent.name, clips[0].stem).meta
-        space, theirs, where = meta.get("keypoint_space"), features, clips[0]
+        space, theirs, where = meta.get("keypoint_space"), meta.get("features"), clips[0]
     if space != options.keypoint_space:
         raise InputError(where, f"holds {space} clips; this prepare makes "
                                 f"{options.keypoint_space} ones (one dataset holds one keypoint "
@@ -226,6 +226,7 @@ class _Worker:
         samples = samples[:n_frames * SAMPLES_PER_FRAME]
         meta = {"source": os.fspath(video), "fps": options.fps, "face_box": list(box),
                 "keypoint_space": options.keypoint_space, "crop_size": int(crops.shape[1]),
+                "features": feature_config("logmel"),
                 "landmarker": options.landmarker,
                 "frames_interpolated": int((~track.detected).sum())}
         dataset.write_clip(out, split, clip_id, keypoints, audio_features(samples),

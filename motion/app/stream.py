@@ -185,6 +185,7 @@ def stream_command(args: Any) -> None:
         args.model, image, args.image, renderer=args.renderer, head_scale=args.head_scale,
         lip_scale=args.lip_scale, audio_normalization=args.audio_normalization,
         drift_window=args.drift_window, no_crop=args.no_crop)
+    app_gen.warn_motion_scales(args.head_scale, args.lip_scale)   # the inputs are accepted
     if args.audio is not None:
         samples = load_audio(args.audio)
         rate = SAMPLE_RATE

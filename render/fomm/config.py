@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import configs
 from syncers.run import config as config_lib
+from syncers.run.config import count, non_negative, positive, ranged
 from syncers.run.errors import InputError
 
 DEFAULT_CONFIG = configs.path("render/vox-256.yaml")
@@ -24,40 +25,40 @@ DEFAULT_CONFIG = configs.path("render/vox-256.yaml")
 @dataclasses.dataclass(frozen=True)
 class KPDetectorConfig:
     """FOMM ``KPDetector`` arguments (modules/keypoint_detector.py)."""
-    block_expansion: int = 32
-    num_kp: int = 10
-    num_channels: int = 3
-    max_features: int = 1024
-    num_blocks: int = 5
-    temperature: float = 0.1
+    block_expansion: int = count(32)
+    num_kp: int = count(10)
+    num_channels: int = count(3)
+    max_features: int = count(1024)
+    num_blocks: int = count(5)
+    temperature: float = positive(0.1)
     estimate_jacobian: bool = True
-    scale_factor: float = 0.25
+    scale_factor: float = ranged(0.25, gt=0, le=1)
     single_jacobian_map: bool = False
-    pad: int = 0
+    pad: int = non_negative(0)
 
 
 @dataclasses.dataclass(frozen=True)
 class DenseMotionConfig:
     """FOMM ``DenseMotionNetwork`` arguments (modules/dense_motion.py)."""
-    block_expansion: int = 64
-    num_blocks: int = 5
-    max_features: int = 1024
-    num_kp: int = 10
-    num_channels: int = 3
+    block_expansion: int = count(64)
+    num_blocks: int = count(5)
+    max_features: int = count(1024)
+    num_kp: int = count(10)
+    num_channels: int = count(3)
     estimate_occlusion_map: bool = True
-    scale_factor: float = 0.25
-    kp_variance: float = 0.01
+    scale_factor: float = ranged(0.25, gt=0, le=1)
+    kp_variance: float = positive(0.01)
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
     """FOMM ``OcclusionAwareGenerator`` arguments (modules/generator.py)."""
-    num_channels: int = 3
-    num_kp: int = 10
-    block_expansion: int = 64
-    max_features: int = 512
-    num_down_blocks: int = 2
-    num_bottleneck_blocks: int = 6
+    num_channels: int = count(3)
+    num_kp: int = count(10)
+    block_expansion: int = count(64)
+    max_features: int = count(512)
+    num_down_blocks: int = count(2)
+    num_bottleneck_blocks: int = non_negative(6)
     estimate_occlusion_map: bool = True
     estimate_jacobian: bool = True
     dense_motion: DenseMotionConfig = DenseMotionConfig()
@@ -124,11 +125,33 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> FommConfig:
                                              gen.get("estimate_occlusion_map", True)}}}
     if "grid_align_corners" in render:
         shaped["grid_align_corners"] = render["grid_align_corners"]
-    config = config_lib.from_dict(FommConfig, shaped, source=source)
+    try:
+        config = config_lib.from_dict(FommConfig, shaped, source=source)
+    except InputError as err:        # a type or range: named by the key the YAML holds
+        key, _, rest = err.problem.partition(" ")
+        raise InputError(source, f"{_yaml_key(key)} {rest}") from None
     if not config.kp_detector.estimate_jacobian or not config.generator.estimate_jacobian:
         # Every released checkpoint estimates jacobians; the port only implements that path.
         raise InputError(source, "estimate_jacobian: False is not supported")
     return config
+
+
+def _yaml_key(key: str) -> str:
+    """A :class:`FommConfig` key (``generator.dense_motion.num_blocks``) as the FOMM YAML
+    spells it (``model_params.generator_params.dense_motion_params.num_blocks``)."""
+    parts = key.split(".")
+    name = parts[-1].split("[")[0]
+    if parts[0] == "grid_align_corners":
+        return "render_params.grid_align_corners"
+    if name in _COMMON:
+        section = "common_params"
+    elif parts[0] == "kp_detector":
+        section = "kp_detector_params"
+    elif len(parts) == 3 and name != "estimate_occlusion_map":
+        section = "generator_params.dense_motion_params"
+    else:
+        section = "generator_params"
+    return f"model_params.{section}.{parts[-1]}"
 
 
 def load_config(path: str | os.PathLike | None = None) -> FommConfig:

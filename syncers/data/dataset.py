@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from syncers.data.features import feature_mismatch
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, SAMPLE_RATE
 from syncers.run.errors import InputError
 
@@ -221,8 +222,34 @@ def load_split(root: str | os.PathLike, split: str,
                manifest: Manifest | None = None) -> list[Clip]:
     """All clips of a split, validated against the manifest."""
     manifest = manifest or read_manifest(root)
-    return [read_clip(manifest.root, split, info.clip_id, info.n_frames)
-            for info in manifest.clips(split)]
+    clips = [read_clip(manifest.root, split, info.clip_id, info.n_frames)
+             for info in manifest.clips(split)]
+    for clip in clips:
+        check_clip_agrees(clip, manifest, clip_path(manifest.root, split, clip.clip_id))
+    return clips
+
+
+def check_clip_agrees(clip: Clip, manifest: Manifest, path: Path) -> None:
+    """A clip must be of its manifest's kind: as many feature bands as the manifest's features,
+    and the feature config and keypoint space its ``meta`` records (writers since issue 25 record
+    both) equal to the manifest's. Clips copied in from another dataset, of other features with
+    the same width (MFCC among log-mel), would otherwise train a model on two kinds of input."""
+    n_bands = manifest.features.get("n_bands")
+    width = clip.audio_features.shape[1]
+    if isinstance(n_bands, int) and width != n_bands:
+        raise InputError(path, f"audio_features have {width} bands; the manifest's features have "
+                               f"{n_bands} (one dataset holds one kind of features)")
+    recorded = clip.meta.get("features")
+    mismatch = feature_mismatch(recorded, manifest.features) if isinstance(recorded, dict) \
+        else None
+    if mismatch:
+        raise InputError(path, f"its audio features differ from the manifest's ({mismatch}): "
+                               "one dataset holds one kind of features; prepare these clips into "
+                               "their own dataset")
+    space = clip.meta.get("keypoint_space")
+    if space is not None and space != manifest.keypoint_space:
+        raise InputError(path, f"holds {space} keypoints; the manifest says "
+                               f"{manifest.keypoint_space} (one dataset holds one keypoint space)")
 
 
 def _validate(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

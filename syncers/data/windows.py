@@ -22,6 +22,7 @@ from scipy.ndimage import uniform_filter1d
 
 from syncers.data.dataset import Clip
 from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.run.config import non_negative, probability, ranged
 from syncers.run.errors import InputError
 
 
@@ -29,11 +30,11 @@ from syncers.run.errors import InputError
 class Augment:
     """Augmentation switches and ranges (all off with ``enabled: false``)."""
     enabled: bool = True
-    scale: float = 0.1            # ×U(0.9, 1.1)
-    translate: float = 0.16       # ±0.16 in normalised coordinates
-    feature_offset: float = 0.1   # ±10 % of the window's feature range
-    smooth_prob: float = 0.5      # box-3 keypoint smoothing
-    flip_prob: float = 0.5        # flipped-video keypoints, where present
+    scale: float = ranged(0.1, ge=0, lt=1)    # ×U(0.9, 1.1): below 1, so never a flip or 0
+    translate: float = ranged(0.16, ge=0, le=2)   # ±0.16 in normalised coordinates ([-1, 1])
+    feature_offset: float = non_negative(0.1)   # ±10 % of the window's feature range
+    smooth_prob: float = probability(0.5)     # box-3 keypoint smoothing
+    flip_prob: float = probability(0.5)       # flipped-video keypoints, where present
 
 
 class WindowLoader:

@@ -18,6 +18,14 @@ class InputError(Exception):
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
 
 
+def warn(path: str | os.PathLike | None, message: str) -> None:
+    """One line ``msync: warning: <path>: <message>`` on stderr (docs/design.md, "CLI
+    contract"): something the user should know, after which msync goes on."""
+    import sys
+    where = "" if path is None else f"{os.fspath(path)}: "
+    print(f"msync: warning: {where}{message}", file=sys.stderr, flush=True)
+
+
 def one_line(err: Exception) -> str:
     """``"<ExceptionType>: <first line of its message>"`` (at most 200 characters of it), for
     wrapping a library's exception into an :class:`InputError`."""

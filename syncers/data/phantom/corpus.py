@@ -67,7 +67,7 @@ def _write_one(job: tuple) -> tuple[str, str, int]:
     split = dataset.split_for(index, n_clips)
     dataset.write_clip(out, split, _clip_id(index), clip.keypoints,
                        audio_features(clip.samples, features), samples=clip.samples,
-                       meta=clip.meta)
+                       meta={**clip.meta, "features": feature_config(features)})
     return split, _clip_id(index), clip.keypoints.shape[0]
 
 
