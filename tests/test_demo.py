@@ -19,8 +19,11 @@ def test_stages_chain_each_output_into_the_next(tmp_path):
     assert train_g[train_g.index("--syncers") + 1] == syncers
     assert evaluate[evaluate.index("--model") + 1] == generator
     assert analyze[analyze.index("--points") + 1] == "0-4"
-    for argv in plan["generate videos"]:      # the short training drifts: videos detrend it
-        assert argv[argv.index("--drift-window") + 1] == "1.0"
+    for argv in plan["generate videos"]:      # the leak keeps the motion in place: no detrending
+        assert "--drift-window" not in argv
+    with_window = config_lib.load(demo.DemoConfig, demo.DEFAULT_CONFIG, ["drift_window_s=2"])
+    for argv in dict(demo.stages(with_window, tmp_path))["generate videos"]:
+        assert argv[argv.index("--drift-window") + 1] == "2.0"
     # Every planned command parses (flags exist, values are valid).
     parser = cli.build_parser()
     for commands in plan.values():
