@@ -4,9 +4,14 @@ space, from a face crop, and the map from the model's coordinates to the crop's
 
 ``msync generate`` (``motion.app.generate``) and the streaming API (``motion.stream``) share it:
 
-- ``landmarks-v1``: the landmark-space encoding of the crop's 68 dlib landmarks (the mean face
-  in the crop's face box when dlib finds none), scaled into the model's training framing
-  (:func:`model_frame_scale`) and back;
+- ``landmarks-v1``: the model runs from the corpus's mean face (``landmark_space.mean_face``,
+  in its training framing) and its motion is carried onto the source's own keypoints (the
+  landmark-space encoding of the crop's 68 dlib landmarks, or the mean face in the crop's face
+  box when dlib finds none, scaled into that framing by :func:`model_frame_scale`) relatively,
+  as FOMM's relative mode does: ``p = p_src + (p_gen − p_mean)``, ``J = J_gen J_mean⁻¹ J_src``.
+  Run from a face's own shape, a generator trained on a few hundred speakers pulls that shape
+  towards theirs (a smile twisted into a smirk, brows lowered into a frown); from the mean face
+  it starts where it was trained, and the photo keeps its own expression;
 - ``phantom-v1``: the phantom template in the corpus's typical face box, mapped onto the
   detected face by a similarity (uniform scale + shift of the positions);
 - FOMM spaces: the KPDetector on the crop (resized to FOMM's 256×256), identity map.
@@ -67,7 +72,8 @@ def source_keypoints(crop, fomm, space: str = PHANTOM_SPACE, points: np.ndarray 
         # side); this crop may be looser (--crop-scale, --no-crop). Positions and jacobians
         # scale together about the crop's centre (encode is linear in the landmarks).
         k = np.float32(model_frame_scale(crop.face_box))
-        return landmark_space.encode(points) * k, lambda kp: np.asarray(kp, np.float32) / k
+        return relative_transfer(landmark_space.encode(points) * k,
+                                 landmark_space.encode(landmark_space.mean_face()), k)
     x0, y0, x1, y1 = crop.face_box
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
     half = np.array([(x1 - x0) / 2, (y1 - y0) / 2], np.float32)
@@ -82,6 +88,30 @@ def source_keypoints(crop, fomm, space: str = PHANTOM_SPACE, points: np.ndarray 
         return out
 
     return x0_model, to_image
+
+
+def relative_transfer(source_Kx6: np.ndarray, start_Kx6: np.ndarray, scale: float
+                      ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """``(start, map)``: the model runs from ``start`` ``[K, 6]``; the map carries its keypoints
+    ``[..., K, 6]`` onto ``source`` ``[K, 6]`` (both in the model's frame) by FOMM's relative
+    motion, ``p = p_src + (p − p_start)``, ``J = J J_start⁻¹ J_src``, then divides by ``scale``
+    (the model frame to the crop's). ``map(start)`` is ``source / scale``."""
+    source = np.asarray(source_Kx6, np.float32)
+    start = np.asarray(start_Kx6, np.float32)
+    n = source.shape[0]
+    jacobian_src = source[:, 2:].reshape(n, 2, 2)
+    start_inverse = np.linalg.inv(start[:, 2:].reshape(n, 2, 2))
+    carry = (start_inverse @ jacobian_src).astype(np.float32)          # [K, 2, 2]
+
+    def to_image(kp_TxKx6: np.ndarray) -> np.ndarray:
+        kp = np.asarray(kp_TxKx6, np.float32)
+        out = np.empty_like(kp)
+        out[..., :2] = source[:, :2] + (kp[..., :2] - start[:, :2])
+        jacobian = kp[..., 2:].reshape(kp.shape[:-1] + (2, 2)) @ carry
+        out[..., 2:] = jacobian.reshape(kp.shape[:-1] + (4,))
+        return out / np.float32(scale)
+
+    return start, to_image
 
 
 def _identity(kp: Any) -> Any:

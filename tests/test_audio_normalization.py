@@ -145,11 +145,13 @@ def test_malformed_stats_are_refused_naming_model_json(tmp_path, patch, message)
     assert META in str(err.value)
 
 
-def test_bundled_model_records_its_corpus_statistics_and_drift_window():
+def test_bundled_model_records_its_corpus_statistics():
     _, info = load_model(app_gen.DEMO_MODEL_DIR)
     quantiles = np.asarray(info["feature_stats"]["quantiles"])
     assert quantiles.shape == (N_QUANTILES, 26)
     assert "train split" in info["feature_stats"]["source"]
-    # the phantom's pauses are digital silence: its lowest percentiles sit on the log floor
-    np.testing.assert_allclose(quantiles[0], np.log(1e-8), atol=1e-3)
-    assert info["drift_window_s"] == 1.0
+    assert np.all(np.diff(quantiles, axis=0) >= 0)
+    # recorded speech: its median sits far above the log floor (a few clips do hold digital
+    # silence, so the lowest percentile may touch it)
+    assert np.all(quantiles[N_QUANTILES // 2] > np.log(1e-8) + 3)
+    assert "drift_window_s" not in info      # its rollouts stay in place without detrending

@@ -482,13 +482,16 @@ def test_bad_normalization_flags_give_one_line_and_exit_2(media, tmp_path, capsy
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_shipped_demo_model_is_a_small_phantom_model():
-    """The bundled model loads, is in the phantom keypoint space with log-mel features, says
-    how to reproduce it, and stays a few MB."""
-    from motion.saved_model import load_model
+def test_shipped_demo_model_is_a_small_real_speech_model():
+    """The bundled model loads, is in the landmark keypoint space with log-mel features, says
+    how to reproduce it, records a long-rollout check that holds, and stays a few MB."""
+    from motion.saved_model import load_model, long_rollout_warning
     model, info = load_model(app_gen.DEMO_MODEL_DIR)
-    assert info["keypoint_space"] == "phantom-v1" and info["features"]["kind"] == "logmel"
-    assert any("configs/generator-small.yaml" in line for line in info["recipe"])
+    assert info["keypoint_space"] == "landmarks-v1" and info["features"]["kind"] == "logmel"
+    assert any("configs/generator-real.yaml" in line for line in info["recipe"])
+    assert "drift_window_s" not in info
+    assert info["long_horizon"]["verdict"]["drifts"] is False
+    assert long_rollout_warning(app_gen.DEMO_MODEL_DIR, info, "demo") is None
     size = sum(p.stat().st_size for p in app_gen.DEMO_MODEL_DIR.iterdir())
     assert size < 10 * 2 ** 20
     assert model.config.d_model == 128
@@ -521,3 +524,23 @@ def test_warnings_name_unsafe_scales_and_models_whose_long_rollouts_are_unknown_
     code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
                         media["phantom"], "--out", out, "--head-scale", "3", "--crop-scale", "9")
     _one_line_error(code, err)
+
+
+def test_landmark_motion_is_carried_onto_the_photo_relatively():
+    """A landmarks-v1 model runs from the mean face; its motion reaches the photo's keypoints by
+    FOMM's relative rule, so the photo keeps its own shape and only the motion is the model's."""
+    rng = np.random.default_rng(0)
+    source_kp = landmark_space.encode(landmark_space.template((-0.5, -0.6, 0.4, 0.5))
+                                      + rng.normal(0, 0.01, (68, 2)))
+    mean_kp = landmark_space.encode(landmark_space.mean_face())
+    start, to_image = source.relative_transfer(source_kp, mean_kp, 2.0)
+    assert_close(start, mean_kp, rel=1e-6)
+    assert_close(to_image(start), source_kp / 2, rel=1e-5)       # no motion: the photo itself
+    moved = np.array(start)
+    moved[:, 0] += 0.1                                            # the head moves right
+    moved[7, 2:] = [1.0, 0.0, 0.0, 1.5]                           # the upper lip stretches
+    out = to_image(moved[None])[0] * 2
+    assert_close(out[:, 0] - source_kp[:, 0], np.full(10, 0.1), rel=1e-5)
+    want_jacobian = np.diag([1.0, 1.5]) @ np.linalg.inv(mean_kp[7, 2:].reshape(2, 2)) \
+        @ source_kp[7, 2:].reshape(2, 2)
+    assert_close(out[7, 2:].reshape(2, 2), want_jacobian, rel=1e-5)
