@@ -200,7 +200,7 @@ def analysis_verdict(scales: dict) -> str:
 STYLE = ("body{font-family:sans-serif;max-width:62em;margin:2em auto;padding:0 1em;"
          "line-height:1.4;color:#222}"
          "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;"
-         "padding:.25em .6em;text-align:right}th{background:#f2f2f2}td.l,th.l{text-align:left}"
+         "padding:.25em .6em;text-align:right}th{background:#f2f2f2}td.l,th.l{text-align:left;white-space:nowrap}"
          "p.verdict{font-weight:bold;background:#eef5ee;border-left:4px solid #5a5;"
          "padding:.4em .7em}"
          ".pair{display:flex;gap:1.5em;flex-wrap:wrap}figure{margin:.5em 0}"
