@@ -544,3 +544,57 @@ def test_landmark_motion_is_carried_onto_the_photo_relatively():
     want_jacobian = np.diag([1.0, 1.5]) @ np.linalg.inv(mean_kp[7, 2:].reshape(2, 2)) \
         @ source_kp[7, 2:].reshape(2, 2)
     assert_close(out[7, 2:].reshape(2, 2), want_jacobian, rel=1e-5)
+
+
+def test_keypoints_renders_a_clips_motion_moved_onto_the_source(media, tmp_path, capsys):
+    """--keypoints draws given keypoints (a dataset clip) instead of generating: frame 0 is the
+    source's x0 and every later frame keeps the clip's offsets from its own first frame; the
+    drift window of the model is not applied to recorded motion."""
+    rng = np.random.default_rng(0)
+    clip = np.tile(fit_to_box((-0.3, -0.35, 0.3, 0.45)), (int(SECONDS * 25) + 5, 1, 1))
+    clip[..., :2] += np.cumsum(rng.normal(0, 0.004, clip[..., :2].shape), axis=0)
+    np.savez(tmp_path / "clip.npz", keypoints=clip.astype(np.float32))
+    out, kp_out = tmp_path / "truth.mp4", tmp_path / "truth.npz"
+    code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
+                             "--model", media["drift"], "--keypoints", tmp_path / "clip.npz",
+                             "--out", out, "--keypoints-out", kp_out)
+    assert code == 0, err
+    assert "keypoints of" in stdout and "drift window 0 s" in stdout
+    assert len(read_video(out)) == 25
+    with np.load(kp_out) as saved:
+        drawn = saved["keypoints"]
+    crop = _default_crop(media["face"])
+    np.testing.assert_allclose(drawn[0], fit_to_box(crop.face_box), atol=1e-5)
+    # the phantom map scales positions uniformly: offsets keep their directions and ratios
+    offsets, recorded = drawn[1:, :, :2] - drawn[:1, :, :2], clip[1:25, :, :2] - clip[:1, :, :2]
+    scale = np.linalg.norm(offsets) / np.linalg.norm(recorded)
+    np.testing.assert_allclose(offsets, scale * recorded, atol=1e-4)
+
+
+def test_move_onto_source_keeps_offsets_and_relative_jacobians():
+    rng = np.random.default_rng(1)
+    clip = rng.normal(0, 0.3, (6, 10, 6)).astype(np.float32)
+    x0 = rng.normal(0, 0.3, (10, 6)).astype(np.float32)
+    moved = app_gen.move_onto_source(clip, x0)
+    np.testing.assert_allclose(moved[0], x0, atol=1e-5)
+    np.testing.assert_allclose(moved[:, :, :2] - x0[:, :2], clip[:, :, :2] - clip[:1, :, :2],
+                               atol=1e-5)
+    jac = lambda kp: kp[..., 2:].reshape(*kp.shape[:-1], 2, 2)  # noqa: E731
+    np.testing.assert_allclose(jac(moved)[3], jac(clip)[3] @ np.linalg.inv(jac(clip)[0])
+                               @ jac(x0), atol=1e-4)
+
+
+@pytest.mark.parametrize("content,extra,message", [
+    ({"other": np.zeros((30, 10, 6))}, (), "the npz holds no 'keypoints' array"),
+    ({"keypoints": np.zeros((30, 9, 6))}, (), "keypoints must be [T, 10, 6]"),
+    ({"keypoints": np.full((30, 10, 6), np.nan)}, (), "NaN or infinite"),
+    ({"keypoints": np.zeros((5, 10, 6))}, (), "5 frames (0.20 s) do not cover the audio's 25"),
+    ({"keypoints": np.zeros((30, 10, 6))}, ("--head-scale", "2"), "nothing is generated"),
+])
+def test_bad_keypoints_are_one_line(media, tmp_path, capsys, content, extra, message):
+    np.savez(tmp_path / "kp.npz", **content)
+    code, _, err = _run(capsys, "--image", media["face"], "--audio", media["wav"], "--model",
+                        media["phantom"], "--keypoints", tmp_path / "kp.npz",
+                        "--out", tmp_path / "x.mp4", *extra)
+    assert message in _one_line_error(code, err)
+    assert not (tmp_path / "x.mp4").exists()

@@ -34,3 +34,19 @@ def test_a_terminal_keeps_the_redrawn_bar():
     with progress.bar(2, "tty", stream=stream) as bar:
         bar.update(2)
     assert "\r" in stream.getvalue()
+
+
+def test_a_quiet_log_gets_a_line_with_the_elapsed_time_though_nothing_was_counted(monkeypatch):
+    """A long first step (compiling) or work between bars must not leave a piped log silent:
+    an open bar writes its line again once no bar has written for LOG_SECONDS."""
+    import time
+
+    monkeypatch.setattr(progress, "LOG_SECONDS", 0.3)
+    monkeypatch.setattr(progress, "_CHECK_SECONDS", 0.05)
+    stream = io.StringIO()
+    with progress.bar(2, "outer", "command", stream=stream):
+        with progress.bar(3, "inner", "step", stream=stream):
+            time.sleep(1.0)                                    # nothing counted
+    lines = stream.getvalue().splitlines()
+    assert len([line for line in lines if "0/" in line]) >= 4  # two at the start, then beats
+    assert "\x1b" not in stream.getvalue()                     # nested bars: no cursor moves

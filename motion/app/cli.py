@@ -303,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "for them: a triangle mesh over the face with a painted mouth "
                                "interior), warp (a weight-free first-order warp; the default for "
                                "phantom models) or fomm (needs --fomm-checkpoint)")
+    generate.add_argument("--keypoints", metavar="NPZ",
+                          help="render these keypoints instead of generating them: an npz "
+                               "with keypoints [T, 10, 6] in the model's keypoint space (a "
+                               "dataset clip, e.g. DATA/test/<clip>.npz with --audio "
+                               "DATA/test/<clip>.wav); their motion from their first frame "
+                               "moves the source face, which the model only names the space of")
     generate.add_argument("--keypoints-out", metavar="NPZ",
                           help="also save the generated keypoints [T, 10, 6], fps and "
                                "keypoint_space")

@@ -8,10 +8,17 @@ Stages (each the same code path as its own command, run in this process):
 3. ``train generator``: the small generator against those syncers (eq. 8–16);
 4. ``evaluate``: multi-scale sync metrics of ground-truth, random and generated pairs;
 5. ``analyze``: speech/head-motion correlation of the rigid points (the paper's Table 2);
-6. ``generate``: a video from the bundled face and a phantom utterance (and from
+6. ``generate``: the side-by-side pair — the first test clip's recorded keypoints drawn with
+   ``generate --keypoints`` and a generation from the same clip's audio, both from the bundled
+   face with the same renderer — then a video from the bundled speech (and from
    ``../shared/data/real`` media when it sits beside the clone);
-7. ``DIR/index.html``: one self-contained page (relative links only, no server) with the
-   videos, the metrics tables and the plots.
+7. ``DIR/index.html`` (:mod:`motion.app.demo_page`): one self-contained page (relative links
+   only, no server): the pair, the other videos, each table with a verdict in words and units,
+   captioned plots, a glossary and the exact commands run.
+
+Each stage runs under its own progress bar, which in a log repeats its line whenever the
+commands' own bars are quiet for 20 s (``syncers.run.progress``), so ``msync demo 2>&1 | cat``
+shows a line at least every 20 s.
 
 Sizes come from ``configs/demo.yaml``; every stage's run directory sits under ``DIR`` and each
 trainer resumes, so rerunning a killed demo continues where it stopped. ``DIR/timings.json``
@@ -30,17 +37,25 @@ from pathlib import Path
 from typing import Sequence
 
 import configs
+from motion.app import demo_page
 from motion.app.cli import build_parser
+from motion.app.demo_page import GENERATED_VIDEO, TRUTH_VIDEO
 from motion.app.generate import MAX_DRIFT_WINDOW_S
-from render.video import read_video
-from syncers.data.phantom.corpus import MAX_CLIPS, MAX_SECONDS, MIN_SECONDS
+from syncers.data.dataset import split_for
+from syncers.data.phantom.corpus import MAX_CLIPS, MAX_SECONDS, MIN_SECONDS, clip_id
 from syncers.run import config as config_lib
-from syncers.run.errors import InputError
+from syncers.run import progress
 
 DEFAULT_CONFIG = configs.path("demo.yaml")
 # Real media beside a source checkout (not installed): used when present, skipped otherwise.
 REAL_MEDIA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
+
+# The videos beside the side-by-side pair, with their captions on the page.
+VIDEOS = (("phantom.mp4", "Generated from the bundled six seconds of real speech (the model "
+                          "has heard only phantom speech)"),
+          ("real.mp4", "Generated from a real photograph and real speech "
+                       "(../shared/data/real)"))
 
 # The demo's corpus: at least 20 clips, so that the 80/10/10 split leaves every split two or
 # more (evaluate needs 2); otherwise msync data synth's own bounds.
@@ -90,13 +105,28 @@ def _run(argv: Sequence[str]) -> None:
     args.handler(args)
 
 
+def comparison_clip(corpus: CorpusConfig) -> str:
+    """The id of the first test clip of the corpus ``msync data synth`` writes for ``corpus``
+    (its splits are a function of the clip count), the clip of the side-by-side pair."""
+    first = next(i for i in range(corpus.clips) if split_for(i, corpus.clips) == "test")
+    return clip_id(first)
+
+
 def stages(config: DemoConfig, out: Path) -> list[tuple[str, list[list[str]]]]:
     """``[(stage name, [msync argv, ...])]`` for the whole demo."""
     data, syncers, generator = out / "phantom", out / "syncers", out / "generator"
     sets = lambda stage: [a for o in stage.overrides for a in ("--set", o)]  # noqa: E731
     corpus = config.corpus
     drift = ["--drift-window", str(config.drift_window_s)] if config.drift_window_s else []
-    videos = [["generate", "--model", str(generator), "--out", str(out / "phantom.mp4"),
+    # The side-by-side pair: a test clip's recorded motion and a generation from its audio,
+    # drawn by the same renderer from the same (bundled) face, so only the motion differs.
+    clip = comparison_clip(config.corpus)
+    clip_npz = data / "test" / f"{clip}.npz"
+    videos = [["generate", "--model", str(generator), "--keypoints", str(clip_npz), "--audio",
+               str(clip_npz.with_suffix(".wav")), "--out", str(out / TRUTH_VIDEO)],
+              ["generate", "--model", str(generator), "--audio",
+               str(clip_npz.with_suffix(".wav")), "--out", str(out / GENERATED_VIDEO), *drift],
+              ["generate", "--model", str(generator), "--out", str(out / "phantom.mp4"),
                "--keypoints-out", str(out / "phantom_keypoints.npz"), *drift]]
     if config.real_media and (REAL_MEDIA / "happy.png").is_file():
         videos.append(["generate", "--model", str(generator), "--image",
@@ -130,68 +160,30 @@ def demo(config: DemoConfig, out: str | os.PathLike) -> dict[str, float]:
     for name, commands in stages(config, out):
         print(f"msync demo: {name} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        for argv in commands:
-            _run(argv)
+        # The stage's own bar: in a log it writes a line whenever the commands' bars are quiet
+        # for 20 s (loading, compiling, scoring), so a piped demo is never silent for long.
+        with progress.bar(len(commands), f"demo: {name}", "command") as bar:
+            for argv in commands:
+                _run(argv)
+                bar.update(1)
         timings[name] = round(time.perf_counter() - start, 1)
         (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    page = write_index(out, timings)
+    page = write_index(out, timings, config)
     timings["total"] = round(sum(timings.values()), 1)
     (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
     print(f"msync demo: done in {timings['total']:.0f} s -> {page}")
     return timings
 
 
-def write_index(out: Path, timings: dict[str, float]) -> Path:
-    """``out/index.html``: videos, metrics and analysis tables, plots; relative links only."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>msync demo</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #aaa;"
-             "padding:.2em .6em;text-align:right}img{max-width:32em;margin:.5em}"
-             "video{max-width:32em;margin:.5em}</style></head><body>",
-             "<h1>msync demo</h1>",
-             "<p>A phantom corpus with known speech/motion coupling, the small syncer pyramid "
-             "and generator trained on it, their multi-scale sync metrics, the speech/head-motion "
-             "analysis, and talking-head videos generated by the trained model.</p>"]
-    videos = [p for p in ("phantom.mp4", "real.mp4") if (out / p).is_file()]
-    if videos:
-        parts.append("<h2>Generated videos</h2>")
-        for name in videos:
-            poster = _poster(out / name)
-            parts.append(f"<figure><video id='{name.split('.')[0]}' src='{name}' controls "
-                         f"preload='metadata' width='256' height='256'"
-                         + (f" poster='{poster.name}'" if poster else "") +
-                         f"></video><figcaption>{name}</figcaption></figure>")
-    metrics = out / "evaluation" / "metrics.md"
-    if metrics.is_file():
-        parts += ["<h2>Multi-scale sync metrics (test split)</h2>", _markdown(metrics.read_text())]
-    report = out / "analysis" / "report.md"
-    if report.is_file():
-        parts += ["<h2>Speech/head-motion analysis</h2>", _markdown(report.read_text())]
-    plots = sorted((out / "analysis").glob("*.png")) if (out / "analysis").is_dir() else []
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        parts += [f"<img class='plot' src='analysis/{p.name}' alt='{p.stem}'>" for p in plots]
-    parts.append("<h2>Stage wall times</h2><table><tr><th>stage</th><th>seconds</th></tr>")
-    parts += [f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{v:.1f}</td></tr>"
-              for k, v in timings.items()]
-    parts.append("</table></body></html>")
-    page = out / "index.html"
-    page.write_text("\n".join(parts) + "\n")
-    return page
-
-
-def _poster(video: Path) -> Path | None:
-    """A PNG of the video's frame at 1 s beside it (the page shows a frame before it plays), or
-    None when the video cannot be read."""
-    import imageio.v3 as iio
-
-    poster = video.with_name(video.stem + "_poster.png")
-    try:
-        frames = read_video(video)
-        iio.imwrite(poster, frames[min(25, len(frames) - 1)])
-    except (InputError, InputError, OSError, ValueError, IndexError):
-        return None
-    return poster
+def write_index(out: Path, timings: dict[str, float], config: DemoConfig | None = None) -> Path:
+    """``out/index.html`` (:mod:`motion.app.demo_page`): the pair, videos, tables with verdicts,
+    plots, glossary and the commands of ``config``'s plan (default: ``out/config.yaml``, which
+    :func:`demo` writes, so the page can be rebuilt on a finished directory)."""
+    if config is None and (out / "config.yaml").is_file():
+        config = config_lib.load(DemoConfig, out / "config.yaml")
+    plan = stages(config, out) if config is not None else None
+    clip = comparison_clip(config.corpus) if config is not None else None
+    return demo_page.write_page(out, timings, plan, clip, VIDEOS, markdown=_markdown)
 
 
 def _markdown(text: str) -> str:

@@ -6,7 +6,9 @@ H.264 + AAC mp4 at 25 fps. A model and a renderer must share a keypoint
 space (docs/design.md, "Keypoint spaces"). With no ``--model`` the bundled demo model
 (``motion/assets/demo_model``) is used; with no ``--image`` / ``--audio`` the astronaut
 photograph that scikit-image ships and six seconds of real speech shipped with msync
-(``motion/assets/speech.flac``).
+(``motion/assets/speech.flac``). With ``--keypoints`` the keypoints are read instead of
+generated (a dataset clip's motion, moved onto the source face by :func:`move_onto_source`) and
+drawn by the same renderer, so a clip's recorded and generated motion can be compared.
 """
 from __future__ import annotations
 
@@ -181,6 +183,40 @@ def _fomm_chunks(fomm, source, x0_Kx6, keypoints_Tx10x6):
         yield frames if side == FOMM_SIZE else face.resize_frames(frames, side)
 
 
+def read_keypoints(path: str) -> np.ndarray:
+    """``--keypoints``: the ``keypoints [T, 10, 6]`` array of an npz (a dataset clip or a
+    ``--keypoints-out`` file), float32 and finite; anything else is one line."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "keypoints" not in npz.files:
+                raise InputError(path, f"--keypoints: the npz holds no 'keypoints' array (it "
+                                       f"has {', '.join(npz.files) or 'nothing'})")
+            keypoints = np.asarray(npz["keypoints"], np.float32)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"--keypoints: not a readable npz ({err})") from None
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (N_KEYPOINTS, 6) or not len(keypoints):
+        raise InputError(path, f"--keypoints: keypoints must be [T, {N_KEYPOINTS}, 6] with T >= 1; "
+                               f"got {list(keypoints.shape)}")
+    if not np.all(np.isfinite(keypoints)):
+        raise InputError(path, "--keypoints: the keypoints hold NaN or infinite values")
+    return keypoints
+
+
+def move_onto_source(keypoints_Tx10x6: np.ndarray, x0_Kx6: np.ndarray) -> np.ndarray:
+    """Given keypoints' motion from their own first frame, applied to the source pose ``x0``:
+    ``[T, 10, 6]`` with frame 0 = x0. Positions move by the same offsets; each jacobian is the
+    source's composed with the frame's change from frame 0 (J_t J_0⁻¹ J_x0), as FOMM's relative
+    mode does, so a clip recorded elsewhere in its frame moves the source face where it is."""
+    kp = np.asarray(keypoints_Tx10x6, np.float64)
+    x0 = np.asarray(x0_Kx6, np.float64)
+    out = np.empty_like(kp)
+    out[..., :2] = x0[:, :2] + (kp[..., :2] - kp[:1, :, :2])
+    jac = kp[..., 2:].reshape(*kp.shape[:2], 2, 2)
+    jac0_inv = np.linalg.pinv(jac[0])       # pinv: a degenerate first frame stays finite
+    out[..., 2:] = (jac @ jac0_inv @ x0[:, 2:].reshape(-1, 2, 2)).reshape(*kp.shape[:2], 4)
+    return out.astype(np.float32)
+
+
 def _output_path(path: str | None, suffix: str, flag: str, inputs) -> Path | None:
     if path is None:
         return None
@@ -211,10 +247,15 @@ def generate_command(args: Any) -> None:
                                          and 0 <= drift_window <= MAX_DRIFT_WINDOW_S):
         raise InputError(None, f"--drift-window must be a number of seconds from 0 to "
                                f"{MAX_DRIFT_WINDOW_S:g} (0 = off); got {drift_window}")
-    inputs = (args.image, args.audio, args.model)
+    given_path = getattr(args, "keypoints", None)
+    if given_path is not None and (args.head_scale != 1 or args.lip_scale != 1):
+        raise InputError(None, "--head-scale and --lip-scale scale generated motion; with "
+                               "--keypoints nothing is generated — drop them")
+    inputs = (args.image, args.audio, args.model, given_path)
     out = _output_path(args.out, ".mp4", "--out", inputs)
     keypoints_out = _output_path(getattr(args, "keypoints_out", None), ".npz", "--keypoints-out",
                                  inputs + (args.out,))
+    given = read_keypoints(given_path) if given_path is not None else None
     fomm_checkpoint = getattr(args, "fomm_checkpoint", None)
     model, info, model_name = _load_generator(args.model)
     space = str(info.get("keypoint_space", ""))
@@ -223,7 +264,8 @@ def generate_command(args: Any) -> None:
     kind = _feature_kind(info, model, model_name)
     quantiles = _corpus_quantiles(info, normalization, model_name)
     if drift_window is None:
-        drift_window = float(info.get("drift_window_s") or 0.0)
+        # The model's window corrects its own rollouts; recorded motion is drawn as recorded.
+        drift_window = float(info.get("drift_window_s") or 0.0) if given is None else 0.0
 
     image_name = args.image or "astronaut (bundled)"
     image = face.load_image(args.image) if args.image else demo_image()
@@ -249,19 +291,25 @@ def generate_command(args: Any) -> None:
     if quantiles is not None:
         features = match_features(features, quantiles)
     n_frames = n_video_frames(samples.size)
+    if given is not None:
+        if len(given) < n_frames:
+            raise InputError(given_path, f"--keypoints: {len(given)} frames "
+                                         f"({len(given) / FPS:.2f} s) do not cover the audio's "
+                                         f"{n_frames} ({seconds:.2f} s)")
+        given = given[:n_frames]
 
     # Warnings once every input is accepted (bad input stays one line): settings outside their
     # safe range, a model whose long rollouts drift or were never checked.
     warn_motion_scales(args.head_scale, args.lip_scale)
-    drift_warning = long_rollout_warning(model_name, info, model_name)
+    drift_warning = long_rollout_warning(model_name, info, model_name) if given is None else None
     if drift_warning:
         warn(None, drift_warning)
     points = source_landmarks(crop) if space == LANDMARK_SPACE else None
     x0_model, to_image = _source_keypoints(crop, fomm, space, points)
     started = time.perf_counter()
-    with progress.bar(n_frames, "generate", "frame") as bar:
-        generated = generate(model, x0_model, features, head_scale=args.head_scale,
-                             lip_scale=args.lip_scale)
+    with progress.bar(n_frames, "generate" if given is None else "keypoints", "frame") as bar:
+        generated = move_onto_source(given, x0_model) if given is not None else generate(
+            model, x0_model, features, head_scale=args.head_scale, lip_scale=args.lip_scale)
         generated = remove_drift(generated, round(drift_window * FPS))
         bar.update(n_frames)
     generate_s = time.perf_counter() - started
@@ -279,9 +327,12 @@ def generate_command(args: Any) -> None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
             np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
                      keypoint_space=np.array(space))
+    motion_from = f"keypoints of {given_path}" if given is not None else f"{space} model"
     print(f"msync generate: {n_frames} frames ({seconds:.2f} s of audio, {renderer} renderer, "
-          f"{space} model, audio {'matched to its corpus' if quantiles is not None else 'as is'}"
-          f", drift window {drift_window:g} s) -> {out}; generation {generate_s:.1f} s "
+          f"{motion_from}, "
+          + ("" if given is not None else
+             f"audio {'matched to its corpus' if quantiles is not None else 'as is'}, ")
+          + f"drift window {drift_window:g} s) -> {out}; generation {generate_s:.1f} s "
           f"({n_frames / max(generate_s, 1e-9):.0f} frames/s), rendering {render_s:.1f} s "
           f"({n_frames / max(render_s, 1e-9):.0f} frames/s), both with JIT compilation; "
           f"total {time.perf_counter() - command_started:.0f} s")

@@ -56,7 +56,7 @@ def lagged_correlation(motion: list[np.ndarray], audio: list[np.ndarray],
 
 # --- the corpus -----------------------------------------------------------------------------------
 
-def _clip_id(index: int) -> str:
+def clip_id(index: int) -> str:
     return f"phantom-{index:05d}"
 
 
@@ -65,10 +65,10 @@ def _write_one(job: tuple) -> tuple[str, str, int]:
     out, seed, index, n_clips, seconds, coupling, features = job
     clip = synth_clip(seed, index, seconds, coupling)
     split = dataset.split_for(index, n_clips)
-    dataset.write_clip(out, split, _clip_id(index), clip.keypoints,
+    dataset.write_clip(out, split, clip_id(index), clip.keypoints,
                        audio_features(clip.samples, features), samples=clip.samples,
                        meta={**clip.meta, "features": feature_config(features)})
-    return split, _clip_id(index), clip.keypoints.shape[0]
+    return split, clip_id(index), clip.keypoints.shape[0]
 
 
 MAX_CLIPS = 100_000        # a corpus of 220 h at 8 s a clip
