@@ -209,3 +209,13 @@ def test_reproduce_lists_exactly_the_planned_commands(tmp_path):
     clip = demo.comparison_clip(config.corpus)
     assert f"Ground truth: {clip}'s recorded head motion" in page
     assert f"Generated from {clip}'s audio" in page
+
+
+def test_mouth_verdict_says_whether_the_mouth_follows_the_speech():
+    assert demo_page.mouth_verdict({"generated": -0.18, "gt": 0.98}).startswith(
+        "The generated mouth does not follow the loudness of the speech (r = -0.18; the "
+        "recorded mouths 0.98)")
+    assert "as the recorded mouths do (r = 0.15 against 0.09)" in demo_page.mouth_verdict(
+        {"generated": 0.15, "gt": 0.09})
+    assert "more weakly than the recorded mouths (r = 0.40 against 0.98)" in \
+        demo_page.mouth_verdict({"generated": 0.40, "gt": 0.98})

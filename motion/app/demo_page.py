@@ -177,6 +177,20 @@ def drift_verdict(drift: dict) -> str:
     return sentence + "."
 
 
+def mouth_verdict(sync: dict) -> str:
+    """One sentence on ``metrics.json``'s ``mouth_sync``: does the generated mouth open with the
+    loudness as much as the recorded one does (within 0.1 of its r, or above it)?"""
+    gen, gt = sync["generated"], sync["gt"]
+    if gen < 0.1:
+        return (f"The generated mouth does not follow the loudness of the speech (r = {gen:.2f}; "
+                f"the recorded mouths {gt:.2f}).")
+    if gen >= gt - 0.1:
+        return (f"The generated mouth opens with the loudness of the speech as the recorded "
+                f"mouths do (r = {gen:.2f} against {gt:.2f}).")
+    return (f"The generated mouth follows the loudness of the speech, more weakly than the "
+            f"recorded mouths (r = {gen:.2f} against {gt:.2f}).")
+
+
 def analysis_verdict(scales: dict) -> str:
     """One sentence on ``analysis/report.json``'s ``scales``: where recorded head motion
     follows the speech significantly (Mann–Whitney p < ``SIGNIFICANT_P``)."""
@@ -275,6 +289,7 @@ def sync_section(metrics: dict) -> tuple[str, set[str]]:
         terms |= {"L_rec", "speed", "acceleration"}
         sync = metrics.get("mouth_sync")
         if sync and sync.get("generated") is not None and sync.get("gt") is not None:
+            parts.append(_verdict(mouth_verdict(sync)))
             parts.append(_table(["mouth sync (Pearson r)", "generated", "ground truth"],
                                 [["mouth opening vs speech envelope", f"{sync['generated']:.2f}",
                                   f"{sync['gt']:.2f}"]]))
