@@ -240,7 +240,9 @@ def _mouth(xy, lm, source, colours):
     lower_mask = jnp.clip(lower_h - above_lower + 0.5, 0.0, 1.0) * lateral * 0.7
     colour = colour + (teeth * 0.7 - colour) * lower_mask[..., None]
     # a soft shadow of the lips on the rim
-    rim = 1.0 - 0.15 * jnp.exp(-jnp.minimum(below_upper, above_lower) / 1.2)
+    # (inside the lips only: outside, the distances are negative and exp would overflow to inf,
+    # and inf × 0 made NaN pixels where twisted lips put the curves far apart)
+    rim = 1.0 - 0.15 * jnp.exp(-jnp.maximum(jnp.minimum(below_upper, above_lower), 0.0) / 1.2)
     return colour * rim[..., None], alpha
 
 
@@ -328,7 +330,8 @@ def _blend_window(frame, centre, shape, paint_fn):
     xy = jnp.stack(jnp.meshgrid(xs, ys, indexing="xy"), -1)               # [h, w, 2]
     patch = jax.lax.dynamic_slice(frame, (y0, x0, 0), shape + (3,))
     colour, alpha = paint_fn(xy, patch, xy[0, 0])
-    patch = patch + (colour - patch) * alpha[..., None]
+    # only where it paints: a colour computed for pixels it leaves alone may be anything
+    patch = jnp.where(alpha[..., None] > 0, patch + (colour - patch) * alpha[..., None], patch)
     return jax.lax.dynamic_update_slice(frame, patch, (y0, x0, 0))
 
 

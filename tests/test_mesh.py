@@ -276,3 +276,25 @@ def test_the_mouth_is_never_painted_outside_the_outer_lips():
                    -1)
     inside = np.asarray(interior._inside_polygon(xy, square))
     assert inside.sum() == 100 and inside[5 + 5, 5 + 5] == 1 and inside[0, 0] == 0
+
+
+def test_twisted_lips_paint_no_nan():
+    """A generated frame whose inner lips twist (the upper ones bunched at one corner, the
+    lower curve far above the upper) gives finite pixels: the lip shadow outside the lips once
+    overflowed to inf, and inf × 0 left NaN (black) pixels in the mouth window."""
+    import jax.numpy as jnp
+    from render import interior
+    size = 256
+    scale = (size - 1) / 2.0
+    source = landmark_space.mean_face().astype(np.float32) * scale
+    driven = source.copy()
+    driven[60:68] = [[-11.8, 31.7], [8.6, 31.0], [13.9, 31.0], [18.0, 31.8], [19.4, 29.4],
+                     [14.3, 36.0], [8.6, 35.8], [3.0, 35.6]]          # seen in a real rollout
+    image = jnp.asarray(_skin_image(size))
+    colours = interior.sample_colours(np.asarray(image), source / scale)
+    windows = interior.windows(source / scale, size)
+    frame = interior._blend_window(
+        image, jnp.asarray(driven[60:68].mean(axis=0)), windows.mouth,
+        lambda xy, patch, origin: interior._mouth(xy, jnp.asarray(driven), jnp.asarray(source),
+                                                  colours))
+    assert np.all(np.isfinite(np.asarray(frame)))
