@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT)]
 
 import torch  # noqa: E402
 
+from bench.calibrate import matmul_gflops  # noqa: E402
 from motion.official.config import PAPER  # noqa: E402
 from motion.official.convert import convert_state_dict  # noqa: E402
 from motion.official.rollout import forward  # noqa: E402
@@ -79,16 +80,11 @@ def _timed(fn) -> float:
 
 
 def calibrate() -> dict:
-    """fp32 matmul throughput (2·n³ FLOPs), best of 5, torch and XLA."""
+    """fp32 matmul throughput (2·n³ FLOPs), best of 5, XLA (``bench.calibrate``) and torch."""
     n = 1024
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    mm = jax.jit(lambda x: jnp.matmul(x, x, precision="highest"))
-    x = jnp.asarray(a)
-    mm(x).block_until_ready()
-    best_jax = min(_timed(lambda: mm(x).block_until_ready()) for _ in range(5))
-    ta = torch.from_numpy(a)
+    ta = torch.from_numpy(np.random.default_rng(0).random((n, n), dtype=np.float32))
     best_torch = min(_timed(lambda: ta @ ta) for _ in range(5))
-    return {"matmul_n": n, "jax_gflops": 2 * n ** 3 / best_jax / 1e9,
+    return {"matmul_n": n, "jax_gflops": matmul_gflops(n, repeats=5),
             "torch_gflops": 2 * n ** 3 / best_torch / 1e9}
 
 

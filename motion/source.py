@@ -100,7 +100,8 @@ def relative_transfer(source_Kx6: np.ndarray, start_Kx6: np.ndarray, scale: floa
     start = np.asarray(start_Kx6, np.float32)
     n = source.shape[0]
     jacobian_src = source[:, 2:].reshape(n, 2, 2)
-    start_inverse = np.linalg.inv(start[:, 2:].reshape(n, 2, 2))
+    # pinv: a degenerate start (a recorded clip's first frame) keeps the map finite
+    start_inverse = np.linalg.pinv(start[:, 2:].reshape(n, 2, 2))
     carry = (start_inverse @ jacobian_src).astype(np.float32)          # [K, 2, 2]
 
     def to_image(kp_TxKx6: np.ndarray) -> np.ndarray:

@@ -12,6 +12,19 @@ from scipy.ndimage import gaussian_filter1d
 from syncers.data.dataset import write_clip, write_manifest
 
 
+# configs/analyze.yaml's tiny counterpart (msync analyze, the page's Analyse tab): compile time
+# dominates on a CPU; one scale keeps the run to seconds.
+TINY_ANALYZE = {
+    "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
+              "motion": {"width": 8, "depth": 0}},
+    "objective": {"name": "triplet", "margin": 0.2},
+    "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 3],
+                 "other_negatives": [0, 0, 0, 0]},
+    "optim": {"learning_rate": 1e-3, "warmup_steps": 2},
+    "train": {"steps": 4, "checkpoint_every": 4, "log_every": 2, "levels": [1]},
+}
+
+
 def coupled_clip(rng: np.random.Generator, n_frames: int, lag: int = 1):
     envelope = gaussian_filter1d(rng.standard_normal(4 * n_frames + 4 * lag), 6.0)
     envelope = (envelope - envelope.mean()) / (envelope.std() + 1e-6)

@@ -10,19 +10,10 @@ from motion.app import analyze
 from motion.app import cli
 from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
 from syncers.run.errors import InputError
+from syncer_data import TINY_ANALYZE as TINY
 from syncer_data import make_dataset
 from run_helpers import held_by_another_process, refused_as_in_use
 
-# Tiny syncers: compile time dominates on a CPU; two scales keep the run to seconds.
-TINY = {
-    "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
-              "motion": {"width": 8, "depth": 0}},
-    "objective": {"name": "triplet", "margin": 0.2},
-    "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 3],
-                 "other_negatives": [0, 0, 0, 0]},
-    "optim": {"learning_rate": 1e-3, "warmup_steps": 2},
-    "train": {"steps": 4, "checkpoint_every": 4, "log_every": 2, "levels": [1]},
-}
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def media(tmp_path_factory) -> dict:
     from motion.generator import TINY
     from motion.model import GeneratorModel
     from motion.saved_model import save_model
-    from syncer_data import make_dataset
+    from syncer_data import TINY_ANALYZE, make_dataset
     from syncers.data.features import feature_config
 
     root = tmp_path_factory.mktemp("ui-media")
@@ -97,14 +97,7 @@ def media(tmp_path_factory) -> dict:
                     subtype="PCM_16")                                   # 1.28 MB > 1 MB
     (root / "notes.wav").write_text("these are notes, not sound\n" * 20)
     make_dataset(root / "dataset", n_train=4, n_test=3, n_frames=120)
-    (root / "analyze.yaml").write_text(yaml.safe_dump({
-        "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
-                  "motion": {"width": 8, "depth": 0}},
-        "objective": {"name": "triplet", "margin": 0.2},
-        "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 3],
-                     "other_negatives": [0, 0, 0, 0]},
-        "optim": {"learning_rate": 1e-3, "warmup_steps": 2},
-        "train": {"steps": 4, "checkpoint_every": 4, "log_every": 2, "levels": [1]}}))
+    (root / "analyze.yaml").write_text(yaml.safe_dump(TINY_ANALYZE))
     return {name: root / file for name, file in (
         ("model", MODEL), ("face", "face.png"), ("noface", "noface.png"), ("dot", "dot.png"),
         ("speech", "speech.wav"), ("mic", "mic.wav"), ("silence", "silence.wav"),

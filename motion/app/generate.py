@@ -26,7 +26,7 @@ from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
 from motion.saved_model import META, PARAMS, load_model, long_rollout_warning
 # x0 and the crop map are shared with the streaming API (``motion.stream``)
-from motion.source import FOMM_SIZE, source_landmarks
+from motion.source import FOMM_SIZE, relative_transfer, source_landmarks
 from motion.source import source_keypoints as _source_keypoints
 from render import face, mesh
 from render.fomm import load as load_fomm
@@ -204,17 +204,11 @@ def read_keypoints(path: str) -> np.ndarray:
 
 def move_onto_source(keypoints_Tx10x6: np.ndarray, x0_Kx6: np.ndarray) -> np.ndarray:
     """Given keypoints' motion from their own first frame, applied to the source pose ``x0``:
-    ``[T, 10, 6]`` with frame 0 = x0. Positions move by the same offsets; each jacobian is the
-    source's composed with the frame's change from frame 0 (J_t J_0⁻¹ J_x0), as FOMM's relative
-    mode does, so a clip recorded elsewhere in its frame moves the source face where it is."""
-    kp = np.asarray(keypoints_Tx10x6, np.float64)
-    x0 = np.asarray(x0_Kx6, np.float64)
-    out = np.empty_like(kp)
-    out[..., :2] = x0[:, :2] + (kp[..., :2] - kp[:1, :, :2])
-    jac = kp[..., 2:].reshape(*kp.shape[:2], 2, 2)
-    jac0_inv = np.linalg.pinv(jac[0])       # pinv: a degenerate first frame stays finite
-    out[..., 2:] = (jac @ jac0_inv @ x0[:, 2:].reshape(-1, 2, 2)).reshape(*kp.shape[:2], 4)
-    return out.astype(np.float32)
+    ``[T, 10, 6]`` with frame 0 = x0, by FOMM's relative rule (``motion.source.
+    relative_transfer``), so a clip recorded elsewhere in its frame moves the source face where
+    it is."""
+    keypoints = np.asarray(keypoints_Tx10x6, np.float32)
+    return relative_transfer(x0_Kx6, keypoints[0], 1.0)[1](keypoints)
 
 
 def _output_path(path: str | None, suffix: str, flag: str, inputs) -> Path | None:
