@@ -187,9 +187,14 @@ def record(result: dict, *, step: int | None, params_sha256: str | None,
     return out
 
 
+def width_percent(distance: float) -> float:
+    """A distance in keypoint units (positions span −1…1 across the frame) as % of its width."""
+    return 50.0 * distance
+
+
 def percent_of_width(distance: float) -> str:
-    """A distance in keypoint units (the frame spans [−1, 1]) as a share of the frame's width."""
-    return f"{50 * distance:.1f} % of the frame width"
+    """:func:`width_percent` in words: ``"4.4 % of the frame width"``."""
+    return f"{width_percent(distance):.1f} % of the frame width"
 
 
 def verdict(rec: dict) -> tuple[bool, str]:

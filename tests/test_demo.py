@@ -1,9 +1,12 @@
 """``msync demo``: the stage plan and the self-contained results page (the stages themselves are
 each tested with their own command)."""
 
+import pytest
+
 from motion.app import cli
 from motion.app import demo
 from motion.app import demo_page
+from motion.long_horizon import width_percent
 from syncers.run import config as config_lib
 
 
@@ -108,7 +111,7 @@ def test_sync_verdict_names_the_windows_in_sync_and_the_levels_no_better_than_ra
 def test_windows_and_distances_in_units():
     assert [demo_page.segment_ms(level) for level in (1, 2, 3, 4)] == [200, 400, 800, 1600]
     assert [demo_page.frame_ms(level) for level in (1, 4)] == [40, 320]
-    assert demo_page.width_percent(0.1) == 5.0           # [-1, 1] spans the frame: 2 = 100 %
+    assert width_percent(0.1) == pytest.approx(5.0, rel=1e-12)          # [-1, 1] spans the frame: 2 = 100 %
     assert demo_page.drift_verdict({"finite": True, "after_10s": 0.02, "after_60s": 0.12,
                                     "gt_end_of_clip": 0.03, "gt_clip_seconds": 7.96}) == (
         "After 60 s the head is 6.0 % of the frame width from where it started (after 10 s "

@@ -24,6 +24,7 @@ import shlex
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from motion.long_horizon import width_percent
 from render.video import read_video
 from syncers.data.layout import FPS
 from syncers.models import MOTION_FRAMES
@@ -85,11 +86,6 @@ def segment_ms(level: int) -> float:
     """The window a level's syncer reads: ``MOTION_FRAMES`` (5) frames of that level, ms —
     200, 400, 800 and 1600 ms at levels 1–4 (docs/design.md, "Temporal pyramid")."""
     return MOTION_FRAMES * frame_ms(level)
-
-
-def width_percent(distance: float) -> float:
-    """A distance in keypoint units (positions span −1…1 across the frame) as % of its width."""
-    return 50.0 * distance
 
 
 def _duration(ms: float) -> str:
