@@ -43,12 +43,13 @@ import flax.serialization
 import jax
 import numpy as np
 
-from motion import long_horizon
+from motion import articulation, long_horizon
 from motion.generator import GeneratorConfig, init_params
 from motion.model import GeneratorModel, ready
 from motion.official import config as official_config
 from motion.official.layout import template as official_template
 from motion.official.model import OfficialModel
+from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError, one_line
 from syncers.run.outputs import published, staging_dir
@@ -174,6 +175,27 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
             from None
     params = _read_params(path / PARAMS, template, info)
     return ready(GeneratorModel(params=params, config=config)), info
+
+
+def model_articulation(info: dict) -> articulation.Articulation | None:
+    """The articulation a loaded model's ``info`` holds (``model.json`` "articulation",
+    validated by :func:`load_model`), or None."""
+    raw = info.get("articulation")
+    return None if raw is None else articulation.from_json(raw)
+
+
+def write_articulation(path: str | os.PathLike, fitted: articulation.Articulation,
+                       report: dict) -> Path:
+    """Store ``fitted`` (and its fit ``report``) in the model's ``model.json``, replacing any
+    earlier one; the file is replaced whole, so a reader never sees half of it."""
+    meta_path = model_dir(path) / META
+    info = json.loads(meta_path.read_text())
+    info["articulation"] = fitted.to_json()
+    info["articulation_report"] = report
+    staged = meta_path.with_name(META + ".partial")
+    staged.write_text(json.dumps(info, indent=1))
+    os.replace(staged, meta_path)
+    return meta_path
 
 
 def model_dir(path: str | os.PathLike) -> Path:
@@ -321,6 +343,14 @@ def _check_generate_settings(info: dict, config: GeneratorConfig | official_conf
     if info.get("long_horizon") is not None and not isinstance(info["long_horizon"], dict):
         raise InputError(meta_path, "long_horizon must be a record of msync evaluate --model "
                                     "(a mapping)")
+    if info.get("articulation") is not None:
+        if info.get("keypoint_space") != LANDMARK_SPACE:
+            raise InputError(meta_path, f"articulation moves {LANDMARK_SPACE} mouths; this "
+                                        f"model's space is {info.get('keypoint_space')!r}")
+        try:
+            articulation.from_json(info["articulation"])
+        except ValueError as err:
+            raise InputError(meta_path, str(err)) from None
     window = info.get("drift_window_s")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
                                or not np.isfinite(window) or window < 0):

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion import decode
+from motion import articulation, decode
 from motion.fpn import lookback_frames
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
@@ -445,7 +445,9 @@ class Streamer:
     its face (``crop=False``: its centre, ``render.face.no_crop``); ``renderer``: ``"mesh"``
     (``landmarks-v1`` only), ``"warp"``, None (keypoints only) or the space's default (mesh for
     landmarks, else warp). ``head_scale`` / ``lip_scale`` as in ``generate``;
-    ``drift_window_s``: ``remove_drift``'s window (0 = off); ``quantiles [Q, F]``: match the
+    ``drift_window_s``: ``remove_drift``'s window (0 = off); ``articulation_map``: the model's
+    speech-driven mouth (``motion.saved_model.model_articulation``; None = none), scaled by
+    ``lip_scale``; ``quantiles [Q, F]``: match the
     features to a corpus with :class:`RunningMatch` (None = as they are); ``image_name`` names
     the image in the error raised when it shows no face.
     """
@@ -454,7 +456,8 @@ class Streamer:
                  keypoint_space: str = PHANTOM_SPACE, crop: bool = True,
                  head_scale: float = 1.0, lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
-                 block: int = BLOCK, image_name: str | None = None):
+                 block: int = BLOCK, image_name: str | None = None,
+                 articulation_map: articulation.Articulation | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
@@ -467,6 +470,9 @@ class Streamer:
         if renderer == "mesh" and keypoint_space != LANDMARK_SPACE:
             raise InputError(None, f"the mesh renderer draws {LANDMARK_SPACE} keypoints; this "
                                    f"model moves {keypoint_space} keypoints — use the warp")
+        if articulation_map is not None and keypoint_space != LANDMARK_SPACE:
+            raise InputError(None, f"the articulation moves {LANDMARK_SPACE} mouths; this "
+                                   f"model moves {keypoint_space} keypoints")
         image = np.asarray(source_image)
         image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
             image.astype(np.float32)
@@ -481,6 +487,8 @@ class Streamer:
         self.features = FeatureStream(feature_kind)
         self.match = None if quantiles is None else RunningMatch(quantiles)
         self.keypoints = KeypointStream(model, x0, head_scale, lip_scale, block)
+        self.articulation = None if articulation_map is None else \
+            ArticulationStream(articulation_map, lip_scale)
         self.drift = DriftStream(round(drift_window_s * FPS))
         self.delay_frames = self.keypoints.lookahead + self.drift.half
         self._resampler = None
@@ -512,7 +520,8 @@ class Streamer:
     def buffered(self) -> dict[str, int]:
         """What each stage holds (bounded whatever the stream's length; tests check it)."""
         return {"samples": self.features.buffered, "feature_rows": self.keypoints.buffered,
-                "drift_frames": self.drift.buffered}
+                "articulation_frames": 0 if self.articulation is None
+                else self.articulation.buffered, "drift_frames": self.drift.buffered}
 
     def push(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[StreamFrame]:
         """Audio ``[n]`` or ``[n, channels]`` (int16, or float in [-1, 1]) → the frames now
@@ -533,6 +542,9 @@ class Streamer:
             rows = self.match(rows)
         kp = self.keypoints.push(rows)
         kp = np.concatenate([kp, self.keypoints.close()])
+        if self.articulation is not None:
+            self.articulation.push_rows(rows)
+            kp = np.concatenate([self.articulation.push(kp), self.articulation.close()])
         kp = np.concatenate([self.drift.push(kp), self.drift.close()])
         return frames + self._render(kp)
 
@@ -565,7 +577,11 @@ class Streamer:
     def _frames(self, rows: np.ndarray) -> list[StreamFrame]:
         if self.match is not None:
             rows = self.match(rows)
-        return self._render(self.drift.push(self.keypoints.push(rows)))
+        keypoints = self.keypoints.push(rows)
+        if self.articulation is not None:
+            self.articulation.push_rows(rows)
+            keypoints = self.articulation.push(keypoints)
+        return self._render(self.drift.push(keypoints))
 
     def _render(self, keypoints_Nx10x6: np.ndarray) -> list[StreamFrame]:
         if keypoints_Nx10x6.shape[0] == 0:
@@ -587,4 +603,64 @@ class Streamer:
                 (np.clip(chunk[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             out.append(StreamFrame(self._n_out, kp, image))
             self._n_out += 1
+        return out
+
+
+class ArticulationStream:
+    """``motion.articulation`` for a stream: frame t's mouth is set once the feature rows of
+    frame t + ``after`` are in (always true when its keypoints come out of
+    :class:`KeypointStream`, whose look-ahead is longer), the first and the last frame's rows
+    repeated past the ends as ``articulation.audio_windows`` does: the same values as offline
+    (tested). Rows ``[n, F]`` and keypoints ``[n, 10, 6]`` in, keypoints out. Holds the rows of
+    the last ``before + after + 1`` frames and the keypoints that wait for their rows."""
+
+    def __init__(self, fitted: articulation.Articulation, lip_scale: float = 1.0):
+        self.fitted = fitted
+        self.lip_scale = float(lip_scale)
+        self._rows = np.zeros((0, 1), np.float32)          # loudness rows, not yet a whole frame
+        self._frames = np.zeros((0, FEATURES_PER_FRAME), np.float32)
+        self._base = 0                        # frame index of self._frames[0]
+        self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        self.n_out = 0
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        return int(self._frames.shape[0] + self._waiting.shape[0])
+
+    @property
+    def _n_row_frames(self) -> int:
+        return self._base + self._frames.shape[0]
+
+    def push_rows(self, rows_NxF: np.ndarray) -> None:
+        rows = np.concatenate([self._rows, articulation.loudness(rows_NxF)])
+        whole = rows.shape[0] // FEATURES_PER_FRAME * FEATURES_PER_FRAME
+        self._frames = np.concatenate(
+            [self._frames, rows[:whole].reshape(-1, self._frames.shape[1])])
+        self._rows = rows[whole:]
+
+    def push(self, keypoints_Nx10x6: np.ndarray) -> np.ndarray:
+        self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
+        return self._emit(self._n_row_frames - self.fitted.after)
+
+    def close(self) -> np.ndarray:
+        self._closed = True
+        return self._emit(self.n_out + self._waiting.shape[0])
+
+    def _emit(self, up_to: int) -> np.ndarray:
+        count = min(up_to - self.n_out, self._waiting.shape[0])
+        if count <= 0 or self._n_row_frames == 0:
+            return np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        fitted = self.fitted
+        frames = np.arange(self.n_out, self.n_out + count)
+        offsets = np.arange(-fitted.before, fitted.after + 1)
+        index = np.clip(frames[:, None] + offsets, 0, self._n_row_frames - 1) - self._base
+        mouth = articulation.predict_windows(fitted, self._frames[index].reshape(count, -1))
+        out = articulation.apply(self._waiting[:count], mouth, self.lip_scale)
+        self._waiting = self._waiting[count:]
+        self.n_out += count
+        keep = max(0, self.n_out - fitted.before)
+        if keep > self._base:
+            self._frames = self._frames[keep - self._base:]
+            self._base = keep
         return out

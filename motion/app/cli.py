@@ -272,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     _set_flag(generator, "train.steps=500")
     _distributed_flag(generator)
     generator.set_defaults(handler=_command("motion.app.train:train_generator_command"))
+    articulation = train.add_parser(
+        "articulation", help="after the generator: the mouth's speech-driven articulation",
+        description="Fit the articulation of a landmarks-v1 generator (motion/articulation.py: "
+                    "a ridge map from 320 ms of loudness to the mouth's shape in the head's frame, "
+                    "which generate adds to the generated lips) on a prepared dataset's train "
+                    "split, the ridge weight chosen on its val split, and store it in the "
+                    "model's model.json. Takes seconds; rerunning replaces it.",
+        epilog=_examples("msync train articulation --data ds/ --model runs/generator"))
+    articulation.add_argument("--data", required=True, metavar="DIR",
+                              help="a landmarks-v1 dataset (msync data prepare), with val clips")
+    articulation.add_argument("--model", required=True, metavar="RUN",
+                              help="the generator to add it to: a training run or its model "
+                                   "directory")
+    articulation.set_defaults(handler=_command("motion.app.train:train_articulation_command"))
 
     generate = commands.add_parser(
         "generate", help="one face image + speech -> a talking-head video",

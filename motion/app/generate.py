@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 from skimage import data as skimage_data
 
+from motion import articulation
 from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
-from motion.saved_model import META, PARAMS, load_model, long_rollout_warning
+from motion.saved_model import (META, PARAMS, load_model, long_rollout_warning,
+                                model_articulation)
 # x0 and the crop map are shared with the streaming API (``motion.stream``)
 from motion.source import FOMM_SIZE, relative_transfer, source_landmarks
 from motion.source import source_keypoints as _source_keypoints
@@ -257,6 +259,7 @@ def generate_command(args: Any) -> None:
     check_pairing(space, renderer, fomm_checkpoint, model_name)
     kind = _feature_kind(info, model, model_name)
     quantiles = _corpus_quantiles(info, normalization, model_name)
+    fitted_articulation = model_articulation(info)
     if drift_window is None:
         # The model's window corrects its own rollouts; recorded motion is drawn as recorded.
         drift_window = float(info.get("drift_window_s") or 0.0) if given is None else 0.0
@@ -304,6 +307,9 @@ def generate_command(args: Any) -> None:
     with progress.bar(n_frames, "generate" if given is None else "keypoints", "frame") as bar:
         generated = move_onto_source(given, x0_model) if given is not None else generate(
             model, x0_model, features, head_scale=args.head_scale, lip_scale=args.lip_scale)
+        if given is None and fitted_articulation is not None:
+            generated = articulation.apply(
+                generated, articulation.predict(fitted_articulation, features), args.lip_scale)
         generated = remove_drift(generated, round(drift_window * FPS))
         bar.update(n_frames)
     generate_s = time.perf_counter() - started

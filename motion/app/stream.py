@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from motion.app import generate as app_gen
+from motion.saved_model import model_articulation
 from motion.stream import Streamer, StreamFrame
 from render import face
 from render.video import _quiet_fork, ffmpeg_exe, video_writer
@@ -79,7 +80,8 @@ def build_streamer(model_path: str | None, image: np.ndarray, image_name: str | 
     streamer = Streamer(model, image, renderer, keypoint_space=space, crop=not no_crop,
                         head_scale=head_scale, lip_scale=lip_scale,
                         drift_window_s=drift_window, quantiles=quantiles, feature_kind=kind,
-                        image_name=image_name)
+                        image_name=image_name,
+                        articulation_map=model_articulation(info))
     streamer.compile()
     return streamer, {**info, "name": name, "renderer": renderer, "drift_window_s": drift_window,
                       "matched": quantiles is not None}

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from motion import articulation, saved_model
 from motion import train as generator_train
 from motion.config import GeneratorRunConfig
 from syncers import train as syncer_train
+from syncers.data import dataset
+from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
+from syncers.run.errors import InputError
 from syncers.train import SyncersConfig
 
 
@@ -29,3 +35,32 @@ def train_generator_command(args) -> None:
     config = config_lib.load(GeneratorRunConfig, args.config or generator_train.DEFAULT_CONFIG,
                              list(args.overrides or []))
     generator_train.train(config, args.data, args.syncers, args.out)
+
+
+def train_articulation_command(args) -> None:
+    """``msync train articulation --data DIR --model RUN``: fit ``motion.articulation`` on the
+    dataset's train split (ridge weight on val) and store it in the model's ``model.json``."""
+    _, info = saved_model.load_model(args.model)
+    target = saved_model.model_dir(args.model)
+    if info.get("keypoint_space") != LANDMARK_SPACE:
+        raise InputError(target, f"the articulation moves {LANDMARK_SPACE} mouths; this model's "
+                                 f"keypoint space is {info.get('keypoint_space')!r}")
+    manifest = dataset.read_manifest(args.data)
+    if manifest.keypoint_space != LANDMARK_SPACE:
+        raise InputError(args.data, f"the articulation is fitted on a {LANDMARK_SPACE} dataset "
+                                    f"(msync data prepare); this one is "
+                                    f"{manifest.keypoint_space!r}")
+    train_clips = dataset.load_split(args.data, "train", manifest)
+    val_clips = dataset.load_split(args.data, "val", manifest)
+    if not train_clips or not val_clips:
+        raise InputError(args.data, "the articulation needs clips in the train and val splits")
+    stats = info.get("feature_stats")
+    quantiles = None if stats is None else np.asarray(stats["quantiles"], np.float32)
+    try:
+        fitted, report = articulation.fit(train_clips, val_clips, quantiles)
+    except ValueError as err:
+        raise InputError(args.data, str(err)) from None
+    path = saved_model.write_articulation(target, fitted, report)
+    print(f"msync train articulation: {report['train_frames']} training frames (mirrored "
+          f"copies included), ridge {report['ridge']:g}, validation r per component "
+          f"{report['val_r']} -> {path}")

@@ -1,0 +1,264 @@
+"""Speech-driven articulation: the mouth's shape from a window of audio, added to the generated
+motion (docs/design.md, "Articulation"; a departure from the paper).
+
+MS-Sync's finest branch (eq. 10, level 1, 200 ms) is the paper's only path from syllables to the
+lips. Trained on real talking heads, whose mouth opening follows loudness at r = 0.1–0.3, an
+autoregressive generator learns a mouth that barely follows the syllables: averaged over a
+corpus, what the previous frames predict outweighs what the audio does. The articulation is a
+second, non-autoregressive path for the mouth alone:
+
+- **Target.** Per frame, the 20 mouth landmarks (48–67) in the head's frame: aligned onto the
+  mean face by the similarity that best maps the frame's rigid landmarks (17–47: brows, eyes,
+  nose) onto the mean face's, minus the clip's median aligned mouth (the speaker's own mouth
+  shape and rest pose are not speech). Its first ``K`` principal components ``c [T, K]`` (the
+  opening first; ``K = 1`` by default) are what is predicted.
+- **Input.** The loudness of every 10 ms feature row of frames ``t − before .. t + after``: an
+  RMS-like amplitude, ``exp(½ · log-sum-exp of the bands)`` of the corpus-matched features
+  (``motion.generate.match_features``), standardised: ``[T, (before + after + 1)·4]``. On the
+  real corpus's held-out clips, the whole log-mel spectrum predicts the recorded opening a
+  little better (r 0.33 against 0.21: vowels differ in how open they are) but gives a mouth that
+  follows the syllables less (r with the RMS envelope 0.33 against 0.58); the log of the
+  loudness gives a mouth that oscillates about a half-open median. A viewer judges a talking
+  mouth by its syllables.
+- **Map.** Ridge regression ``ĉ = x W`` (closed form, the ridge weight chosen on the validation
+  split), then each component scaled by ``std(c) / std(ĉ)`` on the training set (components
+  whose validation r is under 0.1 are dropped: scaled up, they would be noise). A regression
+  from speech predicts the mouth's mean given the sound, whose spread is a fraction of a real
+  mouth's (on the real corpus a seventh: validation r 0.18); scaled back, the mouth opens about
+  as wide as a speaker's (0.75 of the recorded spread on held-out clips), at the times the sound
+  says: the timing comes from the loudness, the size from real mouths.
+- **Use.** ``offsets [T, 20, 2] = ĉ · components``, rotated and scaled from the mean face into
+  each generated frame's head pose (the same similarity, inverted), moved onto the 10 keypoints
+  by the (linear) landmark fit ``syncers.data.landmark_space.encode``: keypoints change only in
+  the mouth's groups (5–8), which the generator's own lip motion is added to.
+
+``msync train articulation`` fits one from a prepared dataset (one with landmarks, i.e. the
+``landmarks-v1`` space) and stores it in a saved model's ``model.json`` under
+``"articulation"``; ``msync generate`` and ``Streamer`` apply it, scaled by ``--lip-scale``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+from motion.generate import match_features
+from syncers.data import landmark_space
+from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
+
+RIGID_LANDMARKS = np.arange(17, 48)          # brows, eyes, nose
+MOUTH_LANDMARKS = np.arange(48, 68)          # outer and inner lips
+N_MOUTH = len(MOUTH_LANDMARKS)
+MOUTH_GROUPS = (5, 6, 7, 8)                  # the keypoints whose landmarks are the mouth's
+DEFAULT_BEFORE, DEFAULT_AFTER = 4, 3         # frames of audio before/after: 160 ms / 120 ms
+DEFAULT_COMPONENTS = 1                       # the opening
+RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+MIN_VAL_R = 0.1              # a component kept must follow speech on the validation clips
+
+
+@dataclasses.dataclass(frozen=True)
+class Articulation:
+    """A fitted map from audio windows to mouth offsets (module docstring).
+
+    ``feature_mean``, ``feature_scale``: ``[D]``, ``D = (before + after + 1)·4·F``;
+    ``weights``: ``[D, K]`` (the gain folded in); ``components``: ``[K, 40]`` (the mouth's 20
+    landmarks × (x, y), in mean-face coordinates)."""
+    before: int
+    after: int
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    weights: np.ndarray
+    components: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"before": self.before, "after": self.after,
+                "feature_mean": self.feature_mean.tolist(),
+                "feature_scale": self.feature_scale.tolist(),
+                "weights": self.weights.tolist(), "components": self.components.tolist()}
+
+
+def from_json(raw: dict) -> Articulation:
+    """The :class:`Articulation` ``model.json`` stores; ValueError naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError("articulation must be an object")
+    missing = {"before", "after", "feature_mean", "feature_scale", "weights",
+               "components"} - set(raw)
+    if missing:
+        raise ValueError(f"articulation lacks {sorted(missing)}")
+    before, after = raw["before"], raw["after"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 50
+               for v in (before, after)):
+        raise ValueError("articulation before/after must be integers in 0..50")
+    try:
+        arrays = {k: np.asarray(raw[k], np.float32)
+                  for k in ("feature_mean", "feature_scale", "weights", "components")}
+    except (TypeError, ValueError):
+        raise ValueError("articulation arrays must be lists of numbers") from None
+    d = arrays["feature_mean"].shape
+    window = (before + after + 1) * FEATURES_PER_FRAME
+    if (d != (window,) or arrays["feature_scale"].shape != d
+            or arrays["weights"].ndim != 2 or arrays["weights"].shape[0] != d[0]
+            or arrays["components"].shape != (arrays["weights"].shape[1], 2 * N_MOUTH)):
+        raise ValueError(f"articulation arrays disagree: feature_mean {d}, feature_scale "
+                         f"{arrays['feature_scale'].shape}, weights {arrays['weights'].shape}, "
+                         f"components {arrays['components'].shape} (expected [D], [D], [D, K], "
+                         f"[K, {2 * N_MOUTH}] with D = {window}, 4 loudness rows per frame of "
+                         f"the window)")
+    if not all(np.all(np.isfinite(a)) for a in arrays.values()) or \
+            np.any(arrays["feature_scale"] <= 0):
+        raise ValueError("articulation arrays must be finite, feature_scale positive")
+    return Articulation(before, after, **arrays)
+
+
+def loudness(audio_features_NxF: np.ndarray) -> np.ndarray:
+    """``[N, F]`` log-mel rows → ``[N, 1]``: each row's amplitude ``exp(½ · log-sum-exp)``
+    (an RMS-like loudness), what the articulation reads."""
+    features = np.asarray(audio_features_NxF, np.float64)
+    return np.exp(0.5 * logsumexp(features, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def audio_windows(loudness_4Tx1: np.ndarray, before: int, after: int) -> np.ndarray:
+    """``[4T, C]`` → ``[T, (before + after + 1)·4C]``: each frame's rows with those of the
+    ``before`` frames before and ``after`` after it, the first and last frame repeated past the
+    ends (what a stream knows at its ends)."""
+    features = np.asarray(loudness_4Tx1, np.float32)
+    n_frames = features.shape[0] // FEATURES_PER_FRAME
+    per_frame = features[:n_frames * FEATURES_PER_FRAME].reshape(n_frames, -1)
+    padded = np.pad(per_frame, ((before, after), (0, 0)), mode="edge")
+    return np.concatenate([padded[i:i + n_frames] for i in range(before + after + 1)], axis=1)
+
+
+def head_similarity(landmarks_Tx68x2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame, the similarity taking the frame's rigid landmarks onto the mean face's:
+    ``aligned = (l − centre) @ rotation · scale + mean_centre``. Returns ``rotation [T, 2, 2]``,
+    ``scale [T]`` and ``centre [T, 2]``."""
+    points = np.asarray(landmarks_Tx68x2, np.float64)[:, RIGID_LANDMARKS]
+    reference = landmark_space.mean_face()[RIGID_LANDMARKS]
+    ref_centred = reference - reference.mean(axis=0)
+    centre = points.mean(axis=1)
+    centred = points - centre[:, None]
+    u, s, vt = np.linalg.svd(np.einsum("tni,nj->tij", centred, ref_centred))
+    # a proper rotation (no reflection), as for Procrustes
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 1] *= d[:, None]
+    s[:, 1] *= d
+    rotation = u @ vt
+    scale = s.sum(axis=1) / np.maximum((centred ** 2).sum(axis=(1, 2)), 1e-12)
+    return rotation, scale, centre
+
+
+def aligned_mouth(landmarks_Tx68x2: np.ndarray) -> np.ndarray:
+    """``[T, 68, 2]`` → the mouth in the head's frame ``[T, 20, 2]`` (mean-face coordinates)."""
+    landmarks = np.asarray(landmarks_Tx68x2, np.float64)
+    rotation, scale, centre = head_similarity(landmarks)
+    mean_centre = landmark_space.mean_face()[RIGID_LANDMARKS].mean(axis=0)
+    mouth = landmarks[:, MOUTH_LANDMARKS] - centre[:, None]
+    return np.einsum("tni,tij->tnj", mouth, rotation) * scale[:, None, None] + mean_centre
+
+
+def predict(articulation: Articulation, audio_features_4TxF: np.ndarray) -> np.ndarray:
+    """Mouth offsets ``[T, 20, 2]`` in mean-face coordinates from features ``[4T, F]``."""
+    features = np.asarray(audio_features_4TxF, np.float32)
+    if features.ndim != 2:
+        raise ValueError(f"audio_features must be [4T, F]; got {features.shape}")
+    return predict_windows(articulation, audio_windows(loudness(features), articulation.before,
+                                                       articulation.after))
+
+
+def predict_windows(articulation: Articulation, windows_TxD: np.ndarray) -> np.ndarray:
+    """Mouth offsets ``[T, 20, 2]`` from audio windows ``[T, D]`` (:func:`audio_windows`)."""
+    coefficients = ((windows_TxD - articulation.feature_mean) / articulation.feature_scale) \
+        @ articulation.weights
+    return (coefficients @ articulation.components).reshape(-1, N_MOUTH, 2)
+
+
+def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray,
+          scale: float = 1.0) -> np.ndarray:
+    """``landmarks-v1`` keypoints ``[T, 10, 6]`` with the mouth moved by ``scale ×`` offsets
+    ``[T, 20, 2]`` (mean-face coordinates, turned into each frame's head pose). Only keypoints
+    5–8 change; ``scale = 0`` returns the keypoints unchanged."""
+    keypoints = np.asarray(keypoints_Tx10x6, np.float32)
+    offsets = np.asarray(offsets_Tx20x2, np.float64)
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (N_KEYPOINTS, KEYPOINT_DIM):
+        raise ValueError(f"keypoints must be [T, {N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
+                         f"{keypoints.shape}")
+    if offsets.shape != (keypoints.shape[0], N_MOUTH, 2):
+        raise ValueError(f"offsets must be [T={keypoints.shape[0]}, {N_MOUTH}, 2]; got "
+                         f"{offsets.shape}")
+    if scale == 0 or keypoints.shape[0] == 0:
+        return keypoints.copy()
+    landmarks = landmark_space.decode(keypoints).astype(np.float64)
+    rotation, head_scale, _ = head_similarity(landmarks)
+    # aligned = l @ R · s  ⇒  a change Δ in the head's frame is Δ @ Rᵀ / s in the image
+    delta = np.zeros_like(landmarks)
+    delta[:, MOUTH_LANDMARKS] = np.einsum("tnj,tij->tni", offsets, rotation) \
+        / head_scale[:, None, None] * scale
+    # encode is linear in the landmarks (a fixed canonical face), so its change is that of Δ;
+    # Δ is zero outside the mouth, and every landmark of groups 5–8 is a mouth landmark.
+    change = landmark_space.encode(landmarks + delta) - landmark_space.encode(landmarks)
+    out = keypoints.copy()
+    out[:, MOUTH_GROUPS] += change[:, MOUTH_GROUPS]
+    return out
+
+
+def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
+        before: int = DEFAULT_BEFORE, after: int = DEFAULT_AFTER,
+        n_components: int = DEFAULT_COMPONENTS) -> tuple[Articulation, dict]:
+    """Fit on clips with landmarks (``syncers.data.dataset.Clip``: ``landmarks [T, 68, 2]``,
+    ``audio_features [4T, F]``; mirrored copies are added), choosing the ridge weight on
+    ``val_clips``. Features are quantile-matched onto ``quantiles`` first when given, as
+    ``generate`` does. Returns the map and a report ``{ridge, val_r, gain, explained, ...}``."""
+    def arrays(selection, mirrored):
+        inputs, targets = [], []
+        for clip in selection:
+            if clip.landmarks is None:
+                raise ValueError(f"clip {clip.clip_id} has no landmarks: the articulation is "
+                                 f"fitted on a landmarks-v1 dataset (msync data prepare)")
+            features = clip.audio_features if quantiles_QxF is None else \
+                match_features(clip.audio_features, quantiles_QxF)
+            windows = audio_windows(loudness(features), before, after)
+            variants = [clip.landmarks] + ([landmark_space.mirror(clip.landmarks)]
+                                           if mirrored else [])
+            for landmarks in variants:
+                mouth = aligned_mouth(landmarks[:windows.shape[0]])
+                targets.append((mouth - np.median(mouth, axis=0)).reshape(len(mouth), -1))
+                inputs.append(windows)
+        return np.concatenate(inputs), np.concatenate(targets)
+
+    if not clips or not val_clips:
+        raise ValueError("the articulation needs training and validation clips")
+    x_train, y_train = arrays(clips, True)
+    x_val, y_val = arrays(val_clips, False)
+    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    x_train, x_val = (x_train - mean) / scale, (x_val - mean) / scale
+    y_centre = y_train.mean(axis=0)
+    _, singular, vt = np.linalg.svd(y_train - y_centre, full_matrices=False)
+    components = vt[:n_components]
+    c_train = (y_train - y_centre) @ components.T
+    c_val = (y_val - y_centre) @ components.T
+    gram, cross = x_train.T @ x_train, x_train.T @ c_train
+    best = None
+    for ridge in RIDGE_GRID:
+        weights = np.linalg.solve(gram + ridge * np.eye(len(gram)), cross)
+        error = float(np.mean((x_val @ weights - c_val) ** 2))
+        if best is None or error < best[0]:
+            best = (error, ridge, weights)
+    _, ridge, weights = best
+    prediction = x_val @ weights
+    val_r = np.array([float(np.corrcoef(prediction[:, k], c_val[:, k])[0, 1])
+                      for k in range(n_components)])
+    # A component speech does not predict on unseen clips would only be noise scaled up.
+    gain = np.where(val_r >= MIN_VAL_R, c_train.std(axis=0)
+                    / np.maximum((x_train @ weights).std(axis=0), 1e-12), 0.0)
+    report = {"ridge": ridge, "gain": np.round(gain, 3).tolist(),
+              "val_r": np.round(val_r, 3).tolist(),
+              "explained": np.round(singular[:n_components] ** 2
+                                    / np.sum(singular ** 2), 3).tolist(),
+              "train_frames": int(len(x_train)), "val_frames": int(len(x_val)),
+              "before": before, "after": after}
+    articulation = Articulation(before, after, mean.astype(np.float32),
+                                scale.astype(np.float32), (weights * gain).astype(np.float32),
+                                components.astype(np.float32))
+    return articulation, report

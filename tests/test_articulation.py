@@ -1,0 +1,255 @@
+"""The speech-driven articulation (motion/articulation.py): its alignment, its fit, its use in
+keypoints, its stream and its storage in a saved model."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from motion import articulation as ar
+from motion.app import cli
+from motion import saved_model, stream
+from motion.generate import generate
+from motion.generator import TINY
+from motion.model import GeneratorModel
+from motion.app.generate import DEMO_MODEL_DIR
+from motion.stream import ArticulationStream
+from syncers.data import dataset
+from syncers.data import landmark_space as ls
+from syncers.data.features import audio_features, feature_config
+from syncers.data.layout import LANDMARK_SPACE
+from syncers.data.phantom import audio as phantom_audio
+from syncers.run.errors import InputError
+from generator_helpers import tiny_params
+from tolerance import assert_close
+
+N_BANDS = 26
+
+
+@dataclasses.dataclass
+class FakeClip:
+    clip_id: str
+    landmarks: np.ndarray
+    audio_features: np.ndarray
+
+
+def _rotation(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def _clip(seed, n_frames=300, name="c"):
+    """A face whose jaw drops with the loudness two frames later, and whose head
+    turns, scales and moves at random: ``landmarks [T, 68, 2]``, ``audio_features [4T, 26]``."""
+    rng = np.random.default_rng(seed)
+    loud = np.convolve(rng.normal(size=4 * n_frames + 8), np.ones(8) / 8, "same")[:4 * n_frames]
+    features = rng.normal(scale=0.3, size=(4 * n_frames, N_BANDS))
+    features += loud[:, None]          # a louder sound raises every band
+    energy = loud.reshape(n_frames, 4).mean(axis=1)
+    opening = 0.04 * np.clip(np.roll(energy, -2) + 0.3, 0, None)
+    face = np.repeat(ls.mean_face()[None], n_frames, axis=0).copy()
+    face[:, [56, 57, 58, 65, 66, 67], 1] += opening[:, None]
+    angle = rng.uniform(-0.2, 0.2, n_frames)
+    scale = rng.uniform(0.8, 1.2, n_frames)
+    shift = rng.uniform(-0.1, 0.1, (n_frames, 2))
+    moved = np.einsum("tnj,tij->tni", face, np.stack([_rotation(a) for a in angle])) \
+        * scale[:, None, None] + shift[:, None]
+    return FakeClip(name, moved.astype(np.float32), features.astype(np.float32)), opening
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    clips = [_clip(seed, name=f"c{seed}")[0] for seed in range(4)]
+    val = [_clip(10, name="v")[0]]
+    return ar.fit(clips, val, None)
+
+
+def test_audio_windows_repeat_the_ends():
+    features = np.arange(4 * 5 * 2, dtype=np.float32).reshape(20, 2)   # 5 frames of 4 rows
+    windows = ar.audio_windows(features, before=2, after=1)
+    per_frame = features.reshape(5, 8)
+    assert windows.shape == (5, 4 * 8)
+    np.testing.assert_array_equal(windows[0], np.concatenate(
+        [per_frame[0], per_frame[0], per_frame[0], per_frame[1]]))
+    np.testing.assert_array_equal(windows[4], np.concatenate(
+        [per_frame[2], per_frame[3], per_frame[4], per_frame[4]]))
+
+
+def test_the_aligned_mouth_does_not_see_the_head_pose():
+    face = ls.mean_face()[None]
+    turned = face @ _rotation(0.3).T * 1.7 + np.array([0.2, -0.1])
+    np.testing.assert_allclose(ar.aligned_mouth(turned), ar.aligned_mouth(face), atol=1e-9)
+    np.testing.assert_allclose(ar.aligned_mouth(face)[0], ls.mean_face()[48:68], atol=1e-9)
+
+
+def test_the_fit_predicts_the_jaw_from_the_loudness(fitted):
+    articulation, report = fitted
+    assert report["val_r"][0] > 0.9
+    clip, opening = _clip(20)
+    offsets = ar.predict(articulation, clip.audio_features)
+    base = np.repeat(ls.encode(ls.mean_face())[None], len(offsets), axis=0)
+    predicted = ls.mouth_opening(ls.decode(ar.apply(base, offsets)))
+    assert np.corrcoef(predicted, opening)[0, 1] > 0.9
+    # the gain gives the mouth the training mouths' spread, not a regression's shrunk one
+    truth = ls.mouth_opening(clip.landmarks)
+    assert 0.75 < predicted.std() / truth.std() < 1.33
+
+
+def test_apply_moves_only_the_mouth_and_turns_with_the_head(fitted):
+    articulation, _ = fitted
+    clip, _ = _clip(21, n_frames=40)
+    offsets = ar.predict(articulation, clip.audio_features)
+    face = np.repeat(ls.mean_face()[None], 40, axis=0)
+    keypoints = ls.encode(face)
+    moved = ar.apply(keypoints, offsets)
+    np.testing.assert_array_equal(moved[:, [0, 1, 2, 3, 4, 9]], keypoints[:, [0, 1, 2, 3, 4, 9]])
+    np.testing.assert_array_equal(ar.apply(keypoints, offsets, 0.0), keypoints)
+    # the same offsets on a turned, scaled head: the same mouth in the head's frame
+    turned = ls.encode(face @ _rotation(0.25).T * 1.3 + np.array([0.1, 0.05]))
+    np.testing.assert_allclose(ar.aligned_mouth(ls.decode(ar.apply(turned, offsets))),
+                               ar.aligned_mouth(ls.decode(moved)), atol=2e-4)
+    # half the scale, half the change
+    half = ar.apply(keypoints, offsets, 0.5) - keypoints
+    np.testing.assert_allclose(half, (moved - keypoints) / 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_the_stream_gives_the_offline_values(fitted, chunk):
+    articulation, _ = fitted
+    clip, _ = _clip(22, n_frames=50)
+    rng = np.random.default_rng(3)
+    keypoints = ls.encode(clip.landmarks) + rng.normal(scale=1e-3, size=(50, 10, 6)).astype(
+        np.float32)
+    offline = ar.apply(keypoints, ar.predict(articulation, clip.audio_features))
+    stream = ArticulationStream(articulation)
+    out, rows = [], clip.audio_features
+    lag = 10          # keypoints come out of the generator's stream after their look-ahead
+    for start in range(0, 4 * 50, 4 * chunk):
+        stream.push_rows(rows[start:start + 4 * chunk])
+        ready = max(0, min(50, (start + 4 * chunk) // 4 - lag))
+        out.append(stream.push(keypoints[stream.n_out + stream._waiting.shape[0]:ready]))
+        assert stream.buffered <= articulation.before + articulation.after + 1 + lag + chunk
+    out.append(stream.push(keypoints[stream.n_out + stream._waiting.shape[0]:]))
+    out.append(stream.close())
+    np.testing.assert_allclose(np.concatenate(out), offline, atol=1e-6)
+
+
+def test_the_json_round_trip_and_malformed_maps(fitted):
+    articulation, _ = fitted
+    back = ar.from_json(json.loads(json.dumps(articulation.to_json())))
+    np.testing.assert_array_equal(back.weights, articulation.weights)
+    raw = articulation.to_json()
+    for change, message in [({"weights": [[1.0]]}, "disagree"), ({"before": -1}, "before"),
+                            ({"feature_scale": [0.0] * len(raw["feature_scale"])}, "positive"),
+                            ({"components": None}, "arrays")]:
+        with pytest.raises(ValueError, match=message):
+            ar.from_json({**raw, **change})
+    with pytest.raises(ValueError, match="lacks"):
+        ar.from_json({"before": 1})
+
+
+def test_a_saved_model_keeps_it_and_refuses_a_broken_one(fitted, tmp_path):
+    articulation, report = fitted
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    saved_model.write_articulation(model, articulation, report)
+    _, info = saved_model.load_model(model)
+    np.testing.assert_array_equal(saved_model.model_articulation(info).components,
+                                  articulation.components)
+    meta = json.loads((model / "model.json").read_text())
+    meta["articulation"]["weights"] = [[0.5]]
+    (model / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="model.json.*disagree"):
+        saved_model.load_model(model)
+
+
+def _landmark_dataset(root, n_clips=3):
+    """A landmarks-v1 dataset of :func:`_clip` faces: train clips and one val clip."""
+    clips = {"train": [], "val": []}
+    for seed in range(n_clips):
+        split = "val" if seed == n_clips - 1 else "train"
+        clip, _ = _clip(seed, n_frames=120, name=f"c{seed}")
+        dataset.write_clip(root, split, clip.clip_id, ls.encode(clip.landmarks),
+                           clip.audio_features, landmarks=clip.landmarks)
+        clips[split].append((clip.clip_id, 120))
+    dataset.write_manifest(root, clips, LANDMARK_SPACE, feature_config())
+    return root
+
+
+def test_train_articulation_stores_it_and_generate_opens_the_mouth_with_it(tmp_path, capsys):
+    data = _landmark_dataset(tmp_path / "ds")
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    meta = json.loads((model / "model.json").read_text())
+    meta.pop("articulation", None)
+    (model / "model.json").write_text(json.dumps(meta))
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, phantom_audio.utterance(2.0, seed=1), 16000)
+
+    def keypoints(name, *flags):
+        out = tmp_path / f"{name}.npz"
+        assert cli.main(["generate", "--model", str(model), "--audio", str(speech), "--out",
+                         str(tmp_path / f"{name}.mp4"), "--keypoints-out", str(out),
+                         *flags]) == 0, capsys.readouterr().err
+        with np.load(out, allow_pickle=False) as npz:
+            return npz["keypoints"]
+
+    without = keypoints("without")
+    without_lips = keypoints("without0", "--lip-scale", "0")
+    assert cli.main(["train", "articulation", "--data", str(data), "--model", str(model)]) == 0
+    assert "msync train articulation" in capsys.readouterr().out
+    _, info = saved_model.load_model(model)
+    assert saved_model.model_articulation(info) is not None
+    with_it = keypoints("with")
+    changed = np.abs(with_it - without).max(axis=(0, 2)) > 1e-4
+    # the mouth (these faces drop the lower lip) and nothing else
+    assert changed[8] and set(np.flatnonzero(changed)) <= {5, 6, 7, 8}
+    # --lip-scale scales the articulation with the finest branch: 0 is no lip motion at all
+    np.testing.assert_array_equal(keypoints("with0", "--lip-scale", "0"), without_lips)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("phantom data", "landmarks-v1 dataset"), ("no val", "train and val"),
+    ("no model", "no such model")])
+def test_train_articulation_bad_input_is_one_line(tmp_path, capsys, case, message):
+    data = _landmark_dataset(tmp_path / "ds")
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    if case == "phantom data":
+        manifest = json.loads((data / "manifest.json").read_text())
+        manifest["keypoint_space"] = "phantom-v1"
+        (data / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "no val":
+        manifest = json.loads((data / "manifest.json").read_text())
+        manifest["splits"]["val"] = []
+        (data / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        model = tmp_path / "absent"
+    code = cli.main(["train", "articulation", "--data", str(data), "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_the_streamer_applies_it_as_generate_does(fitted):
+    articulation, _ = fitted
+    model = GeneratorModel(tiny_params(TINY), TINY)
+    samples = phantom_audio.utterance(2.5, seed=4)
+    image = np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
+    streamer = stream.Streamer(model, image, None, keypoint_space=LANDMARK_SPACE, crop=False,
+                               articulation_map=articulation, lip_scale=0.7)
+    frames = []
+    for start in range(0, samples.size, 3000):
+        frames += streamer.push(samples[start:start + 3000])
+    frames += streamer.close()
+    streamed = np.stack([f.keypoints for f in frames])
+    features = audio_features(samples)
+    offline = ar.apply(generate(model, streamer.x0, features, lip_scale=0.7),
+                       ar.predict(articulation, features), 0.7)
+    assert_close(streamed, offline, rel=1e-5)
+    assert streamer.buffered()["articulation_frames"] <= 40
+    with pytest.raises(InputError, match="articulation moves landmarks-v1"):
+        stream.Streamer(model, image, None, crop=False, articulation_map=articulation)
