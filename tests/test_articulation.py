@@ -43,14 +43,16 @@ def _rotation(angle):
 
 
 def _clip(seed, n_frames=300, name="c"):
-    """A face whose jaw drops with the loudness two frames later, and whose head
-    turns, scales and moves at random: ``landmarks [T, 68, 2]``, ``audio_features [4T, 26]``."""
+    """A face whose jaw drops in proportion to the speech's amplitude one frame later, and whose
+    head turns, scales and moves at random: ``landmarks [T, 68, 2]``, ``audio_features
+    [4T, 26]`` (log-mel-like: a louder sound raises every band)."""
     rng = np.random.default_rng(seed)
-    loud = np.convolve(rng.normal(size=4 * n_frames + 8), np.ones(8) / 8, "same")[:4 * n_frames]
-    features = rng.normal(scale=0.3, size=(4 * n_frames, N_BANDS))
-    features += loud[:, None]          # a louder sound raises every band
-    energy = loud.reshape(n_frames, 4).mean(axis=1)
-    opening = 0.04 * np.clip(np.roll(energy, -2) + 0.3, 0, None)
+    amplitude = np.abs(np.convolve(rng.normal(size=4 * n_frames + 8), np.ones(8) / 8,
+                                   "same")[:4 * n_frames])
+    features = rng.normal(scale=0.1, size=(4 * n_frames, N_BANDS))
+    features += 2 * np.log(amplitude + 0.01)[:, None]
+    frame_amplitude = amplitude.reshape(n_frames, 4).mean(axis=1)
+    opening = 0.1 * np.roll(frame_amplitude, 1)
     face = np.repeat(ls.mean_face()[None], n_frames, axis=0).copy()
     face[:, [56, 57, 58, 65, 66, 67], 1] += opening[:, None]
     angle = rng.uniform(-0.2, 0.2, n_frames)

@@ -165,9 +165,11 @@ def test_work_per_chunk_is_bounded(model):
     times = []
     n_frames = 0
     for chunk in _chunks(samples, 640):
-        started = time.perf_counter()
+        # CPU time of this process, not wall time: other jobs on the machine (a CI host's
+        # neighbours) stretch wall time by whatever they take, and this compares work.
+        started = time.process_time()
         n_frames += len(streamer.push(chunk))
-        times.append(time.perf_counter() - started)
+        times.append(time.process_time() - started)
         for key, value in streamer.buffered().items():
             largest[key] = max(largest.get(key, 0), value)
     assert n_frames == 1500 - 1 - TINY.lookahead - streamer.drift.half
