@@ -218,6 +218,18 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray,
     return out
 
 
+def articulate(articulation: Articulation | None, keypoints_BxTx10x6: np.ndarray,
+               audio_features_Bx4TxF: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """A batch of generated keypoints ``[B, T, 10, 6]`` with the mouths of their audio
+    ``[B, 4T', F]`` (T' ≥ T) added, as ``msync generate`` adds them (``articulation`` None: the
+    keypoints as they are)."""
+    keypoints = np.asarray(keypoints_BxTx10x6, np.float32)
+    if articulation is None:
+        return keypoints
+    return np.stack([apply(k, predict(articulation, a)[:len(k)], scale)
+                     for k, a in zip(keypoints, audio_features_Bx4TxF)])
+
+
 def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
         before: int = DEFAULT_BEFORE, after: int = DEFAULT_AFTER,
         n_components: int = DEFAULT_COMPONENTS) -> tuple[Articulation, dict]:

@@ -255,3 +255,15 @@ def test_the_streamer_applies_it_as_generate_does(fitted):
     assert streamer.buffered()["articulation_frames"] <= 40
     with pytest.raises(InputError, match="articulation moves landmarks-v1"):
         stream.Streamer(model, image, None, crop=False, articulation_map=articulation)
+
+
+def test_articulate_is_apply_per_sequence_and_none_is_identity(fitted):
+    articulation, _ = fitted
+    clips = [_clip(seed, n_frames=30)[0] for seed in (30, 31)]
+    keypoints = np.stack([ls.encode(c.landmarks) for c in clips])
+    audio = np.stack([c.audio_features for c in clips])
+    batch = ar.articulate(articulation, keypoints[:, :25], audio, 0.5)
+    for b in range(2):
+        np.testing.assert_array_equal(batch[b], ar.apply(
+            keypoints[b, :25], ar.predict(articulation, audio[b])[:25], 0.5))
+    np.testing.assert_array_equal(ar.articulate(None, keypoints, audio), keypoints)

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from motion import evaluate as gen_eval
+from motion.articulation import articulate
 from motion import long_horizon
 from motion.generate import generate_batch
 from motion.official.model import OfficialModel
-from motion.saved_model import META, load_model, model_dir, write_long_horizon
+from motion.saved_model import (META, load_model, model_articulation, model_dir,
+                                write_long_horizon)
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
 from syncers.data.features import feature_mismatch
@@ -60,8 +62,11 @@ def evaluate_command(args) -> None:
         raise InputError(model_json, f"the model reads {model.config.audio_features} audio "
                                      f"features; the data has {n_bands}")
 
+    fitted = model_articulation(info)
+
     def generate_fn(x0, audio):
-        return generate_batch(model, x0, audio)
+        # what generate draws: the generator's keypoints with the model's articulation
+        return articulate(fitted, generate_batch(model, x0, audio), audio)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
