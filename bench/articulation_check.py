@@ -1,0 +1,76 @@
+"""Does a model's articulation open the mouth with the speech on held-out clips?
+
+For every clip of a prepared ``landmarks-v1`` dataset's split (default test), the model's
+articulation (``motion.articulation``, stored in its ``model.json``) is applied to the mean face
+with the clip's corpus-matched features, and its inner-lip opening is compared with the clip's
+RMS envelope (Pearson r at the best lag of 0–3 frames, the mouth lagging) and with the recorded
+opening (r at lag 0), with the ratio of their spreads. Prints one JSON object:
+
+    .venv/bin/python -m bench.articulation_check --data runs/real --model motion/assets/demo_model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from bench.mouth_activity import MAX_LAG, rms_envelope
+from motion import articulation
+from motion.generate import match_features
+from motion.saved_model import load_model, model_articulation
+from syncers.data import dataset
+from syncers.data import landmark_space
+from syncers.data.features import load_audio
+
+
+def best_lag_r(opening: np.ndarray, envelope: np.ndarray) -> float:
+    """Pearson r of ``opening [T]`` lagging ``envelope [T]`` by 0–3 frames, the best of them."""
+    n = len(opening)
+    return max(float(np.corrcoef(opening[lag:], envelope[:n - lag])[0, 1])
+               for lag in range(MAX_LAG + 1))
+
+
+def check(data: str, model_path: str, split: str = "test") -> dict:
+    _, info = load_model(model_path)
+    fitted = model_articulation(info)
+    if fitted is None:
+        raise SystemExit(f"{model_path}: the model has no articulation (msync train articulation)")
+    stats = info.get("feature_stats")
+    quantiles = None if stats is None else np.asarray(stats["quantiles"], np.float32)
+    manifest = dataset.read_manifest(data)
+    rows = []
+    for clip in dataset.load_split(data, split, manifest):
+        features = clip.audio_features if quantiles is None else \
+            match_features(clip.audio_features, quantiles)
+        offsets = articulation.predict(fitted, features)
+        n_frames = len(offsets)
+        rest = np.repeat(landmark_space.encode(landmark_space.mean_face())[None], n_frames, 0)
+        opening = landmark_space.mouth_opening(
+            landmark_space.decode(articulation.apply(rest, offsets)))
+        recorded = landmark_space.mouth_opening(clip.landmarks[:n_frames])
+        envelope = rms_envelope(load_audio(dataset.clip_path(data, split, clip.clip_id)
+                                           .with_suffix(".wav")), n_frames)
+        rows.append((best_lag_r(opening, envelope), best_lag_r(recorded, envelope),
+                     float(np.corrcoef(opening, recorded)[0, 1]),
+                     float(opening.std() / recorded.std())))
+    rows = np.array(rows)
+    return {"split": split, "clips": len(rows),
+            "r_envelope": round(float(rows[:, 0].mean()), 3),
+            "r_envelope_min": round(float(rows[:, 0].min()), 3),
+            "r_envelope_recorded": round(float(rows[:, 1].mean()), 3),
+            "r_recorded": round(float(rows[:, 2].mean()), 3),
+            "spread_ratio": round(float(rows[:, 3].mean()), 3)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--split", default="test")
+    args = p.parse_args()
+    print(json.dumps(check(args.data, args.model, args.split)))
+
+
+if __name__ == "__main__":
+    main()
