@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default), 0 none; 0-2 is the safe range (a warning outside "
                                "it), 10 the limit")
     generate.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
-                          help="scale of lip motion (the 200 ms branch): 1 as trained "
+                          help="scale of lip motion (the 200 ms branch and the model's "
+                               "articulation): 1 as trained "
                                "(default), 0 none; 0-2 is the safe range (a warning outside "
                                "it), 10 the limit")
     generate.add_argument("--audio-normalization", metavar="{corpus,none}",
