@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from bench.mouth_activity import MAX_LAG, rms_envelope
+from bench.mouth_activity import r_by_lag, rms_envelope
 from motion import articulation
 from motion.generate import match_features
 from motion.saved_model import load_model, model_articulation
@@ -26,9 +26,7 @@ from syncers.data.features import load_audio
 
 def best_lag_r(opening: np.ndarray, envelope: np.ndarray) -> float:
     """Pearson r of ``opening [T]`` lagging ``envelope [T]`` by 0–3 frames, the best of them."""
-    n = len(opening)
-    return max(float(np.corrcoef(opening[lag:], envelope[:n - lag])[0, 1])
-               for lag in range(MAX_LAG + 1))
+    return max(r_by_lag(opening, envelope).values())
 
 
 def check(data: str, model_path: str, split: str = "test") -> dict:

@@ -61,6 +61,17 @@ def activity(frames: np.ndarray) -> np.ndarray:
     return np.abs(region - median[y0:y1, x0:x1].astype(np.float32)).mean(axis=(1, 2, 3)) / 255.0
 
 
+def r_by_lag(follower_T: np.ndarray, envelope_T: np.ndarray) -> dict[int, float]:
+    """Pearson r of ``follower [T]`` lagging ``envelope [T]`` by 0–3 frames, per lag (0 where
+    either side is constant)."""
+    n = len(follower_T)
+    by_lag = {}
+    for lag in range(MAX_LAG + 1):
+        a, b = follower_T[lag:], envelope_T[:n - lag]
+        by_lag[lag] = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    return by_lag
+
+
 def activity_r(frames: np.ndarray, samples: np.ndarray) -> dict:
     """``{r, lag, n_frames, r_by_lag}`` for ``frames [T, H, W, 3]`` uint8 at 25 fps and their
     16 kHz speech ``samples [N]``."""
@@ -69,11 +80,7 @@ def activity_r(frames: np.ndarray, samples: np.ndarray) -> dict:
                          f"got {tuple(frames.shape)}")
     change = activity(frames)
     n = min(len(change), int(np.ceil(len(samples) / (SAMPLE_RATE // FPS))))
-    change, envelope = change[:n], rms_envelope(samples, n)
-    by_lag = {}
-    for lag in range(MAX_LAG + 1):
-        a, b = change[lag:], envelope[:n - lag]
-        by_lag[lag] = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    by_lag = r_by_lag(change[:n], rms_envelope(samples, n))
     lag = max(by_lag, key=by_lag.get)
     return {"r": round(by_lag[lag], 4), "lag": lag, "n_frames": int(n),
             "r_by_lag": {k: round(v, 4) for k, v in by_lag.items()}}

@@ -192,9 +192,8 @@ def write_articulation(path: str | os.PathLike, fitted: articulation.Articulatio
     info = json.loads(meta_path.read_text())
     info["articulation"] = fitted.to_json()
     info["articulation_report"] = report
-    staged = meta_path.with_name(META + ".partial")
-    staged.write_text(json.dumps(info, indent=1))
-    os.replace(staged, meta_path)
+    with published(meta_path) as partial:
+        partial.write_text(json.dumps(info, indent=1) + "\n")
     return meta_path
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from skimage import data as skimage_data
 
-from motion import articulation
+from motion.articulation import articulate
 from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
 from motion.model import GeneratorModel
@@ -307,9 +307,9 @@ def generate_command(args: Any) -> None:
     with progress.bar(n_frames, "generate" if given is None else "keypoints", "frame") as bar:
         generated = move_onto_source(given, x0_model) if given is not None else generate(
             model, x0_model, features, head_scale=args.head_scale, lip_scale=args.lip_scale)
-        if given is None and fitted_articulation is not None:
-            generated = articulation.apply(
-                generated, articulation.predict(fitted_articulation, features), args.lip_scale)
+        if given is None:
+            generated = articulate(fitted_articulation, generated[None], features[None],
+                                   args.lip_scale)[0]
         generated = remove_drift(generated, round(drift_window * FPS))
         bar.update(n_frames)
     generate_s = time.perf_counter() - started
