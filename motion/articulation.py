@@ -22,11 +22,16 @@ second, non-autoregressive path for the mouth alone:
   mouth that opens before the sound looks early, so one frame of look-ahead is read.
 - **Map.** Ridge regression ``ĉ = x W`` (closed form, no intercept, the ridge weight chosen on
   the validation split), then each component scaled by ``std(c) / std(ĉ)`` on the training set
-  (components whose validation r is under 0.1 are dropped: scaled up, they would be noise). A
-  regression from speech predicts the mouth's mean given the sound, whose spread is a fraction
-  of a real mouth's (on the real corpus an eighth: validation r 0.13); scaled back, the mouth
-  opens about as wide as a speaker's, at the times the sound says: the timing comes from the
-  loudness, the size from real mouths.
+  (components whose validation r is under 0.1 are dropped: scaled up, they would be noise) and
+  by an opening gain (5). A regression from speech predicts the mouth's mean given the sound,
+  whose spread is a fraction of a real mouth's (on the real corpus an eighth: validation r
+  0.13); scaled back, the mouth opens at the times the sound says: the timing comes from the
+  loudness, the size from real mouths, enlarged because the corpus's dlib mouths open a few
+  pixels, which on a photo reads as a mouth that barely moves.
+- **Response.** Each component (oriented so that louder is larger) opens the mouth by what it
+  exceeds a rest level, the training frames' 60th percentile, and leaves the photo's mouth
+  below it (:func:`above_rest`). The features are matched to the corpus first, so every
+  recording reaches the rest level on about the same share of its frames.
 
 What was tried on the real corpus (22 held-out clips; r of the predicted opening with the RMS
 envelope at the best lag 0–3, and with the recorded opening):
@@ -38,13 +43,16 @@ envelope at the best lag 0–3, and with the recorded opening):
     amplitude, quiet frames, t−4..t+3                  0.63              0.21
     amplitude, quiet frames, t−6..t+1 (default)        0.74              0.18
 
-(recorded mouths: 0.18 with the envelope). The log-domain inputs swing the mouth about a
-half-open median, so its pixels change as much in quiet frames as in loud ones; a viewer judges
-a talking mouth by its syllables.
+(recorded mouths: 0.18 with the envelope; these rows are the linear response). The log-domain
+inputs, and any linear response, swing the mouth about a half-open median, so its pixels change
+as much in quiet frames as in loud ones; a viewer judges a talking mouth by its syllables. With
+the default response (above the rest level, gain 5) the opening follows the envelope at 0.65.
 - **Use.** ``offsets [T, 20, 2] = ĉ · components``, rotated and scaled from the mean face into
   each generated frame's head pose (the same similarity, inverted), moved onto the 10 keypoints
-  by the (linear) landmark fit ``syncers.data.landmark_space.encode``: keypoints change only in
-  the mouth's groups (5–8), which the generator's own lip motion is added to.
+  by the (linear) landmark fit ``syncers.data.landmark_space.encode``, added to the generator's
+  own lip motion. The chin drops with the lower lip (:func:`jaw_drop`), and the lopsided part of
+  the generated lips' change from the source's mouth is taken out (:func:`lopsidedness`):
+  keypoints change only in the mouth's groups (5–8) and the jaw's (9).
 
 ``msync train articulation`` fits one from a prepared dataset (one with landmarks, i.e. the
 ``landmarks-v1`` space) and stores it in a saved model's ``model.json`` under
@@ -66,11 +74,23 @@ RIGID_LANDMARKS = np.arange(17, 48)          # brows, eyes, nose
 MOUTH_LANDMARKS = np.arange(48, 68)          # outer and inner lips
 N_MOUTH = len(MOUTH_LANDMARKS)
 MOUTH_GROUPS = (5, 6, 7, 8)                  # the keypoints whose landmarks are the mouth's
+JAW_GROUP = 9                                # landmarks 0–16
+JAW_LANDMARKS = np.arange(0, 17)
+LOWER_LIP_CENTRE = 57 - 48                   # the outer lower lip's middle, in the mouth's 20
+JAW_FOLLOW = 0.5             # of the lower lip's drop, the chin's
+# The mouth's 20 landmarks' mirror images among themselves (iBUG's left/right pairs).
+MOUTH_MIRROR = landmark_space.MIRROR[MOUTH_LANDMARKS] - MOUTH_LANDMARKS[0]
 DEFAULT_BEFORE, DEFAULT_AFTER = 6, 1         # frames of audio before/after: 240 ms / 40 ms
 DEFAULT_COMPONENTS = 1                       # the opening
 RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 QUIET_QUANTILE = 0.2         # a clip's quietest fifth of frames shows its rest mouth
 MIN_VAL_R = 0.1              # a component kept must follow speech on the validation clips
+# Times the recorded spread: a corpus's dlib mouths open a few pixels, which on a photo reads
+# as a mouth that barely moves; five times that opens to the teeth on stressed syllables (the
+# jaw following, the lopsided part of the generator's lips taken out) before the lips lose
+# their shape.
+DEFAULT_OPENING_GAIN = 5.0
+REST_QUANTILE = 0.6          # of the training frames' coefficients: the rest level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +99,20 @@ class Articulation:
 
     ``feature_mean``, ``feature_scale``: ``[D]``, ``D = (before + after + 1)·4·F``;
     ``weights``: ``[D, K]`` (the gain folded in); ``components``: ``[K, 40]`` (the mouth's 20
-    landmarks × (x, y), in mean-face coordinates)."""
+    landmarks × (x, y), in mean-face coordinates). ``rest_level``: ``[K]``, the coefficient a
+    sound must exceed to open the mouth (:func:`above_rest`); None = the linear response of the
+    first format (a coefficient is used as it is)."""
     before: int
     after: int
     feature_mean: np.ndarray
     feature_scale: np.ndarray
     weights: np.ndarray
     components: np.ndarray
+    rest_level: np.ndarray | None = None
 
     def to_json(self) -> dict:
-        return {"before": self.before, "after": self.after,
+        rest = {} if self.rest_level is None else {"rest_level": self.rest_level.tolist()}
+        return {"before": self.before, "after": self.after, **rest,
                 "feature_mean": self.feature_mean.tolist(),
                 "feature_scale": self.feature_scale.tolist(),
                 "weights": self.weights.tolist(), "components": self.components.tolist()}
@@ -124,7 +148,17 @@ def from_json(raw: dict) -> Articulation:
     if not all(np.all(np.isfinite(a)) for a in arrays.values()) or \
             np.any(arrays["feature_scale"] <= 0):
         raise ValueError("articulation arrays must be finite, feature_scale positive")
-    return Articulation(before, after, **arrays)
+    rest_level = raw.get("rest_level")
+    if rest_level is not None:
+        try:
+            rest_level = np.asarray(rest_level, np.float32)
+        except (TypeError, ValueError):
+            raise ValueError("articulation rest_level must be a list of numbers") from None
+        if rest_level.shape != (arrays["weights"].shape[1],) or \
+                not np.all(np.isfinite(rest_level)):
+            raise ValueError(f"articulation rest_level must be {arrays['weights'].shape[1]} "
+                             f"finite numbers, one per component; got shape {rest_level.shape}")
+    return Articulation(before, after, rest_level=rest_level, **arrays)
 
 
 def loudness(audio_features_NxF: np.ndarray) -> np.ndarray:
@@ -184,16 +218,69 @@ def predict(articulation: Articulation, audio_features_4TxF: np.ndarray) -> np.n
 
 def predict_windows(articulation: Articulation, windows_TxD: np.ndarray) -> np.ndarray:
     """Mouth offsets ``[T, 20, 2]`` from audio windows ``[T, D]`` (:func:`audio_windows`)."""
-    coefficients = ((windows_TxD - articulation.feature_mean) / articulation.feature_scale) \
-        @ articulation.weights
-    return (coefficients @ articulation.components).reshape(-1, N_MOUTH, 2)
+    opening = coefficients(articulation, windows_TxD)
+    if articulation.rest_level is not None:
+        opening = above_rest(opening, articulation.rest_level)
+    return offsets(articulation, opening)
 
 
-def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray,
-          scale: float = 1.0) -> np.ndarray:
+def coefficients(articulation: Articulation, windows_TxD: np.ndarray) -> np.ndarray:
+    """The linear map's coefficients ``[T, K]`` (larger = louder) of audio windows ``[T, D]``."""
+    return ((np.asarray(windows_TxD, np.float32) - articulation.feature_mean)
+            / articulation.feature_scale) @ articulation.weights
+
+
+def above_rest(coefficients_TxK: np.ndarray, rest_level_K: np.ndarray) -> np.ndarray:
+    """``[T, K]``: each coefficient's excess over ``rest_level [K]``, clipped at zero. With the
+    rest level the training corpus's median coefficient (:func:`fit`), the mouth rests as in
+    the photo on the quieter half of the frames and opens on the louder half in proportion: its
+    pixels change with the syllables, not about a half-open mean. The audio is matched to the
+    corpus's distribution first (``motion.generate.match_features``), so a loud and a quiet
+    recording reach the rest level on about the same share of their frames."""
+    return np.maximum(np.asarray(coefficients_TxK, np.float32)
+                      - np.asarray(rest_level_K, np.float32), 0.0)
+
+
+def offsets(articulation: Articulation, coefficients_TxK: np.ndarray) -> np.ndarray:
+    """Mouth offsets ``[T, 20, 2]`` in mean-face coordinates from coefficients ``[T, K]``."""
+    return (np.asarray(coefficients_TxK, np.float32)
+            @ articulation.components).reshape(-1, N_MOUTH, 2)
+
+
+def jaw_drop(offsets_Tx20x2: np.ndarray) -> np.ndarray:
+    """``[T, 17, 2]`` offsets of the jaw line (landmarks 0–16) in mean-face coordinates for
+    mouth offsets ``[T, 20, 2]``: the chin (landmark 8) drops as far as the lower lip's middle
+    and the jaw line with it, less and less up to its ends by the ears (0 and 16), which stay.
+    A lower lip that opened alone would squeeze the skin under it against a chin that does not
+    move, and the mesh renderer would fold it into a seam."""
+    face = landmark_space.mean_face()
+    top = face[[0, 16], 1].mean()
+    share = np.clip((face[JAW_LANDMARKS, 1] - top) / (face[8, 1] - top), 0.0, 1.0)   # [17]
+    drop = np.maximum(np.asarray(offsets_Tx20x2, np.float64)[:, LOWER_LIP_CENTRE, 1], 0.0)
+    out = np.zeros((len(drop), len(JAW_LANDMARKS), 2))
+    out[..., 1] = JAW_FOLLOW * drop[:, None] * share[None]
+    return out
+
+
+def lopsidedness(mouth_Tx20x2: np.ndarray, reference_20x2: np.ndarray) -> np.ndarray:
+    """``[T, 20, 2]``: the part of the mouth's change from ``reference [20, 2]`` (both in the
+    head's frame, :func:`aligned_mouth`) that its mirror image does not share, the change minus
+    its symmetric half: one corner rising more than the other, the lips twisting, the whole
+    mouth sliding sideways under the nose (the bundled generator slides it by up to a fifth of
+    its width)."""
+    change = np.asarray(mouth_Tx20x2, np.float64) - np.asarray(reference_20x2, np.float64)
+    mirrored = change[:, MOUTH_MIRROR] * np.array([-1.0, 1.0])
+    return 0.5 * (change - mirrored)
+
+
+def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float = 1.0,
+          reference_10x6: np.ndarray | None = None) -> np.ndarray:
     """``landmarks-v1`` keypoints ``[T, 10, 6]`` with the mouth moved by ``scale ×`` offsets
-    ``[T, 20, 2]`` (mean-face coordinates, turned into each frame's head pose). Only keypoints
-    5–8 change; ``scale = 0`` returns the keypoints unchanged."""
+    ``[T, 20, 2]`` (mean-face coordinates, turned into each frame's head pose), the jaw dropped
+    with the lower lip (:func:`jaw_drop`) and the mouth's lopsided change from the
+    ``reference`` keypoints ``[10, 6]`` (default: the first frame; the source's x0) taken out
+    (:func:`lopsidedness`: a generator's mouth corners that move unevenly twist the mouth once
+    it opens wide). Only keypoints 5–9 change; ``scale = 0`` returns the keypoints unchanged."""
     keypoints = np.asarray(keypoints_Tx10x6, np.float32)
     offsets = np.asarray(offsets_Tx20x2, np.float64)
     if keypoints.ndim != 3 or keypoints.shape[1:] != (N_KEYPOINTS, KEYPOINT_DIM):
@@ -204,17 +291,26 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray,
                          f"{offsets.shape}")
     if scale == 0 or keypoints.shape[0] == 0:
         return keypoints.copy()
+    reference = keypoints[0] if reference_10x6 is None else \
+        np.asarray(reference_10x6, np.float32)
+    if reference.shape != (N_KEYPOINTS, KEYPOINT_DIM):
+        raise ValueError(f"reference must be [{N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
+                         f"{reference.shape}")
     landmarks = landmark_space.decode(keypoints).astype(np.float64)
     rotation, head_scale, _ = head_similarity(landmarks)
+    in_head = np.zeros_like(landmarks)
+    reference_mouth = aligned_mouth(landmark_space.decode(reference[None]))[0]
+    in_head[:, MOUTH_LANDMARKS] = scale * offsets \
+        - lopsidedness(aligned_mouth(landmarks), reference_mouth)
+    in_head[:, JAW_LANDMARKS] = scale * jaw_drop(offsets)
     # aligned = l @ R · s  ⇒  a change Δ in the head's frame is Δ @ Rᵀ / s in the image
-    delta = np.zeros_like(landmarks)
-    delta[:, MOUTH_LANDMARKS] = np.einsum("tnj,tij->tni", offsets, rotation) \
-        / head_scale[:, None, None] * scale
+    delta = np.einsum("tnj,tij->tni", in_head, rotation) / head_scale[:, None, None]
     # encode is linear in the landmarks (a fixed canonical face), so its change is that of Δ;
-    # Δ is zero outside the mouth, and every landmark of groups 5–8 is a mouth landmark.
+    # Δ is zero outside the mouth and the jaw, whose landmarks are all of groups 5–9.
     change = landmark_space.encode(landmarks + delta) - landmark_space.encode(landmarks)
     out = keypoints.copy()
-    out[:, MOUTH_GROUPS] += change[:, MOUTH_GROUPS]
+    moved = MOUTH_GROUPS + (JAW_GROUP,)
+    out[:, moved] += change[:, moved]
     return out
 
 
@@ -232,11 +328,18 @@ def articulate(articulation: Articulation | None, keypoints_BxTx10x6: np.ndarray
 
 def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
         before: int = DEFAULT_BEFORE, after: int = DEFAULT_AFTER,
-        n_components: int = DEFAULT_COMPONENTS) -> tuple[Articulation, dict]:
+        n_components: int = DEFAULT_COMPONENTS, rectified: bool = True,
+        opening_gain: float = DEFAULT_OPENING_GAIN) -> tuple[Articulation, dict]:
     """Fit on clips with landmarks (``syncers.data.dataset.Clip``: ``landmarks [T, 68, 2]``,
     ``audio_features [4T, F]``; mirrored copies are added), choosing the ridge weight on
     ``val_clips``. Features are quantile-matched onto ``quantiles`` first when given, as
-    ``generate`` does. Returns the map and a report ``{ridge, val_r, gain, explained, ...}``."""
+    ``generate`` does. Each component is oriented so that louder means a larger coefficient,
+    scaled to the recorded spread times ``opening_gain`` and, ``rectified``, applied above its
+    median over the training frames (else linearly). Returns the map and a report ``{ridge,
+    val_r, gain, explained, rest_level, ...}``."""
+    if not (np.isfinite(opening_gain) and opening_gain > 0):
+        raise ValueError(f"opening_gain must be a positive number; got {opening_gain}")
+
     def arrays(selection, mirrored):
         inputs, targets = [], []
         for clip in selection:
@@ -283,14 +386,23 @@ def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
                       for k in range(n_components)])
     # A component speech does not predict on unseen clips would only be noise scaled up.
     gain = np.where(val_r >= MIN_VAL_R, c_train.std(axis=0)
-                    / np.maximum((x_train @ weights).std(axis=0), 1e-12), 0.0)
+                    / np.maximum((x_train @ weights).std(axis=0), 1e-12), 0.0) * opening_gain
+    # Loudness inputs are positive: a component whose weights sum negative closes with the
+    # sound; flipping it with its weights changes no offset and makes "above rest" = opening.
+    orientation = np.where(weights.sum(axis=0) < 0, -1.0, 1.0)
+    weights, components = weights * orientation, components * orientation[:, None]
+    weights = weights * gain
+    rest_level = np.quantile(x_train @ weights, REST_QUANTILE, axis=0) if rectified else None
     report = {"ridge": ridge, "gain": np.round(gain, 3).tolist(),
+              "opening_gain": float(opening_gain),
+              "rest_level": None if rest_level is None else np.round(rest_level, 4).tolist(),
               "val_r": np.round(val_r, 3).tolist(),
               "explained": np.round(singular[:n_components] ** 2
                                     / np.sum(singular ** 2), 3).tolist(),
               "train_frames": int(len(x_train)), "val_frames": int(len(x_val)),
               "before": before, "after": after}
     articulation = Articulation(before, after, mean.astype(np.float32),
-                                scale.astype(np.float32), (weights * gain).astype(np.float32),
-                                components.astype(np.float32))
+                                scale.astype(np.float32), weights.astype(np.float32),
+                                components.astype(np.float32),
+                                None if rest_level is None else rest_level.astype(np.float32))
     return articulation, report

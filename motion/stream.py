@@ -612,7 +612,8 @@ class ArticulationStream:
     :class:`KeypointStream`, whose look-ahead is longer), the first and the last frame's rows
     repeated past the ends as ``articulation.audio_windows`` does: the same values as offline
     (tested). Rows ``[n, F]`` and keypoints ``[n, 10, 6]`` in, keypoints out. Holds the rows of
-    the last ``before + after + 1`` frames and the keypoints that wait for their rows."""
+    the last ``before + after + 1`` frames, the keypoints that wait for their rows and the first
+    keypoints (x0: the mouth whose lopsided change ``articulation.apply`` takes out)."""
 
     def __init__(self, fitted: articulation.Articulation, lip_scale: float = 1.0):
         self.fitted = fitted
@@ -621,6 +622,7 @@ class ArticulationStream:
         self._frames = np.zeros((0, FEATURES_PER_FRAME), np.float32)
         self._base = 0                        # frame index of self._frames[0]
         self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        self._reference = None                # the first keypoints (x0): the mouth's own shape
         self.n_out = 0
         self._closed = False
 
@@ -641,6 +643,8 @@ class ArticulationStream:
 
     def push(self, keypoints_Nx10x6: np.ndarray) -> np.ndarray:
         self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
+        if self._reference is None and len(self._waiting):
+            self._reference = self._waiting[0].copy()
         return self._emit(self._n_row_frames - self.fitted.after)
 
     def close(self) -> np.ndarray:
@@ -656,7 +660,7 @@ class ArticulationStream:
         offsets = np.arange(-fitted.before, fitted.after + 1)
         index = np.clip(frames[:, None] + offsets, 0, self._n_row_frames - 1) - self._base
         mouth = articulation.predict_windows(fitted, self._frames[index].reshape(count, -1))
-        out = articulation.apply(self._waiting[:count], mouth, self.lip_scale)
+        out = articulation.apply(self._waiting[:count], mouth, self.lip_scale, self._reference)
         self._waiting = self._waiting[count:]
         self.n_out += count
         keep = max(0, self.n_out - fitted.before)

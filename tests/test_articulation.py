@@ -88,27 +88,93 @@ def test_the_aligned_mouth_does_not_see_the_head_pose():
     assert_close(ar.aligned_mouth(face)[0], ls.mean_face()[48:68], rel=1e-9)
 
 
-def test_the_fit_predicts_the_jaw_from_the_loudness(fitted):
-    articulation, report = fitted
-    assert report["val_r"][0] > 0.9
-    clip, opening = _clip(20)
+def _predicted_opening(articulation, clip):
     offsets = ar.predict(articulation, clip.audio_features)
     base = np.repeat(ls.encode(ls.mean_face())[None], len(offsets), axis=0)
-    predicted = ls.mouth_opening(ls.decode(ar.apply(base, offsets)))
+    return ls.mouth_opening(ls.decode(ar.apply(base, offsets))) \
+        - ls.mouth_opening(ls.mean_face()[None])
+
+
+def test_the_linear_fit_predicts_the_jaw_from_the_loudness():
+    clips = [_clip(seed, name=f"c{seed}")[0] for seed in range(4)]
+    articulation, report = ar.fit(clips, [_clip(10, name="v")[0]], None, rectified=False,
+                                  opening_gain=1.0)
+    assert report["val_r"][0] > 0.9 and articulation.rest_level is None
+    clip, opening = _clip(20)
+    predicted = _predicted_opening(articulation, clip)
     assert np.corrcoef(predicted, opening)[0, 1] > 0.9
     # the gain gives the mouth the training mouths' spread, not a regression's shrunk one
     truth = ls.mouth_opening(clip.landmarks)
     assert 0.75 < predicted.std() / truth.std() < 1.33
 
 
-def test_apply_moves_only_the_mouth_and_turns_with_the_head(fitted):
+def test_the_default_fit_opens_above_the_median_only(fitted):
+    articulation, report = fitted
+    assert articulation.rest_level.shape == (1,)
+    assert report["opening_gain"] == ar.DEFAULT_OPENING_GAIN
+    clip, opening = _clip(20)
+    predicted = _predicted_opening(articulation, clip)
+    # never closer than the photo's mouth, open on the louder frames, following the jaw there
+    assert predicted.min() > -1e-6 * np.abs(predicted).max()
+    assert 0.3 < np.mean(predicted > 1e-6 * predicted.max()) < 0.6
+    assert np.corrcoef(predicted, opening)[0, 1] > 0.7
+    # louder means a larger coefficient, whatever the sign the SVD gave the component
+    windows = ar.audio_windows(ar.loudness(clip.audio_features), articulation.before,
+                               articulation.after)
+    assert np.corrcoef(ar.coefficients(articulation, windows)[:, 0],
+                       opening)[0, 1] > 0.9
+    # silence is the photo's mouth
+    silent = np.full_like(clip.audio_features, -12.0)
+    assert np.abs(ar.predict(articulation, silent)).max() < 1e-6
+
+
+def test_above_rest_is_the_excess_over_the_rest_level():
+    coefficients = np.array([[0.0, 1.0], [1.0, -2.0], [3.0, 0.5]], np.float32)
+    np.testing.assert_array_equal(ar.above_rest(coefficients, np.array([1.0, 0.0])),
+                                  [[0.0, 1.0], [0.0, 0.0], [2.0, 0.5]])
+
+
+def test_apply_takes_the_lopsided_change_out_of_the_mouth():
+    face = ls.mean_face()
+    x0 = ls.encode(face[None])[0]
+    twisted = face.copy()
+    twisted[[48, 49, 59, 60], 1] -= 0.05           # the image's left corner up, the right not
+    even = face.copy()
+    even[[48, 49, 59, 60, 53, 54, 55, 64], 1] -= 0.025
+    keypoints = ls.encode(np.stack([face, twisted]))
+    out = ar.apply(keypoints, np.zeros((2, 20, 2)), 1.0, x0)
+    # what is left is the symmetric half: both corners up by half as much
+    assert_close(ls.decode(out)[1, 48:68], ls.decode(ls.encode(even[None]))[0, 48:68],
+                 rel=1e-3, scale=1.0)
+    assert_close(out[0], keypoints[0], rel=1e-5, scale=1.0)
+    # a mouth slid sideways as a whole comes back under the nose; one opened evenly stays open
+    shifted, opened = face.copy(), face.copy()
+    shifted[48:68, 0] += 0.05
+    opened[[56, 57, 58, 65, 66, 67], 1] += 0.05
+    out = ar.apply(ls.encode(np.stack([face, shifted, opened])), np.zeros((3, 20, 2)), 1.0, x0)
+    assert_close(ls.decode(out)[1], ls.decode(x0[None])[0], rel=1e-4, scale=1.0)
+    assert_close(ls.decode(out)[2, 48:68], ls.decode(ls.encode(opened[None]))[0, 48:68],
+                 rel=1e-4, scale=1.0)
+    with pytest.raises(ValueError, match="reference"):
+        ar.apply(keypoints, np.zeros((2, 20, 2)), 1.0, x0[:5])
+
+
+def test_apply_moves_only_the_mouth_and_jaw_and_turns_with_the_head(fitted):
     articulation, _ = fitted
     clip, _ = _clip(21, n_frames=40)
     offsets = ar.predict(articulation, clip.audio_features)
     face = np.repeat(ls.mean_face()[None], 40, axis=0)
     keypoints = ls.encode(face)
     moved = ar.apply(keypoints, offsets)
-    np.testing.assert_array_equal(moved[:, [0, 1, 2, 3, 4, 9]], keypoints[:, [0, 1, 2, 3, 4, 9]])
+    np.testing.assert_array_equal(moved[:, :5], keypoints[:, :5])
+    # the jaw drops with the lower lip: the chin by JAW_FOLLOW of its drop, the ears hardly
+    # (the jaw group's fit leans towards a similarity: a stretch comes back within 10 %, and
+    # the ends move by an eighth of the chin)
+    drop = np.maximum(offsets[:, ar.LOWER_LIP_CENTRE, 1], 0)
+    jaw = ls.decode(moved)[:, :17] - face[:, :17]
+    assert drop.max() > 0
+    assert_close(jaw[:, 8, 1], ar.JAW_FOLLOW * drop, rel=0.1, scale=float(drop.max()))
+    assert np.abs(jaw[:, [0, 16]]).max() < 0.2 * ar.JAW_FOLLOW * drop.max()
     np.testing.assert_array_equal(ar.apply(keypoints, offsets, 0.0), keypoints)
     # the same offsets on a turned, scaled head: the same mouth in the head's frame
     turned = ls.encode(face @ _rotation(0.25).T * 1.3 + np.array([0.1, 0.05]))
@@ -119,9 +185,11 @@ def test_apply_moves_only_the_mouth_and_turns_with_the_head(fitted):
     assert_close(half, (moved - keypoints) / 2, rel=1e-4, scale=float(np.abs(keypoints).max()))
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64])
-def test_the_stream_gives_the_offline_values(fitted, chunk):
+@pytest.mark.parametrize("chunk, linear", [(1, False), (7, False), (64, False), (7, True)])
+def test_the_stream_gives_the_offline_values(fitted, chunk, linear):
     articulation, _ = fitted
+    if linear:
+        articulation = dataclasses.replace(articulation, rest_level=None)
     clip, _ = _clip(22, n_frames=50)
     rng = np.random.default_rng(3)
     keypoints = ls.encode(clip.landmarks) + rng.normal(scale=1e-3, size=(50, 10, 6)).astype(
@@ -152,6 +220,14 @@ def test_the_json_round_trip_and_malformed_maps(fitted):
             ar.from_json({**raw, **change})
     with pytest.raises(ValueError, match="lacks"):
         ar.from_json({"before": 1})
+    np.testing.assert_array_equal(back.rest_level, articulation.rest_level)
+    # a map of the first format (no rest level) is applied linearly
+    assert ar.from_json({k: v for k, v in raw.items() if k != "rest_level"}).rest_level is None
+    for bad in ([1.0, 2.0], [float("nan")], "x", [[1.0]]):
+        with pytest.raises(ValueError, match="rest_level"):
+            ar.from_json({**raw, "rest_level": bad})
+    with pytest.raises(ValueError, match="opening_gain"):
+        ar.fit([_clip(0)[0]], [_clip(1)[0]], None, opening_gain=0.0)
 
 
 def test_a_saved_model_keeps_it_and_refuses_a_broken_one(fitted, tmp_path):
@@ -208,10 +284,36 @@ def test_train_articulation_stores_it_and_generate_opens_the_mouth_with_it(tmp_p
     assert saved_model.model_articulation(info) is not None
     with_it = keypoints("with")
     changed = np.abs(with_it - without).max(axis=(0, 2)) > 1e-4
-    # the mouth (these faces drop the lower lip) and nothing else
-    assert changed[8] and set(np.flatnonzero(changed)) <= {5, 6, 7, 8}
+    # the mouth (these faces drop the lower lip) and the jaw with it, nothing else
+    assert changed[8] and set(np.flatnonzero(changed)) <= {5, 6, 7, 8, 9}
     # --lip-scale scales the articulation with the finest branch: 0 is no lip motion at all
     np.testing.assert_array_equal(keypoints("with0", "--lip-scale", "0"), without_lips)
+
+
+def test_generate_draws_the_source_at_its_own_pose(tmp_path, capsys, monkeypatch):
+    """A recording loud from its first frame opens frame 0's mouth; the renderer's source must
+    stay the photo's keypoints, or every quieter frame would close the photo's mouth."""
+    from motion.app import generate as generate_app
+
+    sources = []
+    real = generate_app.mesh.render_chunks
+    monkeypatch.setattr(generate_app.mesh, "render_chunks", lambda prepared, x0, keypoints:
+                        sources.append(np.array(x0)) or real(prepared, x0, keypoints))
+    rng = np.random.default_rng(0)
+    loud_start = rng.normal(size=32000) * np.where(np.arange(32000) < 6400, 0.5, 0.02)
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, loud_start.astype(np.float32), 16000)
+    outputs = {}
+    for name, flags in (("with", []), ("plain", ["--lip-scale", "0"])):
+        out = tmp_path / f"{name}.npz"
+        assert cli.main(["generate", "--audio", str(speech), "--out", str(tmp_path / f"{name}.mp4"),
+                         "--keypoints-out", str(out), *flags]) == 0, capsys.readouterr().err
+        with np.load(out, allow_pickle=False) as npz:
+            outputs[name] = npz["keypoints"]
+    # frame 0 is articulated, the source is not
+    assert np.abs(outputs["with"][0] - outputs["plain"][0]).max() > 1e-3
+    assert_close(sources[0], outputs["plain"][0], rel=1e-6, scale=1.0)
+    assert_close(sources[1], outputs["plain"][0], rel=1e-6, scale=1.0)
 
 
 @pytest.mark.parametrize("case, message", [

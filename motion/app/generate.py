@@ -316,7 +316,9 @@ def generate_command(args: Any) -> None:
     keypoints = to_image(generated)
     if not np.all(np.isfinite(keypoints)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
-    x0 = keypoints[0]
+    # The source is drawn at its own pose: frame 0 carries the articulation of the first 40 ms,
+    # and a mouth opened there would make every quieter frame close the photo's mouth.
+    x0 = np.asarray(to_image(x0_model), np.float32)
 
     started = time.perf_counter()
     with published(out) as partial:
