@@ -232,11 +232,12 @@ def coefficients(articulation: Articulation, windows_TxD: np.ndarray) -> np.ndar
 
 def above_rest(coefficients_TxK: np.ndarray, rest_level_K: np.ndarray) -> np.ndarray:
     """``[T, K]``: each coefficient's excess over ``rest_level [K]``, clipped at zero. With the
-    rest level the training corpus's median coefficient (:func:`fit`), the mouth rests as in
-    the photo on the quieter half of the frames and opens on the louder half in proportion: its
-    pixels change with the syllables, not about a half-open mean. The audio is matched to the
-    corpus's distribution first (``motion.generate.match_features``), so a loud and a quiet
-    recording reach the rest level on about the same share of their frames."""
+    rest level the training frames' ``REST_QUANTILE`` (60th percentile) coefficient
+    (:func:`fit`), the mouth rests as in the photo on the quieter three fifths of the frames and
+    opens on the louder two fifths in proportion: its pixels change with the syllables, not
+    about a half-open mean. The audio is matched to the corpus's distribution first
+    (``motion.generate.match_features``), so a loud and a quiet recording reach the rest level
+    on about the same share of their frames."""
     return np.maximum(np.asarray(coefficients_TxK, np.float32)
                       - np.asarray(rest_level_K, np.float32), 0.0)
 
@@ -335,8 +336,8 @@ def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
     ``val_clips``. Features are quantile-matched onto ``quantiles`` first when given, as
     ``generate`` does. Each component is oriented so that louder means a larger coefficient,
     scaled to the recorded spread times ``opening_gain`` and, ``rectified``, applied above its
-    median over the training frames (else linearly). Returns the map and a report ``{ridge,
-    val_r, gain, explained, rest_level, ...}``."""
+    ``REST_QUANTILE`` over the training frames (else linearly). Returns the map and a report
+    ``{ridge, val_r, gain, explained, rest_level, ...}``."""
     if not (np.isfinite(opening_gain) and opening_gain > 0):
         raise ValueError(f"opening_gain must be a positive number; got {opening_gain}")
 
