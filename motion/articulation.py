@@ -198,10 +198,11 @@ def head_similarity(landmarks_Tx68x2: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rotation, scale, centre
 
 
-def aligned_mouth(landmarks_Tx68x2: np.ndarray) -> np.ndarray:
-    """``[T, 68, 2]`` → the mouth in the head's frame ``[T, 20, 2]`` (mean-face coordinates)."""
+def aligned_mouth(landmarks_Tx68x2: np.ndarray, similarity=None) -> np.ndarray:
+    """``[T, 68, 2]`` → the mouth in the head's frame ``[T, 20, 2]`` (mean-face coordinates);
+    ``similarity``: the landmarks' :func:`head_similarity` when already computed."""
     landmarks = np.asarray(landmarks_Tx68x2, np.float64)
-    rotation, scale, centre = head_similarity(landmarks)
+    rotation, scale, centre = head_similarity(landmarks) if similarity is None else similarity
     mean_centre = landmark_space.mean_face()[RIGID_LANDMARKS].mean(axis=0)
     mouth = landmarks[:, MOUTH_LANDMARKS] - centre[:, None]
     return np.einsum("tni,tij->tnj", mouth, rotation) * scale[:, None, None] + mean_centre
@@ -298,11 +299,12 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float
         raise ValueError(f"reference must be [{N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
                          f"{reference.shape}")
     landmarks = landmark_space.decode(keypoints).astype(np.float64)
-    rotation, head_scale, _ = head_similarity(landmarks)
+    similarity = head_similarity(landmarks)
+    rotation, head_scale, _ = similarity
     in_head = np.zeros_like(landmarks)
     reference_mouth = aligned_mouth(landmark_space.decode(reference[None]))[0]
     in_head[:, MOUTH_LANDMARKS] = scale * offsets \
-        - lopsidedness(aligned_mouth(landmarks), reference_mouth)
+        - lopsidedness(aligned_mouth(landmarks, similarity), reference_mouth)
     in_head[:, JAW_LANDMARKS] = scale * jaw_drop(offsets)
     # aligned = l @ R · s  ⇒  a change Δ in the head's frame is Δ @ Rᵀ / s in the image
     delta = np.einsum("tnj,tij->tni", in_head, rotation) / head_scale[:, None, None]

@@ -108,7 +108,7 @@ def test_the_linear_fit_predicts_the_jaw_from_the_loudness():
     assert 0.75 < predicted.std() / truth.std() < 1.33
 
 
-def test_the_default_fit_opens_above_the_median_only(fitted):
+def test_the_default_fit_opens_above_the_rest_level_only(fitted):
     articulation, report = fitted
     assert articulation.rest_level.shape == (1,)
     assert report["opening_gain"] == ar.DEFAULT_OPENING_GAIN
