@@ -23,7 +23,7 @@ second, non-autoregressive path for the mouth alone:
 - **Map.** Ridge regression ``ĉ = x W`` (closed form, no intercept, the ridge weight chosen on
   the validation split), then each component scaled by ``std(c) / std(ĉ)`` on the training set
   (components whose validation r is under 0.1 are dropped: scaled up, they would be noise) and
-  by an opening gain (5). A regression from speech predicts the mouth's mean given the sound,
+  by an opening gain (7.5, the lips' parting only). A regression from speech predicts the mouth's mean given the sound,
   whose spread is a fraction of a real mouth's (on the real corpus an eighth: validation r
   0.13); scaled back, the mouth opens at the times the sound says: the timing comes from the
   loudness, the size from real mouths, enlarged because the corpus's dlib mouths open a few
@@ -31,7 +31,9 @@ second, non-autoregressive path for the mouth alone:
 - **Response.** Each component (oriented so that louder is larger) opens the mouth by what it
   exceeds a rest level, the training frames' 60th percentile, and leaves the photo's mouth
   below it (:func:`above_rest`). The features are matched to the corpus first, so every
-  recording reaches the rest level on about the same share of its frames.
+  recording reaches the rest level on about the same share of its frames. The inner lips' gap
+  approaches the widest real opening (``MAX_OPENING``, 0.6 of the mouth's width) softly
+  (:func:`opening_factor`).
 
 What was tried on the real corpus (22 held-out clips; r of the predicted opening with the RMS
 envelope at the best lag 0–3, and with the recorded opening):
@@ -46,7 +48,8 @@ envelope at the best lag 0–3, and with the recorded opening):
 (recorded mouths: 0.18 with the envelope; these rows are the linear response). The log-domain
 inputs, and any linear response, swing the mouth about a half-open median, so its pixels change
 as much in quiet frames as in loud ones; a viewer judges a talking mouth by its syllables. With
-the default response (above the rest level, gain 5) the opening follows the envelope at 0.65.
+the default response (above the rest level, gain 7.5, limited) the opening follows the envelope
+at 0.65.
 - **Use.** ``offsets [T, 20, 2] = ĉ · components``, rotated and scaled from the mean face into
   each generated frame's head pose (the same similarity, inverted), moved onto the 10 keypoints
   by the (linear) landmark fit ``syncers.data.landmark_space.encode``, added to the generator's
@@ -86,11 +89,17 @@ RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 QUIET_QUANTILE = 0.2         # a clip's quietest fifth of frames shows its rest mouth
 MIN_VAL_R = 0.1              # a component kept must follow speech on the validation clips
 # Times the recorded spread: a corpus's dlib mouths open a few pixels, which on a photo reads
-# as a mouth that barely moves; five times that opens to the teeth on stressed syllables (the
-# jaw following, the lopsided part of the generator's lips taken out) before the lips lose
-# their shape.
-DEFAULT_OPENING_GAIN = 5.0
+# as a mouth that barely moves; 7.5 times that (the limit below rounding off the loudest
+# syllables) opens to the teeth on stressed syllables, the jaw following and the lopsided part
+# of the generator's lips taken out (docs/design.md, "Articulation", has the gains measured).
+DEFAULT_OPENING_GAIN = 7.5
 REST_QUANTILE = 0.6          # of the training frames' coefficients: the rest level
+# The inner lips' largest gap, as a share of the mouth's width: the real corpus's widest opening
+# (dlib landmarks of its 217 clips: 99th percentile 0.33, largest 0.6). The opening approaches
+# it softly (:func:`opening_factor`).
+MAX_OPENING = 0.6
+UPPER_INNER_LIP, LOWER_INNER_LIP = 62 - 48, 66 - 48
+LEFT_CORNER, RIGHT_CORNER = 48 - 48, 54 - 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +273,26 @@ def jaw_drop(offsets_Tx20x2: np.ndarray) -> np.ndarray:
     return out
 
 
+def opening_factor(offsets_Tx20x2: np.ndarray, mouth_Tx20x2: np.ndarray,
+                   reference_20x2: np.ndarray) -> np.ndarray:
+    """``[T]`` factors in (0, 1] for mouth ``offsets [T, 20, 2]`` added to ``mouth [T, 20, 2]``
+    (both in the head's frame) so that the inner lips' gap approaches ``MAX_OPENING`` of the
+    ``reference [20, 2]`` mouth's width softly: an offset that would open it by ``a`` opens it by
+    ``h · tanh(a / h)``, ``h`` the gap left to the limit. A linear response to loudness has no
+    limit: on the loudest syllables of some recordings the lower lip fell past the chin."""
+    offsets = np.asarray(offsets_Tx20x2, np.float64)
+    mouth = np.asarray(mouth_Tx20x2, np.float64)
+    width = np.linalg.norm(reference_20x2[RIGHT_CORNER] - reference_20x2[LEFT_CORNER])
+    gap = mouth[:, LOWER_INNER_LIP, 1] - mouth[:, UPPER_INNER_LIP, 1]
+    headroom = np.maximum(MAX_OPENING * width - gap, 0.0)
+    added = offsets[:, LOWER_INNER_LIP, 1] - offsets[:, UPPER_INNER_LIP, 1]
+    opening = added > 1e-12 * width
+    safe_added = np.where(opening, added, 1.0)
+    safe_headroom = np.maximum(headroom, 1e-12 * width)
+    return np.where(opening, safe_headroom * np.tanh(safe_added / safe_headroom) / safe_added,
+                    1.0)
+
+
 def lopsidedness(mouth_Tx20x2: np.ndarray, reference_20x2: np.ndarray) -> np.ndarray:
     """``[T, 20, 2]``: the part of the mouth's change from ``reference [20, 2]`` (both in the
     head's frame, :func:`aligned_mouth`) that its mirror image does not share, the change minus
@@ -303,9 +332,12 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float
     rotation, head_scale, _ = similarity
     in_head = np.zeros_like(landmarks)
     reference_mouth = aligned_mouth(landmark_space.decode(reference[None]))[0]
-    in_head[:, MOUTH_LANDMARKS] = scale * offsets \
-        - lopsidedness(aligned_mouth(landmarks, similarity), reference_mouth)
-    in_head[:, JAW_LANDMARKS] = scale * jaw_drop(offsets)
+    mouth = aligned_mouth(landmarks, similarity)
+    lopsided = lopsidedness(mouth, reference_mouth)
+    offsets = scale * offsets
+    offsets = offsets * opening_factor(offsets, mouth - lopsided, reference_mouth)[:, None, None]
+    in_head[:, MOUTH_LANDMARKS] = offsets - lopsided
+    in_head[:, JAW_LANDMARKS] = jaw_drop(offsets)
     # aligned = l @ R · s  ⇒  a change Δ in the head's frame is Δ @ Rᵀ / s in the image
     delta = np.einsum("tnj,tij->tni", in_head, rotation) / head_scale[:, None, None]
     # encode is linear in the landmarks (a fixed canonical face), so its change is that of Δ;
@@ -395,6 +427,10 @@ def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
     orientation = np.where(weights.sum(axis=0) < 0, -1.0, 1.0)
     weights, components = weights * orientation, components * orientation[:, None]
     weights = weights * gain
+    # The gain enlarges how far the lips part; their sideways motion keeps its recorded size
+    # (a real mouth's width changes little as it opens, and enlarged as much, the corners drew
+    # together into a round "O" on every loud syllable).
+    components = components * np.tile([1.0 / opening_gain, 1.0], N_MOUTH)
     rest_level = np.quantile(x_train @ weights, REST_QUANTILE, axis=0) if rectified else None
     report = {"ridge": ridge, "gain": np.round(gain, 3).tolist(),
               "opening_gain": float(opening_gain),

@@ -170,7 +170,9 @@ def test_apply_moves_only_the_mouth_and_jaw_and_turns_with_the_head(fitted):
     # the jaw drops with the lower lip: the chin by JAW_FOLLOW of its drop, the ears hardly
     # (the jaw group's fit leans towards a similarity: a stretch comes back within 10 %, and
     # the ends move by an eighth of the chin)
-    drop = np.maximum(offsets[:, ar.LOWER_LIP_CENTRE, 1], 0)
+    mouth = ar.aligned_mouth(face)
+    capped = offsets * ar.opening_factor(offsets, mouth, mouth[0])[:, None, None]
+    drop = np.maximum(capped[:, ar.LOWER_LIP_CENTRE, 1], 0)
     jaw = ls.decode(moved)[:, :17] - face[:, :17]
     assert drop.max() > 0
     assert_close(jaw[:, 8, 1], ar.JAW_FOLLOW * drop, rel=0.1, scale=float(drop.max()))
@@ -180,9 +182,37 @@ def test_apply_moves_only_the_mouth_and_jaw_and_turns_with_the_head(fitted):
     turned = ls.encode(face @ _rotation(0.25).T * 1.3 + np.array([0.1, 0.05]))
     assert_close(ar.aligned_mouth(ls.decode(ar.apply(turned, offsets))),
                  ar.aligned_mouth(ls.decode(moved)), rel=3e-4)
-    # half the scale, half the change
-    half = ar.apply(keypoints, offsets, 0.5) - keypoints
-    assert_close(half, (moved - keypoints) / 2, rel=1e-4, scale=float(np.abs(keypoints).max()))
+    # the scale multiplies the offsets before the opening's limit
+    assert_close(ar.apply(keypoints, offsets, 0.5), ar.apply(keypoints, 0.5 * offsets),
+                 rel=1e-6, scale=float(np.abs(keypoints).max()))
+
+
+def test_the_opening_approaches_its_limit_softly():
+    face = ls.mean_face()
+    keypoints = ls.encode(np.repeat(face[None], 5, axis=0))
+    mouth = ar.aligned_mouth(face[None])[0]
+    width = np.linalg.norm(mouth[ar.RIGHT_CORNER] - mouth[ar.LEFT_CORNER])
+    rest_gap = mouth[ar.LOWER_INNER_LIP, 1] - mouth[ar.UPPER_INNER_LIP, 1]
+    headroom = ar.MAX_OPENING * width - rest_gap
+    # the lower lip dropped by a hundredth, a half, one, three and ten times the headroom
+    drops = headroom * np.array([0.01, 0.5, 1.0, 3.0, 10.0])
+    offsets = np.zeros((5, 20, 2))
+    offsets[:, [56 - 48, 57 - 48, 58 - 48, 65 - 48, 66 - 48, 67 - 48], 1] = drops[:, None]
+    factor = ar.opening_factor(offsets, np.repeat(mouth[None], 5, axis=0), mouth)
+    assert_close(factor * drops, headroom * np.tanh(drops / headroom), rel=1e-9,
+                 scale=float(headroom))
+    assert_close(factor[0], 1.0, rel=1e-4)                   # a small opening is as predicted
+    gaps = ar.aligned_mouth(ls.decode(ar.apply(keypoints, offsets, 1.0, keypoints[0])))
+    gaps = gaps[:, ar.LOWER_INNER_LIP, 1] - gaps[:, ar.UPPER_INNER_LIP, 1]
+    assert np.all(np.diff(gaps) > 0)                         # louder still opens wider
+    assert gaps[-1] <= ar.MAX_OPENING * width * 1.01        # never past the widest real mouth
+    assert gaps[-1] >= 0.95 * ar.MAX_OPENING * width
+    # a mouth already open as wide takes no more; closing offsets are left as they are
+    wide = mouth.copy()
+    wide[[56 - 48, 57 - 48, 58 - 48, 65 - 48, 66 - 48, 67 - 48], 1] += headroom
+    assert ar.opening_factor(offsets, np.repeat(wide[None], 5, axis=0), mouth).max() < 1e-6
+    np.testing.assert_array_equal(ar.opening_factor(-offsets, np.repeat(mouth[None], 5, 0),
+                                                    mouth), np.ones(5))
 
 
 @pytest.mark.parametrize("chunk, linear", [(1, False), (7, False), (64, False), (7, True)])
