@@ -8,7 +8,7 @@ machine (fp32 matmul GFLOP/s), because these shared CPUs vary 2× from hour to h
 (docs/design.md, "Performance yardsticks"). The source is the mean face on a random image,
 driven by a mouth opening and closing, a blink and a small head motion.
 
-    .venv/bin/python bench/bench_mesh.py [--frames 128] [--repeats 3] [--size 256]
+    .venv/bin/python -m bench.bench_mesh [--frames 128] [--repeats 3] [--size 256]
 """
 from __future__ import annotations
 
