@@ -23,11 +23,13 @@ second, non-autoregressive path for the mouth alone:
 - **Map.** Ridge regression ``ĉ = x W`` (closed form, no intercept, the ridge weight chosen on
   the validation split), then each component scaled by ``std(c) / std(ĉ)`` on the training set
   (components whose validation r is under 0.1 are dropped: scaled up, they would be noise) and
-  by an opening gain (7.5, the lips' parting only). A regression from speech predicts the mouth's mean given the sound,
+  by an opening gain (13). A regression from speech predicts the mouth's mean given the sound,
   whose spread is a fraction of a real mouth's (on the real corpus an eighth: validation r
   0.13); scaled back, the mouth opens at the times the sound says: the timing comes from the
   loudness, the size from real mouths, enlarged because the corpus's dlib mouths open a few
-  pixels, which on a photo reads as a mouth that barely moves.
+  pixels, which on a photo reads as a mouth that barely moves. The gain enlarges the lips'
+  parting only: the sideways motion keeps its recorded size and the upper lip stays put (the
+  component's common vertical motion of the upper lip is taken out of all 20 landmarks).
 - **Response.** Each component (oriented so that louder is larger) opens the mouth by what it
   exceeds a rest level, the training frames' 60th percentile, and leaves the photo's mouth
   below it (:func:`above_rest`). The features are matched to the corpus first, so every
@@ -48,8 +50,8 @@ envelope at the best lag 0–3, and with the recorded opening):
 (recorded mouths: 0.18 with the envelope; these rows are the linear response). The log-domain
 inputs, and any linear response, swing the mouth about a half-open median, so its pixels change
 as much in quiet frames as in loud ones; a viewer judges a talking mouth by its syllables. With
-the default response (above the rest level, gain 7.5, limited) the opening follows the envelope
-at 0.65.
+the default response (above the rest level, gain 13, limited) the opening follows the envelope
+at 0.70.
 - **Use.** ``offsets [T, 20, 2] = ĉ · components``, rotated and scaled from the mean face into
   each generated frame's head pose (the same similarity, inverted), moved onto the 10 keypoints
   by the (linear) landmark fit ``syncers.data.landmark_space.encode``, added to the generator's
@@ -80,6 +82,7 @@ MOUTH_GROUPS = (5, 6, 7, 8)                  # the keypoints whose landmarks are
 JAW_GROUP = 9                                # landmarks 0–16
 JAW_LANDMARKS = np.arange(0, 17)
 LOWER_LIP_CENTRE = 57 - 48                   # the outer lower lip's middle, in the mouth's 20
+UPPER_LIP = np.array([50, 51, 52, 61, 62, 63]) - 48   # its middle, outer and inner
 JAW_FOLLOW = 0.5             # of the lower lip's drop, the chin's
 # The mouth's 20 landmarks' mirror images among themselves (iBUG's left/right pairs).
 MOUTH_MIRROR = landmark_space.MIRROR[MOUTH_LANDMARKS] - MOUTH_LANDMARKS[0]
@@ -89,10 +92,10 @@ RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 QUIET_QUANTILE = 0.2         # a clip's quietest fifth of frames shows its rest mouth
 MIN_VAL_R = 0.1              # a component kept must follow speech on the validation clips
 # Times the recorded spread: a corpus's dlib mouths open a few pixels, which on a photo reads
-# as a mouth that barely moves; 7.5 times that (the limit below rounding off the loudest
+# as a mouth that barely moves; 13 times that (the limit below rounding off the loudest
 # syllables) opens to the teeth on stressed syllables, the jaw following and the lopsided part
 # of the generator's lips taken out (docs/design.md, "Articulation", has the gains measured).
-DEFAULT_OPENING_GAIN = 7.5
+DEFAULT_OPENING_GAIN = 13.0
 REST_QUANTILE = 0.6          # of the training frames' coefficients: the rest level
 # The inner lips' largest gap, as a share of the mouth's width: the real corpus's widest opening
 # (dlib landmarks of its 217 clips: 99th percentile 0.33, largest 0.6). The opening approaches
@@ -275,7 +278,7 @@ def jaw_drop(offsets_Tx20x2: np.ndarray) -> np.ndarray:
 
 def opening_factor(offsets_Tx20x2: np.ndarray, mouth_Tx20x2: np.ndarray,
                    reference_20x2: np.ndarray) -> np.ndarray:
-    """``[T]`` factors in (0, 1] for mouth ``offsets [T, 20, 2]`` added to ``mouth [T, 20, 2]``
+    """``[T]`` factors in [0, 1] for mouth ``offsets [T, 20, 2]`` added to ``mouth [T, 20, 2]``
     (both in the head's frame) so that the inner lips' gap approaches ``MAX_OPENING`` of the
     ``reference [20, 2]`` mouth's width softly: an offset that would open it by ``a`` opens it by
     ``h · tanh(a / h)``, ``h`` the gap left to the limit. A linear response to loudness has no
@@ -307,7 +310,8 @@ def lopsidedness(mouth_Tx20x2: np.ndarray, reference_20x2: np.ndarray) -> np.nda
 def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float = 1.0,
           reference_10x6: np.ndarray | None = None) -> np.ndarray:
     """``landmarks-v1`` keypoints ``[T, 10, 6]`` with the mouth moved by ``scale ×`` offsets
-    ``[T, 20, 2]`` (mean-face coordinates, turned into each frame's head pose), the jaw dropped
+    ``[T, 20, 2]`` (mean-face coordinates, turned into each frame's head pose; the opening
+    limited by :func:`opening_factor`), the jaw dropped
     with the lower lip (:func:`jaw_drop`) and the mouth's lopsided change from the
     ``reference`` keypoints ``[10, 6]`` (default: the first frame; the source's x0) taken out
     (:func:`lopsidedness`: a generator's mouth corners that move unevenly twist the mouth once
@@ -431,6 +435,13 @@ def fit(clips: Sequence, val_clips: Sequence, quantiles_QxF: np.ndarray | None,
     # (a real mouth's width changes little as it opens, and enlarged as much, the corners drew
     # together into a round "O" on every loud syllable).
     components = components * np.tile([1.0 / opening_gain, 1.0], N_MOUTH)
+    # The upper lip rides on the skull: an opening moves the lower lip and the chin. The
+    # recorded component also moves the upper lip down with them (a nod the alignment on the
+    # brows, eyes and nose leaves in); enlarged, that slid the whole mouth onto the chin and
+    # folded the skin between the lower lip and the jaw line.
+    components = components.reshape(len(components), N_MOUTH, 2)
+    components[..., 1] -= components[:, UPPER_LIP, 1].mean(axis=1, keepdims=True)
+    components = components.reshape(len(components), 2 * N_MOUTH)
     rest_level = np.quantile(x_train @ weights, REST_QUANTILE, axis=0) if rectified else None
     report = {"ridge": ridge, "gain": np.round(gain, 3).tolist(),
               "opening_gain": float(opening_gain),

@@ -128,6 +128,33 @@ def test_the_default_fit_opens_above_the_rest_level_only(fitted):
     assert np.abs(ar.predict(articulation, silent)).max() < 1e-6
 
 
+def test_the_gain_parts_the_lips_and_leaves_the_upper_lip_and_the_width():
+    # recorded mouths whose whole mouth also moves down with the opening (a nod) and whose
+    # corners draw in
+    def nodding(seed, name):
+        clip, opening = _clip(seed, n_frames=300, name=name)
+        rng = np.random.default_rng(seed)
+        face = np.repeat(ls.mean_face()[None], 300, axis=0).copy()
+        face[:, [56, 57, 58, 65, 66, 67], 1] += opening[:, None]
+        face[:, 48:68, 1] += 0.5 * opening[:, None]
+        face[:, [48, 60], 0] += 0.2 * opening[:, None]
+        face[:, [54, 64], 0] -= 0.2 * opening[:, None]
+        shift = rng.uniform(-0.05, 0.05, (300, 2))
+        return dataclasses.replace(clip, landmarks=(face + shift[:, None]).astype(np.float32))
+    clips = [nodding(seed, f"n{seed}") for seed in range(4)]
+    articulation, _ = ar.fit(clips, [nodding(10, "v")], None)
+    offsets = ar.predict(articulation, nodding(20, "t").audio_features)      # [T, 20, 2]
+    parting = offsets[:, ar.LOWER_INNER_LIP, 1] - offsets[:, ar.UPPER_INNER_LIP, 1]
+    assert parting.max() > 0
+    # the upper lip stays where it is; the lower one drops by the parting
+    assert np.abs(offsets[:, ar.UPPER_LIP, 1].mean(axis=1)).max() < 1e-5 * parting.max()
+    # the corners draw in by the recorded share of the parting (0.2 each), divided by the gain
+    narrowing = offsets[:, ar.LEFT_CORNER, 0] - offsets[:, ar.RIGHT_CORNER, 0]
+    open_frames = parting > 0.1 * parting.max()
+    assert_close(narrowing[open_frames] / parting[open_frames],
+                 np.full(open_frames.sum(), 0.4 / ar.DEFAULT_OPENING_GAIN), rel=0.05)
+
+
 def test_above_rest_is_the_excess_over_the_rest_level():
     coefficients = np.array([[0.0, 1.0], [1.0, -2.0], [3.0, 0.5]], np.float32)
     np.testing.assert_array_equal(ar.above_rest(coefficients, np.array([1.0, 0.0])),
