@@ -57,6 +57,35 @@ def test_a_drifting_sequence_is_flagged():
         "velocity_ratio"] > 1.5
 
 
+def test_the_reachable_reference_is_the_truth_recentred_at_its_first_frame():
+    x = _wobble(FPS * 60)
+    x[:FPS * 30, :, :2] += 0.02                   # the head rests elsewhere in the first half
+    recentred = lh.start_recentred(x)
+    np.testing.assert_allclose(recentred.mean(axis=0), x[0], atol=1e-12)
+    np.testing.assert_allclose(np.diff(recentred, axis=0), np.diff(x, axis=0), atol=1e-12)
+    audio = _audio(FPS * 60)
+    for name in ("first", "last"):
+        assert lh.compare(recentred, x, audio, LANDMARK_SPACE)[name][
+            "w1_ratio_to_start_recentred"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_a_frozen_first_frame_is_farther_than_the_reachable_reference():
+    # Stationary wobble of 0.01: the reference is about |x0 - mean| away; a frozen x0 also
+    # lacks the spread, and the truth itself (which knows its mean) is far nearer.
+    x = _wobble(FPS * 60)
+    audio = _audio(FPS * 60)
+    frozen = lh.compare(np.broadcast_to(x[:1], x.shape), x, audio, LANDMARK_SPACE)["last"]
+    itself = lh.compare(x, x, audio, LANDMARK_SPACE)["last"]
+    assert frozen["w1_start_recentred_mean"] == itself["w1_start_recentred_mean"]
+    assert frozen["w1_ratio_to_start_recentred"] > 1.1
+    assert itself["w1_ratio_to_start_recentred"] < 0.1
+    both = lh.aggregate([lh.compare(x, x, audio, LANDMARK_SPACE),
+                         lh.compare(np.broadcast_to(x[:1], x.shape), x, audio, LANDMARK_SPACE)])
+    assert both["last"]["w1_ratio_to_start_recentred"] == pytest.approx(
+        (frozen["w1_ratio_to_start_recentred"] + itself["w1_ratio_to_start_recentred"]) / 2,
+        rel=1e-9)
+
+
 def test_nan_is_reported_not_measured():
     x = _wobble(FPS * 20)
     bad = x.copy()
