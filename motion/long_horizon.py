@@ -14,8 +14,9 @@ own audio, over the same time windows:
   disjoint halves of the ground truth (how much a real sequence differs from itself) and beside
   the same distance for the ground truth's own motion re-centred at its first frame
   (:func:`start_recentred`: the best a generator that sees only frame 0 can reach, since where
-  the head rests over the minute is not in that frame); the speed and acceleration of the positions (mean ‖Δp‖, ‖Δ²p‖ per frame) of generated over
-  ground truth; and the mouth opening during speech and during pauses;
+  the head rests over the minute is not in that frame); the speed and acceleration of the
+  positions (mean ‖Δp‖, ‖Δ²p‖ per frame) of generated over ground truth; and the mouth opening
+  during speech and during pauses;
 - pauses and mouth opening as ``motion.mouth`` defines them.
 """
 from __future__ import annotations
@@ -46,8 +47,9 @@ def position_w1(a_Tx10x6: np.ndarray, b_Sx10x6: np.ndarray) -> np.ndarray:
 def start_recentred(gt_Tx10x6: np.ndarray) -> np.ndarray:
     """``[T, 10, 6]``: the ground truth moved so that the mean of each value sits at its first
     frame. A generator started at frame 0 cannot know the speaker's mean pose over the sequence
-    (on the phantom corpus the box a speaker sits in varies ten times more than the head moves),
-    so this is the sequence it would make with perfect dynamics and no drift."""
+    (on the phantom corpus a speaker's face box is drawn over ±0.1 of the frame, and the head
+    moves about 0.02 around it), so this is the sequence it would make with perfect dynamics and
+    no drift."""
     gt = np.asarray(gt_Tx10x6, np.float64)
     return gt + (gt[:1] - gt.mean(axis=0, keepdims=True))
 
