@@ -29,7 +29,7 @@ import numpy as np
 from syncers.data.phantom import audio as phantom_audio
 from motion.app import generate as app_gen
 from motion.app import stream as app_stream
-from render import face
+from syncers.data import face
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 

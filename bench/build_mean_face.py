@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from motion.app.prepare import find_videos, read_speakers, split_of
-from render import face, landmarks as landmarker, video as video_io
+from syncers.data.prepare import find_videos, read_speakers, split_of
+from syncers.data import face, landmarks as landmarker, video as video_io
 from syncers.data import landmark_space
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.run.errors import InputError

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from render import landmarks as lm
-from render import video as video_io
+from syncers.data import landmarks as lm
+from syncers.data import video as video_io
 from syncers.data import features
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.run.errors import InputError

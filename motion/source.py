@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from render import face, landmarks
+from syncers.data import face, landmarks
 from render.keypoints import join
 from syncers.data import landmark_space
 from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE

@@ -56,7 +56,8 @@ from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConf
 from motion.model import GeneratorModel, ready
 from motion.official.model import OfficialModel
 from motion.source import source_keypoints, source_landmarks
-from render import face, mesh, warp
+from render import mesh, warp
+from syncers.data import face
 from syncers.data.features import N_FFT, WINDOW, framed_features
 from syncers.data.layout import (FEATURE_HOP, FEATURES_PER_FRAME, FPS, LANDMARK_SPACE,
                                  PHANTOM_SPACE, SAMPLE_RATE, SAMPLES_PER_FRAME)
@@ -442,7 +443,7 @@ class Streamer:
 
     ``model``: a ``GeneratorModel`` whose keypoints live in ``keypoint_space`` (``landmarks-v1``
     or ``phantom-v1``); ``source_image [H, W, 3]`` (float in [0, 1] or uint8), cropped around
-    its face (``crop=False``: its centre, ``render.face.no_crop``); ``renderer``: ``"mesh"``
+    its face (``crop=False``: its centre, ``syncers.data.face.no_crop``); ``renderer``: ``"mesh"``
     (``landmarks-v1`` only), ``"warp"``, None (keypoints only) or the space's default (mesh for
     landmarks, else warp). ``head_scale`` / ``lip_scale`` as in ``generate``;
     ``drift_window_s``: ``remove_drift``'s window (0 = off); ``articulation_map``: the model's

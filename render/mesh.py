@@ -119,7 +119,7 @@ def _check_image(image) -> np.ndarray:
 def prepare(source_image, source_landmarks, config: MeshConfig = MeshConfig()) -> MeshSource:
     """Build the mesh of ``source_image [S, S, 3]`` (float in [0, 1], S >= 64) whose 68
     landmarks ``source_landmarks [68, 2]`` are in normalised crop coordinates
-    (``render.landmarks.to_crop_coords``)."""
+    (``syncers.data.landmarks.to_crop_coords``)."""
     image = _check_image(source_image)
     size = image.shape[0]
     built = face_mesh.build(_check_landmarks(source_landmarks), ring_points=config.ring_points,

@@ -56,7 +56,7 @@ def test_index_page_links_videos_tables_and_plots_relatively(tmp_path):
 def test_index_page_has_posters_and_leaves_markdown_images_to_the_plots(tmp_path):
     import numpy as np
 
-    from render.video import write_video
+    from syncers.data.video import write_video
 
     frames = np.zeros((30, 32, 32, 3), np.uint8)
     frames[25:] = 200                          # the poster is the frame at 1 s

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render import face
+from syncers.data import face
 from syncers.run.errors import InputError
 
 

@@ -21,8 +21,8 @@ from motion.app import cli
 from motion.app import generate as app_gen
 from motion.generator import TINY
 from motion.saved_model import corpus_feature_stats, load_model, save_model
-from render import face
-from render.video import probe, read_video
+from syncers.data import face
+from syncers.data.video import probe, read_video
 from syncers.data import landmark_space
 from syncers.data.features import audio_features, feature_config, load_audio
 from syncers.data.phantom import audio as phantom_audio

@@ -1,11 +1,11 @@
-"""The offline landmarker (``render.landmarks``: dlib's HOG detector and 68-point predictor) and
+"""The offline landmarker (``syncers.data.landmarks``: dlib's HOG detector and 68-point predictor) and
 the ``landmarks-v1`` keypoint space (``syncers.data.landmark_space``)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from render import face, landmarks as landmarker
+from syncers.data import face, landmarks as landmarker
 from syncers.data import landmark_space as space
 from tolerance import assert_close
 
@@ -117,7 +117,7 @@ def test_track_interpolates_short_gaps_and_refuses_long_ones(real_media):
 def test_reconstruction_error_on_real_corpus_frames(real_corpus):
     # a few frames of a few clips: the first-order model reconstructs the 68 landmarks to a
     # small fraction of the inter-ocular distance (the note reports the whole corpus)
-    from render import video as video_io
+    from syncers.data import video as video_io
     videos = sorted((real_corpus / "videos").glob("*Obama*.mp4"))[:2]
     errors = []
     for path in videos:

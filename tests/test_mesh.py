@@ -45,7 +45,7 @@ def synthetic():
 @pytest.fixture(scope="module")
 def portrait(real_media):
     """happy.png cropped as ``msync generate`` crops it, with dlib's landmarks on the crop."""
-    from render import face, landmarks as lmk
+    from syncers.data import face, landmarks as lmk
     image = face.load_image(real_media / "happy.png")
     crop = face.crop_around(image, lmk.detect_faces(image)[0]).image
     points = lmk.to_crop_coords(lmk.landmarks(crop, lmk.detect_faces(crop)[0]), crop.shape[0])

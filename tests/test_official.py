@@ -37,8 +37,8 @@ from motion.official.layout import specs  # noqa: E402
 from motion.official.model import OfficialModel  # noqa: E402
 from motion.official.parity import raw_forward  # noqa: E402
 from motion.saved_model import load_model  # noqa: E402
-from render import face  # noqa: E402
-from render.video import read_video  # noqa: E402
+from syncers.data import face  # noqa: E402
+from syncers.data.video import read_video  # noqa: E402
 from syncers.data.features import features_of  # noqa: E402
 from syncers.run.errors import InputError  # noqa: E402
 

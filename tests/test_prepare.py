@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from motion.app import prepare as prepare_app
+from syncers.data import prepare as prepare_app
 from motion.app.cli import main
-from motion.app.prepare import clip_id_of, clip_ids, split_of
-from render.video import write_video
+from syncers.data.prepare import clip_id_of, clip_ids, split_of
+from syncers.data.video import write_video
 from syncers.data import dataset, landmark_space
 from syncers.data.features import audio_features, feature_config, load_audio
 

@@ -244,7 +244,7 @@ def test_stream_command_writes_raw_frames_as_they_come(monkeypatch, capsys, comm
 
 def test_stream_command_writes_an_mp4_with_the_speech(monkeypatch, capsys, command_media,
                                                       tmp_path):
-    from render.video import probe, read_video
+    from syncers.data.video import probe, read_video
 
     out = tmp_path / "live.mp4"
     code, _, err = _stream(monkeypatch, capsys, command_media, "--audio", command_media["wav"],

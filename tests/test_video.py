@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from render import video
+from syncers.data import video
 from syncers.run.errors import InputError
 
 FPS, SR = 25, 16000
@@ -73,7 +73,7 @@ def test_real_clips_read_as_200_frames_at_25_fps(real_media):
 
 
 def test_track_box_on_a_real_clip(real_media):
-    from render import face
+    from syncers.data import face
 
     clip = sorted(real_media.glob("*.mp4"))[0]
     frames = video.read_video(clip)

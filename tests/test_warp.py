@@ -77,7 +77,7 @@ def test_bad_shapes_are_clear_errors():
 
 @pytest.mark.parametrize("name", ["happy.png", "people_0.png", "art_0.png"])
 def test_jaw_motion_moves_the_mouth_not_the_upper_face(real_media, name):
-    from render import face
+    from syncers.data import face
 
     crop = face.crop(face.load_image(real_media / name))
     kp = fit_to_box(crop.face_box)
@@ -123,7 +123,7 @@ def test_render_library_imports_only_the_ground_floor_of_msync():
     either stage comes with them."""
     import subprocess
     import sys
-    code = ("import sys, render.warp, render.face, render.video, render.mesh; "
+    code = ("import sys, render.warp, render.mesh; "
             "allowed = {'syncers', 'syncers.run', 'syncers.run.errors', 'syncers.data', "
             "'syncers.data.layout', 'syncers.data.landmark_space'}; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('syncers', 'motion') "

@@ -49,7 +49,7 @@ import numpy as np
 from scipy import stats
 
 import configs
-from motion.app import prepare
+from syncers.data import prepare
 from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
                                   write_manifest)
 from syncers.data.layout import FEATURES_PER_FRAME

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from motion.long_horizon import width_percent
-from render.video import read_video
+from syncers.data.video import read_video
 from syncers.data.layout import FPS
 from syncers.models import MOTION_FRAMES
 from syncers.run.errors import InputError

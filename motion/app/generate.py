@@ -30,10 +30,11 @@ from motion.saved_model import (META, PARAMS, load_model, long_rollout_warning,
 # x0 and the crop map are shared with the streaming API (``motion.stream``)
 from motion.source import FOMM_SIZE, relative_transfer, source_landmarks
 from motion.source import source_keypoints as _source_keypoints
-from render import face, mesh
+from render import mesh
+from syncers.data import face
 from render.fomm import load as load_fomm
 from render.keypoints import split
-from render.video import video_writer
+from syncers.data.video import video_writer
 from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
                                    n_video_frames)

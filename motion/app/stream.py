@@ -28,8 +28,8 @@ import numpy as np
 from motion.app import generate as app_gen
 from motion.saved_model import model_articulation
 from motion.stream import Streamer, StreamFrame
-from render import face
-from render.video import _quiet_fork, ffmpeg_exe, video_writer
+from syncers.data import face
+from syncers.data.video import _quiet_fork, ffmpeg_exe, video_writer
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from syncers.run.errors import InputError

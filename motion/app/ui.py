@@ -43,11 +43,11 @@ import numpy as np
 
 from motion.app import analyze as app_analyze
 from motion.app import generate as app_gen
-from motion.app import prepare as app_prepare
+from syncers.data import prepare as app_prepare
 from motion.app import stream as app_stream
 from motion.saved_model import META
-from render import face
-from render.video import probe
+from syncers.data import face
+from syncers.data.video import probe
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.run.errors import InputError, optional_import
@@ -146,7 +146,7 @@ def _uploaded(path: str | None, what: str, config: PageConfig, names: dict[str, 
 
 
 def check_photo(path: str) -> np.ndarray:
-    """The photo ``[H, W, 3]`` read by its content (``render.face.load_image``)."""
+    """The photo ``[H, W, 3]`` read by its content (``syncers.data.face.load_image``)."""
     return face.load_image(path)
 
 

@@ -81,7 +81,7 @@ def mean_face() -> np.ndarray:
     return face
 
 
-# The mean face is built from crops whose side is 1.5× dlib's face box (``render.face``'s default
+# The mean face is built from crops whose side is 1.5× dlib's face box (``syncers.data.face``'s default
 # margin), so the box it fills is the middle two thirds of the crop.
 MEAN_FACE_BOX = (-2 / 3, -2 / 3, 2 / 3, 2 / 3)
 

@@ -1,6 +1,6 @@
 """Source images for the renderer: loading, face detection and the 256×256 face crop.
 
-Faces are found with dlib's HOG frontal-face detector (``render.landmarks``; docs/design.md,
+Faces are found with dlib's HOG frontal-face detector (``syncers.data.landmarks``; docs/design.md,
 "Renderer"); the crop is a square around the largest detection with a margin, padded by edge
 replication where it leaves the image. Boxes: ``FaceCrop.box`` is in source pixels with edge
 coordinates ``(x0, y0, x1, y1)`` (pixel ``i`` spans ``[i, i+1)``); ``FaceCrop.face_box`` is in the
@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from render import landmarks
+from syncers.data import landmarks
 from syncers.run.errors import InputError
 
 MIN_SIDE = 16              # smaller images cannot hold a face worth animating
@@ -90,7 +90,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 def detect_faces(image: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Face boxes ``(x0, y0, x1, y1)`` in source pixels of ``image [H, W, 3]``, largest first
-    (dlib's detector, ``render.landmarks.detect_faces``)."""
+    (dlib's detector, ``syncers.data.landmarks.detect_faces``)."""
     _check_image(image)
     return landmarks.detect_faces(image)
 
