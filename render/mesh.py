@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator
+from typing import Callable, Iterator
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from render import chunked
 from render import face_mesh
 from render import interior
 from render import piecewise
@@ -284,28 +285,25 @@ def _check_keypoints(kp_source, kp_driving):
     return kp_source, kp_driving
 
 
+def chunk_renderer(source: MeshSource, kp_source, config: MeshConfig = MeshConfig()
+                   ) -> Callable[[np.ndarray], jnp.ndarray]:
+    """The jitted call of a prepared source posed as ``kp_source [10, 6]``: driving keypoints
+    ``[config.chunk, 10, 6]`` → frames ``[config.chunk, S, S, 3]``."""
+    kp_source, _ = _check_keypoints(kp_source, np.zeros((1, landmark_space.N_KEYPOINTS, 6)))
+    kp_source = jnp.asarray(kp_source)
+    return lambda part: _render_chunk(source, kp_source, jnp.asarray(part), config)
+
+
 def render_chunks(source: MeshSource, kp_source, kp_driving,
                   config: MeshConfig = MeshConfig()) -> Iterator[np.ndarray]:
     """Yield frames ``[n, S, S, 3]`` float32 in [0, 1], ``config.chunk`` at a time (the last
     may be shorter), for ``kp_source [10, 6]`` (the source's keypoints, ``landmark_space.encode``
-    of its landmarks) and ``kp_driving [T, 10, 6]``. Every jitted call has the same shapes (the
-    last chunk is padded with its final frame), so a video of any length compiles once."""
+    of its landmarks) and ``kp_driving [T, 10, 6]``. Every jitted call has the same shapes
+    (``render.chunked`` pads the last chunk with its final frame), so a video of any length
+    compiles once."""
     kp_source, kp_driving = _check_keypoints(kp_source, kp_driving)
-    kp_source = jnp.asarray(kp_source)
-    n, chunk = kp_driving.shape[0], max(1, config.chunk)
-    pending = None
-    for start in range(0, n, chunk):
-        part = kp_driving[start:start + chunk]
-        valid = part.shape[0]
-        if valid < chunk:
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - valid, axis=0)])
-        # Dispatch is asynchronous: queue this chunk before copying out the previous one.
-        frames = _render_chunk(source, kp_source, jnp.asarray(part), config)
-        if pending is not None:
-            yield np.asarray(pending[0][:pending[1]])
-        pending = (frames, valid)
-    if pending is not None:
-        yield np.asarray(pending[0][:pending[1]])
+    return chunked.frames_in_chunks(chunk_renderer(source, kp_source, config), kp_driving,
+                                    config.chunk)
 
 
 def render(source: MeshSource, kp_source, kp_driving,

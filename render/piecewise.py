@@ -15,21 +15,18 @@ tests its first ``candidates``, and only the ``busy_tiles`` busiest test the res
 first ``busy_candidates``. Candidates are ranked by a cumulative count and a scatter (XLA:CPU's
 ``top_k`` and sort are ~15× slower) and compared in a running maximum over pixel blocks.
 Sampling is bilinear with the source stored once as a ``[S·S, 12]`` table of each pixel's 2×2
-neighbourhood (one row gather per pixel), as ``render/warp.py`` does.
+neighbourhood (one row gather per pixel), ``render.sampling``, as ``render/warp.py`` does.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from render import sampling
 
-def neighbour_table(source: jnp.ndarray) -> jnp.ndarray:
-    """``[S, S, 3]`` → ``[S·S, 12]``: each pixel with its right, lower and lower-right
-    neighbours (edge-replicated), so bilinear sampling is one row gather per pixel."""
-    padded = jnp.pad(source, ((0, 1), (0, 1), (0, 0)), mode="edge")
-    h, w = source.shape[:2]
-    table = jnp.concatenate([padded[:h, :w], padded[:h, 1:], padded[1:, :w], padded[1:, 1:]], -1)
-    return table.reshape(h * w, 12)
+
+# The table is the shared sampler's (``render.sampling``), built once per source by the mesh.
+neighbour_table = sampling.neighbour_table
 
 
 def areas(points, triangles):
@@ -163,14 +160,6 @@ def source_coords(source_points, triangles, points, size: int, tile: int, candid
 
 def sample(table, sx, sy, size):
     """Bilinear, border-clamped sampling of the ``[S·S, 12]`` table at centred pixel positions
-    ``sx, sy [B, S, S]`` → ``[B, S, S, 3]``."""
+    ``sx, sy [B, S, S]`` → ``[B, S, S, 3]`` (``render.sampling.bilinear``)."""
     c = (size - 1) / 2.0
-    ix = jnp.clip(sx + c, 0.0, size - 1.0)
-    iy = jnp.clip(sy + c, 0.0, size - 1.0)
-    x0 = jnp.minimum(jnp.floor(ix), size - 2)
-    y0 = jnp.minimum(jnp.floor(iy), size - 2)
-    fx, fy = (ix - x0)[..., None], (iy - y0)[..., None]
-    rows = jnp.take(table, (y0 * size + x0).astype(jnp.int32), axis=0, mode="clip")
-    top = rows[..., 0:3] + fx * (rows[..., 3:6] - rows[..., 0:3])
-    bottom = rows[..., 6:9] + fx * (rows[..., 9:12] - rows[..., 6:9])
-    return top + fy * (bottom - top)
+    return sampling.bilinear(table, sx + c, sy + c, size, size)

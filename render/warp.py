@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from render import chunked
 from render import keypoints as kp_layout
+from render import sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,29 +87,12 @@ def _planar_flow(kp_source, kp_driving, h, w, config):
     return flow_x, flow_y
 
 
-def _neighbour_table(source: jnp.ndarray) -> jnp.ndarray:
-    """``[H, W, 3]`` → ``[H·W, 12]``: each pixel with its right, lower and lower-right neighbours
-    (edge-replicated), so bilinear sampling is a single gather of one row."""
-    padded = jnp.pad(source, ((0, 1), (0, 1), (0, 0)), mode="edge")
-    h, w = source.shape[:2]
-    table = jnp.concatenate([padded[:h, :w], padded[:h, 1:], padded[1:, :w], padded[1:, 1:]], -1)
-    return table.reshape(h * w, 12)
-
-
 def _sample(table: jnp.ndarray, flow_x: jnp.ndarray, flow_y: jnp.ndarray, h: int, w: int
             ) -> jnp.ndarray:
-    """Bilinear, border-clamped sampling of the ``[H·W, 12]`` table at ``flow_x/flow_y [B, H, W]``
-    → ``[B, H, W, 3]``."""
-    ix = jnp.clip((flow_x + 1.0) * (0.5 * (w - 1)), 0.0, w - 1.0)
-    iy = jnp.clip((flow_y + 1.0) * (0.5 * (h - 1)), 0.0, h - 1.0)
-    x0 = jnp.minimum(jnp.floor(ix), max(w - 2, 0))
-    y0 = jnp.minimum(jnp.floor(iy), max(h - 2, 0))
-    fx = (ix - x0)[..., None]
-    fy = (iy - y0)[..., None]
-    rows = jnp.take(table, (y0 * w + x0).astype(jnp.int32), axis=0, mode="clip")  # [B,H,W,12]
-    top = rows[..., 0:3] + fx * (rows[..., 3:6] - rows[..., 0:3])
-    bottom = rows[..., 6:9] + fx * (rows[..., 9:12] - rows[..., 6:9])
-    return top + fy * (bottom - top)
+    """The source table sampled at normalised positions ``flow_x/flow_y [B, H, W]`` →
+    ``[B, H, W, 3]`` (``render.sampling.bilinear``; −1/+1 are the first/last pixel centres)."""
+    return sampling.bilinear(table, (flow_x + 1.0) * (0.5 * (w - 1)),
+                             (flow_y + 1.0) * (0.5 * (h - 1)), h, w)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -130,38 +115,33 @@ def _check(source, kp_source, kp_driving) -> None:
                          f"got {tuple(kp_driving.shape)}")
 
 
+def chunk_renderer(source, kp_source, config: WarpConfig = WarpConfig()
+                   ) -> Callable[[np.ndarray], jnp.ndarray]:
+    """The jitted call of ``source [H, W, 3]`` (float in [0, 1]) posed as ``kp_source [K, 6]``:
+    driving keypoints ``[config.chunk, K, 6]`` → frames ``[config.chunk, H, W, 3]``."""
+    source = jnp.asarray(source, jnp.float32)
+    kp_source = jnp.asarray(kp_source, jnp.float32)
+    _check(source, kp_source, np.zeros((1,) + kp_source.shape, np.float32))
+    h, w = source.shape[:2]
+    coarse_h, coarse_w = min(config.flow_size, h), min(config.flow_size, w)
+    up_h = jnp.asarray(_interp_matrix(h, coarse_h))
+    up_w = jnp.asarray(_interp_matrix(w, coarse_w))
+    table = sampling.neighbour_table(source)
+    return lambda part: _render_chunk(table, kp_source, jnp.asarray(part), up_h, up_w, config)
+
+
 def render_chunks(source, kp_source, kp_driving,
                   config: WarpConfig = WarpConfig()) -> Iterator[np.ndarray]:
     """Yield frames ``[b, H, W, 3]`` float32 in chunks of ``config.chunk`` (the last may be
     shorter). ``source [H, W, 3]`` in [0, 1], ``kp_source [K, 6]``, ``kp_driving [B, K, 6]``.
 
-    Every jitted call has the same shape (the last chunk is padded by repeating its final
-    frame), so a video of any length compiles once.
+    Every jitted call has the same shape (``render.chunked``: the last chunk is padded by
+    repeating its final frame), so a video of any length compiles once.
     """
-    source = jnp.asarray(source, jnp.float32)
-    kp_source = jnp.asarray(kp_source, jnp.float32)
     kp_driving = np.asarray(kp_driving, np.float32)
-    _check(source, kp_source, kp_driving)
-    h, w = source.shape[:2]
-    coarse_h, coarse_w = min(config.flow_size, h), min(config.flow_size, w)
-    up_h = jnp.asarray(_interp_matrix(h, coarse_h))
-    up_w = jnp.asarray(_interp_matrix(w, coarse_w))
-    table = _neighbour_table(source)
-    n, chunk = kp_driving.shape[0], max(1, config.chunk)
-    pending = None
-    for start in range(0, n, chunk):
-        part = kp_driving[start:start + chunk]
-        valid = part.shape[0]
-        if valid < chunk:
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - valid, axis=0)])
-        # Dispatch is asynchronous: queue this chunk before copying out the previous one, so
-        # the copy overlaps the computation.
-        frames = _render_chunk(table, kp_source, jnp.asarray(part), up_h, up_w, config)
-        if pending is not None:
-            yield np.asarray(pending[0][:pending[1]])
-        pending = (frames, valid)
-    if pending is not None:
-        yield np.asarray(pending[0][:pending[1]])
+    _check(jnp.asarray(source), jnp.asarray(kp_source), kp_driving)
+    return chunked.frames_in_chunks(chunk_renderer(source, kp_source, config), kp_driving,
+                                    config.chunk)
 
 
 def render(source, kp_source, kp_driving, config: WarpConfig = WarpConfig()) -> np.ndarray:
