@@ -16,9 +16,8 @@ import json
 import numpy as np
 
 from bench.mouth_activity import r_by_lag, rms_envelope
-from motion import articulation
-from motion.generate import match_features
-from motion.saved_model import load_model, model_articulation
+from motion import articulation, talking_head
+from syncers.data.features import match_features
 from syncers.data import dataset
 from syncers.data import landmark_space
 from syncers.data.features import load_audio
@@ -30,12 +29,11 @@ def best_lag_r(opening: np.ndarray, envelope: np.ndarray) -> float:
 
 
 def check(data: str, model_path: str, split: str = "test") -> dict:
-    _, info = load_model(model_path)
-    fitted = model_articulation(info)
+    model = talking_head.load(model_path)
+    fitted = model.articulation
     if fitted is None:
         raise SystemExit(f"{model_path}: the model has no articulation (msync train articulation)")
-    stats = info.get("feature_stats")
-    quantiles = None if stats is None else np.asarray(stats["quantiles"], np.float32)
+    quantiles = model.corpus_quantiles
     manifest = dataset.read_manifest(data)
     rows = []
     for clip in dataset.load_split(data, split, manifest):

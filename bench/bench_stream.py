@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from syncers.data.phantom import audio as phantom_audio
+from motion import talking_head
 from motion.app import generate as app_gen
 from motion.app import stream as app_stream
+from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -79,7 +81,9 @@ def main() -> None:
     samples, source = speech(args.audio, args.seconds)
     load_before = _loadavg()
     built = time.perf_counter()
-    streamer, info = app_stream.build_streamer(args.model, image, image_path)
+    model = talking_head.load(args.model)
+    options = talking_head.resolve(model, GenerationOptions())
+    streamer = app_stream.build_streamer(model, image, options, image_path)
     build_s = time.perf_counter() - built
 
     chunk = max(1, round(args.chunk_ms * SAMPLE_RATE / 1000))
@@ -114,8 +118,8 @@ def main() -> None:
     sustained = (n_frames - 1) / (last_out - first_out) if n_frames > 1 else 0.0
     result = {
         "seconds": round(samples.size / SAMPLE_RATE, 2), "speech": source,
-        "chunk_ms": args.chunk_ms, "model": info["name"],
-        "keypoint_space": info.get("keypoint_space"), "renderer": info["renderer"],
+        "chunk_ms": args.chunk_ms, "model": model.path,
+        "keypoint_space": model.keypoint_space, "renderer": options.renderer,
         "image": image_path or "astronaut (bundled)",
         "lookahead_frames": streamer.delay_frames,
         "lookahead_ms": round(lookahead_ms, 1),

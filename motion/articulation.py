@@ -15,7 +15,7 @@ second, non-autoregressive path for the mouth alone:
   variance on the real corpus; ``K = 1`` by default) are what is predicted.
 - **Input.** The loudness of every 10 ms feature row of frames ``t − 6 .. t + 1``: an RMS-like
   amplitude, ``exp(½ · log-sum-exp of the bands)`` of the corpus-matched features
-  (``motion.generate.match_features``), divided by its spread over the training set:
+  (``syncers.data.features.match_features``), divided by its spread over the training set:
   ``[T, 8·4]``. Not centred and with no intercept, so silence maps to no offset: the photo's
   own mouth. The corpus's mouths lead their sound (a filter reading three frames ahead peaks
   two frames ahead, 80 ms; some clips were joined to their audio without a sync check), but a
@@ -71,7 +71,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from motion.generate import match_features
+from syncers.data.features import match_features
 from syncers.data import landmark_space
 from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
 
@@ -249,7 +249,7 @@ def above_rest(coefficients_TxK: np.ndarray, rest_level_K: np.ndarray) -> np.nda
     (:func:`fit`), the mouth rests as in the photo on the quieter three fifths of the frames and
     opens on the louder two fifths in proportion: its pixels change with the syllables, not
     about a half-open mean. The audio is matched to the corpus's distribution first
-    (``motion.generate.match_features``), so a loud and a quiet recording reach the rest level
+    (``syncers.data.features.match_features``), so a loud and a quiet recording reach the rest level
     on about the same share of their frames."""
     return np.maximum(np.asarray(coefficients_TxK, np.float32)
                       - np.asarray(rest_level_K, np.float32), 0.0)

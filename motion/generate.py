@@ -16,12 +16,12 @@ trained model, 0 removes that motion, > 1 exaggerates it. They are traced values
 does not recompile.
 
 Two corrections for speech unlike the training corpus, both off in :func:`generate` itself and
-chosen per model by ``msync generate`` (issue 6):
+chosen per model by the pipeline (``motion.talking_head``):
 
-- :func:`match_features` (``--audio-normalization corpus``, the default when the model records
-  ``feature_stats``): per band, every feature value is replaced by the training corpus's value at
-  the same rank — quantile matching onto the per-band quantiles ``model.json`` records
-  (``motion.saved_model``). Log-mel energies are absolute, so a recording's gain and noise floor
+- ``syncers.data.features.match_features`` (``--audio-normalization corpus``, the default when
+  the model records ``feature_stats``): per band, every feature value is replaced by the
+  training corpus's value at the same rank — quantile matching onto the per-band quantiles
+  ``model.json`` records (``motion.saved_model``). Log-mel energies are absolute, so a recording's gain and noise floor
   move all of them; the phantom corpus's pauses are digital silence at the log floor. Matching
   ranks rather than mean/std keeps that two-mode (pause/speech) shape.
 - :func:`remove_drift` (``--drift-window S``; default the model's ``drift_window_s``, 0 = off):
@@ -133,33 +133,6 @@ def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF,
     if audio.ndim != 2:
         raise ValueError(f"audio_features must be [4T, F]; got {audio.shape}")
     return generate_batch(model, x0[None], audio[None], head_scale, lip_scale)[0]
-
-
-def match_features(features_4TxF: np.ndarray, quantiles_QxF: np.ndarray) -> np.ndarray:
-    """Per-band quantile matching: ``[4T, F]`` → ``[4T, F]`` with each band's values replaced by
-    the corpus's at the same rank.
-
-    ``quantiles [Q, F]`` are the corpus's per-band quantiles at levels ``linspace(0, 1, Q)``.
-    A value of mid-rank ``u = (rank − ½) / 4T`` (tied values share their mean rank, so a band
-    that is constant maps to the corpus median) becomes the corpus quantile at ``u``, linearly
-    interpolated. The result's per-band distribution is the corpus's; its time course (which
-    frame is louder than which) is the utterance's.
-    """
-    from scipy.stats import rankdata
-
-    features = np.asarray(features_4TxF, np.float32)
-    quantiles = np.asarray(quantiles_QxF, np.float32)
-    if features.ndim != 2 or quantiles.ndim != 2 or quantiles.shape[1] != features.shape[1]:
-        raise ValueError(f"features [4T, F] and quantiles [Q, F] must share F; got "
-                         f"{features.shape} and {quantiles.shape}")
-    if features.shape[0] == 0:
-        return features.copy()
-    levels = np.linspace(0.0, 1.0, quantiles.shape[0])
-    ranks = (rankdata(features, method="average", axis=0) - 0.5) / features.shape[0]
-    out = np.empty_like(features)
-    for band in range(features.shape[1]):
-        out[:, band] = np.interp(ranks[:, band], levels, quantiles[:, band])
-    return out
 
 
 def remove_drift(keypoints_Tx10x6: np.ndarray, window_frames: int) -> np.ndarray:

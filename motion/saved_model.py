@@ -11,7 +11,7 @@ A saved model is a directory holding
   optionally
   ``"feature_stats": {"quantiles": [Q][F], "source": str}`` — per-band quantiles (levels
   ``linspace(0, 1, Q)``) of the training split's audio features, which ``msync generate`` matches
-  an utterance's features onto (``motion.generate.match_features``; models without them are
+  an utterance's features onto (``syncers.data.features.match_features``; models without them are
   used as they are) — and ``"drift_window_s": float``, the drift-removal window ``msync
   generate`` applies by default (``motion.generate.remove_drift``; absent = none; a model that
   needs one has a drift problem, and ``generate`` says so), and ``"long_horizon"``: the record of

@@ -1,8 +1,10 @@
-"""The source image's side of generation: the first frame x0 ``[10, 6]`` in the model's keypoint
-space, from a face crop, and the map from the model's coordinates to the crop's
-(docs/design.md, "Keypoint spaces", "Renderer").
+"""The source image's side of generation: the face crop, the first frame x0 ``[10, 6]`` in the
+model's keypoint space and the map from the model's coordinates to the crop's (docs/design.md,
+"Keypoint spaces", "Generation pipeline").
 
-``msync generate`` (``motion.app.generate``) and the streaming API (``motion.stream``) share it:
+:func:`prepare_source` is the one place a photo becomes a :class:`SourceFace`; the offline
+pipeline (``motion.talking_head``) and the streaming one (``motion.stream``) both start from it,
+so they crop and pose the face alike:
 
 - ``landmarks-v1``: the model runs from the corpus's mean face (``landmark_space.mean_face``,
   in its training framing) and its motion is carried onto the source's own keypoints (the
@@ -18,6 +20,7 @@ space, from a face crop, and the map from the model's coordinates to the crop's
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import numpy as np
@@ -35,6 +38,49 @@ from syncers.data.phantom.template import fit_to_box
 PHANTOM_BOX_CENTRE = (0.0, -0.05)
 PHANTOM_BOX_HALF = 0.39
 FOMM_SIZE = 256               # the vox-256 checkpoints' resolution
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFace:
+    """A photo ready to animate: ``crop`` (``syncers.data.face.FaceCrop``, its image
+    ``[S, S, 3]`` float in [0, 1]), the 68 ``landmarks [68, 2]`` on it (``landmarks-v1`` models,
+    else None), ``x0 [10, 6]`` the generator starts from (the model's frame) and ``to_image``,
+    the map of the model's keypoints ``[..., 10, 6]`` onto the crop's coordinates."""
+
+    crop: Any
+    landmarks: np.ndarray | None
+    x0: np.ndarray
+    to_image: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """The source's own pose ``[10, 6]`` in the crop's coordinates: what the renderer warps
+        from. Frame 0 of a generation carries the articulation of the first 40 ms, so it is not
+        used: a mouth opened there would make every quieter frame close the photo's mouth."""
+        return np.asarray(self.to_image(self.x0), np.float32)
+
+    @property
+    def size(self) -> int:
+        return int(self.crop.image.shape[0])
+
+
+def prepare_source(image: np.ndarray, space: str, *, crop: bool = True, size: int = 256,
+                   crop_scale: float = 1.8, fomm=None, image_name: str | None = None
+                   ) -> SourceFace:
+    """``image [H, W, 3]`` (float in [0, 1] or uint8) → :class:`SourceFace` for a model of
+    keypoint space ``space``: a ``size``² square crop ``crop_scale`` times the face box's side
+    around the largest face (``crop=False``: the image's centre square,
+    ``syncers.data.face.no_crop``), its landmarks when the space needs them, x0 and the map
+    (:func:`source_keypoints`; FOMM's KPDetector with ``fomm``). ``image_name`` names the image
+    in the one-line error raised when it shows no face."""
+    image = np.asarray(image)
+    image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
+        image.astype(np.float32)
+    face_crop = face.crop(image, size=size, margin=(crop_scale - 1) / 2, path=image_name) \
+        if crop else face.no_crop(image, size)
+    points = source_landmarks(face_crop) if space == LANDMARK_SPACE else None
+    x0, to_image = source_keypoints(face_crop, fomm, space, points)
+    return SourceFace(face_crop, points, np.asarray(x0, np.float32), to_image)
 
 
 def source_landmarks(crop) -> np.ndarray:

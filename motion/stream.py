@@ -1,7 +1,7 @@
 """Streaming generation: speech of unknown length in, frames out as soon as they are determined
 (docs/design.md, "Streaming and the web page"; offline: ``motion.generate``).
 
-    streamer = Streamer(model, image, keypoint_space="landmarks-v1")   # renderer by space
+    streamer = talking_head.streamer(model, source, options)   # motion.talking_head
     for pcm in chunks:                       # any sizes; int16 or float; any sample rate
         frames = streamer.push(pcm, 16000)   # [StreamFrame(index, keypoints [10, 6], image)]
     frames = streamer.close()                # the rest: the end of the audio mirrored
@@ -13,8 +13,8 @@ features wherever a frame can see them, and the rollout is the same ``motion.dec
 with the same caches, scales and anchor (``restore_seconds``). The look-ahead is the only reason
 a frame waits; at :meth:`Streamer.close` the end of the audio is mirrored as ``generate`` mirrors
 it (``motion.generate.pad_audio``). Drift removal (``motion.generate.remove_drift``) is exact
-too. Corpus matching of the features (``motion.generate.match_features``) is not: it ranks every
-value among the whole utterance's, which a stream does not have; :class:`RunningMatch` ranks
+too. Corpus matching of the features (``syncers.data.features.match_features``) is not: it ranks
+every value among the whole utterance's, which a stream does not have; :class:`RunningMatch` ranks
 among the speech heard so far instead (an approximation, off unless asked for).
 
 **Bounded work.** Every stage keeps a bounded state, so a pushed chunk costs work in proportion
@@ -31,7 +31,7 @@ to its length plus a constant, however long the stream has run:
    stride, 8) frames that starts on that stride, which makes it compute exactly what it
    computes on the whole clip; then ``decode_step`` per frame, up to 8 frames per call.
 4. :class:`DriftStream`: ``remove_drift``'s centred moving average over the last window.
-5. The renderer (``render.warp`` or ``render.mesh``), one frame per call.
+5. The renderer (``render.renderer``: the mesh or the warp), one frame per call.
 
 **Latency.** Frame i covers the samples ``[640 i, 640 (i+1))``. It is determined once the samples
 up to ``640 (i + 1 + L) + 120`` have arrived: L = the FPN's look-ahead (29 frames at every msync
@@ -55,9 +55,8 @@ from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
 from motion.model import GeneratorModel, ready
 from motion.official.model import OfficialModel
-from motion.source import source_keypoints, source_landmarks
-from render import mesh, warp
-from syncers.data import face
+from motion.source import SourceFace
+from render.renderer import Renderer
 from syncers.data.features import N_FFT, WINDOW, framed_features
 from syncers.data.layout import (FEATURE_HOP, FEATURES_PER_FRAME, FPS, LANDMARK_SPACE,
                                  PHANTOM_SPACE, SAMPLE_RATE, SAMPLES_PER_FRAME)
@@ -73,7 +72,6 @@ _LAST_ROW = FEATURES_PER_FRAME - 1
 # Video frame j's last row, 4j + 3, reads samples < 640 j + 760.
 _FRAME_REACH = FEATURE_HOP * _LAST_ROW + _TAPS_END             # 760
 BLOCK = 8                                 # frames per rollout call (bounds a catch-up's calls)
-DEFAULT = "default"
 
 
 class FeatureStream:
@@ -143,8 +141,8 @@ class FeatureStream:
 
 
 class RunningMatch:
-    """``motion.generate.match_features`` for a stream (an approximation): each value is replaced
-    by the training corpus's quantile at its mid-rank among the values heard so far — the
+    """``syncers.data.features.match_features`` for a stream (an approximation): each value is
+    replaced by the training corpus's quantile at its mid-rank among the values heard so far — the
     whole utterance's ranks are not known until it ends. Ranks are read off a histogram per band
     (``bins`` over ``[low, high]``, about 0.02 wide: far below the features' spread), seeded
     with ``prior_rows`` rows spread as the corpus's own quantiles, so the first rows of a stream
@@ -442,52 +440,37 @@ class Streamer:
     """Image + speech pushed in chunks → frames as they are determined (module docstring).
 
     ``model``: a ``GeneratorModel`` whose keypoints live in ``keypoint_space`` (``landmarks-v1``
-    or ``phantom-v1``); ``source_image [H, W, 3]`` (float in [0, 1] or uint8), cropped around
-    its face (``crop=False``: its centre, ``syncers.data.face.no_crop``); ``renderer``: ``"mesh"``
-    (``landmarks-v1`` only), ``"warp"``, None (keypoints only) or the space's default (mesh for
-    landmarks, else warp). ``head_scale`` / ``lip_scale`` as in ``generate``;
-    ``drift_window_s``: ``remove_drift``'s window (0 = off); ``articulation_map``: the model's
-    speech-driven mouth (``motion.saved_model.model_articulation``; None = none), scaled by
-    ``lip_scale``; ``quantiles [Q, F]``: match the
-    features to a corpus with :class:`RunningMatch` (None = as they are); ``image_name`` names
-    the image in the error raised when it shows no face.
+    or ``phantom-v1``); ``source``: the photo prepared for it (``motion.source.prepare_source``,
+    as offline generation prepares it); ``renderer``: a ``render.renderer.Renderer`` of that
+    source (one frame per call: ``chunk=1``), or None for keypoints only. ``head_scale`` /
+    ``lip_scale`` as in ``generate``; ``drift_window_s``: ``remove_drift``'s window (0 = off);
+    ``articulation_map``: the model's speech-driven mouth (``motion.saved_model.
+    model_articulation``; None = none), scaled by ``lip_scale``; ``quantiles [Q, F]``: match
+    the features to a corpus with :class:`RunningMatch` (None = as they are).
+    ``motion.talking_head.streamer`` builds one from a loaded model and generation options.
     """
 
-    def __init__(self, model: GeneratorModel, source_image: np.ndarray, renderer=DEFAULT, *,
-                 keypoint_space: str = PHANTOM_SPACE, crop: bool = True,
-                 head_scale: float = 1.0, lip_scale: float = 1.0, drift_window_s: float = 0.0,
+    def __init__(self, model: GeneratorModel, source: SourceFace, renderer: Renderer | None,
+                 *, keypoint_space: str = PHANTOM_SPACE, head_scale: float = 1.0,
+                 lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
-                 block: int = BLOCK, image_name: str | None = None,
-                 articulation_map: articulation.Articulation | None = None):
+                 block: int = BLOCK, articulation_map: articulation.Articulation | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
                                    f"{keypoint_space} keypoints")
-        if renderer == DEFAULT:
-            renderer = "mesh" if keypoint_space == LANDMARK_SPACE else "warp"
-        if renderer not in (None, "mesh", "warp"):
-            raise InputError(None, f"the streaming renderer must be mesh or warp; got "
-                                   f"{renderer!r}")
-        if renderer == "mesh" and keypoint_space != LANDMARK_SPACE:
-            raise InputError(None, f"the mesh renderer draws {LANDMARK_SPACE} keypoints; this "
-                                   f"model moves {keypoint_space} keypoints — use the warp")
         if articulation_map is not None and keypoint_space != LANDMARK_SPACE:
             raise InputError(None, f"the articulation moves {LANDMARK_SPACE} mouths; this "
                                    f"model moves {keypoint_space} keypoints")
-        image = np.asarray(source_image)
-        image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
-            image.astype(np.float32)
-        self.crop = face.crop(image, path=image_name) if crop else face.no_crop(image)
-        points = source_landmarks(self.crop) if keypoint_space == LANDMARK_SPACE else None
-        x0, self.to_image = source_keypoints(self.crop, None, keypoint_space, points)
-        self.x0 = x0                               # [10, 6], the model's space
+        self.source = source
+        self.crop = source.crop
+        self.to_image = source.to_image
+        self.x0 = source.x0                        # [10, 6], the model's space
         self.renderer = renderer
-        self.size = int(self.crop.image.shape[0])
-        self._kp_source = self.to_image(x0)
-        self._mesh = mesh.prepare(self.crop.image, points) if renderer == "mesh" else None
+        self.size = source.size
         self.features = FeatureStream(feature_kind)
         self.match = None if quantiles is None else RunningMatch(quantiles)
-        self.keypoints = KeypointStream(model, x0, head_scale, lip_scale, block)
+        self.keypoints = KeypointStream(model, self.x0, head_scale, lip_scale, block)
         self.articulation = None if articulation_map is None else \
             ArticulationStream(articulation_map, lip_scale)
         self.drift = DriftStream(round(drift_window_s * FPS))
@@ -590,14 +573,8 @@ class Streamer:
         if not np.all(np.isfinite(keypoints_Nx10x6)):
             raise FloatingPointError("the generator produced NaN or infinite keypoints")
         driving = self.to_image(keypoints_Nx10x6)
-        if self.renderer == "warp":
-            chunks = warp.render_chunks(self.crop.image, self._kp_source, driving,
-                                        warp.WarpConfig(chunk=1))
-        elif self.renderer == "mesh":
-            chunks = mesh.render_chunks(self._mesh, self._kp_source, driving,
-                                        mesh.MeshConfig(chunk=1))
-        else:
-            chunks = [None] * driving.shape[0]
+        chunks = [None] * driving.shape[0] if self.renderer is None else \
+            self.renderer.chunks(driving)
         out = []
         for kp, chunk in zip(keypoints_Nx10x6, chunks):
             image = None if chunk is None else \

@@ -12,11 +12,12 @@ import soundfile
 
 from motion import articulation as ar
 from motion.app import cli
-from motion import saved_model, stream
+from motion import saved_model, source, stream
 from motion.generate import generate
 from motion.generator import TINY
 from motion.model import GeneratorModel
-from motion.app.generate import DEMO_MODEL_DIR
+from motion.talking_head import DEMO_MODEL_DIR
+from render import renderer as render_api
 from motion.stream import ArticulationStream
 from syncers.data import dataset
 from syncers.data import landmark_space as ls
@@ -350,12 +351,11 @@ def test_train_articulation_stores_it_and_generate_opens_the_mouth_with_it(tmp_p
 def test_generate_draws_the_source_at_its_own_pose(tmp_path, capsys, monkeypatch):
     """A recording loud from its first frame opens frame 0's mouth; the renderer's source must
     stay the photo's keypoints, or every quieter frame would close the photo's mouth."""
-    from motion.app import generate as generate_app
-
     sources = []
-    real = generate_app.mesh.render_chunks
-    monkeypatch.setattr(generate_app.mesh, "render_chunks", lambda prepared, x0, keypoints:
-                        sources.append(np.array(x0)) or real(prepared, x0, keypoints))
+    real = render_api.prepare
+    monkeypatch.setattr(render_api, "prepare", lambda kind, image, kp_source, *args, **kwargs:
+                        sources.append(np.array(kp_source))
+                        or real(kind, image, kp_source, *args, **kwargs))
     rng = np.random.default_rng(0)
     loud_start = rng.normal(size=32000) * np.where(np.arange(32000) < 6400, 0.5, 0.02)
     speech = tmp_path / "speech.wav"
@@ -400,7 +400,8 @@ def test_the_streamer_applies_it_as_generate_does(fitted):
     model = GeneratorModel(tiny_params(TINY), TINY)
     samples = phantom_audio.utterance(2.5, seed=4)
     image = np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
-    streamer = stream.Streamer(model, image, None, keypoint_space=LANDMARK_SPACE, crop=False,
+    face_source = source.prepare_source(image, LANDMARK_SPACE, crop=False)
+    streamer = stream.Streamer(model, face_source, None, keypoint_space=LANDMARK_SPACE,
                                articulation_map=articulation, lip_scale=0.7)
     frames = []
     for start in range(0, samples.size, 3000):
@@ -413,7 +414,7 @@ def test_the_streamer_applies_it_as_generate_does(fitted):
     assert_close(streamed, offline, rel=1e-5)
     assert streamer.buffered()["articulation_frames"] <= 40
     with pytest.raises(InputError, match="articulation moves landmarks-v1"):
-        stream.Streamer(model, image, None, crop=False, articulation_map=articulation)
+        stream.Streamer(model, face_source, None, articulation_map=articulation)
 
 
 def test_articulate_is_apply_per_sequence_and_none_is_identity(fitted):

@@ -1,5 +1,5 @@
 """Issue 6's corrections for speech unlike the training corpus: per-band quantile matching of audio
-features onto the corpus's (``motion.generate.match_features``), the corpus statistics a saved
+features onto the corpus's (``syncers.data.features.match_features``), the corpus statistics a saved
 model records (``motion.saved_model``), and drift removal (``motion.generate.remove_drift``)."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from scipy.stats import spearmanr
 from generator_helpers import tiny_params
 from motion import generate as gen
 from motion import model as model_lib
-from motion.app import generate as app_gen
+from motion import talking_head
 from motion.generator import TINY
 from motion.saved_model import META, N_QUANTILES, corpus_feature_stats, load_model, save_model
-from syncers.data.features import feature_config
+from syncers.data.features import feature_config, match_features
 from syncers.run.errors import InputError
 from tolerance import assert_close
 
@@ -44,7 +44,7 @@ def test_matching_maps_each_bands_distribution_onto_the_corpus_and_keeps_the_tim
     utterance = _corpus(seed=2, n_clips=1, n=2000)[0]
     utterance = np.maximum(utterance, -11.0) * 0.5 + np.linspace(3.0, -4.0, BANDS)
     utterance += rng.normal(0, 1e-3, utterance.shape).astype(np.float32)   # no ties
-    matched = gen.match_features(utterance, quantiles)
+    matched = match_features(utterance, quantiles)
     levels = np.linspace(0, 1, N_QUANTILES)[5:-5]          # the tails depend on single frames
     # within 0.1, or within a step's worth of the pause/speech jump where quantiles are steep
     steep = np.abs(np.gradient(quantiles, axis=0))[5:-5]
@@ -63,14 +63,14 @@ def test_matching_maps_each_bands_distribution_onto_the_corpus_and_keeps_the_tim
 def test_matching_ties_share_a_rank_and_a_constant_band_becomes_the_corpus_median():
     quantiles = np.stack([np.linspace(-10.0, 10.0, 5)] * 2, axis=1)        # [5, 2]
     features = np.array([[-1.0, 7.0], [-1.0, 7.0], [3.0, 7.0], [5.0, 7.0]], np.float32)
-    matched = gen.match_features(features, quantiles)
+    matched = match_features(features, quantiles)
     # ranks 1.5, 1.5, 3, 4 of 4 → mid-ranks 0.25, 0.25, 0.625, 0.875 → -5, -5, 2.5, 7.5
     # interpolated between quantiles of magnitude 10 (one ulp 9.5e-7): scale to that; a wrong
     # rank moves a value by 2.5 or more
     assert_close(matched[:, 0], [-5.0, -5.0, 2.5, 7.5], rel=2e-6, scale=10.0)
     assert_close(matched[:, 1], 0.0, rel=2e-6, scale=10.0)
     with pytest.raises(ValueError, match="share F"):
-        gen.match_features(features, quantiles[:, :1])
+        match_features(features, quantiles[:, :1])
 
 
 def test_drift_removal_keeps_syllable_motion_and_removes_a_walk_off():
@@ -146,7 +146,7 @@ def test_malformed_stats_are_refused_naming_model_json(tmp_path, patch, message)
 
 
 def test_bundled_model_records_its_corpus_statistics():
-    _, info = load_model(app_gen.DEMO_MODEL_DIR)
+    _, info = load_model(talking_head.DEMO_MODEL_DIR)
     quantiles = np.asarray(info["feature_stats"]["quantiles"])
     assert quantiles.shape == (N_QUANTILES, 26)
     assert "train split" in info["feature_stats"]["source"]

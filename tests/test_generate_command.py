@@ -16,7 +16,7 @@ from PIL import Image
 from generator_helpers import tiny_params
 from motion import generate as gen
 from motion import model as model_lib
-from motion import source
+from motion import source, talking_head
 from motion.app import cli
 from motion.app import generate as app_gen
 from motion.generator import TINY
@@ -24,7 +24,8 @@ from motion.saved_model import corpus_feature_stats, load_model, save_model
 from syncers.data import face
 from syncers.data.video import probe, read_video
 from syncers.data import landmark_space
-from syncers.data.features import audio_features, feature_config, load_audio
+from syncers.data.features import (audio_features, feature_config, load_audio,
+                                   match_features)
 from syncers.data.phantom import audio as phantom_audio
 from syncers.data.phantom.template import fit_to_box
 from tolerance import assert_close
@@ -96,7 +97,7 @@ def media(tmp_path_factory):
 
 def _default_crop(path):
     """The crop msync generate makes by default (--crop-scale 1.8)."""
-    return face.crop(face.load_image(path), margin=(app_gen.DEFAULT_CROP_SCALE - 1) / 2)
+    return face.crop(face.load_image(path), margin=(talking_head.DEFAULT_CROP_SCALE - 1) / 2)
 
 
 def _run(capsys, *argv):
@@ -179,7 +180,7 @@ def test_landmark_model_starts_from_the_photos_landmarks(media, tmp_path, capsys
     assert "mesh renderer" in stdout                       # the landmark space's default
     keypoints = np.load(kp_out)["keypoints"]
     crop = _default_crop(media["face"])
-    points = app_gen.source_landmarks(crop)
+    points = source.source_landmarks(crop)
     assert_close(keypoints[0], landmark_space.encode(points), rel=1e-5)
     assert np.abs(points[36:48].mean(axis=0)[1]) < 0.5               # real eyes, found on it
     flat = tmp_path / "flat.png"
@@ -370,7 +371,7 @@ def test_an_unwritable_folder_is_refused_before_any_work(media, tmp_path, capsys
 
 
 def test_missing_bundled_model_says_to_pass_model(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(app_gen, "DEMO_MODEL_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(talking_head, "DEMO_MODEL_DIR", tmp_path / "nothing")
     code, _, err = _run(capsys, "--out", tmp_path / "x.mp4")
     err = _one_line_error(code, err)
     assert "no bundled demo model is installed" in err and "--model" in err
@@ -381,7 +382,7 @@ def test_bundled_face_and_speech(media, monkeypatch, tmp_path, capsys):
     its own audio in the mp4)."""
     speech = load_audio(app_gen.BUNDLED_SPEECH)
     assert 5.5 < speech.size / 16000 < 6.5 and np.abs(speech).max() > 0.5
-    monkeypatch.setattr(app_gen, "DEMO_MODEL_DIR", media["phantom"])
+    monkeypatch.setattr(talking_head, "DEMO_MODEL_DIR", media["phantom"])
     short = tmp_path / "short.wav"               # keep the test to one bucket
     soundfile.write(short, speech[:int(SECONDS * 16000)], 16000)
     monkeypatch.setattr(app_gen, "BUNDLED_SPEECH", short)
@@ -433,7 +434,7 @@ def _keypoints(capsys, media, tmp_path, model, *flags):
 def _expected(media, model_name, features_fn=lambda f: f, keypoints_fn=lambda k: k):
     """What generate should give, computed from the library functions in the model's space."""
     model, _ = load_model(media[model_name])
-    x0, to_image = app_gen._source_keypoints(_default_crop(media["face"]), None)
+    x0, to_image = source.source_keypoints(_default_crop(media["face"]), None)
     features = features_fn(audio_features(load_audio(media["wav"])))
     return to_image(keypoints_fn(gen.generate(model, x0, features)))
 
@@ -447,7 +448,7 @@ def test_audio_is_matched_to_the_models_corpus_when_it_records_one(media, tmp_pa
     assert "audio as is" in stdout and "drift window 0 s" in stdout
     quantiles = np.asarray(load_model(media["stats"])[1]["feature_stats"]["quantiles"])
     matched, stdout = _keypoints(capsys, media, tmp_path, "stats")
-    assert_close(matched, _expected(media, "stats", lambda f: gen.match_features(f, quantiles)),
+    assert_close(matched, _expected(media, "stats", lambda f: match_features(f, quantiles)),
                  rel=2e-6)
     assert "audio matched to its corpus" in stdout
     assert np.abs(matched - old).max() > 1e-4          # the matching changed the motion
@@ -486,13 +487,13 @@ def test_shipped_demo_model_is_a_small_real_speech_model():
     """The bundled model loads, is in the landmark keypoint space with log-mel features, says
     how to reproduce it, records a long-rollout check that holds, and stays a few MB."""
     from motion.saved_model import load_model, long_rollout_warning
-    model, info = load_model(app_gen.DEMO_MODEL_DIR)
+    model, info = load_model(talking_head.DEMO_MODEL_DIR)
     assert info["keypoint_space"] == "landmarks-v1" and info["features"]["kind"] == "logmel"
     assert any("configs/generator-real.yaml" in line for line in info["recipe"])
     assert "drift_window_s" not in info
     assert info["long_horizon"]["verdict"]["drifts"] is False
-    assert long_rollout_warning(app_gen.DEMO_MODEL_DIR, info, "demo") is None
-    size = sum(p.stat().st_size for p in app_gen.DEMO_MODEL_DIR.iterdir())
+    assert long_rollout_warning(talking_head.DEMO_MODEL_DIR, info, "demo") is None
+    size = sum(p.stat().st_size for p in talking_head.DEMO_MODEL_DIR.iterdir())
     assert size < 10 * 2 ** 20
     assert model.config.d_model == 128
 

@@ -198,3 +198,29 @@ def test_layering():
                 module == "motion.app" or module.startswith("motion.app.")):
             bad.append(f"{path}:{line}: {module} imports {target} (only motion.app may)")
     assert not bad, "\n".join(bad)
+
+
+# The generation pipeline and the commands: what a trained model is used by, never what
+# training or saving a model needs.
+GENERATION = {"motion.talking_head", "motion.generate", "motion.stream"}
+
+
+def _reached(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """Every module ``module`` imports at module level, directly or through others."""
+    seen, todo = set(), [module]
+    while todo:
+        for child in graph.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def test_training_imports_no_generation_pipeline_nor_command():
+    graph = _graph()
+    assert "motion.generate" in _reached("motion.talking_head", graph)   # not vacuous
+    for trainer in ("motion.train", "motion.saved_model"):
+        reached = _reached(trainer, graph)
+        bad = sorted(m for m in reached if m in GENERATION or m == "motion.app"
+                     or m.startswith("motion.app."))
+        assert not bad, f"{trainer} imports {', '.join(bad)}"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from motion.app import cli
-from motion.app.generate import DEMO_MODEL_DIR
+from motion.talking_head import DEMO_MODEL_DIR
 from motion.official.config import PAPER, OfficialConfig, from_args
 from motion.official.layout import count_params, specs, to_msync, to_torch
 from motion.official.model import OfficialModel

@@ -12,12 +12,13 @@ import pytest
 
 from generator_helpers import jit, tiny_params
 from syncers.data.phantom import audio as phantom_audio
-from motion import stream
+from motion import source, stream
 from motion.fpn import AudioFPN, lookback_frames
 from motion.generate import generate, remove_drift
 from motion.generator import TINY
 from motion.model import GeneratorModel
 from syncers.data.features import audio_features
+from syncers.data.layout import PHANTOM_SPACE
 from tolerance import assert_close
 
 TINY_RESTORE = TINY.__class__(**{**TINY.__dict__, "restore_seconds": 0.5})
@@ -38,6 +39,11 @@ def speech():
 
 def _image():
     return np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
+
+
+def _source():
+    """The test image prepared as a phantom model's source (its centre square, no face)."""
+    return source.prepare_source(_image(), PHANTOM_SPACE, crop=False)
 
 
 def _chunks(samples, size):
@@ -84,7 +90,7 @@ def test_streamed_mfcc_and_short_clips(speech):
 
 
 def _streamed_keypoints(model, samples, size, **kwargs):
-    streamer = stream.Streamer(model, _image(), None, crop=False, **kwargs)
+    streamer = stream.Streamer(model, _source(), None, **kwargs)
     frames = []
     for chunk in _chunks(samples, size):
         frames += streamer.push(chunk)
@@ -142,7 +148,7 @@ def test_streamed_drift_removal_is_remove_drift(window, length):
 
 
 def test_close_flushes_exactly_the_frames_waiting_for_their_look_ahead(model, speech):
-    streamer = stream.Streamer(model, _image(), None, crop=False)
+    streamer = stream.Streamer(model, _source(), None)
     pushed = streamer.push(speech)
     n_frames = len(speech) // 640
     # frames whose feature rows are complete, less those still waiting for their look-ahead
@@ -159,8 +165,7 @@ def test_work_per_chunk_is_bounded(model):
     costs about what one pushed after 2 s costs."""
     rng = np.random.default_rng(0)
     samples = (rng.normal(size=60 * 16000) * 0.1).astype(np.float32)
-    streamer = stream.Streamer(model, _image(), None, crop=False,
-                               drift_window_s=1.0)
+    streamer = stream.Streamer(model, _source(), None, drift_window_s=1.0)
     largest = {}
     times = []
     n_frames = 0

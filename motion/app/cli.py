@@ -134,6 +134,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# The renderers of ``render.renderer`` (not imported: ``msync --help`` loads no JAX); streaming
+# draws one frame at a time with the weight-free two.
+RENDERERS = ("mesh", "warp", "fomm")
+STREAM_RENDERERS = ("mesh", "warp")
+# The ranges of ``motion.talking_head.GenerationOptions.validate``, which checks them.
+_MOTION_SCALE_HELP = "1 as trained (default), 0 none; 0-2 is the safe range (a warning " \
+                     "outside it), 10 the limit"
+
+
+def add_generation_options(parser: argparse.ArgumentParser, renderers: Sequence[str]) -> None:
+    """The options ``msync generate`` and ``msync stream`` share (``motion.talking_head.
+    GenerationOptions``; ``motion.app.generate.options_from_args`` reads them back)."""
+    group = parser.add_argument_group("generation (the same for generate and stream)")
+    group.add_argument("--model", metavar="RUN",
+                       help="a generator: a run of msync train generator, its RUN/model, or a "
+                            "converted release (default: the bundled demo model)")
+    kinds = {"mesh": "mesh (landmark-space models, the default for them: a triangle mesh over "
+                     "the face with a painted mouth interior)",
+             "warp": "warp (a weight-free first-order warp; the default for phantom models)",
+             "fomm": "fomm (needs --fomm-checkpoint)"}
+    group.add_argument("--renderer", choices=tuple(renderers),
+                       help="how frames are drawn: " + ", ".join(kinds[k] for k in renderers))
+    group.add_argument("--head-scale", type=float, default=1.0, metavar="F",
+                       help="scale of head motion (the 800/1600 ms branches): "
+                            + _MOTION_SCALE_HELP)
+    group.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
+                       help="scale of lip motion (the 200 ms branch and the model's "
+                            "articulation): " + _MOTION_SCALE_HELP)
+    group.add_argument("--audio-normalization", metavar="{corpus,none}",
+                       help="match the audio features to the model's training corpus "
+                            "(default: corpus when the model records its statistics)")
+    group.add_argument("--drift-window", type=float, metavar="SECONDS",
+                       help="remove motion slower than this window, 0-600 s (0 = off; default: "
+                            "the model's drift_window_s, else 0); a stream waits half of it "
+                            "longer")
+    group.add_argument("--no-crop", action="store_true",
+                       help="animate the centre square of the image when no face is found "
+                            "(paintings, cartoons); the face is assumed to fill its middle half")
+    group.add_argument("--crop-scale", type=float, default=1.8, metavar="F",
+                       help="side of the square crop over the face box's side, 1.2 to 4 "
+                            "(default %(default)s: the whole head with some margin)")
+    group.add_argument("--size", type=int, choices=(256, 512), default=256,
+                       help="output frames are SIZE x SIZE pixels (default %(default)s; the "
+                            "FOMM renderer draws 256 and is upsampled to 512)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="msync", description="MS-Sync talking heads in JAX/Flax: one face image and speech "
@@ -149,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                      metavar="COMMAND")
 
+    for add_command in (_data_commands, _train_commands, _generate_command, _evaluate_command,
+                        _analyze_command, _demo_command, _motion_commands, _stream_command,
+                        _ui_command, _render_commands):
+        add_command(commands)
+    return parser
+
+
+def _data_commands(commands) -> None:
+    """``msync data``: synth, prepare."""
     data = commands.add_parser("data", help="make datasets (synth, prepare)",
                                description="Make datasets: a synthetic phantom corpus or one "
                                            "prepared from real videos.").add_subparsers(
@@ -224,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="videos prepared in parallel processes, >= 1 (default %(default)s)")
     prepare.set_defaults(handler=_command("motion.app.prepare:prepare_command"))
 
+
+def _train_commands(commands) -> None:
+    """``msync train``: syncers, generator, articulation."""
     train = commands.add_parser("train", help="train the syncers, then the generator",
                                 description="Train the syncer pyramid (stage 1), then the "
                                             "generator against it (stage 2).").add_subparsers(
@@ -287,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "directory")
     articulation.set_defaults(handler=_command("motion.app.train:train_articulation_command"))
 
+
+def _generate_command(commands) -> None:
+    """``msync generate``."""
     generate = commands.add_parser(
         "generate", help="one face image + speech -> a talking-head video",
         description="One face image and speech -> a talking-head mp4 (25 fps, H.264, the "
@@ -306,17 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the speech: any audio or video file ffmpeg reads, at least "
                                "0.5 s, 4-768 kHz (default: the bundled six seconds of speech)")
     generate.add_argument("--out", required=True, metavar="MP4", help="the video to write")
-    generate.add_argument("--model", metavar="RUN",
-                          help="a generator: a run of msync train generator, its RUN/model, or "
-                               "a converted release (default: the bundled demo model)")
     generate.add_argument("--fomm-checkpoint", metavar="PTH",
                           help="FOMM weights (.pth.tar or a msync render convert directory): "
                                "needed for models in FOMM's keypoint space")
-    generate.add_argument("--renderer", choices=("mesh", "warp", "fomm"),
-                          help="how frames are drawn: mesh (landmark-space models, the default "
-                               "for them: a triangle mesh over the face with a painted mouth "
-                               "interior), warp (a weight-free first-order warp; the default for "
-                               "phantom models) or fomm (needs --fomm-checkpoint)")
     generate.add_argument("--keypoints", metavar="NPZ",
                           help="render these keypoints instead of generating them: an npz "
                                "with keypoints [T, 10, 6] in the model's keypoint space (a "
@@ -326,32 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--keypoints-out", metavar="NPZ",
                           help="also save the generated keypoints [T, 10, 6], fps and "
                                "keypoint_space")
-    generate.add_argument("--head-scale", type=float, default=1.0, metavar="F",
-                          help="scale of head motion (the 800/1600 ms branches): 1 as trained "
-                               "(default), 0 none; 0-2 is the safe range (a warning outside "
-                               "it), 10 the limit")
-    generate.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
-                          help="scale of lip motion (the 200 ms branch and the model's "
-                               "articulation): 1 as trained "
-                               "(default), 0 none; 0-2 is the safe range (a warning outside "
-                               "it), 10 the limit")
-    generate.add_argument("--audio-normalization", metavar="{corpus,none}",
-                          help="match the audio features to the model's training corpus "
-                               "(default: corpus when the model records its statistics)")
-    generate.add_argument("--drift-window", type=float, metavar="SECONDS",
-                          help="remove motion slower than this window, 0-600 s (0 = off; "
-                               "default: the model's drift_window_s, else 0)")
-    generate.add_argument("--no-crop", action="store_true",
-                          help="animate the centre square of the image when no face is found "
-                               "(paintings, cartoons); the face is assumed to fill its middle half")
-    generate.add_argument("--crop-scale", type=float, default=1.8, metavar="F",
-                          help="side of the square crop over the face box's side, 1.2 to 4 "
-                               "(default %(default)s: the whole head with some margin)")
-    generate.add_argument("--size", type=int, choices=(256, 512), default=256,
-                          help="output frames are SIZE x SIZE pixels (default %(default)s; the "
-                               "FOMM renderer draws 256 and is upsampled to 512)")
+    add_generation_options(generate, RENDERERS)
     generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
+
+def _evaluate_command(commands) -> None:
+    """``msync evaluate``."""
     evaluate = commands.add_parser(
         "evaluate", help="multi-scale sync metrics (and a generator's long rollouts)",
         description="Multi-scale sync metrics of a split, per level: mean |AV-Off| (frames; 0 = "
@@ -383,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "that short clips count at the fine levels")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
+
+def _analyze_command(commands) -> None:
+    """``msync analyze``."""
     analyze = commands.add_parser(
         "analyze", help="how head motion follows speech (the paper's Table 2)",
         description="How much head motion follows speech, per time scale (the paper's Table 2): "
@@ -423,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     _set_flag(analyze, "train.steps=200")
     analyze.set_defaults(handler=_command("motion.app.analyze:analyze_command"))
 
+
+def _demo_command(commands) -> None:
+    """``msync demo``."""
     demo = commands.add_parser(
         "demo", help="the whole pipeline on a phantom corpus -> an HTML page",
         description="The whole pipeline on a synthetic phantom corpus, on a CPU in minutes: "
@@ -440,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     _set_flag(demo, "corpus.clips=40")
     demo.set_defaults(handler=_command("motion.app.demo:demo_command"))
 
+
+def _motion_commands(commands) -> None:
+    """``msync motion``: the released generator (convert, parity)."""
     motion = commands.add_parser(
         "motion", help="the released MS-Sync generator (convert, parity)",
         description="The authors' released MS-Sync generator: convert it to an msync model, or "
@@ -472,8 +514,62 @@ def build_parser() -> argparse.ArgumentParser:
                                help="the outputs (not one of the inputs)")
     motion_parity.set_defaults(handler=_command("motion.app.official:parity_command"))
 
-    _live_commands(commands)
 
+def _stream_command(commands) -> None:
+    """``msync stream``."""
+    stream = commands.add_parser(
+        "stream", help="speech arriving live -> frames as they are ready",
+        description="Speech arriving live -> talking-head frames as soon as they are "
+                    "determined (about 1.2-1.7 s behind the speech). Reads 16-bit mono PCM "
+                    "from stdin, or feeds --audio in real time; writes raw RGB24 frames to "
+                    "stdout (--out -) or an mp4 with the speech. Models of the landmark and "
+                    "phantom spaces only.",
+        epilog=_examples("msync stream --image me.jpg --audio speech.wav --out live.mp4",
+                         "arecord -f S16_LE -r 16000 -c 1 | msync stream --image me.jpg "
+                         "--out - | ffplay -f rawvideo -pixel_format rgb24 -video_size "
+                         "256x256 -framerate 25 -"))
+    stream.add_argument("--image", required=True, metavar="IMG", help="the face to animate")
+    stream.add_argument("--out", required=True, metavar="MP4|-",
+                        help="an mp4 (with the speech), or - for raw RGB24 frames on stdout")
+    stream.add_argument("--audio", metavar="FILE",
+                        help="feed this file in real time instead of PCM from stdin")
+    stream.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
+                        help="of the 16-bit mono PCM on stdin, 1000-384000 (default %(default)s)")
+    stream.add_argument("--chunk-ms", type=_positive_float, default=40.0, metavar="MS",
+                        help="audio read per push, 1-10000 milliseconds (default %(default)s)")
+    stream.add_argument("--verbose", action="store_true",
+                        help="per-chunk compute time and frame latency on stderr")
+    add_generation_options(stream, STREAM_RENDERERS)
+    stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
+
+
+def _ui_command(commands) -> None:
+    """``msync ui``."""
+    ui = commands.add_parser(
+        "ui", help="a web page: generate, analyse, live microphone (msync[ui])",
+        description="Serve a web page (Gradio, from msync[ui]) with three tabs: Generate (photo "
+                    "or webcam, speech or microphone), Analyse (videos or a dataset) and Live "
+                    "(the microphone streamed). Listens on this machine only by default; "
+                    "Ctrl-C stops it.",
+        epilog=_examples("msync ui                      # then open http://127.0.0.1:7860",
+                         "msync ui --model runs/generator --data ds/ --port 8080"))
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default %(default)s: this machine only)")
+    ui.add_argument("--port", type=int, default=7860,
+                    help="port to listen on, 1-65535 (default %(default)s)")
+    ui.add_argument("--model", dest="models", action="append", default=[], metavar="RUN",
+                    help="a generator the page offers besides the bundled one (repeatable)")
+    ui.add_argument("--data", dest="datasets", action="append", default=[], metavar="DIR",
+                    help="a prepared dataset the Analyse tab offers (repeatable)")
+    ui.add_argument("--analyze-config", metavar="YAML",
+                    help="syncer config of the Analyse tab (default configs/analyze.yaml)")
+    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0, metavar="MB",
+                    help="largest upload accepted, megabytes > 0 (default %(default)s)")
+    ui.set_defaults(handler=_command("motion.app.ui:ui_command"))
+
+
+def _render_commands(commands) -> None:
+    """``msync render``: FOMM tools (convert, parity)."""
     render = commands.add_parser(
         "render", help="FOMM renderer tools (convert, parity)",
         description="The FOMM renderer: convert the official weights, or run the Flax port on "
@@ -513,75 +609,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grid_sample's convention: true as FOMM was trained (default), "
                              "false as torch >= 1.3 defaults")
     parity.set_defaults(handler=_command("motion.app.render:parity_command"))
-    return parser
-
-
-def _live_commands(commands) -> None:
-    """``msync stream`` and ``msync ui`` (issue 23: streaming and the web page)."""
-    stream = commands.add_parser(
-        "stream", help="speech arriving live -> frames as they are ready",
-        description="Speech arriving live -> talking-head frames as soon as they are "
-                    "determined (about 1.2-1.7 s behind the speech). Reads 16-bit mono PCM "
-                    "from stdin, or feeds --audio in real time; writes raw RGB24 frames to "
-                    "stdout (--out -) or an mp4 with the speech. Models of the landmark and "
-                    "phantom spaces only.",
-        epilog=_examples("msync stream --image me.jpg --audio speech.wav --out live.mp4",
-                         "arecord -f S16_LE -r 16000 -c 1 | msync stream --image me.jpg "
-                         "--out - | ffplay -f rawvideo -pixel_format rgb24 -video_size "
-                         "256x256 -framerate 25 -"))
-    stream.add_argument("--image", required=True, metavar="IMG", help="the face to animate")
-    stream.add_argument("--out", required=True, metavar="MP4|-",
-                        help="an mp4 (with the speech), or - for raw RGB24 frames on stdout")
-    stream.add_argument("--audio", metavar="FILE",
-                        help="feed this file in real time instead of PCM from stdin")
-    stream.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
-                        help="of the 16-bit mono PCM on stdin, 1000-384000 (default %(default)s)")
-    stream.add_argument("--chunk-ms", type=_positive_float, default=40.0, metavar="MS",
-                        help="audio read per push, 1-10000 milliseconds (default %(default)s)")
-    stream.add_argument("--model", metavar="RUN",
-                        help="a generator (default: the bundled demo model)")
-    stream.add_argument("--renderer", choices=("mesh", "warp"),
-                        help="mesh (the default for landmark models) or warp (the default for "
-                             "phantom models)")
-    stream.add_argument("--head-scale", type=float, default=1.0, metavar="F",
-                        help="scale of head motion: 1 as trained (default), 0 none; 0-2 is the "
-                             "safe range (a warning outside it)")
-    stream.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
-                        help="scale of lip motion: 1 as trained (default), 0 none; 0-2 is the "
-                             "safe range (a warning outside it)")
-    stream.add_argument("--audio-normalization", metavar="{corpus,none}",
-                        help="match the audio features to the model's training corpus "
-                             "(default: corpus when the model records its statistics)")
-    stream.add_argument("--drift-window", type=float, metavar="SECONDS",
-                        help="remove motion slower than this window, >= 0 s (0 = off; default: "
-                             "the model's drift_window_s, else 0); adds half of it to the delay")
-    stream.add_argument("--no-crop", action="store_true",
-                        help="animate the centre square of the image when no face is found")
-    stream.add_argument("--verbose", action="store_true",
-                        help="per-chunk compute time and frame latency on stderr")
-    stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
-
-    ui = commands.add_parser(
-        "ui", help="a web page: generate, analyse, live microphone (msync[ui])",
-        description="Serve a web page (Gradio, from msync[ui]) with three tabs: Generate (photo "
-                    "or webcam, speech or microphone), Analyse (videos or a dataset) and Live "
-                    "(the microphone streamed). Listens on this machine only by default; "
-                    "Ctrl-C stops it.",
-        epilog=_examples("msync ui                      # then open http://127.0.0.1:7860",
-                         "msync ui --model runs/generator --data ds/ --port 8080"))
-    ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default %(default)s: this machine only)")
-    ui.add_argument("--port", type=int, default=7860,
-                    help="port to listen on, 1-65535 (default %(default)s)")
-    ui.add_argument("--model", dest="models", action="append", default=[], metavar="RUN",
-                    help="a generator the page offers besides the bundled one (repeatable)")
-    ui.add_argument("--data", dest="datasets", action="append", default=[], metavar="DIR",
-                    help="a prepared dataset the Analyse tab offers (repeatable)")
-    ui.add_argument("--analyze-config", metavar="YAML",
-                    help="syncer config of the Analyse tab (default configs/analyze.yaml)")
-    ui.add_argument("--max-upload-mb", type=_positive_float, default=50.0, metavar="MB",
-                    help="largest upload accepted, megabytes > 0 (default %(default)s)")
-    ui.set_defaults(handler=_command("motion.app.ui:ui_command"))
 
 
 # OS errors about a path that are the user's to fix (exit 2), not msync's (exit 1).

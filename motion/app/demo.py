@@ -40,7 +40,7 @@ import configs
 from motion.app import demo_page
 from motion.app.cli import build_parser
 from motion.app.demo_page import GENERATED_VIDEO, TRUTH_VIDEO
-from motion.app.generate import MAX_DRIFT_WINDOW_S
+from motion.talking_head import MAX_DRIFT_WINDOW_S
 from syncers.data.dataset import split_for
 from syncers.data.phantom.corpus import MAX_CLIPS, MAX_SECONDS, MIN_SECONDS, clip_id
 from syncers.run import config as config_lib

@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 from motion import evaluate as gen_eval
-from motion.articulation import articulate
-from motion import long_horizon
-from motion.generate import generate_batch
+from motion import long_horizon, talking_head
 from motion.official.model import OfficialModel
-from motion.saved_model import (META, load_model, model_articulation, model_dir,
-                                write_long_horizon)
+from motion.saved_model import META, model_dir, write_long_horizon
+from motion.talking_head import GenerationOptions
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
 from syncers.data.features import feature_mismatch
@@ -29,7 +27,8 @@ def evaluate_command(args) -> None:
     if not getattr(args, "model", None):
         _evaluate_syncers(args)
         return
-    model, info = load_model(args.model)
+    loaded = talking_head.load(args.model)
+    model, info = loaded.generator, loaded.info
     model_json = _model_json(Path(args.model), META)
     if isinstance(model, OfficialModel):
         raise InputError(model_json, "a converted MS-Sync release reads its own audio front-end "
@@ -62,11 +61,11 @@ def evaluate_command(args) -> None:
         raise InputError(model_json, f"the model reads {model.config.audio_features} audio "
                                      f"features; the data has {n_bands}")
 
-    fitted = model_articulation(info)
+    # What generate draws with its defaults: corpus matching, the articulation, drift removal.
+    options = talking_head.resolve(loaded, GenerationOptions(), draws=False)
 
     def generate_fn(x0, audio):
-        # what generate draws: the generator's keypoints with the model's articulation
-        return articulate(fitted, generate_batch(model, x0, audio), audio)
+        return talking_head.model_keypoints_batch(loaded, x0, audio, options)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

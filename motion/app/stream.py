@@ -7,8 +7,9 @@ an mp4 (H.264, with the speech as AAC, written when the stream ends) or, with ``
 RGB24 frames (``S×S×3`` bytes each, 25 per second of speech) on stdout, flushed as they come, for
 ``ffmpeg -f rawvideo -pixel_format rgb24 -video_size 256x256 -framerate 25 -i -``.
 ``--verbose`` prints each chunk's compute time and its frames' latency to stderr. The model, the
-renderer, the scales, the corpus matching and the drift window are chosen as ``msync generate``
-chooses them (``motion.app.generate``); corpus matching is the streaming approximation
+crop, the renderer, the scales, the corpus matching and the drift window are ``msync
+generate``'s: the same flags (``motion.app.cli.add_generation_options``), the same ranges and
+the same pipeline (``motion.talking_head``); corpus matching is the streaming approximation
 (``motion.stream.RunningMatch``).
 """
 from __future__ import annotations
@@ -25,66 +26,36 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from motion import talking_head
 from motion.app import generate as app_gen
-from motion.saved_model import model_articulation
 from motion.stream import Streamer, StreamFrame
+from motion.talking_head import GenerationOptions, TalkingHeadModel
 from syncers.data import face
 from syncers.data.video import _quiet_fork, ffmpeg_exe, video_writer
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from syncers.run.errors import InputError
+from syncers.run.errors import InputError, warn
 from syncers.run.outputs import check_output, published
 
 MAX_SAMPLE_RATE = 384_000
 
 
 def _check_flags(args: Any) -> None:
-    for flag, value in (("--head-scale", args.head_scale), ("--lip-scale", args.lip_scale)):
-        if not (np.isfinite(value) and value >= 0):
-            raise InputError(None, f"{flag} must be a number >= 0 (1 = as trained, 0 = no such "
-                                   f"motion); got {value}")
     if not 1000 <= args.sample_rate <= MAX_SAMPLE_RATE:
         raise InputError(None, f"--sample-rate must be 1000..{MAX_SAMPLE_RATE} Hz; got "
                                f"{args.sample_rate}")
     if not (np.isfinite(args.chunk_ms) and 1 <= args.chunk_ms <= 10_000):
         raise InputError(None, f"--chunk-ms must be 1..10000; got {args.chunk_ms}")
-    if args.drift_window is not None and not (np.isfinite(args.drift_window)
-                                              and args.drift_window >= 0):
-        raise InputError(None, f"--drift-window must be a number of seconds >= 0 (0 = off); "
-                               f"got {args.drift_window}")
-    if args.audio_normalization not in (None,) + app_gen.AUDIO_NORMALIZATIONS:
-        raise InputError(None, f"--audio-normalization must be one of "
-                               f"{', '.join(app_gen.AUDIO_NORMALIZATIONS)}; got "
-                               f"{args.audio_normalization!r}")
 
 
-def build_streamer(model_path: str | None, image: np.ndarray, image_name: str | None, *,
-                   renderer: str | None = None, head_scale: float = 1.0,
-                   lip_scale: float = 1.0, audio_normalization: str | None = None,
-                   drift_window: float | None = None, no_crop: bool = False
-                   ) -> tuple[Streamer, dict]:
-    """A :class:`Streamer` for a saved model (the bundled one by default) chosen as ``msync
-    generate`` chooses: renderer by keypoint space, corpus matching when the model records
-    its statistics, its drift window. ``(streamer, info)``; bad choices raise InputError."""
-    model, info, name = app_gen._load_generator(model_path)
-    space = str(info.get("keypoint_space", ""))
-    renderer = renderer or app_gen.default_renderer(space, None)
-    app_gen.check_pairing(space, renderer, None, name)
-    kind = app_gen._feature_kind(info, model, name)
-    if kind == "official":
-        raise InputError(name, "streaming runs msync's own generator; the released MS-Sync "
-                               "model runs with msync generate")
-    quantiles = app_gen._corpus_quantiles(info, audio_normalization, name)
-    if drift_window is None:
-        drift_window = float(info.get("drift_window_s") or 0.0)
-    streamer = Streamer(model, image, renderer, keypoint_space=space, crop=not no_crop,
-                        head_scale=head_scale, lip_scale=lip_scale,
-                        drift_window_s=drift_window, quantiles=quantiles, feature_kind=kind,
-                        image_name=image_name,
-                        articulation_map=model_articulation(info))
+def build_streamer(model: TalkingHeadModel, image: np.ndarray, options: GenerationOptions,
+                   image_name: str | None = None) -> Streamer:
+    """A compiled :class:`Streamer` for ``image`` with resolved ``options``
+    (``motion.talking_head.streamer``); bad choices raise InputError."""
+    source = talking_head.prepare(model, image, options, image_name=image_name)
+    streamer = talking_head.streamer(model, source, options)
     streamer.compile()
-    return streamer, {**info, "name": name, "renderer": renderer, "drift_window_s": drift_window,
-                      "matched": quantiles is not None}
+    return streamer
 
 
 def stdin_chunks(stream, chunk_bytes: int) -> Iterator[tuple[np.ndarray, float]]:
@@ -168,6 +139,7 @@ def _mux(video: Path, sound: Path, out: Path) -> None:
 
 def stream_command(args: Any) -> None:
     """``msync stream`` (module docstring). One summary line on stderr at the end."""
+    options = app_gen.options_from_args(args)
     _check_flags(args)
     raw = args.out == "-"
     out = None
@@ -183,11 +155,11 @@ def stream_command(args: Any) -> None:
         raise InputError("--out -", "stdout is a terminal; pipe the raw frames into a program "
                                     "(ffmpeg, ffplay) or write an mp4")
     image = face.load_image(args.image)
-    streamer, info = build_streamer(
-        args.model, image, args.image, renderer=args.renderer, head_scale=args.head_scale,
-        lip_scale=args.lip_scale, audio_normalization=args.audio_normalization,
-        drift_window=args.drift_window, no_crop=args.no_crop)
-    app_gen.warn_motion_scales(args.head_scale, args.lip_scale)   # the inputs are accepted
+    model = talking_head.load(args.model)
+    options = talking_head.resolve(model, options)
+    streamer = build_streamer(model, image, options, args.image)
+    for flag, message in options.motion_scale_warnings():     # the inputs are accepted
+        warn(flag, message)
     if args.audio is not None:
         samples = load_audio(args.audio)
         rate = SAMPLE_RATE
@@ -198,7 +170,7 @@ def stream_command(args: Any) -> None:
     delay_ms = streamer.delay_frames * 1000 / FPS + 7.5
     if args.verbose:
         print(f"msync stream: {streamer.size}x{streamer.size} RGB frames at {FPS} fps, "
-              f"{info['renderer']} renderer; look-ahead {streamer.delay_frames} frames "
+              f"{options.renderer} renderer; look-ahead {streamer.delay_frames} frames "
               f"({delay_ms:.0f} ms)", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         sink = _RawSink(sys.stdout.buffer) if raw else _Mp4Sink(Path(tmp), streamer.size, rate)
@@ -218,10 +190,11 @@ def stream_command(args: Any) -> None:
         finally:
             sink.close()
     lat = summary["latency"]
+    matched = "matched to its corpus as it came" if streamer.match is not None else "as is"
     print(f"msync stream: {summary['frames']} frames ({summary['seconds']:.2f} s of audio, "
-          f"{info['renderer']} renderer, {info.get('keypoint_space')} model, audio "
-          f"{'matched to its corpus as it came' if info['matched'] else 'as is'}, drift window "
-          f"{info['drift_window_s']:g} s) -> {args.out if raw else out}; look-ahead "
+          f"{options.renderer} renderer, {model.keypoint_space} model, audio "
+          f"{matched}, drift window "
+          f"{options.drift_window_s:g} s) -> {args.out if raw else out}; look-ahead "
           f"{streamer.delay_frames} frames ({delay_ms:.0f} ms); per chunk compute "
           f"p50 {summary['compute_p50'] * 1e3:.1f} ms, p95 {summary['compute_p95'] * 1e3:.1f} ms; "
           f"frame latency p50 {_percentile(lat, 50) * 1e3:.0f} ms, p95 "

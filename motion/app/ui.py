@@ -3,7 +3,8 @@
 
 - **Generate**: a photo (upload or webcam snapshot) and speech (upload or microphone recording),
   a model (the bundled one or a run given with ``--model``), head- and lip-scale sliders and
-  the renderer → ``msync generate``'s video (``motion.app.generate``), with the mp4 and the
+  the renderer → ``msync generate``'s video (``motion.app.generate.generate_video``, the
+  function the command calls), with the mp4 and the
   keypoints npz to download, a progress bar while it works.
 - **Analyse**: talking-head videos uploaded, or a prepared dataset given with ``--data`` →
   ``msync analyze``'s Table 2, its plots and its JSON (``motion.app.analyze``).
@@ -23,7 +24,6 @@ one line too.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import errno
@@ -41,11 +41,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from motion import talking_head
 from motion.app import analyze as app_analyze
 from motion.app import generate as app_gen
 from syncers.data import prepare as app_prepare
 from motion.app import stream as app_stream
 from motion.saved_model import META
+from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data.video import probe
 from syncers.data.features import load_audio
@@ -178,29 +180,22 @@ def generate_video(config: PageConfig, photo: str | None, speech: str | None, mo
         speech = _uploaded(speech, "speech", config, names)
         progress(0.02, "checking the photo and the speech")
         image = check_photo(photo)
-        if not no_crop:
-            face.crop(image, path=photo)            # no face: say so before the long work
         samples = check_speech(speech)
         out = config.workdir / "generated" / uuid.uuid4().hex
         out.mkdir(parents=True)
         video, keypoints = out / "msync.mp4", out / "keypoints.npz"
-        args = argparse.Namespace(
-            image=photo, audio=speech, out=os.fspath(video), model=config.models[model],
-            fomm_checkpoint=None, renderer=None if renderer == RENDERERS[0] else renderer,
-            keypoints_out=os.fspath(keypoints), head_scale=float(head_scale),
-            lip_scale=float(lip_scale), audio_normalization=None, drift_window=None,
-            no_crop=bool(no_crop))
+        loaded = talking_head.load(config.models[model])
+        options = talking_head.resolve(loaded, GenerationOptions(
+            head_scale=float(head_scale), lip_scale=float(lip_scale),
+            renderer=None if renderer == RENDERERS[0] else renderer, crop=not no_crop))
         progress(0.05, "generating (the first run compiles the model: a minute)")
-        summary = io.StringIO()
-        with contextlib.redirect_stdout(summary):
-            app_gen.generate_command(args)
+        made = app_gen.generate_video(loaded, image, samples, options, video,
+                                      audio_path=speech, image_name=photo,
+                                      keypoints_out=keypoints)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
         raise PageError(readable(err, names)) from None
-    seconds = samples.size / SAMPLE_RATE
-    line = summary.getvalue().strip().splitlines()[-1] if summary.getvalue().strip() else ""
-    frames = line.split(" frames")[0].split()[-1] if " frames" in line else "?"
     return (os.fspath(video), [os.fspath(video), os.fspath(keypoints)],
-            f"Done: {frames} frames, {seconds:.2f} s of speech.")
+            f"Done: {made.n_frames} frames, {made.seconds:.2f} s of speech.")
 
 
 # --------------------------------------------------------------------------- Analyse
@@ -270,9 +265,10 @@ def live_start(config: PageConfig, photo: str | None, model: str, head_scale: fl
             raise PageError(f"Unknown model {model!r}: choose one of the list.")
         photo = _uploaded(photo, "photo", config, names)
         image = check_photo(photo)
-        streamer, _ = app_stream.build_streamer(config.models[model], image, photo,
-                                                head_scale=float(head_scale),
-                                                lip_scale=float(lip_scale))
+        loaded = talking_head.load(config.models[model])
+        options = talking_head.resolve(loaded, GenerationOptions(head_scale=float(head_scale),
+                                                                 lip_scale=float(lip_scale)))
+        streamer = app_stream.build_streamer(loaded, image, options, photo)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
         raise PageError(readable(err, names)) from None
     folder = config.workdir / "live" / uuid.uuid4().hex

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from scipy.stats import rankdata
 
 from syncers.data import official_audio
 from syncers.data.layout import (FEATURES_PER_FRAME, MAX_INPUT_RATE, MIN_INPUT_RATE,
@@ -198,3 +199,28 @@ def feature_mismatch(a: dict | None, b: dict | None) -> str | None:
     if not differing:
         return None
     return ", ".join(f"{'feature ' * (k == 'kind')}{k} {a[k]!r} vs {b[k]!r}" for k in differing)
+
+
+def match_features(features_4TxF: np.ndarray, quantiles_QxF: np.ndarray) -> np.ndarray:
+    """Per-band quantile matching: ``[4T, F]`` → ``[4T, F]`` with each band's values replaced by
+    the corpus's at the same rank.
+
+    ``quantiles [Q, F]`` are the corpus's per-band quantiles at levels ``linspace(0, 1, Q)``.
+    A value of mid-rank ``u = (rank − ½) / 4T`` (tied values share their mean rank, so a band
+    that is constant maps to the corpus median) becomes the corpus quantile at ``u``, linearly
+    interpolated. The result's per-band distribution is the corpus's; its time course (which
+    frame is louder than which) is the utterance's.
+    """
+    features = np.asarray(features_4TxF, np.float32)
+    quantiles = np.asarray(quantiles_QxF, np.float32)
+    if features.ndim != 2 or quantiles.ndim != 2 or quantiles.shape[1] != features.shape[1]:
+        raise ValueError(f"features [4T, F] and quantiles [Q, F] must share F; got "
+                         f"{features.shape} and {quantiles.shape}")
+    if features.shape[0] == 0:
+        return features.copy()
+    levels = np.linspace(0.0, 1.0, quantiles.shape[0])
+    ranks = (rankdata(features, method="average", axis=0) - 0.5) / features.shape[0]
+    out = np.empty_like(features)
+    for band in range(features.shape[1]):
+        out[:, band] = np.interp(ranks[:, band], levels, quantiles[:, band])
+    return out

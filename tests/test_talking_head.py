@@ -1,0 +1,204 @@
+"""The one generation pipeline (``motion.talking_head``): the library call, ``msync generate``
+and the page's Generate tab give the same keypoints and frames; the streamer built from the same
+model and options gives the same keypoints; the options' one set of ranges; the renderer
+interface (``render.renderer``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from generator_helpers import tiny_params
+from motion import talking_head
+from motion.app import cli
+from motion.app import generate as app_gen
+from motion.app import ui
+from motion.generate import generate, remove_drift
+from motion.generator import TINY
+from motion.model import GeneratorModel
+from motion.saved_model import save_model
+from motion.talking_head import GenerationOptions
+from render import mesh, renderer as render_api, warp
+from syncers.data import face, landmark_space
+from syncers.data.features import audio_features, feature_config, load_audio
+from syncers.data.layout import PHANTOM_SPACE
+from syncers.data.phantom import audio as phantom_audio
+from syncers.run.errors import InputError
+from tolerance import assert_close
+
+SECONDS = 1.2                 # 30 frames: one rollout bucket, two warp chunks
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("talking_head")
+    model = GeneratorModel(tiny_params(TINY), TINY)
+    save_model(root / "phantom", model, keypoint_space=PHANTOM_SPACE,
+               features=feature_config("logmel"), drift_window_s=0.4)
+    image = np.random.default_rng(0).integers(0, 256, size=(80, 96, 3), dtype=np.uint8)
+    Image.fromarray(image).save(root / "photo.png")
+    soundfile.write(root / "speech.wav", phantom_audio.utterance(SECONDS, seed=3), 16000)
+    return {"model": root / "phantom", "photo": root / "photo.png", "wav": root / "speech.wav",
+            "root": root}
+
+
+@pytest.fixture
+def captured_frames(monkeypatch):
+    """Every frame chunk ``msync generate`` and the page write, as rendered (before H.264)."""
+    frames = []
+    real = app_gen.write_frames
+
+    def write_frames(path, chunks, *args):
+        chunks = list(chunks)
+        frames.append(np.concatenate(chunks))
+        real(path, iter(chunks), *args)
+
+    monkeypatch.setattr(app_gen, "write_frames", write_frames)
+    return frames
+
+
+def _library(media, options):
+    model = talking_head.load(media["model"])
+    options = talking_head.resolve(model, options)
+    image = face.load_image(media["photo"])
+    samples = load_audio(media["wav"])
+    source = talking_head.prepare(model, image, options)
+    keypoints = talking_head.keypoints(model, source, samples, options)
+    frames = np.concatenate(list(talking_head.frames(source, keypoints, options)))
+    return model, source, options, samples, keypoints, frames
+
+
+def test_library_cli_and_page_give_the_same_keypoints_and_frames(media, captured_frames,
+                                                                  tmp_path, capsys):
+    options = GenerationOptions(head_scale=1.3, lip_scale=0.8, crop=False)
+    _, _, resolved, _, keypoints, frames = _library(media, options)
+    assert keypoints.shape == (30, 10, 6) and frames.shape == (30, 256, 256, 3)
+    assert resolved.renderer == "warp" and resolved.drift_window_s == 0.4
+
+    kp_out = tmp_path / "cli.npz"
+    code = cli.main(["generate", "--image", str(media["photo"]), "--audio", str(media["wav"]),
+                     "--model", str(media["model"]), "--out", str(tmp_path / "cli.mp4"),
+                     "--keypoints-out", str(kp_out), "--no-crop", "--head-scale", "1.3",
+                     "--lip-scale", "0.8"])
+    assert code == 0, capsys.readouterr().err
+    with np.load(kp_out, allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["keypoints"], keypoints)
+    np.testing.assert_array_equal(captured_frames[-1], frames)
+
+    config = ui.page_config([str(media["model"])], [], 50.0, tmp_path / "page")
+    label = next(name for name in config.models if name != ui.BUNDLED)
+    video, files, message = ui.generate_video(config, str(media["photo"]), str(media["wav"]),
+                                              label, 1.3, 0.8, ui.RENDERERS[0], True)
+    assert message.startswith("Done: 30 frames")
+    with np.load(files[1], allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["keypoints"], keypoints)
+    np.testing.assert_array_equal(captured_frames[-1], frames)
+
+
+def test_the_library_is_the_generator_then_articulation_and_drift_removal(media):
+    """Without corpus statistics or articulation, the pipeline's keypoints are the generator's
+    with the model's drift window removed, mapped onto the crop."""
+    model, source, options, samples, keypoints, _ = _library(media, GenerationOptions(crop=False))
+    raw = generate(model.generator, source.x0, audio_features(samples))
+    expected = source.to_image(remove_drift(raw, round(0.4 * 25)))
+    assert_close(keypoints, expected, rel=1e-6)
+
+
+def test_the_streamer_draws_what_the_library_draws(media):
+    """The same model, source and options: the streamed keypoints are the offline ones (the
+    drift window included), and the streamed frames are the renderer's (uint8)."""
+    model, source, options, samples, keypoints, frames = _library(
+        media, GenerationOptions(head_scale=0.7, crop=False))
+    streamer = talking_head.streamer(model, source, options)
+    out = []
+    for start in range(0, samples.size, 3000):
+        out += streamer.push(samples[start:start + 3000])
+    out += streamer.close()
+    streamed = np.stack([f.keypoints for f in out])
+    assert_close(source.to_image(streamed), keypoints, rel=1e-5)
+    images = np.stack([f.image for f in out]).astype(np.float32) / 255.0
+    # frames of equal keypoints up to 1e-5: at most a rounding step apart, almost all equal
+    assert np.abs(images - frames).max() <= 2 / 255
+    assert streamer.size == source.size == 256
+
+
+def test_stream_and_generate_crop_alike(media):
+    """One source for both paths: the same crop box and x0 from the same options."""
+    model = talking_head.load(media["model"])
+    image = face.load_image(media["photo"])
+    options = talking_head.resolve(model, GenerationOptions(crop=False, size=512))
+    source = talking_head.prepare(model, image, options)
+    streamer = talking_head.streamer(model, source, options, draw=False)
+    assert streamer.crop.box == source.crop.box and streamer.size == 512
+    np.testing.assert_array_equal(streamer.x0, source.x0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("head_scale", -0.1, "--head-scale must be a number from 0 to 10"),
+    ("lip_scale", 10.5, "--lip-scale must be a number from 0 to 10"),
+    ("head_scale", float("nan"), "--head-scale must be a number from 0 to 10"),
+    ("audio_normalization", "loud", "--audio-normalization must be one of corpus, none"),
+    ("drift_window_s", 601.0, "--drift-window must be a number of seconds from 0 to 600"),
+    ("drift_window_s", -1.0, "--drift-window must be a number of seconds from 0 to 600"),
+    ("renderer", "ascii", "--renderer must be one of mesh, warp, fomm"),
+    ("crop_scale", 1.1, "must be 1.2 to 4"),
+    ("size", 300, "--size must be one of 256, 512"),
+])
+def test_options_have_one_set_of_ranges(field, value, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        GenerationOptions(**{field: value}).validate()
+    assert GenerationOptions(head_scale=10.0, lip_scale=0.0, drift_window_s=600.0).validate()
+
+
+@pytest.mark.parametrize("command", ["generate", "stream"])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--head-scale", "11", "--head-scale must be a number from 0 to 10"),
+    ("--drift-window", "700", "--drift-window must be a number of seconds from 0 to 600"),
+    ("--crop-scale", "9", "must be 1.2 to 4"),
+])
+def test_generate_and_stream_refuse_the_same_values(command, flag, value, message, media,
+                                                    tmp_path, capsys):
+    code = cli.main([command, "--image", str(media["photo"]), "--audio", str(media["wav"]),
+                     "--out", str(tmp_path / "x.mp4"), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_generate_and_stream_share_their_generation_options():
+    parser = cli.build_parser()
+    shared = ("--model", "--renderer", "--head-scale", "--lip-scale", "--audio-normalization",
+              "--drift-window", "--no-crop", "--crop-scale", "--size")
+    helps = {}
+    for command in ("generate", "stream"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        options = {o: a for a in sub._actions for o in a.option_strings}
+        helps[command] = {flag: options[flag].help for flag in shared if flag != "--renderer"}
+    assert helps["generate"] == helps["stream"]
+
+
+def test_one_renderer_interface_draws_what_each_renderer_draws():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(size=(64, 64, 3)).astype(np.float32)
+    points = landmark_space.template((-0.4, -0.4, 0.4, 0.4))
+    kp_source = landmark_space.encode(points)
+    driving = kp_source + rng.normal(scale=0.01, size=(5, 10, 6)).astype(np.float32)
+    warped = render_api.prepare("warp", image, kp_source, chunk=2)
+    assert warped.kind == "warp" and warped.size == 64
+    assert [len(c) for c in warped.chunks(driving)] == [2, 2, 1]
+    # the same frames as the warp's own entry point (another chunk size: a few ulps apart)
+    assert_close(warped.render(driving), warp.render(image, kp_source, driving), rel=1e-5)
+    meshed = render_api.prepare("mesh", image, kp_source, points, chunk=3)
+    np.testing.assert_array_equal(
+        meshed.render(driving), mesh.render(mesh.prepare(image, points), kp_source, driving,
+                                            mesh.MeshConfig(chunk=3)))
+    assert meshed.render(driving[:0]).shape == (0, 64, 64, 3)
+    with pytest.raises(ValueError, match="needs the source's landmarks"):
+        render_api.prepare("mesh", image, kp_source)
+    with pytest.raises(ValueError, match="needs the loaded FOMM model"):
+        render_api.prepare("fomm", image, kp_source)
+    with pytest.raises(ValueError, match="unknown renderer"):
+        render_api.prepare("ascii", image, kp_source)
+    with pytest.raises(ValueError, match=r"keypoints must be \[T, 10, 6\]"):
+        warped.render(driving[:, :5])
