@@ -15,7 +15,8 @@ a frame waits; at :meth:`Streamer.close` the end of the audio is mirrored as ``g
 it (``motion.generate.pad_audio``). Drift removal (``motion.generate.remove_drift``) is exact
 too. Corpus matching of the features (``syncers.data.features.match_features``) is not: it ranks
 every value among the whole utterance's, which a stream does not have; :class:`RunningMatch` ranks
-among the speech heard so far instead (an approximation, off unless asked for).
+among the speech heard so far instead (an approximation; on whenever the model records its
+corpus statistics, as offline matching is).
 
 **Bounded work.** Every stage keeps a bounded state, so a pushed chunk costs work in proportion
 to its length plus a constant, however long the stream has run:
