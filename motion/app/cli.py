@@ -25,6 +25,11 @@ def _command(target: str) -> Callable[[argparse.Namespace], None]:
     module_name, function_name = target.split(":")
 
     def handler(args: argparse.Namespace) -> None:
+        if sys.stderr.isatty():
+            # Loading JAX, the models and the command takes seconds before the command prints
+            # anything; on a terminal, say so at once (a log keeps its lines for results,
+            # warnings and errors).
+            print("msync: loading JAX and the models...", file=sys.stderr, flush=True)
         getattr(importlib.import_module(module_name), function_name)(args)
 
     handler.target = target
