@@ -123,3 +123,21 @@ def test_a_bar_says_compiling_while_xla_compiles_before_its_first_unit(monkeypat
         time.sleep(0.2)
         bar.update(2)
     assert "compiling" not in quiet.getvalue()
+
+
+def test_a_terminal_bar_keeps_its_elapsed_time_running_while_compiling(monkeypatch):
+    import time
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    counts = {"compiled": 0, "loaded": 0}
+    monkeypatch.setattr(progress.compile_cache, "compile_counts", lambda: dict(counts))
+    monkeypatch.setattr(progress, "_CHECK_SECONDS", 0.02)
+    stream = Terminal()
+    with progress.bar(2, "render", "frame", stream=stream) as bar:
+        counts["compiled"] = 1                                 # XLA compiles under the bar
+        time.sleep(0.5)
+        redraws = stream.getvalue().count("compiling")
+        bar.update(2)
+    assert redraws >= 5

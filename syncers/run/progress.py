@@ -27,7 +27,8 @@ from tqdm import tqdm
 from syncers.run import compile_cache
 
 LOG_SECONDS = 20.0
-# How often a log bar checks whether the log has gone quiet (see _LogBar).
+# How often an open bar checks whether XLA has started compiling under it (_Bar) and a log bar
+# whether the log has gone quiet (_LogBar).
 _CHECK_SECONDS = 1.0
 _last_line = [time.monotonic()]      # when any log bar last wrote a line
 _beat_lock = threading.Lock()        # one quiet-log line at a time, however many bars are open
@@ -59,7 +60,10 @@ class _Lines(io.TextIOBase):
 class _Bar(tqdm):
     """A bar in two phases: until the first unit is counted it shows ``compiling`` when XLA
     compiled anything since it opened, and no rate; from then on its rate and remaining time
-    are those of the work after the first unit (tqdm's smoothed rate, restarted there)."""
+    are those of the work after the first unit (tqdm's smoothed rate, restarted there). On a
+    terminal the compiling bar is redrawn every ``_CHECK_SECONDS``, so its elapsed time runs."""
+
+    _redraw_while_compiling = True
 
     def __init__(self, *args, **kwargs):
         # Set before tqdm's __init__, which draws the bar (format_dict reads them).
@@ -81,7 +85,8 @@ class _Bar(tqdm):
 
     def _beat(self) -> None:
         """Every ``_CHECK_SECONDS`` while open: show ``compiling`` as soon as it is true."""
-        if self._first_unit_t is None and not self._compiling_shown and self._compiling():
+        if self._first_unit_t is None and (self._redraw_while_compiling
+                                           or not self._compiling_shown) and self._compiling():
             self._compiling_shown = True
             self.refresh()
 
@@ -127,6 +132,8 @@ class _LogBar(_Bar):
     although nothing was counted: a step that takes long (the first, which compiles) or work
     between bars (loading, scoring) would otherwise leave a log silent for minutes. The line's
     elapsed time shows the work is alive."""
+
+    _redraw_while_compiling = False      # a line when compiling starts, then the quiet-log beat
 
     def _beat(self) -> None:
         super()._beat()
