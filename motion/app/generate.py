@@ -39,7 +39,7 @@ from render.warp import render_chunks
 from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
                                    n_video_frames)
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
-from syncers.run import compile_cache, progress
+from syncers.run import progress
 from syncers.run.errors import InputError, warn
 from syncers.run.outputs import check_output, published
 
@@ -231,7 +231,6 @@ def generate_command(args: Any) -> None:
     """
 
     command_started = time.perf_counter()
-    compiled_before = compile_cache.compile_counts()["compiled"]
     for flag, value in (("--head-scale", args.head_scale), ("--lip-scale", args.lip_scale)):
         if not (np.isfinite(value) and 0 <= value <= MAX_MOTION_SCALE):
             raise InputError(None, f"{flag} must be a number from 0 to {MAX_MOTION_SCALE:g} (1 = "
@@ -332,14 +331,11 @@ def generate_command(args: Any) -> None:
             np.savez(handle, keypoints=keypoints.astype(np.float32), fps=np.float32(FPS),
                      keypoint_space=np.array(space))
     motion_from = f"keypoints of {given_path}" if given is not None else f"{space} model"
-    compiled = compile_cache.compile_counts()["compiled"] - compiled_before
-    compiling = f"both with JIT compilation ({compiled} programs)" if compiled else \
-        "nothing compiled (programs from the cache)"
     print(f"msync generate: {n_frames} frames ({seconds:.2f} s of audio, {renderer} renderer, "
           f"{motion_from}, "
           + ("" if given is not None else
              f"audio {'matched to its corpus' if quantiles is not None else 'as is'}, ")
           + f"drift window {drift_window:g} s) -> {out}; generation {generate_s:.1f} s "
           f"({n_frames / max(generate_s, 1e-9):.0f} frames/s), rendering {render_s:.1f} s "
-          f"({n_frames / max(render_s, 1e-9):.0f} frames/s), {compiling}; "
+          f"({n_frames / max(render_s, 1e-9):.0f} frames/s), both with JIT compilation; "
           f"total {time.perf_counter() - command_started:.0f} s")
