@@ -8,6 +8,10 @@ start: the tests compare two computations of one function to 1e-5 (a KV-cache ro
 re-encode, a replayed backward and plain autodiff, cosine scores), and on GPUs XLA's default
 f32 matmul is TF32 (a 10-bit mantissa), which moves such pairs ~1e-3 apart (4 tests failed on
 an H200, 2026-11-28, and passed with full precision). CPUs compute f32 products in f32 anyway.
+
+The persistent compilation cache (syncers.run.compile_cache) is off in every test and in the
+processes tests start, so no test passes or fails by what an earlier run left in a cache; the
+cache's own tests turn it on in a temporary folder.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import jax
 import pytest
 
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")      # processes tests start
+os.environ["MSYNC_NO_COMPILE_CACHE"] = "1"
 jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])
 
 REPO = Path(__file__).resolve().parents[1]

@@ -98,3 +98,19 @@ def test_console_script_runs_as_a_process(tmp_path):
                              str(tmp_path / "none"), "--syncers", str(tmp_path / "none"),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_a_terminal_hears_at_once_that_msync_is_loading_and_a_log_does_not(monkeypatch, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    handler = cli._command("builtins:len")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    handler([])
+    assert terminal.getvalue() == "msync: loading JAX and the models...\n"
+    monkeypatch.undo()
+    handler([])
+    assert capsys.readouterr().err == ""

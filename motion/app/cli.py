@@ -16,6 +16,7 @@ import textwrap
 import traceback
 from typing import Callable, Sequence
 
+from syncers.run import compile_cache
 from syncers.run.errors import InputError
 
 def _command(target: str) -> Callable[[argparse.Namespace], None]:
@@ -24,6 +25,11 @@ def _command(target: str) -> Callable[[argparse.Namespace], None]:
     module_name, function_name = target.split(":")
 
     def handler(args: argparse.Namespace) -> None:
+        if sys.stderr.isatty():
+            # Loading JAX, the models and the command takes seconds before the command prints
+            # anything; on a terminal, say so at once (a log keeps its lines for results,
+            # warnings and errors).
+            print("msync: loading JAX and the models...", file=sys.stderr, flush=True)
         getattr(importlib.import_module(module_name), function_name)(args)
 
     handler.target = target
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "then open demo/index.html"))
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of any error (for bug reports)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compile every program again instead of reusing those of earlier "
+                             "runs (also MSYNC_NO_COMPILE_CACHE=1)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                      metavar="COMMAND")
 
@@ -619,6 +628,8 @@ _PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCE
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # Before any command imports JAX, which reads the cache's settings once (compile_cache).
+        compile_cache.enable(off=args.no_cache)
         if getattr(args, "distributed", False):
             # Imported here, before the handler imports anything that could start a JAX
             # backend: jax.distributed must be initialised first.
