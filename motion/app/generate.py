@@ -32,7 +32,7 @@ from syncers.data import face
 from syncers.data.features import SAMPLE_RATE, load_audio, n_video_frames
 from syncers.data.layout import FPS
 from syncers.data.video import video_writer
-from syncers.run import progress
+from syncers.run import compile_cache, progress
 from syncers.run.errors import InputError, warn
 from syncers.run.outputs import check_output, published
 
@@ -182,6 +182,7 @@ def generate_command(args: Any) -> None:
     generation and of rendering.
     """
     command_started = time.perf_counter()
+    compiled_before = compile_cache.compile_counts()["compiled"]
     options = options_from_args(args)
     given_path = getattr(args, "keypoints", None)
     if given_path is not None and (args.head_scale != 1 or args.lip_scale != 1):
@@ -210,6 +211,9 @@ def generate_command(args: Any) -> None:
         f"{model.keypoint_space} model"
     matched = options.audio_normalization == "corpus"
     n_frames = made.n_frames
+    n_compiled = compile_cache.compile_counts()["compiled"] - compiled_before
+    compiled = f"both with JIT compilation ({n_compiled} programs)" if n_compiled else \
+        "nothing compiled (programs from the cache)"
     print(f"msync generate: {n_frames} frames ({made.seconds:.2f} s of audio, "
           f"{options.renderer} renderer, {motion_from}, "
           + ("" if given is not None else
@@ -217,7 +221,7 @@ def generate_command(args: Any) -> None:
           + f"drift window {options.drift_window_s:g} s) -> {out}; generation "
           f"{made.generate_s:.1f} s ({n_frames / max(made.generate_s, 1e-9):.0f} frames/s), "
           f"rendering {made.render_s:.1f} s ({n_frames / max(made.render_s, 1e-9):.0f} "
-          f"frames/s), both with JIT compilation; total "
+          f"frames/s), {compiled}; total "
           f"{time.perf_counter() - command_started:.0f} s")
 
 
