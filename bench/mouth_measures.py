@@ -9,7 +9,8 @@ the mouth opening of the dlib landmarks and of the keypoints decoded back to lan
 speech envelope (the wav's RMS per frame, ``frame_rms``) and with the frame mel loudness of the
 stored features (``frame_mel_loudness``); and the landmarks' opening over speech frames
 (``speech_frames``, ``opening_summary``). Means over clips (clips with an undefined r skipped;
-``clips_with_r`` says how many remain). Prints one JSON object:
+``clips_with_r_*`` says how many remain; ``r_*_sd`` is the spread of r across clips). Prints one
+JSON object:
 
     .venv/bin/python -m bench.mouth_measures --data DS [--split all] [--clip-frames 50]
 """
@@ -65,6 +66,7 @@ def check(data: str, split: str = "all", clip_frames: int | None = None) -> dict
         out[key] = round(float(np.nanmean(values)), 3) if np.isfinite(values).any() else None
         if key.startswith("r_"):
             out[f"clips_with_{key}"] = int(np.isfinite(values).sum())
+            out[f"{key}_sd"] = round(float(np.nanstd(values)), 3)   # across clips
     return out
 
 
