@@ -51,7 +51,7 @@ PAUSE_QUANTILE = 0.2
 PAUSE_FRAMES = 5                     # 200 ms at 25 fps: a shorter quiet is not a pause
 SPEECH_RANGE_DB = 30.0               # speech: within this of the clip's loud frames ...
 SPEECH_REFERENCE_QUANTILE = 0.95     # ... its 95th-percentile frame RMS
-SILENCE_RMS = 1e-4                   # −80 dBFS: below it a frame is never speech
+SILENCE_RMS = 1e-4                   # −80 dBFS: below it a frame (or a recording) holds no speech
 CLOSED_OPENING = 0.05                # eye distances: lips at most this far apart are closed
 
 
