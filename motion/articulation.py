@@ -2,7 +2,7 @@
 motion (docs/design.md, "Articulation"; a departure from the paper).
 
 MS-Sync's finest branch (eq. 10, level 1, 200 ms) is the paper's only path from syllables to the
-lips. Trained on real talking heads, whose mouth opening follows loudness weakly (r about 0.2
+lips. Trained on real talking heads, whose mouth opening follows loudness weakly (r about 0.12
 by every measure: docs/design.md, "Mouth and speech measures"), an autoregressive generator
 learns a mouth that barely follows the syllables: averaged over a corpus, what the previous
 frames predict outweighs what the audio does. The articulation is a
