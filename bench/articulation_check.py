@@ -3,8 +3,10 @@
 For every clip of a prepared ``landmarks-v1`` dataset's split (default test), the model's
 articulation (``motion.articulation``, stored in its ``model.json``) is applied to the mean face
 with the clip's corpus-matched features, and its inner-lip opening is compared with the clip's
-RMS envelope (Pearson r at the best lag of 0–3 frames, the mouth lagging) and with the recorded
-opening (r at lag 0), with the ratio of their spreads. Prints one JSON object:
+speech envelope (the RMS of each 40 ms frame of the wav; Pearson r at the best lag of 0–3
+frames, the mouth lagging) and with the recorded opening (the dlib landmarks' own, r at lag 0),
+with the ratio of their spreads (``syncers.data.measures``: ``mouth_opening``, ``frame_rms``,
+``envelope_r``, ``lagged_r``). Prints one JSON object:
 
     .venv/bin/python -m bench.articulation_check --data runs/real --model motion/assets/demo_model
 """
@@ -15,17 +17,11 @@ import json
 
 import numpy as np
 
-from bench.mouth_activity import r_by_lag, rms_envelope
 from motion import articulation, talking_head
 from syncers.data.features import match_features
 from syncers.data import dataset
-from syncers.data import landmark_space
+from syncers.data import landmark_space, measures
 from syncers.data.features import load_audio
-
-
-def best_lag_r(opening: np.ndarray, envelope: np.ndarray) -> float:
-    """Pearson r of ``opening [T]`` lagging ``envelope [T]`` by 0–3 frames, the best of them."""
-    return max(r_by_lag(opening, envelope).values())
 
 
 def check(data: str, model_path: str, split: str = "test") -> dict:
@@ -42,20 +38,21 @@ def check(data: str, model_path: str, split: str = "test") -> dict:
         offsets = articulation.predict(fitted, features)
         n_frames = len(offsets)
         rest = np.repeat(landmark_space.encode(landmark_space.mean_face())[None], n_frames, 0)
-        opening = landmark_space.mouth_opening(
+        opening = measures.mouth_opening(
             landmark_space.decode(articulation.apply(rest, offsets)))
-        recorded = landmark_space.mouth_opening(clip.landmarks[:n_frames])
-        envelope = rms_envelope(load_audio(dataset.clip_path(data, split, clip.clip_id)
-                                           .with_suffix(".wav")), n_frames)
-        rows.append((best_lag_r(opening, envelope), best_lag_r(recorded, envelope),
-                     float(np.corrcoef(opening, recorded)[0, 1]),
+        recorded = measures.mouth_opening(clip.landmarks[:n_frames])
+        envelope = measures.frame_rms(load_audio(dataset.clip_path(data, split, clip.clip_id)
+                                                 .with_suffix(".wav")), n_frames)
+        rows.append((measures.envelope_r(opening, envelope),
+                     measures.envelope_r(recorded, envelope),
+                     measures.lagged_r(opening, recorded, [0])[0],
                      float(opening.std() / recorded.std())))
     rows = np.array(rows)
     return {"split": split, "clips": len(rows),
-            "r_envelope": round(float(rows[:, 0].mean()), 3),
-            "r_envelope_min": round(float(rows[:, 0].min()), 3),
-            "r_envelope_recorded": round(float(rows[:, 1].mean()), 3),
-            "r_recorded": round(float(rows[:, 2].mean()), 3),
+            "r_envelope": round(float(np.nanmean(rows[:, 0])), 3),
+            "r_envelope_min": round(float(np.nanmin(rows[:, 0])), 3),
+            "r_envelope_recorded": round(float(np.nanmean(rows[:, 1])), 3),
+            "r_recorded": round(float(np.nanmean(rows[:, 2])), 3),
             "spread_ratio": round(float(rows[:, 3].mean()), 3)}
 
 

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from syncers.data import landmark_space
+from syncers.data import landmark_space, measures
 from syncers.data.dataset import load_split, read_manifest
 
 
@@ -30,7 +30,7 @@ def main() -> None:
                 continue
             rebuilt = landmark_space.decode(landmark_space.encode(clip.landmarks))
             gap = np.linalg.norm(rebuilt - clip.landmarks, axis=-1)          # [T, 68]
-            errors.append(100 * gap / landmark_space.inter_ocular(clip.landmarks)[:, None])
+            errors.append(100 * gap / measures.eye_distance(clip.landmarks)[:, None])
         if not errors:
             continue
         errors = np.concatenate(errors)

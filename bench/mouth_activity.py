@@ -2,8 +2,9 @@
 
 Per frame, the mean absolute pixel change of the mouth region relative to the clip's median
 frame (the mouth box comes from dlib's landmarks on that median frame, widened by a margin),
-correlated (Pearson r) with the speech's RMS envelope in the same 40 ms frames (25 fps); the
-best lag of 0–3 frames with the video lagging the audio is kept. On real clips of the corpus r
+correlated (Pearson r) with the speech envelope, the RMS of the same 40 ms frames (25 fps); the
+best lag of 0–3 frames with the video lagging the audio is kept (``syncers.data.measures``:
+``frame_rms``, ``best_lag_r``; r is NaN where the change is constant). On real clips of the corpus r
 is 0.1–0.35; a still photo gives r ≈ 0. Prints one JSON object ``{r, lag, n_frames}``:
 
     .venv/bin/python bench/mouth_activity.py VIDEO.mp4 [--audio SPEECH.wav]
@@ -21,11 +22,10 @@ import numpy as np
 
 from syncers.data import landmarks as lm
 from syncers.data import video as video_io
-from syncers.data import features
+from syncers.data import anatomy, features, measures
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.run.errors import InputError
 
-MAX_LAG = 3            # frames the video may lag the audio
 MARGIN = 0.35          # of the mouth's width, added on each side of its landmark box
 
 
@@ -35,21 +35,12 @@ def mouth_box(frame: np.ndarray) -> tuple[int, int, int, int]:
     faces = lm.detect_faces(frame)
     if not faces:
         raise ValueError("no face found in the median frame")
-    mouth = lm.landmarks(frame, faces[0])[48:68]
+    mouth = lm.landmarks(frame, faces[0])[anatomy.MOUTH]
     (x0, y0), (x1, y1) = mouth.min(axis=0), mouth.max(axis=0)
     pad = MARGIN * (x1 - x0)
     h, w = frame.shape[:2]
     return (int(max(0, x0 - pad)), int(max(0, y0 - pad)),
             int(min(w, np.ceil(x1 + pad))), int(min(h, np.ceil(y1 + pad))))
-
-
-def rms_envelope(samples: np.ndarray, n_frames: int) -> np.ndarray:
-    """RMS of 16 kHz ``samples [N]`` in 40 ms frames, ``[n_frames]`` (zero-padded at the end)."""
-    hop = SAMPLE_RATE // FPS
-    padded = np.zeros(n_frames * hop, np.float64)
-    take = min(len(samples), len(padded))
-    padded[:take] = samples[:take]
-    return np.sqrt(np.mean(padded.reshape(n_frames, hop) ** 2, axis=1))
 
 
 def activity(frames: np.ndarray) -> np.ndarray:
@@ -61,29 +52,20 @@ def activity(frames: np.ndarray) -> np.ndarray:
     return np.abs(region - median[y0:y1, x0:x1].astype(np.float32)).mean(axis=(1, 2, 3)) / 255.0
 
 
-def r_by_lag(follower_T: np.ndarray, envelope_T: np.ndarray) -> dict[int, float]:
-    """Pearson r of ``follower [T]`` lagging ``envelope [T]`` by 0–3 frames, per lag (0 where
-    either side is constant)."""
-    n = len(follower_T)
-    by_lag = {}
-    for lag in range(MAX_LAG + 1):
-        a, b = follower_T[lag:], envelope_T[:n - lag]
-        by_lag[lag] = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    return by_lag
-
-
 def activity_r(frames: np.ndarray, samples: np.ndarray) -> dict:
     """``{r, lag, n_frames, r_by_lag}`` for ``frames [T, H, W, 3]`` uint8 at 25 fps and their
     16 kHz speech ``samples [N]``."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) <= MAX_LAG + 2:
-        raise ValueError(f"frames must be [T, H, W, 3] with T > {MAX_LAG + 2}; "
+    min_frames = max(measures.ENVELOPE_LAGS) + measures.MIN_PAIRS
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < min_frames:
+        raise ValueError(f"frames must be [T, H, W, 3] with T >= {min_frames}; "
                          f"got {tuple(frames.shape)}")
     change = activity(frames)
     n = min(len(change), int(np.ceil(len(samples) / (SAMPLE_RATE // FPS))))
-    by_lag = r_by_lag(change[:n], rms_envelope(samples, n))
-    lag = max(by_lag, key=by_lag.get)
-    return {"r": round(by_lag[lag], 4), "lag": lag, "n_frames": int(n),
-            "r_by_lag": {k: round(v, 4) for k, v in by_lag.items()}}
+    envelope = measures.frame_rms(samples, n)
+    r, lag = measures.best_lag_r(change[:n], envelope)
+    by_lag = measures.lagged_r(change[:n], envelope, measures.ENVELOPE_LAGS)
+    return {"r": round(r, 4), "lag": lag, "n_frames": int(n),
+            "r_by_lag": {k: round(float(v), 4) for k, v in zip(measures.ENVELOPE_LAGS, by_lag)}}
 
 
 def mouth_activity(video: str | os.PathLike, audio: str | os.PathLike | None = None) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncers.data import dataset  # noqa: E402
+from syncers.data import dataset, measures  # noqa: E402
 from syncers.data.features import load_audio  # noqa: E402
 from syncers.data.phantom import corpus as phantom  # noqa: E402
 from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP  # noqa: E402
@@ -34,7 +34,7 @@ def measure(root: Path) -> dict:
     for split in dataset.SPLITS:
         for info in manifest.clips(split):
             kp = dataset.read_clip(root, split, info.clip_id).keypoints
-            rms = phantom.frame_rms(load_audio(root / split / f"{info.clip_id}.wav"))
+            rms = measures.frame_rms(load_audio(root / split / f"{info.clip_id}.wav"))
             mouth.append(kp[:, LOWER_LIP, 1] - kp[:, UPPER_LIP, 1])
             pitch.append(phantom.band_pass(kp[:, list(RIGID), 1].mean(axis=1), params.head_band))
             rms_all.append(rms)

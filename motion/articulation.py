@@ -2,9 +2,10 @@
 motion (docs/design.md, "Articulation"; a departure from the paper).
 
 MS-Sync's finest branch (eq. 10, level 1, 200 ms) is the paper's only path from syllables to the
-lips. Trained on real talking heads, whose mouth opening follows loudness at r = 0.1–0.3, an
-autoregressive generator learns a mouth that barely follows the syllables: averaged over a
-corpus, what the previous frames predict outweighs what the audio does. The articulation is a
+lips. Trained on real talking heads, whose mouth opening follows loudness weakly (r about 0.12
+by every measure: docs/design.md, "Mouth and speech measures"), an autoregressive generator
+learns a mouth that barely follows the syllables: averaged over a corpus, what the previous
+frames predict outweighs what the audio does. The articulation is a
 second, non-autoregressive path for the mouth alone:
 
 - **Target.** Per frame, the 20 mouth landmarks (48–67) in the head's frame: aligned onto the
@@ -37,8 +38,9 @@ second, non-autoregressive path for the mouth alone:
   approaches the widest real opening (``MAX_OPENING``, 0.6 of the mouth's width) softly
   (:func:`opening_factor`).
 
-What was tried on the real corpus (22 held-out clips; r of the predicted opening with the RMS
-envelope at the best lag 0–3, and with the recorded opening):
+What was tried on the real corpus (22 held-out clips; r of the predicted opening with the speech
+envelope at the best lag 0–3, and with the recorded opening at lag 0; ``syncers.data.measures``:
+``envelope_r``, ``frame_rms``, ``lagged_r``):
 
     input, reference, window                     r with envelope   r with recording
     log-mel window, clip median, t−4..t+3              0.33              0.33
@@ -47,11 +49,11 @@ envelope at the best lag 0–3, and with the recorded opening):
     amplitude, quiet frames, t−4..t+3                  0.63              0.21
     amplitude, quiet frames, t−6..t+1 (default)        0.74              0.18
 
-(recorded mouths: 0.18 with the envelope; these rows are the linear response). The log-domain
-inputs, and any linear response, swing the mouth about a half-open median, so its pixels change
-as much in quiet frames as in loud ones; a viewer judges a talking mouth by its syllables. With
-the default response (above the rest level, gain 13, limited) the opening follows the envelope
-at 0.70.
+(the recorded mouths' dlib landmarks: 0.18 with the envelope by the same measure; these rows
+are the linear response). The log-domain inputs, and any linear response, swing the mouth
+about a half-open median, so its pixels change as much in quiet frames as in loud ones; a viewer
+judges a talking mouth by its syllables. With the default response (above the rest level, gain
+13, limited) the opening follows the envelope at 0.70.
 - **Use.** ``offsets [T, 20, 2] = ĉ · components``, rotated and scaled from the mean face into
   each generated frame's head pose (the same similarity, inverted), moved onto the 10 keypoints
   by the (linear) landmark fit ``syncers.data.landmark_space.encode``, added to the generator's
@@ -69,23 +71,22 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
-from scipy.special import logsumexp
 
 from syncers.data.features import match_features
-from syncers.data import landmark_space
+from syncers.data import anatomy, landmark_space
 from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
+from syncers.data.measures import aligned_mouth, head_similarity, mel_loudness
 
-RIGID_LANDMARKS = np.arange(17, 48)          # brows, eyes, nose
-MOUTH_LANDMARKS = np.arange(48, 68)          # outer and inner lips
-N_MOUTH = len(MOUTH_LANDMARKS)
+N_MOUTH = len(anatomy.MOUTH)
 MOUTH_GROUPS = (5, 6, 7, 8)                  # the keypoints whose landmarks are the mouth's
 JAW_GROUP = 9                                # landmarks 0–16
-JAW_LANDMARKS = np.arange(0, 17)
-LOWER_LIP_CENTRE = 57 - 48                   # the outer lower lip's middle, in the mouth's 20
-UPPER_LIP = np.array([50, 51, 52, 61, 62, 63]) - 48   # its middle, outer and inner
+# Indices among the mouth's 20 landmarks (48–67): the outer lower lip's middle; the upper lip's
+# middle, outer and inner.
+LOWER_LIP_CENTRE = 57 - 48
+UPPER_LIP = np.array([50, 51, 52, 61, 62, 63]) - 48
 JAW_FOLLOW = 0.5             # of the lower lip's drop, the chin's
 # The mouth's 20 landmarks' mirror images among themselves (iBUG's left/right pairs).
-MOUTH_MIRROR = landmark_space.MIRROR[MOUTH_LANDMARKS] - MOUTH_LANDMARKS[0]
+MOUTH_MIRROR = anatomy.MIRROR[anatomy.MOUTH] - anatomy.MOUTH[0]
 DEFAULT_BEFORE, DEFAULT_AFTER = 6, 1         # frames of audio before/after: 240 ms / 40 ms
 DEFAULT_COMPONENTS = 1                       # the opening
 RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
@@ -102,7 +103,7 @@ REST_QUANTILE = 0.6          # of the training frames' coefficients: the rest le
 # it softly (:func:`opening_factor`).
 MAX_OPENING = 0.6
 UPPER_INNER_LIP, LOWER_INNER_LIP = 62 - 48, 66 - 48
-LEFT_CORNER, RIGHT_CORNER = 48 - 48, 54 - 48
+LEFT_CORNER, RIGHT_CORNER = anatomy.MOUTH_CORNERS - anatomy.MOUTH[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +175,9 @@ def from_json(raw: dict) -> Articulation:
 
 
 def loudness(audio_features_NxF: np.ndarray) -> np.ndarray:
-    """``[N, F]`` log-mel rows → ``[N, 1]``: each row's amplitude ``exp(½ · log-sum-exp)``
-    (an RMS-like loudness), what the articulation reads."""
-    features = np.asarray(audio_features_NxF, np.float64)
-    return np.exp(0.5 * logsumexp(features, axis=-1, keepdims=True)).astype(np.float32)
+    """``[N, F]`` log-mel rows → ``[N, 1]`` float32: each row's mel loudness
+    (``syncers.data.measures.mel_loudness``), what the articulation reads."""
+    return mel_loudness(audio_features_NxF)[:, None].astype(np.float32)
 
 
 def audio_windows(loudness_4Tx1: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -189,35 +189,6 @@ def audio_windows(loudness_4Tx1: np.ndarray, before: int, after: int) -> np.ndar
     per_frame = features[:n_frames * FEATURES_PER_FRAME].reshape(n_frames, -1)
     padded = np.pad(per_frame, ((before, after), (0, 0)), mode="edge")
     return np.concatenate([padded[i:i + n_frames] for i in range(before + after + 1)], axis=1)
-
-
-def head_similarity(landmarks_Tx68x2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame, the similarity taking the frame's rigid landmarks onto the mean face's:
-    ``aligned = (l − centre) @ rotation · scale + mean_centre``. Returns ``rotation [T, 2, 2]``,
-    ``scale [T]`` and ``centre [T, 2]``."""
-    points = np.asarray(landmarks_Tx68x2, np.float64)[:, RIGID_LANDMARKS]
-    reference = landmark_space.mean_face()[RIGID_LANDMARKS]
-    ref_centred = reference - reference.mean(axis=0)
-    centre = points.mean(axis=1)
-    centred = points - centre[:, None]
-    u, s, vt = np.linalg.svd(np.einsum("tni,nj->tij", centred, ref_centred))
-    # a proper rotation (no reflection), as for Procrustes
-    d = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 1] *= d[:, None]
-    s[:, 1] *= d
-    rotation = u @ vt
-    scale = s.sum(axis=1) / np.maximum((centred ** 2).sum(axis=(1, 2)), 1e-12)
-    return rotation, scale, centre
-
-
-def aligned_mouth(landmarks_Tx68x2: np.ndarray, similarity=None) -> np.ndarray:
-    """``[T, 68, 2]`` → the mouth in the head's frame ``[T, 20, 2]`` (mean-face coordinates);
-    ``similarity``: the landmarks' :func:`head_similarity` when already computed."""
-    landmarks = np.asarray(landmarks_Tx68x2, np.float64)
-    rotation, scale, centre = head_similarity(landmarks) if similarity is None else similarity
-    mean_centre = landmark_space.mean_face()[RIGID_LANDMARKS].mean(axis=0)
-    mouth = landmarks[:, MOUTH_LANDMARKS] - centre[:, None]
-    return np.einsum("tni,tij->tnj", mouth, rotation) * scale[:, None, None] + mean_centre
 
 
 def predict(articulation: Articulation, audio_features_4TxF: np.ndarray) -> np.ndarray:
@@ -269,9 +240,9 @@ def jaw_drop(offsets_Tx20x2: np.ndarray) -> np.ndarray:
     move, and the mesh renderer would fold it into a seam."""
     face = landmark_space.mean_face()
     top = face[[0, 16], 1].mean()
-    share = np.clip((face[JAW_LANDMARKS, 1] - top) / (face[8, 1] - top), 0.0, 1.0)   # [17]
+    share = np.clip((face[anatomy.JAW, 1] - top) / (face[anatomy.CHIN, 1] - top), 0.0, 1.0)
     drop = np.maximum(np.asarray(offsets_Tx20x2, np.float64)[:, LOWER_LIP_CENTRE, 1], 0.0)
-    out = np.zeros((len(drop), len(JAW_LANDMARKS), 2))
+    out = np.zeros((len(drop), len(anatomy.JAW), 2))
     out[..., 1] = JAW_FOLLOW * drop[:, None] * share[None]
     return out
 
@@ -286,6 +257,8 @@ def opening_factor(offsets_Tx20x2: np.ndarray, mouth_Tx20x2: np.ndarray,
     offsets = np.asarray(offsets_Tx20x2, np.float64)
     mouth = np.asarray(mouth_Tx20x2, np.float64)
     width = np.linalg.norm(reference_20x2[RIGHT_CORNER] - reference_20x2[LEFT_CORNER])
+    # The middle pair's vertical gap in the head's frame, in the offsets' own units and
+    # direction (what an offset adds to), not the measured opening in eye distances.
     gap = mouth[:, LOWER_INNER_LIP, 1] - mouth[:, UPPER_INNER_LIP, 1]
     headroom = np.maximum(MAX_OPENING * width - gap, 0.0)
     added = offsets[:, LOWER_INNER_LIP, 1] - offsets[:, UPPER_INNER_LIP, 1]
@@ -340,8 +313,8 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float
     lopsided = lopsidedness(mouth, reference_mouth)
     offsets = scale * offsets
     offsets = offsets * opening_factor(offsets, mouth - lopsided, reference_mouth)[:, None, None]
-    in_head[:, MOUTH_LANDMARKS] = offsets - lopsided
-    in_head[:, JAW_LANDMARKS] = jaw_drop(offsets)
+    in_head[:, anatomy.MOUTH] = offsets - lopsided
+    in_head[:, anatomy.JAW] = jaw_drop(offsets)
     # aligned = l @ R · s  ⇒  a change Δ in the head's frame is Δ @ Rᵀ / s in the image
     delta = np.einsum("tnj,tij->tni", in_head, rotation) / head_scale[:, None, None]
     # encode is linear in the landmarks (a fixed canonical face), so its change is that of Δ;

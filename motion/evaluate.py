@@ -36,7 +36,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from motion import long_horizon, mouth
+from motion import long_horizon
+from syncers.data import measures
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import Clip, load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, PHANTOM_RIGID
@@ -104,21 +105,23 @@ def _diff_stats(x_CxTxKx6: np.ndarray) -> dict:
 
 def mouth_sync(generated_CxTxKx6: np.ndarray, gt_CxTxKx6: np.ndarray,
                audio_features: Sequence[np.ndarray], space: str) -> dict | None:
-    """Mean over clips of the mouth-opening vs speech-envelope correlation
-    (``motion.mouth.envelope_correlation``, best lag 0–3 frames) of generated and ground-truth
-    motion; None for a keypoint space without a mouth measure."""
-    if mouth.mouth_opening(gt_CxTxKx6[0], space) is None:
+    """Mean over clips of the mouth opening's r with the frame mel loudness of the clip's
+    features (``syncers.data.measures``: ``keypoint_mouth_opening``, ``frame_mel_loudness``,
+    ``envelope_r``, best lag 0–3 frames) of generated and ground-truth motion; clips where r is
+    undefined (a constant series) are skipped. None for a keypoint space without a mouth
+    measure."""
+    if measures.keypoint_mouth_opening(gt_CxTxKx6[0], space) is None:
         return None
     out = {}
     for who, sequences in (("generated", generated_CxTxKx6), ("gt", gt_CxTxKx6)):
-        rs = [mouth.envelope_correlation(mouth.mouth_opening(x, space), a)[0]
-              for x, a in zip(sequences, audio_features)]
+        openings = [measures.keypoint_mouth_opening(x, space) for x in sequences]
+        rs = [measures.envelope_r(o, measures.frame_mel_loudness(a))
+              for o, a in zip(openings, audio_features)]
         rs = [r for r in rs if np.isfinite(r)]
         out[who] = float(np.mean(rs)) if rs else None
-        out[f"{who}_mouth_mean"] = float(np.mean([mouth.mouth_opening(x, space).mean()
-                                                  for x in sequences]))
-    out["definition"] = ("mean over clips of Pearson r(mouth opening, speech envelope) at the "
-                         "best lag of 0-3 frames (motion.mouth)")
+        out[f"{who}_mouth_mean"] = float(np.mean([o.mean() for o in openings]))
+    out["definition"] = ("mean over clips of Pearson r(mouth opening, frame mel loudness) at the "
+                         "best lag of 0-3 frames (syncers.data.measures)")
     return out
 
 
@@ -239,7 +242,7 @@ def markdown(result: dict) -> str:
               "Definitions: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()) + "."]
     sync = result.get("mouth_sync")
     if sync:
-        lines += ["", f"Mouth opening vs speech envelope (Pearson r, best lag 0–3 frames, mean "
+        lines += ["", f"Mouth opening vs mel loudness (Pearson r, best lag 0–3 frames, mean "
                       f"over clips): generated {format_metric(sync['generated'])}, ground truth "
                       f"{format_metric(sync['gt'])}; mean opening generated "
                       f"{sync['generated_mouth_mean']:.3f}, ground truth "

@@ -17,15 +17,16 @@ own audio, over the same time windows:
   the head rests over the minute is not in that frame); the speed and acceleration of the
   positions (mean ‖Δp‖, ‖Δ²p‖ per frame) of generated over ground truth; and the mouth opening
   during speech and during pauses;
-- pauses and mouth opening as ``motion.mouth`` defines them.
+- pauses and mouth opening as ``syncers.data.measures`` defines them (``pauses``,
+  ``keypoint_mouth_opening``).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from motion.mouth import mouth_opening, pauses
 from syncers.data.layout import FPS
+from syncers.data.measures import keypoint_mouth_opening, pauses
 
 RIGID = (0, 1, 2, 3, 4)
 HORIZONS_S = (10, 30, 60)
@@ -91,7 +92,7 @@ def compare(generated_Tx10x6: np.ndarray, gt_Tx10x6: np.ndarray, audio_features_
     halves = position_w1(gt[:half], gt[half:])
     recentred = start_recentred(gt)
     paused = pauses(audio_features_4TxF)[:n_frames]
-    open_gen, open_gt = mouth_opening(gen, space), mouth_opening(gt, space)
+    open_gen, open_gt = keypoint_mouth_opening(gen, space), keypoint_mouth_opening(gt, space)
     size = FPS * window_s
     windows = {"first": slice(0, min(size, n_frames)),
                "last": slice(max(0, n_frames - size), n_frames)}
@@ -155,7 +156,7 @@ def plot(generated_Tx10x6: np.ndarray, gt_Tx10x6: np.ndarray, space: str, path) 
 
     gen, gt = np.asarray(generated_Tx10x6), np.asarray(gt_Tx10x6)
     seconds = np.arange(gen.shape[0]) / FPS
-    open_gen, open_gt = mouth_opening(gen, space), mouth_opening(gt, space)
+    open_gen, open_gt = keypoint_mouth_opening(gen, space), keypoint_mouth_opening(gt, space)
     rows = [("nose x (head turns)", gen[:, 4, 0], gt[:, 4, 0]),
             ("nose y (nods)", gen[:, 4, 1], gt[:, 4, 1])]
     rows.append(("mouth opening", open_gen, open_gt) if open_gen is not None

@@ -26,14 +26,12 @@ from skimage.measure import points_in_poly
 
 from render import interior
 from render import triangulation
-from syncers.data import landmark_space
+from syncers.data import anatomy, landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
-MOUTH = tuple(range(48, 68))
-INNER_LIP = tuple(range(60, 68))
-EYES = tuple(range(36, 48))
 FOREHEAD_BROWS = (17, 19, 21, 22, 24, 26)     # a forehead point above each of these
-OUTLINES = (INNER_LIP, tuple(range(48, 60)), tuple(range(36, 42)), tuple(range(42, 48)))
+OUTLINES = tuple(tuple(part.tolist()) for part in (anatomy.INNER_LIPS, anatomy.OUTER_LIPS,
+                                                    anatomy.LEFT_EYE, anatomy.RIGHT_EYE))
 REQUIRED_EDGES = tuple((o[i], o[(i + 1) % len(o)]) for o in OUTLINES for i in range(len(o)))
 LANDMARK, FOREHEAD, RING, BORDER = range(4)   # point kinds
 # Held-open gaps for the triangulation, as shares of the mouth's and eye's widths.
@@ -86,8 +84,8 @@ def _ray_exit(origin: np.ndarray, direction: np.ndarray, bound: float = 1.0) -> 
 def _forehead(lm: np.ndarray, height_share: float) -> np.ndarray:
     """A point above each of ``FOREHEAD_BROWS``, ``height_share`` of the brow-to-chin distance
     up the face (at most 45 % of the way to the crop's border, leaving the ring room)."""
-    brows = lm[17:27].mean(axis=0)
-    up = brows - lm[8]
+    brows = lm[anatomy.BROWS].mean(axis=0)
+    up = brows - lm[anatomy.CHIN]
     height = np.linalg.norm(up)
     up = up / max(height, 1e-9)
     base = lm[list(FOREHEAD_BROWS)]
@@ -130,8 +128,8 @@ def _topology(vertices: np.ndarray, pose: np.ndarray
     (positive area outside the mouth) on the true vertices. When landmarks make the outlines
     cross (an inner-lip corner outside the outer lip), the inner lip is pulled towards the
     mouth's centre until they do not; failing that, the plain Delaunay of the vertices."""
-    centre = vertices[list(MOUTH)].mean(axis=0)
-    inner = list(INNER_LIP)
+    centre = vertices[anatomy.MOUTH].mean(axis=0)
+    inner = list(anatomy.INNER_LIPS)
     for shrink in (1.0, 0.9, 0.8, 0.7, 0.6):
         true, held = vertices.copy(), pose.copy()
         true[inner] = centre + shrink * (vertices[inner] - centre)
@@ -148,14 +146,14 @@ def _topology(vertices: np.ndarray, pose: np.ndarray
 
 def _in_mouth(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """``[T]``: the triangle's centroid lies inside the inner-lip polygon."""
-    return points_in_poly(points[triangles].mean(axis=1), points[list(INNER_LIP)])
+    return points_in_poly(points[triangles].mean(axis=1), points[anatomy.INNER_LIPS])
 
 
 def _priority(triangles: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Triangle order for the lookup's candidate lists: mouth, eyes, other landmark triangles,
     the rest (a tile that overflows drops the last ones)."""
-    mouth = np.isin(triangles, MOUTH).any(axis=1)
-    eyes = np.isin(triangles, EYES).any(axis=1)
+    mouth = np.isin(triangles, anatomy.MOUTH).any(axis=1)
+    eyes = np.isin(triangles, anatomy.EYES).any(axis=1)
     face = (kind[triangles] == LANDMARK).all(axis=1)
     rank = np.where(mouth, 0, np.where(eyes, 1, np.where(face, 2, 3)))
     return np.argsort(rank, kind="stable")

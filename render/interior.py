@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-MOUTH_PAIRS = ((61, 67), (62, 66), (63, 65))
+from syncers.data import anatomy
+
+MOUTH_PAIRS = tuple(zip(anatomy.UPPER_INNER_LIP.tolist(), anatomy.LOWER_INNER_LIP.tolist()))
 UPPER_INNER = (60, 61, 62, 63, 64)
 LOWER_INNER = (60, 67, 66, 65, 64)
 # per eye: corners, upper lid, lower lid (each lid listed from the first corner)
@@ -87,7 +89,7 @@ def uncross(landmarks: jnp.ndarray, mouth_gap: float, eye_gap: float | None = No
     """Landmarks ``[..., 68, 2]`` with the inner lips (and, with ``eye_gap``, the lids) at least
     that share of the mouth's (eye's) width apart: a lower lip above the upper one would fold
     the mesh."""
-    lm = _open_pairs(landmarks, (48, 54), MOUTH_PAIRS, mouth_gap, 0.5)
+    lm = _open_pairs(landmarks, anatomy.MOUTH_CORNERS, MOUTH_PAIRS, mouth_gap, 0.5)
     if eye_gap is not None:
         for corners, upper, lower in EYES:
             lm = _open_pairs(lm, corners, tuple(zip(upper, lower)), eye_gap, 0.5)
@@ -211,7 +213,7 @@ def _mouth(xy, lm, source, colours):
     reveal = jnp.clip((gap - jnp.maximum(gap_s, 0.0)) / jnp.maximum(gap, 1.0), 0.0, 1.0)
     # Never beyond the driven outer lips: twisted lips (a generator's bad frame) can bend the
     # inner curves far outside the mouth, which painted cavities over the cheek.
-    alpha = inside * reveal * _inside_polygon(xy, lm[48:60])
+    alpha = inside * reveal * _inside_polygon(xy, lm[anatomy.OUTER_LIPS])
 
     along = jnp.clip(along, 0.0, 1.0)
     below_upper, above_lower = w - w_up, w_lo - w          # pixels from each lip
@@ -340,7 +342,7 @@ def paint(frames, driving, held, source, colours: Colours, win: Windows):
     ``[B, 68, 2]`` are the driven landmarks (lips uncrossed), ``held`` ``[B, 68, 2]`` the mesh's
     (lids held open), ``source [68, 2]`` the source's, all in centred pixels."""
     def one(frame, lm, hl):
-        frame = _blend_window(frame, lm[60:68].mean(axis=0), win.mouth,
+        frame = _blend_window(frame, lm[anatomy.INNER_LIPS].mean(axis=0), win.mouth,
                               lambda xy, patch, origin: _mouth(xy, lm, source, colours))
         for corners, upper, lower in EYES:
             idx = list(corners) + list(upper) + list(lower)

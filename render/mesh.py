@@ -34,12 +34,12 @@ from render import chunked
 from render import face_mesh
 from render import interior
 from render import piecewise
-from syncers.data import landmark_space
+from syncers.data import anatomy, landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
 MIN_SIZE = 64
 # Points of the head's similarity: brows, nose and eye corners (not the lids, which blink).
-HEAD_POINTS = np.array(list(range(17, 36)) + [36, 39, 42, 45])
+HEAD_POINTS = np.concatenate([anatomy.BROWS, anatomy.NOSE, anatomy.EYE_CORNERS])
 # Share of its group's first-order deformation each landmark takes beyond the head's rigid
 # motion: all, but for the jaw's upper ends, which hinge near the ears. (One affine map for
 # the whole jaw cannot bend it: a dropping chin stretches the group and lifts its ends

@@ -19,7 +19,7 @@ from motion.model import GeneratorModel
 from motion.talking_head import DEMO_MODEL_DIR
 from render import renderer as render_api
 from motion.stream import ArticulationStream
-from syncers.data import dataset
+from syncers.data import dataset, measures
 from syncers.data import landmark_space as ls
 from syncers.data.features import audio_features, feature_config
 from syncers.data.layout import LANDMARK_SPACE
@@ -92,8 +92,8 @@ def test_the_aligned_mouth_does_not_see_the_head_pose():
 def _predicted_opening(articulation, clip):
     offsets = ar.predict(articulation, clip.audio_features)
     base = np.repeat(ls.encode(ls.mean_face())[None], len(offsets), axis=0)
-    return ls.mouth_opening(ls.decode(ar.apply(base, offsets))) \
-        - ls.mouth_opening(ls.mean_face()[None])
+    return measures.mouth_opening(ls.decode(ar.apply(base, offsets))) \
+        - measures.mouth_opening(ls.mean_face()[None])
 
 
 def test_the_linear_fit_predicts_the_jaw_from_the_loudness():
@@ -105,7 +105,7 @@ def test_the_linear_fit_predicts_the_jaw_from_the_loudness():
     predicted = _predicted_opening(articulation, clip)
     assert np.corrcoef(predicted, opening)[0, 1] > 0.9
     # the gain gives the mouth the training mouths' spread, not a regression's shrunk one
-    truth = ls.mouth_opening(clip.landmarks)
+    truth = measures.mouth_opening(clip.landmarks)
     assert 0.75 < predicted.std() / truth.std() < 1.33
 
 

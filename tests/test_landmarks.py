@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from syncers.data import face, landmarks as landmarker
+from syncers.data import anatomy, measures
 from syncers.data import landmark_space as space
 from tolerance import assert_close
 
@@ -22,13 +23,13 @@ def _face_landmarks(image):
 def test_groups_partition_the_68_landmarks_and_mirror_is_an_involution():
     members = sorted(i for group in space.GROUPS for i in group)
     assert members == list(range(68))
-    assert sorted(space.MIRROR.tolist()) == list(range(68))
-    np.testing.assert_array_equal(space.MIRROR[space.MIRROR], np.arange(68))
+    assert sorted(anatomy.MIRROR.tolist()) == list(range(68))
+    np.testing.assert_array_equal(anatomy.MIRROR[anatomy.MIRROR], np.arange(68))
     points = np.random.default_rng(0).uniform(-1, 1, (3, 68, 2)).astype(np.float32)
     np.testing.assert_array_equal(space.mirror(space.mirror(points)), points)
     # a group maps onto its mirror group (left brow ↔ right brow, upper lip ↔ upper lip)
     for k, group in enumerate(space.GROUPS):
-        mirrored = {int(space.MIRROR[i]) for i in group}
+        mirrored = {int(anatomy.MIRROR[i]) for i in group}
         assert mirrored in [set(g) for g in space.GROUPS], space.GROUP_NAMES[k]
 
 
@@ -37,7 +38,7 @@ def test_mean_face_is_a_frontal_face_in_the_crop():
     assert mean.shape == (68, 2)
     assert mean[36, 0] < mean[45, 0]                   # the image's left eye is left
     assert mean[19, 1] < mean[30, 1] < mean[57, 1] < mean[8, 1]    # brow, nose, lip, chin
-    assert 0.3 < space.inter_ocular(mean) < 1.0
+    assert 0.3 < measures.eye_distance(mean) < 1.0
     assert np.abs(mean.mean(axis=0)).max() < 0.2       # centred in the crop
 
 
@@ -69,13 +70,6 @@ def test_encode_checks_shapes():
         space.decode(np.zeros((10, 4)))
 
 
-def test_mouth_opening_grows_when_the_lower_lip_drops():
-    mean = space.mean_face().astype(np.float32)
-    opened = mean.copy()
-    opened[[56, 57, 58, 65, 66, 67], 1] += 0.1
-    assert space.mouth_opening(opened) > space.mouth_opening(mean) + 0.1
-
-
 def test_landmarks_land_on_the_face(real_media):
     image = face.load_image(real_media / "happy.png")
     points = _face_landmarks(image)
@@ -89,7 +83,7 @@ def test_landmarks_land_on_the_face(real_media):
     assert np.abs(points[48:68, 0].mean()) < 0.2
     # the keypoints reconstruct the landmarks to a few % of the inter-ocular distance
     error = np.linalg.norm(space.decode(space.encode(points)) - points, axis=-1)
-    assert error.mean() / space.inter_ocular(points) < 0.05
+    assert error.mean() / measures.eye_distance(points) < 0.05
 
 
 def test_no_face_in_noise_and_a_lost_face_is_reported():
@@ -128,7 +122,7 @@ def test_reconstruction_error_on_real_corpus_frames(real_corpus):
             if found:
                 points = landmarker.to_crop_coords(landmarker.landmarks(crop, found[0]), 256)
                 gap = np.linalg.norm(space.decode(space.encode(points)) - points, axis=-1)
-                errors.append(gap / space.inter_ocular(points))
+                errors.append(gap / measures.eye_distance(points))
     errors = np.concatenate(errors)
     assert errors.size >= 68 * 4
     assert errors.mean() < 0.03 and np.percentile(errors, 95) < 0.08

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from motion import long_horizon as lh
-from motion import mouth
 from syncers.data import landmark_space
-from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE
+from syncers.data.layout import LANDMARK_SPACE
 
 FPS = 25
 
@@ -96,33 +95,6 @@ def test_nan_is_reported_not_measured():
     assert lh.aggregate([result])["finite"] is False
 
 
-def test_pauses_need_200_ms_of_quiet():
-    n_frames = 100
-    features = np.zeros((4 * n_frames, 26))
-    features[4 * 10:4 * 16] = -20.0                    # 6 quiet frames: a pause
-    features[4 * 50:4 * 53] = -20.0                    # 3 quiet frames: not a pause
-    features[4 * 70:4 * 90] = -20.0                    # 20 quiet frames
-    paused = mouth.pauses(features)
-    assert paused.shape == (n_frames,)
-    np.testing.assert_array_equal(np.flatnonzero(paused),
-                                  np.r_[np.arange(10, 16), np.arange(70, 90)])
-
-
-def test_mouth_opening_per_space():
-    mean = landmark_space.mean_face()
-    closed = landmark_space.encode(mean)[None]
-    opened_points = mean.copy()
-    opened_points[[56, 57, 58, 65, 66, 67], 1] += 0.1
-    opened = landmark_space.encode(opened_points)[None]
-    assert mouth.mouth_opening(opened, LANDMARK_SPACE)[0] > \
-        mouth.mouth_opening(closed, LANDMARK_SPACE)[0] + 0.05
-    phantom = np.zeros((1, 10, 6))
-    phantom[0, 2, :2], phantom[0, 3, :2] = (-0.2, 0.0), (0.2, 0.0)        # eyes 0.4 apart
-    phantom[0, 7, :2], phantom[0, 8, :2] = (0.0, 0.3), (0.0, 0.38)        # lips 0.08 apart
-    assert mouth.mouth_opening(phantom, PHANTOM_SPACE)[0] == pytest.approx(0.2)
-    assert mouth.mouth_opening(phantom, "fomm-vox256") is None
-
-
 def test_aggregate_and_plot(tmp_path):
     x = _wobble(FPS * 60)
     runs = [lh.compare(x, x, _audio(FPS * 60), LANDMARK_SPACE),
@@ -132,16 +104,3 @@ def test_aggregate_and_plot(tmp_path):
     assert summary["last"]["velocity_ratio"] == pytest.approx(1.0, rel=1e-9)
     lh.plot(x + 0.01, x, LANDMARK_SPACE, tmp_path / "long.png")
     assert (tmp_path / "long.png").stat().st_size > 10_000
-
-
-def test_envelope_correlation_finds_the_lag():
-    rng = np.random.default_rng(5)
-    n_frames = 300
-    loud = np.repeat(rng.uniform(-6, 0, n_frames // 5), 5)               # syllable-like steps
-    features = np.repeat(loud, 4)[:, None] + np.zeros((1, 26))
-    envelope = np.exp(0.5 * mouth.speech_energy(features))
-    opening = np.r_[np.zeros(2), envelope[:-2]]                        # the mouth 2 frames late
-    r, lag = mouth.envelope_correlation(opening, features)
-    assert lag == 2 and r == pytest.approx(1.0, abs=1e-9)
-    r_flat, _ = mouth.envelope_correlation(np.ones(n_frames), features)
-    assert np.isnan(r_flat)

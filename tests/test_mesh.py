@@ -9,7 +9,7 @@ import pytest
 from skimage.measure import points_in_poly
 
 from render import face_mesh, mesh, piecewise, triangulation
-from syncers.data import landmark_space
+from syncers.data import anatomy, landmark_space
 from tolerance import assert_close
 
 S = 96                                   # synthetic tests: one compilation at this size
@@ -190,7 +190,7 @@ def test_lips_and_eyes_are_outlined_in_the_mesh():
     assert np.all(triangulation.signed_areas(built.points, built.triangles) > 0)
     # the interior is the only unclamped part, and it is exactly the inner lip's triangles
     inner = built.triangles[~built.clampable]
-    assert len(inner) == 6 and np.all(np.isin(inner, face_mesh.INNER_LIP))
+    assert len(inner) == 6 and np.all(np.isin(inner, anatomy.INNER_LIPS))
 
 
 def test_required_edge_is_inserted_by_flips():
@@ -254,12 +254,12 @@ def test_real_portrait_talks_and_blinks(portrait):
 
 def test_mouth_activity_follows_speech_driven_lips(portrait, real_media):
     """End to end: lips opened by a speech envelope give a high mouth-activity r."""
-    from bench.mouth_activity import activity_r, rms_envelope
-    from syncers.data import features
+    from bench.mouth_activity import activity_r
+    from syncers.data import features, measures
 
     crop, _, kp, source = portrait
     samples = features.load_audio(real_media / "chinese_poem1.wav")[:16000 * 4]
-    envelope = rms_envelope(samples, 100)
+    envelope = measures.frame_rms(samples, 100)
     opening = 0.12 * envelope / envelope.max()
     frames = mesh.render(source, kp, np.stack([_opened(kp, a) for a in opening]),
                          mesh.MeshConfig(chunk=8))

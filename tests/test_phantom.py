@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from motion.app.cli import main
-from syncers.data import dataset
+from syncers.data import dataset, measures
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS
 from syncers.data.phantom import audio as pa
@@ -50,7 +50,7 @@ def _signals(root: Path) -> dict[str, list[np.ndarray]]:
     for split in dataset.SPLITS:
         for info in manifest.clips(split):
             clip = dataset.read_clip(root, split, info.clip_id, info.n_frames)
-            rms = phantom.frame_rms(load_audio(root / split / f"{info.clip_id}.wav"))
+            rms = measures.frame_rms(load_audio(root / split / f"{info.clip_id}.wav"))
             kp = clip.keypoints
             out["mouth"].append(kp[:, LOWER_LIP, 1] - kp[:, UPPER_LIP, 1])
             out["pitch"].append(phantom.band_pass(kp[:, list(RIGID), 1].mean(axis=1), BAND))

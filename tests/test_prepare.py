@@ -15,7 +15,7 @@ from syncers.data import prepare as prepare_app
 from motion.app.cli import main
 from syncers.data.prepare import clip_id_of, clip_ids, split_of
 from syncers.data.video import write_video
-from syncers.data import dataset, landmark_space
+from syncers.data import dataset, landmark_space, measures
 from syncers.data.features import audio_features, feature_config, load_audio
 
 REAL_VIDEOS = ("WDA_KatieHill_000.mp4", "WDA_AlexandriaOcasioCortez_000.mp4")
@@ -71,7 +71,7 @@ def test_prepare_real_videos_with_no_checkpoint(videos, prepared, real_media):
         # a real talking head: the face sits in the middle of the crop, the mouth moves
         centre = clip.landmarks.mean(axis=(0, 1))
         assert np.all(np.abs(centre) < 0.3), centre
-        opening = landmark_space.mouth_opening(clip.landmarks)
+        opening = measures.mouth_opening(clip.landmarks)
         assert opening.std() > 0.01 and opening.max() > 0.05
         expected = audio_features(load_audio(video)[:200 * 640])
         np.testing.assert_array_equal(clip.audio_features, expected)

@@ -64,8 +64,8 @@ GLOSSARY = {
              "the frame width (keypoints span −1…1, so a distance d is 50·d % of the width).",
     "acceleration": "the mean size of a keypoint's second difference p(t+2) − 2p(t+1) + p(t), "
                     "as % of the frame width per frame².",
-    "mouth sync": "Pearson r between the mouth opening and the speech envelope at the best lag "
-                  "of 0–3 frames, averaged over clips (−1…1; 1 = the mouth opens exactly with "
+    "mouth sync": "Pearson r between the mouth opening and the mel loudness (the loudness of "
+                  "the audio features) at the best lag of 0–3 frames, averaged over clips (−1…1; 1 = the mouth opens exactly with "
                   "the loudness).",
     "drift": "how far the rigid keypoints 0–4 (brows, eyes, nose) are from where they started: "
              "the mean distance ‖p(t) − p(0)‖, as % of the frame width, in a long generation "
@@ -287,7 +287,7 @@ def sync_section(metrics: dict) -> tuple[str, set[str]]:
         if sync and sync.get("generated") is not None and sync.get("gt") is not None:
             parts.append(_verdict(mouth_verdict(sync)))
             parts.append(_table(["mouth sync (Pearson r)", "generated", "ground truth"],
-                                [["mouth opening vs speech envelope", f"{sync['generated']:.2f}",
+                                [["mouth opening vs mel loudness", f"{sync['generated']:.2f}",
                                   f"{sync['gt']:.2f}"]]))
             terms.add("mouth sync")
     drift = metrics.get("drift")

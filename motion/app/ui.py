@@ -52,11 +52,11 @@ from syncers.data import face
 from syncers.data.video import probe
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE
+from syncers.data.measures import SILENCE_RMS
 from syncers.run.errors import InputError, optional_import
 
 BUNDLED = "bundled demo model"
 RENDERERS = ("default for the model", "mesh", "warp")
-SILENCE_RMS = 1e-4            # below this (−80 dBFS) a recording holds no speech to follow
 LIVE_CHUNK_SECONDS = 0.5      # how often the browser sends microphone audio
 INSTALL = "pip install 'msync[ui]'"
 

@@ -30,20 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
+from syncers.data import anatomy
 from syncers.data.layout import KEYPOINT_DIM, LANDMARK_SPACE, N_KEYPOINTS
 
-N_LANDMARKS = 68
+N_LANDMARKS = anatomy.N_LANDMARKS
 GROUPS: tuple[tuple[int, ...], ...] = (
-    tuple(range(17, 22)),                     # 0 left brow
-    tuple(range(22, 27)),                     # 1 right brow
-    tuple(range(36, 42)),                     # 2 left eye
-    tuple(range(42, 48)),                     # 3 right eye
-    tuple(range(27, 36)),                     # 4 nose
+    tuple(anatomy.LEFT_BROW.tolist()),        # 0 left brow
+    tuple(anatomy.RIGHT_BROW.tolist()),       # 1 right brow
+    tuple(anatomy.LEFT_EYE.tolist()),         # 2 left eye
+    tuple(anatomy.RIGHT_EYE.tolist()),        # 3 right eye
+    tuple(anatomy.NOSE.tolist()),             # 4 nose
     (48, 49, 59, 60),                         # 5 left mouth corner
     (53, 54, 55, 64),                         # 6 right mouth corner
     (50, 51, 52, 61, 62, 63),                 # 7 upper lip
     (56, 57, 58, 65, 66, 67),                 # 8 lower lip
-    tuple(range(0, 17)),                      # 9 jaw
+    tuple(anatomy.JAW.tolist()),              # 9 jaw
 )
 GROUP_NAMES = ("left brow", "right brow", "left eye", "right eye", "nose", "left mouth corner",
                "right mouth corner", "upper lip", "lower lip", "jaw")
@@ -53,14 +54,6 @@ RIGID = (0, 1, 2, 3, 4)                       # brows, eyes, nose: landmarks 17�
 SIMILARITY_PRIOR = 0.05
 MEAN_FACE_FILE = Path(__file__).with_name("landmarks_v1_mean_face.json")
 
-# The landmark each landmark becomes in the mirror image (iBUG's left/right pairs).
-MIRROR = np.array(
-    list(range(16, -1, -1))                                   # jaw
-    + list(range(26, 16, -1))                                 # brows
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]                    # nose
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]        # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]        # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65], np.int32)             # inner lips
 
 GROUP_OF = np.empty(N_LANDMARKS, np.int32)   # [68]: the keypoint each landmark belongs to
 for _k, _members in enumerate(GROUPS):
@@ -148,23 +141,9 @@ def decode(keypoints: np.ndarray, canonical: np.ndarray | None = None) -> np.nda
 def mirror(landmarks: np.ndarray) -> np.ndarray:
     """The landmarks ``[..., 68, 2]`` of the horizontally mirrored crop (x → −x, left and right
     points swapped), for the flip augmentation."""
-    flipped = _check(landmarks)[..., MIRROR, :].copy()
+    flipped = _check(landmarks)[..., anatomy.MIRROR, :].copy()
     flipped[..., 0] *= -1
     return flipped
-
-
-def inter_ocular(landmarks: np.ndarray) -> np.ndarray:
-    """Distance between the outer eye corners (landmarks 36 and 45), ``[...]``."""
-    landmarks = _check(landmarks)
-    return np.linalg.norm(landmarks[..., 45, :] - landmarks[..., 36, :], axis=-1)
-
-
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """Inner-lip opening over the inter-ocular distance, ``[...]``: the mean gap between the
-    inner lip points 61–63 and 67–65 (the paper's lip measure, scale-free)."""
-    landmarks = _check(landmarks)
-    gap = np.linalg.norm(landmarks[..., [61, 62, 63], :] - landmarks[..., [67, 66, 65], :], axis=-1)
-    return gap.mean(axis=-1) / np.maximum(inter_ocular(landmarks), 1e-6)
 
 
 def build_mean_face(landmarks: np.ndarray, iterations: int = 10) -> np.ndarray:

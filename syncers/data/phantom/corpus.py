@@ -6,7 +6,8 @@ makes a clip's keypoints from the same plan (lips follow the syllable envelope a
 nods follow band-passed speech energy at ``head_lag`` plus an equal-power uncoupled drift); this
 module writes corpora of them (``<out>/<split>/phantom-NNNNN.{npz,wav}`` + ``manifest.json``,
 80/10/10 splits by clip index) and holds the measurements tests and reports use to check the
-coupling from what a dataset user sees: the wav samples and the stored keypoints.
+coupling from what a dataset user sees: the wav samples (their envelope is
+``syncers.data.measures.frame_rms``) and the stored keypoints.
 """
 from __future__ import annotations
 
@@ -20,20 +21,13 @@ import numpy as np
 
 from syncers.data import dataset
 from syncers.data.features import audio_features, feature_config
-from syncers.data.layout import FPS, SAMPLES_PER_FRAME
+from syncers.data.layout import FPS
 from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
                                          PhantomClip, PhantomParams, band_pass, synth_clip)
 from syncers.run.errors import InputError
 from syncers.run.progress import bar as progress_bar
 
 # --- measuring the coupling from what a dataset user sees (the wav and the keypoints) -------------
-
-def frame_rms(samples: np.ndarray) -> np.ndarray:
-    """``[n_samples]`` 16 kHz → RMS of each whole 40 ms video frame ``[T]``."""
-    n_frames = samples.shape[0] // SAMPLES_PER_FRAME
-    frames = np.asarray(samples[:n_frames * SAMPLES_PER_FRAME], np.float64)
-    return np.sqrt(np.mean(frames.reshape(n_frames, -1) ** 2, axis=1))
-
 
 def lagged_correlation(motion: list[np.ndarray], audio: list[np.ndarray],
                        max_lag: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import numpy as np
 from syncers.data.layout import PHANTOM_RIGID
 
 RIGID = PHANTOM_RIGID  # brows, eyes, nose: the head-pose subset used by ``analyze``
+LEFT_EYE, RIGHT_EYE = 2, 3
 UPPER_LIP, LOWER_LIP = 7, 8
 
 # [10, 2] positions in face-box coordinates (an LBP frontal-face box runs from about the brows
