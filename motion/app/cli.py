@@ -350,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", type=int, choices=(256, 512), default=256,
                           help="output frames are SIZE x SIZE pixels (default %(default)s; the "
                                "FOMM renderer draws 256 and is upsampled to 512)")
+    generate.add_argument("--blink-seed", type=int, default=0, metavar="K",
+                          help="seed of the added spontaneous blinks (landmark-space models, "
+                               "generated motion; about 15 a minute; default %(default)s)")
+    generate.add_argument("--no-blinks", action="store_true",
+                          help="add no blinks to the generated motion")
     generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
     evaluate = commands.add_parser(

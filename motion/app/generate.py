@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from skimage import data as skimage_data
 
+from motion import blink
 from motion.articulation import articulate
 from motion.generate import generate, match_features, remove_drift
 from motion.generator import N_KEYPOINTS
@@ -244,6 +246,10 @@ def generate_command(args: Any) -> None:
                                          and 0 <= drift_window <= MAX_DRIFT_WINDOW_S):
         raise InputError(None, f"--drift-window must be a number of seconds from 0 to "
                                f"{MAX_DRIFT_WINDOW_S:g} (0 = off); got {drift_window}")
+    blink_seed = getattr(args, "blink_seed", 0)
+    if not 0 <= blink_seed < 2 ** 31:
+        raise InputError(None, f"--blink-seed must be a whole number from 0 to {2 ** 31 - 1}; "
+                               f"got {blink_seed}")
     given_path = getattr(args, "keypoints", None)
     if given_path is not None and (args.head_scale != 1 or args.lip_scale != 1):
         raise InputError(None, "--head-scale and --lip-scale scale generated motion; with "
@@ -315,6 +321,10 @@ def generate_command(args: Any) -> None:
         bar.update(n_frames)
     generate_s = time.perf_counter() - started
     keypoints = to_image(generated)
+    if space == LANDMARK_SPACE and given is None and not getattr(args, "no_blinks", False):
+        # The generator's eyes follow speech, which blinking does not: blinks are added here.
+        keypoints = blink.apply(keypoints, blink.generate(
+            jax.random.PRNGKey(blink_seed), n_frames, FPS))
     if not np.all(np.isfinite(keypoints)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
     # The source is drawn at its own pose: frame 0 carries the articulation of the first 40 ms,
