@@ -56,7 +56,7 @@ class MeshConfig:
     ring_follow: float = 0.8       # share of the head's motion the ring takes (border: none)
     forehead_height: float = 0.35  # forehead points above the brows, share of brow-to-chin
     border_points: int = 3         # points on each crop side between its corners
-    min_area_ratio: float = 0.02   # a clamped triangle keeps this share of its source area
+    min_area_ratio: float = 0.3    # a clamped triangle keeps this share of its source area
     clamp_steps: int = 4           # rounds of limiting the motion of folding triangles
     tile: int = 8                  # side of the lookup tiles at 256², pixels (∝ size)
     candidates: int = 8            # triangles every tile tests
@@ -240,6 +240,62 @@ def clamped_vertices(source: MeshSource, kp_source, kp_driving,
 def _clamped(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
     targets, anchors, _ = _targets(source, kp_source, kp_driving, config)
     return _clamp(source, targets, anchors, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folds:
+    """Per-frame fold measure of the mesh warp (``fold_measure``), each ``[T]``.
+
+    min_jacobian: the smallest Jacobian determinant of the forward warp over the face's
+    triangles (all but the mouth's interior, which is painted): a triangle's driven area over
+    its source area, constant on it. 1 is no change, ≤ 0 a fold; the clamp keeps it at least
+    ``MeshConfig.min_area_ratio``, where the skin is squeezed into a crease.
+    folded: triangles of the whole mesh (mouth included, but for slivers under a pixel in the
+    source: a closed mouth's interior) whose driven orientation reverses their source one.
+    uncovered: pixels that no tested triangle holds (a crack: the lookup continued the nearest
+    triangle's map past its edge, so the picture jumps there).
+    """
+
+    min_jacobian: np.ndarray
+    folded: np.ndarray
+    uncovered: np.ndarray
+
+    def ok(self) -> np.ndarray:
+        """``[T]`` bool: neither fold nor crack."""
+        return (self.min_jacobian > 0) & (self.folded == 0) & (self.uncovered == 0)
+
+
+def fold_measure(source: MeshSource, kp_source, kp_driving,
+                 config: MeshConfig = MeshConfig()) -> Folds:
+    """The fold measure (``Folds``) of ``kp_source [10, 6]`` → ``kp_driving [T, 10, 6]`` as
+    ``render`` draws it: the clamped mesh, and the pixel lookup of every frame."""
+    kp_source, kp_driving = _check_keypoints(kp_source, kp_driving)
+    parts = [_fold_chunk(source, jnp.asarray(kp_source), jnp.asarray(kp_driving[i:i + 1]),
+                         config) for i in range(kp_driving.shape[0])]
+    if not parts:
+        return Folds(*(np.zeros(0, t) for t in (np.float32, np.int32, np.int32)))
+    return Folds(*(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3)))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _fold_chunk(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
+    targets, anchors, _ = _targets(source, kp_source, kp_driving, config)
+    points = _clamp(source, targets, anchors, config)                            # [B, N, 2]
+    before = piecewise.areas(source.vertices, source.triangles)                  # [T]
+    after = piecewise.areas(points, source.triangles)                            # [B, T]
+    ratio = jnp.where(source.clampable, after / jnp.maximum(before, 1e-6), jnp.inf)
+
+    def uncovered(p):
+        score = piecewise.source_coords(
+            source.vertices, source.triangles, p, source.size, tile_size(config, source.size),
+            config.candidates, config.busy_tiles, config.busy_candidates, with_score=True)[2]
+        return jnp.sum(score < -1e-4)
+
+    # A mouth-interior sliver of a closed source mouth (under a pixel; it may even be reversed
+    # there) shows nothing that could fold: the interior painting covers it as it opens.
+    reversed_ = (jnp.abs(before) >= 1.0) & (after * jnp.sign(before) < 0)
+    return (ratio.min(axis=-1), jnp.sum(reversed_, axis=-1).astype(jnp.int32),
+            jax.lax.map(uncovered, points).astype(jnp.int32))
 
 
 def driving_landmarks(source: MeshSource, kp_source, kp_driving) -> np.ndarray:
