@@ -56,7 +56,8 @@ class MeshConfig:
     ring_follow: float = 0.8       # share of the head's motion the ring takes (border: none)
     forehead_height: float = 0.35  # forehead points above the brows, share of brow-to-chin
     border_points: int = 3         # points on each crop side between its corners
-    min_area_ratio: float = 0.3    # a clamped triangle keeps this share of its source area
+    min_area_ratio: float = 0.3    # a clamped triangle keeps this share of its source area,
+    lip_min_area_ratio: float = 0.02   # ... one between lip landmarks this (corners squeeze)
     clamp_steps: int = 4           # rounds of limiting the motion of folding triangles
     tile: int = 8                  # side of the lookup tiles at 256², pixels (∝ size)
     candidates: int = 8            # triangles every tile tests
@@ -205,15 +206,25 @@ def _safe_share(start, end, triangles, floor):
     return jnp.where(c0 > 0, jnp.clip(roots.min(-1), 0.0, 1.0), 1.0)
 
 
+def _floor(triangles, config: MeshConfig):
+    """``[T]``: the share of its source area each triangle keeps. Lower on the lips: the
+    corner groups (``landmark_space.GROUPS``) hold the outer lip beside the corners while the
+    lower lip's group drops, so the corner triangles squeeze as a mouth opens, as real lip
+    corners do; a higher floor there stopped the whole lower lip."""
+    lips = jnp.all((triangles >= 48) & (triangles < 68), axis=-1)
+    return jnp.where(lips, config.lip_min_area_ratio, config.min_area_ratio)
+
+
 def _clamp(source: MeshSource, targets, anchors, config: MeshConfig):
     """Vertices ``[B, N, 2]`` with no clampable triangle below ``min_area_ratio`` of its source
-    area. Each vertex takes the share of its motion beyond its anchor (a landmark's
+    area (``lip_min_area_ratio`` between lip landmarks). Each vertex takes the share of its
+    motion beyond its anchor (a landmark's
     deformation beyond the head's rigid motion, so the head still turns; a forehead or ring
     point's whole motion) that its folding triangles allow, ``clamp_steps`` times over; a frame
     still folding after that (a motion too large for the crop) takes the share of its whole
     motion that does not fold. Every share is continuous in the motion: no frame jumps."""
     base, tri = source.vertices, source.triangles
-    floor = config.min_area_ratio * piecewise.areas(base, tri)                # [T]
+    floor = _floor(tri, config) * piecewise.areas(base, tri)                  # [T]
     ignore = ~source.clampable
     alpha = jnp.ones(targets.shape[:2], jnp.float32)
     for _ in range(config.clamp_steps):
@@ -249,7 +260,8 @@ class Folds:
     min_jacobian: the smallest Jacobian determinant of the forward warp over the face's
     triangles (all but the mouth's interior, which is painted): a triangle's driven area over
     its source area, constant on it. 1 is no change, ≤ 0 a fold; the clamp keeps it at least
-    ``MeshConfig.min_area_ratio``, where the skin is squeezed into a crease.
+    ``MeshConfig.min_area_ratio`` (``lip_min_area_ratio`` between lip landmarks), where the
+    skin is squeezed into a crease.
     folded: triangles of the whole mesh (mouth included, but for slivers under a pixel in the
     source: a closed mouth's interior) whose driven orientation reverses their source one.
     uncovered: pixels that no tested triangle holds (a crack: the lookup continued the nearest

@@ -317,7 +317,14 @@ def _assert_no_fold_or_crack(source, kp, drv, config):
     assert folds.min_jacobian.shape == (drv.shape[0],)
     assert np.all(folds.folded == 0), folds.folded
     assert np.all(folds.uncovered == 0), folds.uncovered
-    assert folds.min_jacobian.min() >= config.min_area_ratio * (1 - 1e-3), folds.min_jacobian
+    assert folds.min_jacobian.min() >= config.lip_min_area_ratio * (1 - 1e-3), \
+        folds.min_jacobian
+    floor = np.asarray(mesh._floor(source.triangles, config))
+    points = mesh.clamped_vertices(source, kp, drv, config)
+    tri, keep = np.asarray(source.triangles), np.asarray(source.clampable)
+    ratio = triangulation.signed_areas(points, tri) / triangulation.signed_areas(
+        np.asarray(source.vertices), tri)
+    assert np.all(ratio[:, keep] >= floor[keep] * (1 - 1e-3))
     assert np.all(folds.ok())
 
 
