@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", type=int, choices=(256, 512), default=256,
                           help="output frames are SIZE x SIZE pixels (default %(default)s; the "
                                "FOMM renderer draws 256 and is upsampled to 512)")
+    generate.add_argument("--full-frame", action="store_true",
+                          help="put the animated head back into the whole photo (the photo's "
+                               "size, cut to even sides), blended into it along the crop's "
+                               "sides; the photo's own pixels elsewhere")
     generate.add_argument("--blink-seed", type=int, default=0, metavar="K",
                           help="seed of the added spontaneous blinks (landmark-space models, "
                                "generated motion; about 15 a minute; default %(default)s)")

@@ -32,7 +32,7 @@ from motion.saved_model import (META, PARAMS, load_model, long_rollout_warning,
 # x0 and the crop map are shared with the streaming API (``motion.stream``)
 from motion.source import FOMM_SIZE, relative_transfer, source_landmarks
 from motion.source import source_keypoints as _source_keypoints
-from render import mesh
+from render import composite, mesh
 from syncers.data import face
 from render.fomm import load as load_fomm
 from render.keypoints import split
@@ -160,14 +160,15 @@ def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm, points=No
     return _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
 
 
-def write_frames(path: Path, chunks, n_frames: int, size: int, samples: np.ndarray,
-                 audio_file: str | None) -> None:
+def write_frames(path: Path, chunks, n_frames: int, size: int | tuple[int, int],
+                 samples: np.ndarray, audio_file: str | None) -> None:
     """Stream rendered chunks into the mp4 at ``path`` with a progress bar (memory flat in the
     video's length); the sound is the input file's own (its rate and channels) when there is
     one, else ``samples`` (the bundled utterance)."""
     n_out = max(1, math.ceil(samples.size / SAMPLE_RATE * FPS - 1e-6))
+    height, width = size if isinstance(size, tuple) else (size, size)       # tuple: whole photo
     with progress.bar(n_frames, "render", "frame") as bar, \
-            video_writer(path, size, size, FPS, audio=None if audio_file else samples,
+            video_writer(path, width, height, FPS, audio=None if audio_file else samples,
                          audio_file=audio_file, n_frames=n_out) as write:
         for chunk in chunks:
             write(chunk)
@@ -334,7 +335,11 @@ def generate_command(args: Any) -> None:
     started = time.perf_counter()
     with published(out) as partial:
         chunks = _frame_chunks(renderer, crop, x0, keypoints, fomm, points)
-        write_frames(partial, chunks, n_frames, crop.image.shape[0], samples, audio_path)
+        frame_size = crop.image.shape[0]
+        if getattr(args, "full_frame", False):
+            chunks = (composite.paste(image, chunk, crop.box) for chunk in chunks)
+            frame_size = composite.even_shape(*image.shape[:2])
+        write_frames(partial, chunks, n_frames, frame_size, samples, audio_path)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
