@@ -37,6 +37,10 @@ from syncers.data import landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
 MIN_SIZE = 64
+# A mouth-interior triangle of at least this twice-area (pixels²) in the source (a photo's
+# open mouth) is clamped like the face's: a closing mouth must not turn its teeth over.
+# Smaller ones (a closed mouth's slivers) show nothing and are painted over as it opens.
+MIN_AREA_PX = 1.0
 # Points of the head's similarity: brows, nose and eye corners (not the lids, which blink).
 HEAD_POINTS = np.array(list(range(17, 36)) + [36, 39, 42, 45])
 # Share of its group's first-order deformation each landmark takes beyond the head's rigid
@@ -74,8 +78,9 @@ class MeshSource:
     image ``[S, S, 3]``; table ``[S·S, 12]`` (``piecewise.neighbour_table``); landmarks
     ``[68, 2]`` in normalised crop coordinates as the mesh uses them (lips and lids uncrossed);
     vertices ``[N, 2]`` (landmarks, forehead, ring, border in this order); kind ``[N]``
-    (``face_mesh.LANDMARK`` …); triangles ``[T, 3]`` int32; clampable ``[T]``; the colours and
-    window sizes of the interior painting.
+    (``face_mesh.LANDMARK`` …); triangles ``[T, 3]`` int32; clampable ``[T]`` (all but a closed
+    mouth's interior slivers, ``MIN_AREA_PX``); the colours and window sizes of the interior
+    painting.
     """
 
     image: jnp.ndarray
@@ -133,9 +138,16 @@ def prepare(source_image, source_landmarks, config: MeshConfig = MeshConfig()) -
         landmarks=jnp.asarray(landmarks),
         vertices=jnp.asarray((built.points * ((size - 1) / 2.0)).astype(np.float32)),
         kind=jnp.asarray(built.kind), triangles=jnp.asarray(built.triangles),
-        clampable=jnp.asarray(built.clampable),
+        clampable=jnp.asarray(built.clampable
+                              | (_source_areas_px(built, size) >= MIN_AREA_PX)),
         colours=interior.sample_colours(image, landmarks),
         windows=interior.windows(landmarks, size))
+
+
+def _source_areas_px(built: face_mesh.FaceMesh, size: int) -> np.ndarray:
+    """Twice the source areas ``[T]`` of a built mesh's triangles, in pixels² of a
+    ``size``-pixel crop."""
+    return np.asarray(piecewise.areas(built.points * ((size - 1) / 2.0), built.triangles))
 
 
 def _driven(landmarks, kp_source, kp_driving):
@@ -305,7 +317,7 @@ def _fold_chunk(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
 
     # A mouth-interior sliver of a closed source mouth (under a pixel; it may even be reversed
     # there) shows nothing that could fold: the interior painting covers it as it opens.
-    reversed_ = (jnp.abs(before) >= 1.0) & (after * jnp.sign(before) < 0)
+    reversed_ = (jnp.abs(before) >= MIN_AREA_PX) & (after * jnp.sign(before) < 0)
     return (ratio.min(axis=-1), jnp.sum(reversed_, axis=-1).astype(jnp.int32),
             jax.lax.map(uncovered, points).astype(jnp.int32))
 

@@ -306,7 +306,7 @@ WIDEST_OPENING = 0.27
 
 
 def _sweep(kp):
-    """Jaw openings up to the widest real one, each at head rotations −25°…25°: ``[44, 10, 6]``."""
+    """Jaw openings up to the widest real one, at head rolls −25°…25°: ``[44, 10, 6]``."""
     centre = kp[:, :2].mean(axis=0)
     return np.stack([_rotated(_opened(kp, a), d, centre)
                      for a in np.linspace(0.0, WIDEST_OPENING, 4) for d in range(-25, 26, 5)])
