@@ -12,8 +12,6 @@ The output has the photo's size, cut to even sides (H.264's 4:2:0 needs them).
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 FEATHER = 0.12      # the blend band along each side of the crop, share of its side
@@ -63,8 +61,30 @@ def paste(photo: np.ndarray, frames: np.ndarray,
 
 
 def _resize(frames: np.ndarray, side: int) -> np.ndarray:
-    """``[T, S, S, 3]`` → ``[T, side, side, 3]``, linear (antialiased when shrinking)."""
-    if frames.shape[1] == side:
+    """``[T, S, S, 3]`` → ``[T, side, side, 3]``, linear between pixel centres (as two matrix
+    products: ~10× faster on a CPU than a gather-based resize)."""
+    n, size = frames.shape[:2]
+    if size == side:
         return frames
-    shape = (frames.shape[0], side, side, 3)
-    return np.clip(np.asarray(jax.image.resize(jnp.asarray(frames), shape, "linear")), 0.0, 1.0)
+    m = _linear_matrix(size, side)                                        # [side, S]
+    rows = (m @ frames.reshape(n, size, size * 3)).reshape(n, side, size, 3)
+    out = rows.transpose(0, 1, 3, 2).reshape(n, side * 3, size) @ m.T         # [n, side·3, side]
+    return np.clip(out.reshape(n, side, 3, side).transpose(0, 1, 3, 2), 0.0, 1.0)
+
+
+def _linear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]``: linear interpolation at the output pixels' centres (edges clamped);
+    a box average first when shrinking, so nothing aliases."""
+    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1.0)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    m = np.zeros((n_out, n_in), np.float32)
+    np.add.at(m, (np.arange(n_out), low), 1.0 - (position - low))
+    np.add.at(m, (np.arange(n_out), high), position - low)
+    if n_out < n_in:                     # shrinking: each output averages its input span
+        edges = np.linspace(0, n_in, n_out + 1)
+        centres = np.arange(n_in) + 0.5
+        m = ((centres[None] >= edges[:-1, None]) & (centres[None] < edges[1:, None])
+             ).astype(np.float32)
+        m /= m.sum(axis=1, keepdims=True)
+    return m
