@@ -3,7 +3,9 @@ frames/s at 256×256 after compilation.
 
 Prints one JSON object: for each renderer, frames/s streaming (batch 1: one frame per call, as
 ``render_chunks`` with ``chunk=1`` delivers them) and in batches of 32, the median of repeats,
-the two renderers measured alternately in one process; plus an in-run calibration of the
+the two renderers measured alternately in one process; the mesh's fold measure over the
+motion (``mesh.fold_measure``: the smallest triangle area ratio, frames with a reversed
+triangle or an uncovered pixel); plus an in-run calibration of the
 machine (fp32 matmul GFLOP/s), because these shared CPUs vary 2× from hour to hour
 (docs/design.md, "Performance yardsticks"). The source is the mean face on a random image,
 driven by a mouth opening and closing, a blink and a small head motion.
@@ -86,11 +88,15 @@ def main() -> None:
             seconds[(name, chunk)] = statistics.median(times[name])
     gflops_after = matmul_gflops()
     fps = {f"{name}_batch{chunk}": round(args.frames / s, 1) for (name, chunk), s in seconds.items()}
+    folds = mesh.fold_measure(source, kp, drv)
     print(json.dumps({
         "benchmark": "mesh_render",
         "size": args.size, "frames": args.frames, "repeats": args.repeats,
         "frames_per_s": fps,
         "target": "mesh_batch1 >= 50 frames/s (2-core CPU)",
+        "folds": {"min_jacobian": round(float(folds.min_jacobian.min()), 4),
+                  "frames_folded": int((folds.folded > 0).sum()),
+                  "frames_cracked": int((folds.uncovered > 0).sum())},
         "calibration": {"matmul_fp32_gflops_before": round(gflops_before, 1),
                         "matmul_fp32_gflops_after": round(gflops_after, 1),
                         "quiet_machine_gflops": 150.0},

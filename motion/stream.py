@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion import articulation, decode
+from motion import articulation, blink, decode
 from motion.fpn import lookback_frames
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
@@ -447,7 +447,9 @@ class Streamer:
     ``lip_scale`` as in ``generate``; ``drift_window_s``: ``remove_drift``'s window (0 = off);
     ``articulation_map``: the model's speech-driven mouth (``motion.saved_model.
     model_articulation``; None = none), scaled by ``lip_scale``; ``quantiles [Q, F]``: match
-    the features to a corpus with :class:`RunningMatch` (None = as they are).
+    the features to a corpus with :class:`RunningMatch` (None = as they are); ``blink_key``:
+    add the blinks ``motion.blink.generate`` draws with it to the drawn frames (None = none;
+    the same schedule as offline generation's, :class:`BlinkStream`).
     ``motion.talking_head.streamer`` builds one from a loaded model and generation options.
     """
 
@@ -455,7 +457,8 @@ class Streamer:
                  *, keypoint_space: str = PHANTOM_SPACE, head_scale: float = 1.0,
                  lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
-                 block: int = BLOCK, articulation_map: articulation.Articulation | None = None):
+                 block: int = BLOCK, articulation_map: articulation.Articulation | None = None,
+                 blink_key: jax.Array | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
@@ -475,6 +478,7 @@ class Streamer:
         self.articulation = None if articulation_map is None else \
             ArticulationStream(articulation_map, lip_scale)
         self.drift = DriftStream(round(drift_window_s * FPS))
+        self.blinks = None if blink_key is None else BlinkStream(blink_key)
         self.delay_frames = self.keypoints.lookahead + self.drift.half
         self._resampler = None
         self._rate = None
@@ -574,6 +578,8 @@ class Streamer:
         if not np.all(np.isfinite(keypoints_Nx10x6)):
             raise FloatingPointError("the generator produced NaN or infinite keypoints")
         driving = self.to_image(keypoints_Nx10x6)
+        if self.blinks is not None:
+            driving = blink.apply(driving, self.blinks(self._n_out, len(driving)))
         chunks = [None] * driving.shape[0] if self.renderer is None else \
             self.renderer.chunks(driving)
         out = []
@@ -583,6 +589,24 @@ class Streamer:
             out.append(StreamFrame(self._n_out, kp, image))
             self._n_out += 1
         return out
+
+
+class BlinkStream:
+    """The eye closure of frames ``start .. start + n`` of the blink schedule drawn with a key
+    (``motion.blink.generate``), whose first frames do not depend on how many are drawn: the
+    schedule is drawn again for twice the frames whenever a frame passes its end, so the
+    work per frame stays bounded on average and the frames equal offline generation's."""
+
+    def __init__(self, key: jax.Array, horizon: int = 60 * FPS):
+        self.key = key
+        self.horizon = horizon
+        self.closure = np.zeros(0, np.float32)
+
+    def __call__(self, start: int, n_frames: int) -> np.ndarray:
+        if start + n_frames > len(self.closure):
+            self.horizon = max(2 * self.horizon, start + n_frames)
+            self.closure = blink.generate(self.key, self.horizon, FPS)
+        return self.closure[start:start + n_frames]
 
 
 class ArticulationStream:

@@ -32,8 +32,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import jax
 import numpy as np
 
+from motion import blink
 from motion.articulation import Articulation, articulate
 from motion.generate import generate, generate_batch, remove_drift
 from motion.model import GeneratorModel
@@ -61,6 +63,7 @@ MAX_MOTION_SCALE = 10.0       # head and lip scale: ten times the trained motion
 # (the renderers clamp what folds over); allowed up to MAX_MOTION_SCALE, with a warning.
 SAFE_MOTION_SCALE = 2.0
 MAX_DRIFT_WINDOW_S = 600.0    # ten minutes
+MAX_BLINK_SEED = 2 ** 31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +141,11 @@ class GenerationOptions:
     None = corpus when the model records its quantiles; ``drift_window_s``: None = the model's,
     0 = off, up to ``MAX_DRIFT_WINDOW_S``; ``renderer``: one of ``render.renderer.RENDERERS`` or
     None = the model's; ``crop``: around the face (False: the image's centre square);
-    ``crop_scale``: the crop's side over the face box's; ``size``: the frames' side in pixels.
+    ``crop_scale``: the crop's side over the face box's; ``size``: the frames' side in pixels;
+    ``blinks``: add spontaneous blinks to generated ``landmarks-v1`` motion (``motion.blink``;
+    the generator's eyes follow speech, which blinking does not), drawn with ``blink_seed``;
+    ``full_frame``: offline video only, the head put back into the whole photo
+    (``render.composite``).
     """
 
     head_scale: float = 1.0
@@ -149,6 +156,9 @@ class GenerationOptions:
     crop: bool = True
     crop_scale: float = DEFAULT_CROP_SCALE
     size: int = 256
+    blinks: bool = True
+    blink_seed: int = 0
+    full_frame: bool = False
 
     def validate(self) -> GenerationOptions:
         """``self`` when every choice is in range, else one ``InputError`` naming the CLI flag
@@ -174,6 +184,10 @@ class GenerationOptions:
             raise InputError("--crop-scale", f"must be {MIN_CROP_SCALE:g} to {MAX_CROP_SCALE:g} "
                                              f"(the crop's side over the face's); got "
                                              f"{self.crop_scale}")
+        if isinstance(self.blink_seed, bool) or not isinstance(self.blink_seed, (int, np.integer)) \
+                or not 0 <= self.blink_seed <= MAX_BLINK_SEED:
+            raise InputError(None, f"--blink-seed must be a whole number from 0 to "
+                                   f"{MAX_BLINK_SEED}; got {self.blink_seed!r}")
         if self.size not in SIZES:
             raise InputError(None, f"--size must be one of {', '.join(map(str, SIZES))}; got "
                                    f"{self.size!r}")
@@ -309,7 +323,24 @@ def keypoints(model: TalkingHeadModel, source: SourceFace, samples: np.ndarray,
     out = np.asarray(source.to_image(generated), np.float32)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
-    return out
+    closure = eye_closure(model, options, len(out))
+    return out if closure is None else blink.apply(out, closure)
+
+
+def blink_key(model: TalkingHeadModel, options: GenerationOptions) -> jax.Array | None:
+    """The PRNG key of the blinks resolved ``options`` add to ``model``'s motion, or None (no
+    blinks: turned off, or a keypoint space without eyelids to close)."""
+    if not options.blinks or model.keypoint_space != LANDMARK_SPACE:
+        return None
+    return jax.random.PRNGKey(options.blink_seed)
+
+
+def eye_closure(model: TalkingHeadModel, options: GenerationOptions, n_frames: int
+                ) -> np.ndarray | None:
+    """Eye closure ``[n_frames]`` in [0, 1] of the blinks (``motion.blink.generate``), or None.
+    The schedule of a longer video starts with a shorter one's (the stream relies on it)."""
+    key = blink_key(model, options)
+    return None if key is None else blink.generate(key, n_frames, FPS)
 
 
 def renderer(source: SourceFace, options: GenerationOptions, fomm=None,
@@ -343,4 +374,5 @@ def streamer(model: TalkingHeadModel, source: SourceFace, options: GenerationOpt
                     keypoint_space=model.keypoint_space, head_scale=options.head_scale,
                     lip_scale=options.lip_scale, drift_window_s=options.drift_window_s,
                     quantiles=corpus_quantiles(model, options),
-                    feature_kind=model.feature_kind, articulation_map=model.articulation)
+                    feature_kind=model.feature_kind, articulation_map=model.articulation,
+                    blink_key=blink_key(model, options))

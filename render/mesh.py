@@ -38,6 +38,10 @@ from syncers.data import anatomy, landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
 MIN_SIZE = 64
+# A mouth-interior triangle of at least this twice-area (pixels²) in the source (a photo's
+# open mouth) is clamped like the face's: a closing mouth must not turn its teeth over.
+# Smaller ones (a closed mouth's slivers) show nothing and are painted over as it opens.
+MIN_AREA_PX = 1.0
 # Points of the head's similarity: brows, nose and eye corners (not the lids, which blink).
 HEAD_POINTS = np.concatenate([anatomy.BROWS, anatomy.NOSE, anatomy.EYE_CORNERS])
 # Share of its group's first-order deformation each landmark takes beyond the head's rigid
@@ -57,7 +61,8 @@ class MeshConfig:
     ring_follow: float = 0.8       # share of the head's motion the ring takes (border: none)
     forehead_height: float = 0.35  # forehead points above the brows, share of brow-to-chin
     border_points: int = 3         # points on each crop side between its corners
-    min_area_ratio: float = 0.02   # a clamped triangle keeps this share of its source area
+    min_area_ratio: float = 0.3    # a clamped triangle keeps this share of its source area,
+    lip_min_area_ratio: float = 0.02   # ... one between lip landmarks this (corners squeeze)
     clamp_steps: int = 4           # rounds of limiting the motion of folding triangles
     tile: int = 8                  # side of the lookup tiles at 256², pixels (∝ size)
     candidates: int = 8            # triangles every tile tests
@@ -74,8 +79,9 @@ class MeshSource:
     image ``[S, S, 3]``; table ``[S·S, 12]`` (``piecewise.neighbour_table``); landmarks
     ``[68, 2]`` in normalised crop coordinates as the mesh uses them (lips and lids uncrossed);
     vertices ``[N, 2]`` (landmarks, forehead, ring, border in this order); kind ``[N]``
-    (``face_mesh.LANDMARK`` …); triangles ``[T, 3]`` int32; clampable ``[T]``; the colours and
-    window sizes of the interior painting.
+    (``face_mesh.LANDMARK`` …); triangles ``[T, 3]`` int32; clampable ``[T]`` (all but a closed
+    mouth's interior slivers, ``MIN_AREA_PX``); the colours and window sizes of the interior
+    painting.
     """
 
     image: jnp.ndarray
@@ -133,9 +139,16 @@ def prepare(source_image, source_landmarks, config: MeshConfig = MeshConfig()) -
         landmarks=jnp.asarray(landmarks),
         vertices=jnp.asarray((built.points * ((size - 1) / 2.0)).astype(np.float32)),
         kind=jnp.asarray(built.kind), triangles=jnp.asarray(built.triangles),
-        clampable=jnp.asarray(built.clampable),
+        clampable=jnp.asarray(built.clampable
+                              | (_source_areas_px(built, size) >= MIN_AREA_PX)),
         colours=interior.sample_colours(image, landmarks),
         windows=interior.windows(landmarks, size))
+
+
+def _source_areas_px(built: face_mesh.FaceMesh, size: int) -> np.ndarray:
+    """Twice the source areas ``[T]`` of a built mesh's triangles, in pixels² of a
+    ``size``-pixel crop."""
+    return np.asarray(piecewise.areas(built.points * ((size - 1) / 2.0), built.triangles))
 
 
 def _driven(landmarks, kp_source, kp_driving):
@@ -206,15 +219,25 @@ def _safe_share(start, end, triangles, floor):
     return jnp.where(c0 > 0, jnp.clip(roots.min(-1), 0.0, 1.0), 1.0)
 
 
+def _floor(triangles, config: MeshConfig):
+    """``[T]``: the share of its source area each triangle keeps. Lower on the lips: the
+    corner groups (``landmark_space.GROUPS``) hold the outer lip beside the corners while the
+    lower lip's group drops, so the corner triangles squeeze as a mouth opens, as real lip
+    corners do; a higher floor there stopped the whole lower lip."""
+    lips = jnp.all((triangles >= 48) & (triangles < 68), axis=-1)
+    return jnp.where(lips, config.lip_min_area_ratio, config.min_area_ratio)
+
+
 def _clamp(source: MeshSource, targets, anchors, config: MeshConfig):
     """Vertices ``[B, N, 2]`` with no clampable triangle below ``min_area_ratio`` of its source
-    area. Each vertex takes the share of its motion beyond its anchor (a landmark's
+    area (``lip_min_area_ratio`` between lip landmarks). Each vertex takes the share of its
+    motion beyond its anchor (a landmark's
     deformation beyond the head's rigid motion, so the head still turns; a forehead or ring
     point's whole motion) that its folding triangles allow, ``clamp_steps`` times over; a frame
     still folding after that (a motion too large for the crop) takes the share of its whole
     motion that does not fold. Every share is continuous in the motion: no frame jumps."""
     base, tri = source.vertices, source.triangles
-    floor = config.min_area_ratio * piecewise.areas(base, tri)                # [T]
+    floor = _floor(tri, config) * piecewise.areas(base, tri)                  # [T]
     ignore = ~source.clampable
     alpha = jnp.ones(targets.shape[:2], jnp.float32)
     for _ in range(config.clamp_steps):
@@ -241,6 +264,64 @@ def clamped_vertices(source: MeshSource, kp_source, kp_driving,
 def _clamped(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
     targets, anchors, _ = _targets(source, kp_source, kp_driving, config)
     return _clamp(source, targets, anchors, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folds:
+    """Per-frame fold measure of the mesh warp (``fold_measure``), each ``[T]``.
+
+    min_jacobian: the smallest Jacobian determinant of the forward warp over the face's
+    triangles (all but the mouth's interior, which is painted): a triangle's driven area over
+    its source area, constant on it. 1 is no change, ≤ 0 a fold; the clamp keeps it at least
+    ``MeshConfig.min_area_ratio`` (``lip_min_area_ratio`` between lip landmarks), where the
+    skin is squeezed into a crease.
+    folded: triangles of the whole mesh (mouth included, but for slivers under a pixel in the
+    source: a closed mouth's interior) whose driven orientation reverses their source one.
+    uncovered: pixels that no tested triangle holds (a crack: the lookup continued the nearest
+    triangle's map past its edge, so the picture jumps there).
+    """
+
+    min_jacobian: np.ndarray
+    folded: np.ndarray
+    uncovered: np.ndarray
+
+    def ok(self) -> np.ndarray:
+        """``[T]`` bool: neither fold nor crack."""
+        return (self.min_jacobian > 0) & (self.folded == 0) & (self.uncovered == 0)
+
+
+def fold_measure(source: MeshSource, kp_source, kp_driving,
+                 config: MeshConfig = MeshConfig()) -> Folds:
+    """The fold measure (``Folds``) of ``kp_source [10, 6]`` → ``kp_driving [T, 10, 6]`` as
+    ``render`` draws it: the clamped mesh, and the pixel lookup of every frame."""
+    kp_source, kp_driving = _check_keypoints(kp_source, kp_driving)
+    parts = [_fold_chunk(source, jnp.asarray(kp_source), jnp.asarray(kp_driving[i:i + 1]),
+                         config) for i in range(kp_driving.shape[0])]
+    if not parts:
+        return Folds(*(np.zeros(0, t) for t in (np.float32, np.int32, np.int32)))
+    return Folds(*(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3)))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _fold_chunk(source: MeshSource, kp_source, kp_driving, config: MeshConfig):
+    targets, anchors, _ = _targets(source, kp_source, kp_driving, config)
+    points = _clamp(source, targets, anchors, config)                            # [B, N, 2]
+    before = piecewise.areas(source.vertices, source.triangles)                  # [T]
+    after = piecewise.areas(points, source.triangles)                            # [B, T]
+    ratio = jnp.where(source.clampable, after / jnp.maximum(before, 1e-6), jnp.inf)
+
+    def uncovered(p):
+        score = piecewise.source_coords(
+            source.vertices, source.triangles, p, source.size, tile_size(config, source.size),
+            config.candidates, config.busy_tiles, config.busy_candidates, with_score=True)[2]
+        # beyond rounding: a pixel centre on the edge of a mouth pressed shut scores ~−4e-4
+        return jnp.sum(score < -1e-3)
+
+    # A mouth-interior sliver of a closed source mouth (under a pixel; it may even be reversed
+    # there) shows nothing that could fold: the interior painting covers it as it opens.
+    reversed_ = (jnp.abs(before) >= MIN_AREA_PX) & (after * jnp.sign(before) < 0)
+    return (ratio.min(axis=-1), jnp.sum(reversed_, axis=-1).astype(jnp.int32),
+            jax.lax.map(uncovered, points).astype(jnp.int32))
 
 
 def driving_landmarks(source: MeshSource, kp_source, kp_driving) -> np.ndarray:

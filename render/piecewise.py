@@ -105,13 +105,15 @@ def _running_best(coef, x, y, init, unroll: int):
 
 
 def source_coords(source_points, triangles, points, size: int, tile: int, candidates: int,
-                  busy_tiles: int, busy_candidates: int):
+                  busy_tiles: int, busy_candidates: int, with_score: bool = False):
     """The source position of every pixel of one ``size``-pixel frame, ``(x, y)`` each
     ``[S, S]``: the mesh ``triangles [T, 3]`` over ``source_points [N, 2]`` moved to
     ``points [N, 2]`` (all centred pixels). Every ``tile``-pixel tile tests its first
     ``candidates`` overlapping triangles; the ``busy_tiles`` tiles that overlap more (a mouth
     pressed shut crowds ~25 slivers into one 8×8 tile) test the rest of their first
-    ``busy_candidates`` too."""
+    ``busy_candidates`` too. With ``with_score``, also each pixel's smallest barycentric
+    coordinate in the triangle it took ``[S, S]``: ≥ 0 inside it, < 0 where no tested triangle
+    holds the pixel (the lookup continued the nearest one's map past its edge: a crack)."""
     tri, m1, m2 = triangles, candidates, busy_candidates
     n_tri = tri.shape[0]
     lam = _barycentric(points[None], tri)[0]                                   # [T, 3, 3]
@@ -155,6 +157,8 @@ def source_coords(source_points, triangles, points, size: int, tile: int, candid
     sy = sy.at[tiles].set(more[2], mode="drop")
     image = lambda a: a.reshape(nt, nt, tile, tile).transpose(0, 2, 1, 3).reshape(
         nt * tile, nt * tile)[:size, :size]
+    if with_score:
+        return image(sx), image(sy), image(best.at[tiles].set(more[0], mode="drop"))
     return image(sx), image(sy)
 
 

@@ -298,3 +298,62 @@ def test_twisted_lips_paint_no_nan():
         lambda xy, patch, origin: interior._mouth(xy, jnp.asarray(driven), jnp.asarray(source),
                                                   colours))
     assert np.all(np.isfinite(np.asarray(frame)))
+
+
+# The widest inner-lip opening of the real corpus is 0.75 of the mouth's inner width
+# (python -m bench.blink_rate); on the mean face a lower-lip keypoint 0.27 down opens it that far.
+WIDEST_OPENING = 0.27
+
+
+def _sweep(kp):
+    """Jaw openings up to the widest real one, at head rolls −25°…25°: ``[44, 10, 6]``."""
+    centre = kp[:, :2].mean(axis=0)
+    return np.stack([_rotated(_opened(kp, a), d, centre)
+                     for a in np.linspace(0.0, WIDEST_OPENING, 4) for d in range(-25, 26, 5)])
+
+
+def _assert_no_fold_or_crack(source, kp, drv, config):
+    folds = mesh.fold_measure(source, kp, drv, config)
+    assert folds.min_jacobian.shape == (drv.shape[0],)
+    assert np.all(folds.folded == 0), folds.folded
+    assert np.all(folds.uncovered == 0), folds.uncovered
+    assert folds.min_jacobian.min() >= config.lip_min_area_ratio * (1 - 1e-3), \
+        folds.min_jacobian
+    floor = np.asarray(mesh._floor(source.triangles, config))
+    points = mesh.clamped_vertices(source, kp, drv, config)
+    tri, keep = np.asarray(source.triangles), np.asarray(source.clampable)
+    ratio = triangulation.signed_areas(points, tri) / triangulation.signed_areas(
+        np.asarray(source.vertices), tri)
+    assert np.all(ratio[:, keep] >= floor[keep] * (1 - 1e-3))
+    assert np.all(folds.ok())
+
+
+def test_jaw_and_rotation_sweep_neither_folds_nor_cracks(synthetic):
+    _, _, kp, source = synthetic
+    _assert_no_fold_or_crack(source, kp, _sweep(kp), CONFIG)
+
+
+def test_fold_measure_sees_an_unclamped_fold(synthetic):
+    """With the clamp's floor below zero, a lower lip driven up through the nose folds: the
+    measure reports reversed triangles and a negative Jacobian."""
+    _, _, kp, source = synthetic
+    drv = kp.copy()
+    drv[8, 1] -= 0.5
+    loose = mesh.MeshConfig(chunk=4, min_area_ratio=-10.0)
+    folds = mesh.fold_measure(source, kp, drv[None], loose)
+    assert folds.folded[0] > 0 and folds.min_jacobian[0] < 0 and not folds.ok()[0]
+    identity = mesh.fold_measure(source, kp, kp[None], CONFIG)
+    assert_close(identity.min_jacobian, np.ones(1), rel=1e-4)
+    assert identity.ok()[0]
+
+
+@pytest.mark.parametrize("name", ["happy.png", "people_0.png", "art_0.png"])
+def test_real_photos_sweep_neither_folds_nor_cracks(real_media, name):
+    from syncers.data import face, landmarks as lmk
+    image = face.load_image(real_media / name)
+    crop = face.crop(image, size=256, margin=0.4)
+    points = lmk.to_crop_coords(lmk.landmarks(crop.image, lmk.detect_faces(crop.image)[0]),
+                                crop.image.shape[0])
+    kp = landmark_space.encode(points)
+    source = mesh.prepare(crop.image, points)
+    _assert_no_fold_or_crack(source, kp, _sweep(kp), mesh.MeshConfig(chunk=4))

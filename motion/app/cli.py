@@ -184,6 +184,11 @@ def add_generation_options(parser: argparse.ArgumentParser, renderers: Sequence[
     group.add_argument("--size", type=int, choices=(256, 512), default=256,
                        help="output frames are SIZE x SIZE pixels (default %(default)s; the "
                             "FOMM renderer draws 256 and is upsampled to 512)")
+    group.add_argument("--blink-seed", type=int, default=0, metavar="K",
+                       help="seed of the added spontaneous blinks (landmark-space models, "
+                            "generated motion; about 15 a minute; default %(default)s)")
+    group.add_argument("--no-blinks", action="store_true",
+                       help="add no blinks to the generated motion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +394,10 @@ def _generate_command(commands) -> None:
                           help="also save the generated keypoints [T, 10, 6], fps and "
                                "keypoint_space")
     add_generation_options(generate, RENDERERS)
+    generate.add_argument("--full-frame", action="store_true",
+                          help="put the animated head back into the whole photo (the photo's "
+                               "size, cut to even sides), blended into it along the crop's "
+                               "sides; the photo's own pixels elsewhere")
     generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
 
 

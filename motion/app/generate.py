@@ -27,6 +27,7 @@ from motion.generator import N_KEYPOINTS
 from motion.saved_model import long_rollout_warning
 from motion.source import relative_transfer
 from motion.talking_head import BUNDLED_SPEECH, GenerationOptions, TalkingHeadModel
+from render import composite
 from render.fomm import load as load_fomm
 from syncers.data import face
 from syncers.data.features import SAMPLE_RATE, load_audio, n_video_frames
@@ -51,7 +52,8 @@ def options_from_args(args: Any) -> GenerationOptions:
         head_scale=args.head_scale, lip_scale=args.lip_scale,
         audio_normalization=args.audio_normalization, drift_window_s=args.drift_window,
         renderer=args.renderer, crop=not args.no_crop, crop_scale=args.crop_scale,
-        size=args.size).validate()
+        size=args.size, blinks=not args.no_blinks, blink_seed=args.blink_seed,
+        full_frame=getattr(args, "full_frame", False)).validate()
 
 
 def warn_options(model: TalkingHeadModel, options: GenerationOptions, generated: bool) -> None:
@@ -115,7 +117,11 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarr
     started = time.perf_counter()
     with published(out) as partial:
         chunks = talking_head.frames(source, keypoints, options, fomm)
-        write_frames(partial, chunks, len(keypoints), source.size, samples, audio_path)
+        frame_size = source.size
+        if options.full_frame:
+            chunks = (composite.paste(image, chunk, source.crop.box) for chunk in chunks)
+            frame_size = composite.even_shape(*image.shape[:2])
+        write_frames(partial, chunks, len(keypoints), frame_size, samples, audio_path)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
@@ -124,14 +130,15 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarr
     return GeneratedVideo(keypoints, seconds, options, generate_s, render_s)
 
 
-def write_frames(path: Path, chunks, n_frames: int, size: int, samples: np.ndarray,
-                 audio_file: str | None) -> None:
+def write_frames(path: Path, chunks, n_frames: int, size: int | tuple[int, int],
+                 samples: np.ndarray, audio_file: str | None) -> None:
     """Stream rendered chunks into the mp4 at ``path`` with a progress bar (memory flat in the
     video's length); the sound is the input file's own (its rate and channels) when there is
     one, else ``samples`` (the bundled utterance)."""
     n_out = max(1, math.ceil(samples.size / SAMPLE_RATE * FPS - 1e-6))
+    height, width = size if isinstance(size, tuple) else (size, size)       # tuple: whole photo
     with progress.bar(n_frames, "render", "frame") as bar, \
-            video_writer(path, size, size, FPS, audio=None if audio_file else samples,
+            video_writer(path, width, height, FPS, audio=None if audio_file else samples,
                          audio_file=audio_file, n_frames=n_out) as write:
         for chunk in chunks:
             write(chunk)
