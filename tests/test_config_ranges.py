@@ -62,9 +62,11 @@ SET_CASES = [
     ("generator", "optim.lr_g=-1e-4", "optim.lr_g must be > 0; got -0.0001"),
     ("generator", "optim.lr_d=.inf", "optim.lr_d must be a finite number > 0; got inf"),
     ("generator", "optim.b2=1", "optim.b2 must be >= 0 and < 1; got 1.0"),
-    ("generator", "model.obs_len=0", "model.obs_len must be >= 1; got 0"),
-    ("generator", "model.d_model=0", "model.d_model must be >= 1; got 0"),
-    ("generator", "model.restore_seconds=-1", "model.restore_seconds must be >= 0; got -1.0"),
+    ("generator", "model.obs_len=0", "model.obs_len must be from 1 to 1024; got 0"),
+    ("generator", "model.n_layers=1000000000",
+     "model.n_layers must be from 1 to 256; got 1000000000"),
+    ("generator", "model.d_model=0", "model.d_model must be from 1 to 16384; got 0"),
+    ("generator", "model.restore_seconds=-1", "model.restore_seconds must be from 0 to 3600; got -1.0"),
     ("generator", "loss.lambda_av=-1", "loss.lambda_av must be >= 0; got -1.0"),
     ("generator", "loss.lambda_rec=.inf", "loss.lambda_rec must be a finite number >= 0; "
                                           "got inf"),
@@ -140,7 +142,7 @@ def test_a_saved_model_whose_obs_len_is_zero_is_refused(tmp_path, capsys):
         "keypoint_space": "phantom-v1", "features": {}, "syncers_run": None, "step": 1}))
     out = tmp_path / "out.mp4"
     line = refused(["generate", "--model", model, "--out", out], capsys, out)
-    assert line == f"msync: error: {model / 'model.json'}: config.obs_len must be >= 1; got 0"
+    assert line == f"msync: error: {model / 'model.json'}: config.obs_len must be from 1 to 1024; got 0"
 
 
 # --------------------------------------------------------------------------- FOMM
