@@ -17,6 +17,7 @@ import traceback
 from typing import Callable, Sequence
 
 from syncers.run.errors import InputError
+from syncers.run.outputs import interrupt_on_sigterm
 
 def _command(target: str) -> Callable[[argparse.Namespace], None]:
     """A handler calling ``module:function(args)``. The module is imported when its command
@@ -591,6 +592,7 @@ _PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCE
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()          # a terminated run removes its partial files, as Ctrl-C does
     try:
         if getattr(args, "distributed", False):
             # Imported here, before the handler imports anything that could start a JAX
