@@ -10,6 +10,16 @@ Lengths are padded up to buckets (:func:`bucket`) so a jitted rollout is compile
 bucket, not once per length; frames < T never depend on the padding beyond the mirrored
 look-ahead, so the result does not depend on the bucket (tested).
 
+**Long audio in bounded memory.** One scan over the whole length holds every frame's audio
+projections and outputs at once, and compiles a program per bucket: memory and compile time
+grow with the length. Past ``CHUNK_FRAMES`` frames :func:`generate_batch` rolls out in pieces
+of ``CHUNK_FRAMES`` (:func:`_rollout_chunked`), carrying the rollout's state from one to the next
+— ``x_t`` and the key/value ring buffers, as ``motion.stream.KeypointStream`` carries them — and
+running the FPN on a window of the padded audio around each piece, on the coarsest level's
+stride and ``lookback`` frames before it (``motion.fpn.lookback_frames``), so it computes what
+it computes on the whole clip. The keypoints equal the single scan's to float rounding (tested);
+one program is compiled, whatever the length, and the work's memory is that of one piece.
+
 ``head_scale`` / ``lip_scale`` multiply the coarse-branch (levels 3–4: head motion at
 800/1600 ms) and finest-branch (level 1: lips and jaw at 200 ms) terms of eq. 10 — 1 is the
 trained model, 0 removes that motion, > 1 exaggerates it. They are traced values: changing them
@@ -35,20 +45,32 @@ chosen per model by ``msync generate`` (issue 6):
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
-from motion.model import GeneratorModel
+from motion import decode
+from motion.fpn import lookback_frames
+from motion.generator import (
+    KEYPOINT_DIM,
+    N_KEYPOINTS,
+    Generator,
+    GeneratorConfig,
+    branch_scales,
+)
+from motion.model import GeneratorModel, ready
 from motion.official import protocol as official_protocol
 from motion.official.model import OfficialModel
 from motion.rollout import rollout
-from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.layout import FEATURES_PER_FRAME, FPS
+from syncers.run.errors import warn
+from syncers.run.progress import bar
 
 _SMALL_BUCKETS = (32, 64, 128, 256)
 _LARGE_BUCKET = 256
+CHUNK_FRAMES = 1024        # 41 s of video per piece: long audio is rolled out piece by piece
 
 
 def bucket(n_frames: int) -> int:
@@ -106,15 +128,83 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     if n_frames == 1:
         return x0[:, None]
     obs = config.obs_len
+    x_obs = np.repeat(x0[:, None], obs, axis=1)
+    if n_frames - 1 > CHUNK_FRAMES:
+        frames = _rollout_chunked(model, x_obs, audio, n_frames - 1, head_scale, lip_scale)
+        return np.concatenate([x0[:, None], frames], axis=1)
     n_gen = bucket(n_frames - 1)
     # the rollout reads the look-ahead past its last frame: give it the mirrored audio there
     audio_in = pad_audio(audio, obs, config.lookahead, obs + n_gen + config.lookahead)
-    x_obs = np.repeat(x0[:, None], obs, axis=1)
     frames = _rollout_jit(model.params, model.frame_weights, jnp.asarray(x_obs),
                           jnp.asarray(audio_in),
                           jnp.float32(head_scale), jnp.float32(lip_scale),
                           n_frames=n_gen, config=config)
     return np.concatenate([x0[:, None], np.asarray(frames)[:, :n_frames - 1]], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _warm_up(weights, x_obs, config: GeneratorConfig):
+    """The rollout's carry after the warm-up on ``x_obs [B, O, 10, 6]``: ``(x_{O−1}, k, v,
+    t = O − 1)`` (``motion.rollout``'s scan starts from the same)."""
+    k_cache, v_cache, _ = decode.warm_up(weights, x_obs, config)
+    return x_obs[:, -1], k_cache, v_cache, jnp.int32(x_obs.shape[1] - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "n_frames"))
+def _rollout_piece(params, weights, carry, window_Bx4WxF, first, scales, anchor, *,
+                   config: GeneratorConfig, n_frames: int):
+    """The FPN and the branches' audio projections on a window of padded features ``[B, 4W,
+    F]``, then ``n_frames`` frames of ``decode_step`` from the window's frame ``first`` on:
+    ``(carry, frames [n_frames, B, 10, 6])``."""
+    apply = functools.partial(Generator(config).apply, {"params": params})
+    a_proj = apply(window_Bx4WxF, method=Generator.audio_projections)     # [B, W, lv, H]
+    a_proj = jax.lax.dynamic_slice_in_dim(a_proj, first, n_frames, 1)
+    a_proj = jnp.transpose(a_proj, (1, 2, 3, 0))                          # [n, lv, H, B]
+
+    def step(carry, a_proj_t):
+        return decode.decode_step(weights, carry, a_proj_t, config=config, scales=scales,
+                                  anchor=anchor)
+    return jax.lax.scan(step, carry, a_proj)
+
+
+def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx4TxF: np.ndarray,
+                     n_gen: int, head_scale, lip_scale) -> np.ndarray:
+    """Frames ``1 .. n_gen`` (``[B, n_gen, 10, 6]``) in pieces of ``CHUNK_FRAMES`` (the module
+    docstring), with a progress bar and, after the first piece, an estimate of the rest."""
+    model = ready(model)                      # the per-frame weights, prepared once
+    config = model.config
+    obs, lookahead = config.obs_len, config.lookahead
+    lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+    align = 2 ** (config.levels - 1)                      # the coarsest level's stride
+    n_pieces = -(-n_gen // CHUNK_FRAMES)
+    width = -(-(lookback + lookahead + CHUNK_FRAMES + align - 1) // align) * align
+    # Padded frame j ↔ rows 4j..4j+3; zeros past the mirrored look-ahead, as the single scan.
+    total = obs + n_pieces * CHUNK_FRAMES + lookahead + width
+    padded = pad_audio(audio_Bx4TxF, obs, lookahead, total)
+    x_obs = jnp.asarray(x_obs_BxOx10x6)
+    anchor = x_obs[:, 0]
+    carry = _warm_up(model.frame_weights, x_obs, config)
+    scales = branch_scales(config.levels, jnp.float32(head_scale), jnp.float32(lip_scale))
+    out = np.empty((x_obs.shape[0], n_pieces * CHUNK_FRAMES) + x_obs.shape[2:], np.float32)
+    progress = bar(n_gen, "generate", "frame")
+    started = time.perf_counter()
+    for piece in range(n_pieces):
+        frame = obs + piece * CHUNK_FRAMES           # padded frame of the piece's first output
+        start = max(0, (frame - lookback) // align * align)
+        window = padded[:, FEATURES_PER_FRAME * start:FEATURES_PER_FRAME * (start + width)]
+        carry, frames = _rollout_piece(model.params, model.frame_weights, carry,
+                                       jnp.asarray(window), jnp.int32(frame - start), scales,
+                                       anchor, config=config, n_frames=CHUNK_FRAMES)
+        out[:, piece * CHUNK_FRAMES:(piece + 1) * CHUNK_FRAMES] = \
+            np.moveaxis(np.asarray(frames), 0, 1)
+        progress.update(min(CHUNK_FRAMES, n_gen - piece * CHUNK_FRAMES))
+        if piece == 0 and n_pieces > 2:
+            spent = time.perf_counter() - started     # compilation included: an upper bound
+            warn(None, f"generating {n_gen + 1} frames ({(n_gen + 1) / FPS / 60:.1f} min of "
+                       f"speech) in {n_pieces} pieces; the keypoints will take about "
+                       f"{spent * (n_pieces - 1) / 60:.1f} min more")
+    progress.close()
+    return out[:, :n_gen]
 
 
 def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,
@@ -155,10 +245,10 @@ def match_features(features_4TxF: np.ndarray, quantiles_QxF: np.ndarray) -> np.n
     if features.shape[0] == 0:
         return features.copy()
     levels = np.linspace(0.0, 1.0, quantiles.shape[0])
-    ranks = (rankdata(features, method="average", axis=0) - 0.5) / features.shape[0]
     out = np.empty_like(features)
-    for band in range(features.shape[1]):
-        out[:, band] = np.interp(ranks[:, band], levels, quantiles[:, band])
+    for band in range(features.shape[1]):       # band by band: an hour's ranks cost 3 MB
+        ranks = (rankdata(features[:, band], method="average") - 0.5) / features.shape[0]
+        out[:, band] = np.interp(ranks, levels, quantiles[:, band])
     return out
 
 

@@ -36,7 +36,7 @@ from render.fomm import load as load_fomm
 from render.keypoints import split
 from syncers.data.video import video_writer
 from render.warp import render_chunks
-from syncers.data.features import (SAMPLE_RATE, feature_config, features_of, load_audio,
+from syncers.data.features import (SAMPLE_RATE, feature_config, file_features,
                                    n_video_frames)
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.run import progress
@@ -158,15 +158,14 @@ def _frame_chunks(renderer: str, crop, x0_Kx6, keypoints_Tx10x6, fomm, points=No
     return _fomm_chunks(fomm, crop.image, x0_Kx6, keypoints_Tx10x6)
 
 
-def write_frames(path: Path, chunks, n_frames: int, size: int, samples: np.ndarray,
-                 audio_file: str | None) -> None:
+def write_frames(path: Path, chunks, n_frames: int, size: int, n_samples: int,
+                 audio_file: str) -> None:
     """Stream rendered chunks into the mp4 at ``path`` with a progress bar (memory flat in the
-    video's length); the sound is the input file's own (its rate and channels) when there is
-    one, else ``samples`` (the bundled utterance)."""
-    n_out = max(1, math.ceil(samples.size / SAMPLE_RATE * FPS - 1e-6))
+    video's length); the sound is ``audio_file``'s own (its rate and channels), ``n_samples``
+    long at 16 kHz."""
+    n_out = max(1, math.ceil(n_samples / SAMPLE_RATE * FPS - 1e-6))
     with progress.bar(n_frames, "render", "frame") as bar, \
-            video_writer(path, size, size, FPS, audio=None if audio_file else samples,
-                         audio_file=audio_file, n_frames=n_out) as write:
+            video_writer(path, size, size, FPS, audio_file=audio_file, n_frames=n_out) as write:
         for chunk in chunks:
             write(chunk)
             bar.update(len(chunk))
@@ -268,8 +267,9 @@ def generate_command(args: Any) -> None:
     image_name = args.image or "astronaut (bundled)"
     image = face.load_image(args.image) if args.image else demo_image()
     audio_path = args.audio or os.fspath(BUNDLED_SPEECH)
-    samples = load_audio(audio_path)
-    seconds = samples.size / SAMPLE_RATE
+    # Long speech is read a block at a time: its samples are never held whole.
+    features, n_samples = file_features(audio_path, kind)
+    seconds = n_samples / SAMPLE_RATE
     if seconds < MIN_AUDIO_SECONDS:
         raise InputError(args.audio, f"the audio is {seconds:.2f} s long; msync generate needs "
                                      f"at least {MIN_AUDIO_SECONDS:g} s of speech")
@@ -285,10 +285,9 @@ def generate_command(args: Any) -> None:
         if fomm.config.generator.num_kp != N_KEYPOINTS:
             raise InputError(fomm_checkpoint, f"the FOMM model has {fomm.config.generator.num_kp} "
                                               f"keypoints; msync's generator moves {N_KEYPOINTS}")
-    features = features_of(audio_path, samples, kind)
     if quantiles is not None:
         features = match_features(features, quantiles)
-    n_frames = n_video_frames(samples.size)
+    n_frames = n_video_frames(n_samples)
     if given is not None:
         if len(given) < n_frames:
             raise InputError(given_path, f"--keypoints: {len(given)} frames "
@@ -324,7 +323,7 @@ def generate_command(args: Any) -> None:
     started = time.perf_counter()
     with published(out) as partial:
         chunks = _frame_chunks(renderer, crop, x0, keypoints, fomm, points)
-        write_frames(partial, chunks, n_frames, crop.image.shape[0], samples, audio_path)
+        write_frames(partial, chunks, n_frames, crop.image.shape[0], n_samples, audio_path)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
