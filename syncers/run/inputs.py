@@ -25,6 +25,7 @@ from typing import Any
 
 from syncers.run.errors import InputError
 
+
 def existing(path: str | os.PathLike, kind: str) -> Path:
     """``path`` resolved (symlinks followed), which must exist and be a ``kind``: ``"file"`` (a
     regular file), ``"dir"`` or ``"any"`` (either). A symlink loop, a dangling link, a device,

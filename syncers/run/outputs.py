@@ -36,7 +36,6 @@ from typing import Iterable, Iterator
 
 from syncers.run.errors import InputError
 
-
 # The process's umask, read once (os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
