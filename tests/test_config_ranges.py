@@ -51,7 +51,9 @@ SET_CASES = [
     ("syncers", "optim.learning_rate=0", "optim.learning_rate must be > 0; got 0.0"),
     ("syncers", "optim.learning_rate=.nan", "optim.learning_rate must be a finite number > 0; "
                                             "got nan"),
-    ("syncers", "model.embed_dim=0", "model.embed_dim must be >= 1; got 0"),
+    ("syncers", "model.embed_dim=0", "model.embed_dim must be from 1 to 16384; got 0"),
+    ("syncers", "model.audio.depth=1000000000",
+     "model.audio.depth must be from 0 to 256; got 1000000000"),
     ("syncers", "train.levels=[1,5]", "train.levels[1] must be from 1 to 4; got 5"),
     ("syncers", "sampling.hard_negatives=[-1,0,0,0]",
      "sampling.hard_negatives[0] must be >= 0; got -1"),
@@ -188,7 +190,7 @@ def _damage_zero(fomm):
     meta = json.loads((fomm / METADATA).read_text())
     meta["config"]["model_params"]["common_params"]["num_kp"] = 0
     (fomm / METADATA).write_text(json.dumps(meta))
-    return str(fomm / METADATA), "model_params.common_params.num_kp must be >= 1; got 0"
+    return str(fomm / METADATA), "model_params.common_params.num_kp must be from 1 to 256; got 0"
 
 
 @pytest.mark.parametrize("damage", [_damage_missing, _damage_truncated, _damage_config,
@@ -213,7 +215,7 @@ def test_a_fomm_yaml_with_a_zero_size_is_one_line(tmp_path, capsys):
     line = refused(["render", "parity", "--checkpoint", tmp_path / "vox.pth.tar", "--config",
                     path, "--inputs", tmp_path / "in.npz", "--out", out], capsys, out)
     assert line == (f"msync: error: {path}: model_params.generator_params.dense_motion_params."
-                    "block_expansion must be >= 1; got 0")
+                    "block_expansion must be from 1 to 4096; got 0")
 
 
 # --------------------------------------------------------------------------- datasets
