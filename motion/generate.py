@@ -103,7 +103,11 @@ def pad_audio(audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int, total_fram
     (:func:`pad_mode`; ``motion.stream`` mirrors the same way, one end at a time)."""
     before = FEATURES_PER_FRAME * (obs_len - 1)
     after = FEATURES_PER_FRAME * lookahead
-    mode = pad_mode(audio_Bx4TxF.shape[1], obs_len, lookahead)
+    n_rows = audio_Bx4TxF.shape[1]
+    mode = pad_mode(n_rows, obs_len, lookahead)
+    if mode == "reflect":
+        # One array, the ends mirrored from their own rows (an hour's features are 37 MB).
+        return _PaddedRows(audio_Bx4TxF, obs_len, lookahead)[0:FEATURES_PER_FRAME * total_frames]
     padded = np.pad(audio_Bx4TxF, ((0, 0), (before, after), (0, 0)), mode=mode)
     extra = FEATURES_PER_FRAME * total_frames - padded.shape[1]
     if extra > 0:
@@ -130,8 +134,7 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     obs = config.obs_len
     x_obs = np.repeat(x0[:, None], obs, axis=1)
     if n_frames - 1 > CHUNK_FRAMES:
-        frames = _rollout_chunked(model, x_obs, audio, n_frames - 1, head_scale, lip_scale)
-        return np.concatenate([x0[:, None], frames], axis=1)
+        return _rollout_chunked(model, x_obs, audio, n_frames - 1, head_scale, lip_scale)
     n_gen = bucket(n_frames - 1)
     # the rollout reads the look-ahead past its last frame: give it the mirrored audio there
     audio_in = pad_audio(audio, obs, config.lookahead, obs + n_gen + config.lookahead)
@@ -167,10 +170,41 @@ def _rollout_piece(params, weights, carry, window_Bx4WxF, first, scales, anchor,
     return jax.lax.scan(step, carry, a_proj)
 
 
+class _PaddedRows:
+    """Rows of :func:`pad_audio`'s array for audio ``[B, 4T, F]`` of a clip longer than its pads
+    (``reflect`` mode), without making it: ``self[lo:hi]`` is ``[B, hi − lo, F]``, its mirrored
+    ends made once (a few rows each), zeros past them. Padded frame j ↔ rows 4j..4j+3."""
+
+    def __init__(self, audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int):
+        before = FEATURES_PER_FRAME * (obs_len - 1)
+        after = FEATURES_PER_FRAME * lookahead
+        n_rows = audio_Bx4TxF.shape[1]
+        assert pad_mode(n_rows, obs_len, lookahead) == "reflect", n_rows
+        self.audio = audio_Bx4TxF
+        self.head = np.pad(audio_Bx4TxF[:, :before + 1], ((0, 0), (before, 0), (0, 0)),
+                           "reflect")[:, :before]
+        self.tail = np.pad(audio_Bx4TxF[:, n_rows - after - 1:], ((0, 0), (0, after), (0, 0)),
+                           "reflect")[:, after + 1:]
+        self.before, self.n_rows = before, n_rows
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi = rows.start, rows.stop
+        batch, _, width = self.audio.shape
+        out = np.zeros((batch, hi - lo, width), self.audio.dtype)
+        pieces = ((0, self.head), (self.before, self.audio),
+                  (self.before + self.n_rows, self.tail))
+        for first, piece in pieces:         # each piece's rows inside [lo, hi), copied in
+            a, b = max(lo, first), min(hi, first + piece.shape[1])
+            if a < b:
+                out[:, a - lo:b - lo] = piece[:, a - first:b - first]
+        return out
+
+
 def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx4TxF: np.ndarray,
                      n_gen: int, head_scale, lip_scale) -> np.ndarray:
-    """Frames ``1 .. n_gen`` (``[B, n_gen, 10, 6]``) in pieces of ``CHUNK_FRAMES`` (the module
-    docstring), with a progress bar and, after the first piece, an estimate of the rest."""
+    """Frames ``0 .. n_gen`` (``[B, 1 + n_gen, 10, 6]``, frame 0 = x0) with frames 1.. rolled
+    out in pieces of ``CHUNK_FRAMES`` (the module docstring), with a progress bar and, after the
+    first piece, an estimate of the rest."""
     model = ready(model)                      # the per-frame weights, prepared once
     config = model.config
     obs, lookahead = config.obs_len, config.lookahead
@@ -178,24 +212,23 @@ def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx
     align = 2 ** (config.levels - 1)                      # the coarsest level's stride
     n_pieces = -(-n_gen // CHUNK_FRAMES)
     width = -(-(lookback + lookahead + CHUNK_FRAMES + align - 1) // align) * align
-    # Padded frame j ↔ rows 4j..4j+3; zeros past the mirrored look-ahead, as the single scan.
-    total = obs + n_pieces * CHUNK_FRAMES + lookahead + width
-    padded = pad_audio(audio_Bx4TxF, obs, lookahead, total)
+    padded = _PaddedRows(audio_Bx4TxF, obs, lookahead)
     x_obs = jnp.asarray(x_obs_BxOx10x6)
     anchor = x_obs[:, 0]
     carry = _warm_up(model.frame_weights, x_obs, config)
     scales = branch_scales(config.levels, jnp.float32(head_scale), jnp.float32(lip_scale))
-    out = np.empty((x_obs.shape[0], n_pieces * CHUNK_FRAMES) + x_obs.shape[2:], np.float32)
+    out = np.empty((x_obs.shape[0], 1 + n_pieces * CHUNK_FRAMES) + x_obs.shape[2:], np.float32)
+    out[:, 0] = x_obs_BxOx10x6[:, 0]
     progress = bar(n_gen, "generate", "frame")
     started = time.perf_counter()
     for piece in range(n_pieces):
         frame = obs + piece * CHUNK_FRAMES           # padded frame of the piece's first output
         start = max(0, (frame - lookback) // align * align)
-        window = padded[:, FEATURES_PER_FRAME * start:FEATURES_PER_FRAME * (start + width)]
+        window = padded[FEATURES_PER_FRAME * start:FEATURES_PER_FRAME * (start + width)]
         carry, frames = _rollout_piece(model.params, model.frame_weights, carry,
                                        jnp.asarray(window), jnp.int32(frame - start), scales,
                                        anchor, config=config, n_frames=CHUNK_FRAMES)
-        out[:, piece * CHUNK_FRAMES:(piece + 1) * CHUNK_FRAMES] = \
+        out[:, 1 + piece * CHUNK_FRAMES:1 + (piece + 1) * CHUNK_FRAMES] = \
             np.moveaxis(np.asarray(frames), 0, 1)
         progress.update(min(CHUNK_FRAMES, n_gen - piece * CHUNK_FRAMES))
         if piece == 0 and n_pieces > 2:
@@ -204,7 +237,7 @@ def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx
                        f"speech) in {n_pieces} pieces; the keypoints will take about "
                        f"{spent * (n_pieces - 1) / 60:.1f} min more")
     progress.close()
-    return out[:, :n_gen]
+    return out[:, :1 + n_gen]
 
 
 def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,
