@@ -150,7 +150,7 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     are refused, with the figure, when they would not fit this machine's memory — all before
     anything of that size is allocated or read.
     """
-    config, params, info, meta_path = _read_model(path)
+    config, params, info, _ = _read_model(path)
     if isinstance(config, official_config.OfficialConfig):
         return OfficialModel(params=params, config=config), info
     return ready(GeneratorModel(params=params, config=config)), info
