@@ -236,7 +236,7 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = 
             if finished:
                 encoder.stdin.close()
                 code = encoder.wait()
-            else:                               # an error or a signal: stop it, never leave it writing
+            else:                   # an error or a signal: stop it, never leave it writing
                 encoder.kill()
                 encoder.wait()
                 code = 0
