@@ -65,7 +65,7 @@ CRAFTED = {
                     "model.json: config.n_layers must be from 1 to 256; got 1000000000"),
     "huge_layers_float": (_with_config(n_layers=1e9),
                           "model.json: config.n_layers must be from 1 to 256; got 1000000000"),
-    "too_big_for_memory": (_with_config(d_model=16384, d_ff=65536),
+    "too_big_for_memory": (_with_config(d_model=16384, d_ff=65536, n_layers=64),  # 0.8 TB
                            "more than this machine can hold"),
     "nested": (_replace("model.json", b"[" * 200_000), "model.json: JSON nested deeper than"),
     "huge_json": (_replace("model.json", b" " * 17_000_000),
