@@ -10,6 +10,16 @@ Lengths are padded up to buckets (:func:`bucket`) so a jitted rollout is compile
 bucket, not once per length; frames < T never depend on the padding beyond the mirrored
 look-ahead, so the result does not depend on the bucket (tested).
 
+**Long audio in bounded memory.** One scan over the whole length holds every frame's audio
+projections and outputs at once, and compiles a program per bucket: memory and compile time
+grow with the length. Past ``CHUNK_FRAMES`` frames :func:`generate_batch` rolls out in pieces
+of ``CHUNK_FRAMES`` (:func:`_rollout_chunked`), carrying the rollout's state from one to the next
+— ``x_t`` and the key/value ring buffers, as ``motion.stream.KeypointStream`` carries them — and
+running the FPN on a window of the padded audio around each piece, on the coarsest level's
+stride and ``lookback`` frames before it (``motion.fpn.lookback_frames``), so it computes what
+it computes on the whole clip. The keypoints equal the single scan's to float rounding (tested);
+one program is compiled, whatever the length, and the work's memory is that of one piece.
+
 ``head_scale`` / ``lip_scale`` multiply the coarse-branch (levels 3–4: head motion at
 800/1600 ms) and finest-branch (level 1: lips and jaw at 200 ms) terms of eq. 10 — 1 is the
 trained model, 0 removes that motion, > 1 exaggerates it. They are traced values: changing them
@@ -35,20 +45,32 @@ chosen per model by the pipeline (``motion.talking_head``):
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion.generator import KEYPOINT_DIM, N_KEYPOINTS
-from motion.model import GeneratorModel
+from motion import decode
+from motion.fpn import lookback_frames
+from motion.generator import (
+    KEYPOINT_DIM,
+    N_KEYPOINTS,
+    Generator,
+    GeneratorConfig,
+    branch_scales,
+)
+from motion.model import GeneratorModel, ready
 from motion.official import protocol as official_protocol
 from motion.official.model import OfficialModel
 from motion.rollout import rollout
-from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.layout import FEATURES_PER_FRAME, FPS
+from syncers.run.errors import warn
+from syncers.run.progress import bar
 
 _SMALL_BUCKETS = (32, 64, 128, 256)
 _LARGE_BUCKET = 256
+CHUNK_FRAMES = 1024        # 41 s of video per piece: long audio is rolled out piece by piece
 
 
 def bucket(n_frames: int) -> int:
@@ -81,7 +103,11 @@ def pad_audio(audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int, total_fram
     (:func:`pad_mode`; ``motion.stream`` mirrors the same way, one end at a time)."""
     before = FEATURES_PER_FRAME * (obs_len - 1)
     after = FEATURES_PER_FRAME * lookahead
-    mode = pad_mode(audio_Bx4TxF.shape[1], obs_len, lookahead)
+    n_rows = audio_Bx4TxF.shape[1]
+    mode = pad_mode(n_rows, obs_len, lookahead)
+    if mode == "reflect":
+        # One array, the ends mirrored from their own rows (an hour's features are 37 MB).
+        return _PaddedRows(audio_Bx4TxF, obs_len, lookahead)[0:FEATURES_PER_FRAME * total_frames]
     padded = np.pad(audio_Bx4TxF, ((0, 0), (before, after), (0, 0)), mode=mode)
     extra = FEATURES_PER_FRAME * total_frames - padded.shape[1]
     if extra > 0:
@@ -106,15 +132,112 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     if n_frames == 1:
         return x0[:, None]
     obs = config.obs_len
+    x_obs = np.repeat(x0[:, None], obs, axis=1)
+    if n_frames - 1 > CHUNK_FRAMES:
+        return _rollout_chunked(model, x_obs, audio, n_frames - 1, head_scale, lip_scale)
     n_gen = bucket(n_frames - 1)
     # the rollout reads the look-ahead past its last frame: give it the mirrored audio there
     audio_in = pad_audio(audio, obs, config.lookahead, obs + n_gen + config.lookahead)
-    x_obs = np.repeat(x0[:, None], obs, axis=1)
     frames = _rollout_jit(model.params, model.frame_weights, jnp.asarray(x_obs),
                           jnp.asarray(audio_in),
                           jnp.float32(head_scale), jnp.float32(lip_scale),
                           n_frames=n_gen, config=config)
     return np.concatenate([x0[:, None], np.asarray(frames)[:, :n_frames - 1]], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _warm_up(weights, x_obs, config: GeneratorConfig):
+    """The rollout's carry after the warm-up on ``x_obs [B, O, 10, 6]``: ``(x_{O−1}, k, v,
+    t = O − 1)`` (``motion.rollout``'s scan starts from the same)."""
+    k_cache, v_cache, _ = decode.warm_up(weights, x_obs, config)
+    return x_obs[:, -1], k_cache, v_cache, jnp.int32(x_obs.shape[1] - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "n_frames"))
+def _rollout_piece(params, weights, carry, window_Bx4WxF, first, scales, anchor, *,
+                   config: GeneratorConfig, n_frames: int):
+    """The FPN and the branches' audio projections on a window of padded features ``[B, 4W,
+    F]``, then ``n_frames`` frames of ``decode_step`` from the window's frame ``first`` on:
+    ``(carry, frames [n_frames, B, 10, 6])``."""
+    apply = functools.partial(Generator(config).apply, {"params": params})
+    a_proj = apply(window_Bx4WxF, method=Generator.audio_projections)     # [B, W, lv, H]
+    a_proj = jax.lax.dynamic_slice_in_dim(a_proj, first, n_frames, 1)
+    a_proj = jnp.transpose(a_proj, (1, 2, 3, 0))                          # [n, lv, H, B]
+
+    def step(carry, a_proj_t):
+        return decode.decode_step(weights, carry, a_proj_t, config=config, scales=scales,
+                                  anchor=anchor)
+    return jax.lax.scan(step, carry, a_proj)
+
+
+class _PaddedRows:
+    """Rows of :func:`pad_audio`'s array for audio ``[B, 4T, F]`` of a clip longer than its pads
+    (``reflect`` mode), without making it: ``self[lo:hi]`` is ``[B, hi − lo, F]``, its mirrored
+    ends made once (a few rows each), zeros past them. Padded frame j ↔ rows 4j..4j+3."""
+
+    def __init__(self, audio_Bx4TxF: np.ndarray, obs_len: int, lookahead: int):
+        before = FEATURES_PER_FRAME * (obs_len - 1)
+        after = FEATURES_PER_FRAME * lookahead
+        n_rows = audio_Bx4TxF.shape[1]
+        assert pad_mode(n_rows, obs_len, lookahead) == "reflect", n_rows
+        self.audio = audio_Bx4TxF
+        self.head = np.pad(audio_Bx4TxF[:, :before + 1], ((0, 0), (before, 0), (0, 0)),
+                           "reflect")[:, :before]
+        self.tail = np.pad(audio_Bx4TxF[:, n_rows - after - 1:], ((0, 0), (0, after), (0, 0)),
+                           "reflect")[:, after + 1:]
+        self.before, self.n_rows = before, n_rows
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi = rows.start, rows.stop
+        batch, _, width = self.audio.shape
+        out = np.zeros((batch, hi - lo, width), self.audio.dtype)
+        pieces = ((0, self.head), (self.before, self.audio),
+                  (self.before + self.n_rows, self.tail))
+        for first, piece in pieces:         # each piece's rows inside [lo, hi), copied in
+            a, b = max(lo, first), min(hi, first + piece.shape[1])
+            if a < b:
+                out[:, a - lo:b - lo] = piece[:, a - first:b - first]
+        return out
+
+
+def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx4TxF: np.ndarray,
+                     n_gen: int, head_scale, lip_scale) -> np.ndarray:
+    """Frames ``0 .. n_gen`` (``[B, 1 + n_gen, 10, 6]``, frame 0 = x0) with frames 1.. rolled
+    out in pieces of ``CHUNK_FRAMES`` (the module docstring), with a progress bar and, after the
+    first piece, an estimate of the rest."""
+    model = ready(model)                      # the per-frame weights, prepared once
+    config = model.config
+    obs, lookahead = config.obs_len, config.lookahead
+    lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+    align = 2 ** (config.levels - 1)                      # the coarsest level's stride
+    n_pieces = -(-n_gen // CHUNK_FRAMES)
+    width = -(-(lookback + lookahead + CHUNK_FRAMES + align - 1) // align) * align
+    padded = _PaddedRows(audio_Bx4TxF, obs, lookahead)
+    x_obs = jnp.asarray(x_obs_BxOx10x6)
+    anchor = x_obs[:, 0]
+    carry = _warm_up(model.frame_weights, x_obs, config)
+    scales = branch_scales(config.levels, jnp.float32(head_scale), jnp.float32(lip_scale))
+    out = np.empty((x_obs.shape[0], 1 + n_pieces * CHUNK_FRAMES) + x_obs.shape[2:], np.float32)
+    out[:, 0] = x_obs_BxOx10x6[:, 0]
+    progress = bar(n_gen, "generate", "frame")
+    started = time.perf_counter()
+    for piece in range(n_pieces):
+        frame = obs + piece * CHUNK_FRAMES           # padded frame of the piece's first output
+        start = max(0, (frame - lookback) // align * align)
+        window = padded[FEATURES_PER_FRAME * start:FEATURES_PER_FRAME * (start + width)]
+        carry, frames = _rollout_piece(model.params, model.frame_weights, carry,
+                                       jnp.asarray(window), jnp.int32(frame - start), scales,
+                                       anchor, config=config, n_frames=CHUNK_FRAMES)
+        out[:, 1 + piece * CHUNK_FRAMES:1 + (piece + 1) * CHUNK_FRAMES] = \
+            np.moveaxis(np.asarray(frames), 0, 1)
+        progress.update(min(CHUNK_FRAMES, n_gen - piece * CHUNK_FRAMES))
+        if piece == 0 and n_pieces > 2:
+            spent = time.perf_counter() - started     # compilation included: an upper bound
+            warn(None, f"generating {n_gen + 1} frames ({(n_gen + 1) / FPS / 60:.1f} min of "
+                       f"speech) in {n_pieces} pieces; the keypoints will take about "
+                       f"{spent * (n_pieces - 1) / 60:.1f} min more")
+    progress.close()
+    return out[:, :1 + n_gen]
 
 
 def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF, head_scale=1.0,

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from motion.fpn import AudioFPN, lookahead_frames
 from motion.temporal import TemporalTransformer
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, KEYPOINT_DIM, N_KEYPOINTS
-from syncers.run.config import count, non_negative
+from syncers.run.config import ranged
 
 # The names of G's layers in its parameter tree, declared once: the modules below take them and
 # the per-frame kernel (``motion.decode``) reads the parameters by them. They are the names
@@ -56,26 +56,29 @@ def head_hidden_names(j: int) -> tuple[str, str]:
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
     """Sizes of G. Defaults are the paper's (≈40 M parameters; the paper's code: 41.7 M)."""
-    d_model: int = count(512)
-    n_layers: int = count(4)
-    n_heads: int = count(8)
-    d_ff: int = count(2048)
-    context: int = count(40)      # frames each attention reads (KV ring buffer length)
-    encoder_hidden: int = count(512)
-    audio_features: int = count(26)
-    fpn_channels: int = count(512)
-    fpn_post_convs: int = non_negative(1)   # kernel-3 convs per FPN level (sets the look-ahead)
-    levels: int = count(4)
-    branch_hidden: int = count(1280)
-    branch_depth: int = count(3)  # hidden layers per branch
-    obs_len: int = count(3)       # observed (warm-up) frames
+    # Upper bounds far above any trainable size: a model.json is untrusted input, and a size
+    # of 10⁹ would otherwise build a billion layers before anything could refuse it.
+    d_model: int = ranged(512, ge=1, le=16384)
+    n_layers: int = ranged(4, ge=1, le=256)
+    n_heads: int = ranged(8, ge=1, le=1024)
+    d_ff: int = ranged(2048, ge=1, le=65536)
+    context: int = ranged(40, ge=1, le=4096)    # frames each attention reads (KV ring buffer)
+    encoder_hidden: int = ranged(512, ge=1, le=16384)
+    audio_features: int = ranged(26, ge=1, le=1024)
+    fpn_channels: int = ranged(512, ge=1, le=16384)
+    # kernel-3 convs per FPN level (sets the look-ahead)
+    fpn_post_convs: int = ranged(1, ge=0, le=16)
+    levels: int = ranged(4, ge=1, le=10)
+    branch_hidden: int = ranged(1280, ge=1, le=65536)
+    branch_depth: int = ranged(3, ge=1, le=256)  # hidden layers per branch
+    obs_len: int = ranged(3, ge=1, le=1024)      # observed (warm-up) frames
     # small first velocities: stable early rollouts
-    velocity_init_scale: float = non_negative(0.01)
+    velocity_init_scale: float = ranged(0.01, ge=0, le=100)
     # Departure from eq. 9 (0 = the paper): x_{t+1} = x_t + v_{t+1} − (x_t − x_anchor)/(25·τ),
     # τ = restore_seconds, x_anchor the first observed frame (x0 at inference). A leaky
     # integrator: a velocity bias b gives a bounded offset 25·τ·b instead of a walk-off that
     # grows with time, and motion slower than 1/(2πτ) Hz is pulled back to the rest pose.
-    restore_seconds: float = non_negative(0.0)
+    restore_seconds: float = ranged(0.0, ge=0, le=3600)
     # Departure from the paper (False = the paper): the keypoint encoder also reads x_t − x_anchor
     # (120 inputs, not 60), so G knows where it is relative to the rest pose it started from
     # and can learn to come back to it (docs/design.md, "Long generation").

@@ -52,6 +52,7 @@ from motion.official.model import OfficialModel
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError, one_line
+from syncers.run.inputs import check_allocation, existing, read_bounded, read_json
 from syncers.run.outputs import published, staging_dir
 
 FORMAT = "msync-generator"
@@ -61,6 +62,10 @@ PARAMS = "params.msgpack"
 LONG_HORIZON = "long_horizon.json"    # evaluate's record of the long rollouts (sidecar)
 N_QUANTILES = 101          # percentiles 0, 1, ..., 100: about 30 KB of JSON at 26 bands
 MAX_STATS_FRAMES = 2_000_000   # ≈ 5.5 h of audio: percentiles are settled long before that
+MAX_META_BYTES = 16_000_000    # model.json: about 40 KB with feature_stats and articulation
+# params.msgpack may exceed the float32 bytes of its config's parameters by msgpack's framing
+# (names and headers: a few bytes per leaf) and no more.
+PARAMS_SLACK_BYTES = 1_000_000
 
 
 def corpus_feature_stats(features: list[np.ndarray], source: str) -> dict:
@@ -122,8 +127,8 @@ def exported_step(directory: str | os.PathLike) -> int | None:
     is no complete export there: a file missing, or a ``model.json`` that is not one."""
     directory = Path(directory)
     try:
-        info = json.loads((directory / META).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = read_json(directory / META, MAX_META_BYTES)
+    except InputError:
         return None
     if not (directory / PARAMS).is_file() or not isinstance(info, dict) or \
             info.get("format") != FORMAT or not isinstance(info.get("step"), int):
@@ -138,19 +143,38 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     ``info`` is the parsed ``model.json`` (``keypoint_space``, ``features``, ``syncers_run``,
     ``step``, ...) plus ``params_sha256``, the digest of the parameters read (not a key of the
     file). Anything malformed is an :class:`InputError` naming the file.
+
+    A model directory is untrusted input: links are resolved safely
+    (``syncers.run.inputs.existing``), ``model.json`` is read bounded in size and depth, every
+    number of its config is checked against its range, and the parameters the config implies
+    are refused, with the figure, when they would not fit this machine's memory — all before
+    anything of that size is allocated or read.
     """
+    config, params, info, _ = _read_model(path)
+    if isinstance(config, official_config.OfficialConfig):
+        return OfficialModel(params=params, config=config), info
+    return ready(GeneratorModel(params=params, config=config)), info
+
+
+def check_model(path: str | os.PathLike) -> dict:
+    """Every check :func:`load_model` makes (``model.json``, the config's ranges, the
+    parameters' names, shapes and size), without building the model: a server's start-up check
+    of a model it will load later. Returns ``info``."""
+    return _read_model(path)[2]
+
+
+def _read_model(path: str | os.PathLike):
+    """``(config, params, info, model.json's path)`` of :func:`load_model`."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise InputError(path, "no such model (a directory from `msync train generator`)")
+    existing(path, "dir")
     path = model_dir(path)
     meta_path = path / META
-    if not meta_path.is_file():
+    if not os.path.lexists(meta_path):
         raise InputError(path, f"not a generator model (no {META}; train one with "
                                "`msync train generator`)")
-    try:
-        info = json.loads(meta_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(meta_path, f"not valid JSON ({err})") from None
+    info = read_json(meta_path, MAX_META_BYTES)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise InputError(meta_path, f"not an {FORMAT} file")
     if info.get("version") != VERSION:
@@ -160,8 +184,8 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     if arch == official_config.ARCH:
         config = official_config.from_dict(info.get("config"), meta_path)
         _check_generate_settings(info, config, meta_path)
-        params = _read_params(path / PARAMS, official_template(config), info)
-        return OfficialModel(params=params, config=config), info
+        params = _read_params(path / PARAMS, official_template(config), info, meta_path)
+        return config, params, info, meta_path
     if arch is not None:
         raise InputError(meta_path, f"unknown arch {arch!r} (this msync runs its own generator "
                                     f"and {official_config.ARCH})")
@@ -173,8 +197,8 @@ def load_model(path: str | os.PathLike) -> tuple[GeneratorModel | OfficialModel,
     except Exception as err:  # noqa: BLE001 - sizes no generator can have
         raise InputError(meta_path, f"config cannot build a generator ({one_line(err)})") \
             from None
-    params = _read_params(path / PARAMS, template, info)
-    return ready(GeneratorModel(params=params, config=config)), info
+    params = _read_params(path / PARAMS, template, info, meta_path)
+    return config, params, info, meta_path
 
 
 def model_articulation(info: dict) -> articulation.Articulation | None:
@@ -189,7 +213,7 @@ def write_articulation(path: str | os.PathLike, fitted: articulation.Articulatio
     """Store ``fitted`` (and its fit ``report``) in the model's ``model.json``, replacing any
     earlier one; the file is replaced whole, so a reader never sees half of it."""
     meta_path = model_dir(path) / META
-    info = json.loads(meta_path.read_text())
+    info = read_json(meta_path, MAX_META_BYTES)
     info["articulation"] = fitted.to_json()
     info["articulation_report"] = report
     with published(meta_path) as partial:
@@ -200,7 +224,7 @@ def write_articulation(path: str | os.PathLike, fitted: articulation.Articulatio
 def model_dir(path: str | os.PathLike) -> Path:
     """The directory holding ``model.json``: ``path`` itself, or a training run's ``RUN/model``."""
     path = Path(path)
-    if (path / "model" / META).is_file() and not (path / META).is_file():
+    if not os.path.lexists(path / META) and (path / "model" / META).is_file():
         return path / "model"
     return path
 
@@ -222,8 +246,8 @@ def long_horizon_record(path: str | os.PathLike, info: dict) -> dict | None:
     if isinstance(own, dict):
         return own
     try:
-        record = json.loads((model_dir(path) / LONG_HORIZON).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = read_json(model_dir(path) / LONG_HORIZON, MAX_META_BYTES)
+    except InputError:
         return None
     if not isinstance(record, dict) or record.get("format") != long_horizon.RECORD_FORMAT:
         return None
@@ -285,13 +309,19 @@ def _generator_config(raw, meta_path: Path) -> GeneratorConfig:
     return config
 
 
-def _read_params(params_path: Path, template, info: dict):
+def _read_params(params_path: Path, template, info: dict, meta_path: Path):
     """``params.msgpack`` as float32 numpy leaves of ``template``'s tree: exactly its names
     and shapes (a leaf missing, one more, or one of another shape is refused); the digest of
-    the bytes read goes to ``info["params_sha256"]``."""
-    if not params_path.is_file():
+    the bytes read goes to ``info["params_sha256"]``.
+
+    Before anything is read, the parameters ``template`` implies must fit this machine's memory
+    (refused with the figure, naming ``model.json``), and the file may hold no more than they
+    take plus msgpack's framing."""
+    n_bytes = sum(int(np.prod(leaf.shape)) * 4 for leaf in jax.tree.leaves(template))
+    check_allocation(meta_path, f"its config's parameters ({n_bytes // 4:,} floats)", n_bytes)
+    if not os.path.lexists(params_path):
         raise InputError(params_path, "missing")
-    data = params_path.read_bytes()
+    data = read_bounded(params_path, n_bytes + PARAMS_SLACK_BYTES)
     info["params_sha256"] = hashlib.sha256(data).hexdigest()
     try:
         state = flax.serialization.msgpack_restore(data)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from syncers.data.pyramid import AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES
-from syncers.run.config import count, non_negative
+from syncers.run.config import ranged
 
 # LeCun-uniform initial weights (PyTorch's default family), so that :func:`init_params` can draw
 # the same distribution with NumPy (see there).
@@ -35,22 +35,25 @@ AUDIO_FRAMES = AUDIO_SEGMENT_FRAMES   # 100 Hz feature frames per segment, every
 MOTION_FRAMES = SEGMENT_FRAMES        # motion frames per segment
 
 
+# Sizes have upper bounds far above any trainable one: a run's saved config.yaml is read back.
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """One encoder: ``depth`` ConvNeXt blocks per stage at ``width`` channels."""
-    width: int = count(128)
-    depth: int = non_negative(2)   # 0: no ConvNeXt blocks (the tests' tiny syncers)
-    kernel: int = count(5)
-    mlp_ratio: int = count(4)
+    width: int = ranged(128, ge=1, le=16384)
+    depth: int = ranged(2, ge=0, le=256)   # 0: no ConvNeXt blocks (the tests' tiny syncers)
+    kernel: int = ranged(5, ge=1, le=255)
+    mlp_ratio: int = ranged(4, ge=1, le=64)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Sizes of one syncer (the same for every level)."""
-    embed_dim: int = count(512)
+    embed_dim: int = ranged(512, ge=1, le=16384)
     audio: EncoderConfig = EncoderConfig(kernel=7)
     motion: EncoderConfig = EncoderConfig(kernel=3)
-    frame_hidden: int = count(256)   # hidden width of e_x's per-frame MLP
+    frame_hidden: int = ranged(256, ge=1, le=65536)   # hidden width of e_x's per-frame MLP
     # Subtract each motion segment's mean over its 5 frames: the syncer then sees how the face
     # moves inside the window, not where it sits (speaker shape, slow drift), which otherwise
     # dominates the input at the coarse levels.

@@ -51,7 +51,9 @@ SET_CASES = [
     ("syncers", "optim.learning_rate=0", "optim.learning_rate must be > 0; got 0.0"),
     ("syncers", "optim.learning_rate=.nan", "optim.learning_rate must be a finite number > 0; "
                                             "got nan"),
-    ("syncers", "model.embed_dim=0", "model.embed_dim must be >= 1; got 0"),
+    ("syncers", "model.embed_dim=0", "model.embed_dim must be from 1 to 16384; got 0"),
+    ("syncers", "model.audio.depth=1000000000",
+     "model.audio.depth must be from 0 to 256; got 1000000000"),
     ("syncers", "train.levels=[1,5]", "train.levels[1] must be from 1 to 4; got 5"),
     ("syncers", "sampling.hard_negatives=[-1,0,0,0]",
      "sampling.hard_negatives[0] must be >= 0; got -1"),
@@ -62,9 +64,11 @@ SET_CASES = [
     ("generator", "optim.lr_g=-1e-4", "optim.lr_g must be > 0; got -0.0001"),
     ("generator", "optim.lr_d=.inf", "optim.lr_d must be a finite number > 0; got inf"),
     ("generator", "optim.b2=1", "optim.b2 must be >= 0 and < 1; got 1.0"),
-    ("generator", "model.obs_len=0", "model.obs_len must be >= 1; got 0"),
-    ("generator", "model.d_model=0", "model.d_model must be >= 1; got 0"),
-    ("generator", "model.restore_seconds=-1", "model.restore_seconds must be >= 0; got -1.0"),
+    ("generator", "model.obs_len=0", "model.obs_len must be from 1 to 1024; got 0"),
+    ("generator", "model.n_layers=1000000000",
+     "model.n_layers must be from 1 to 256; got 1000000000"),
+    ("generator", "model.d_model=0", "model.d_model must be from 1 to 16384; got 0"),
+    ("generator", "model.restore_seconds=-1", "model.restore_seconds must be from 0 to 3600; got -1.0"),
     ("generator", "loss.lambda_av=-1", "loss.lambda_av must be >= 0; got -1.0"),
     ("generator", "loss.lambda_rec=.inf", "loss.lambda_rec must be a finite number >= 0; "
                                           "got inf"),
@@ -140,7 +144,7 @@ def test_a_saved_model_whose_obs_len_is_zero_is_refused(tmp_path, capsys):
         "keypoint_space": "phantom-v1", "features": {}, "syncers_run": None, "step": 1}))
     out = tmp_path / "out.mp4"
     line = refused(["generate", "--model", model, "--out", out], capsys, out)
-    assert line == f"msync: error: {model / 'model.json'}: config.obs_len must be >= 1; got 0"
+    assert line == f"msync: error: {model / 'model.json'}: config.obs_len must be from 1 to 1024; got 0"
 
 
 # --------------------------------------------------------------------------- FOMM
@@ -186,7 +190,7 @@ def _damage_zero(fomm):
     meta = json.loads((fomm / METADATA).read_text())
     meta["config"]["model_params"]["common_params"]["num_kp"] = 0
     (fomm / METADATA).write_text(json.dumps(meta))
-    return str(fomm / METADATA), "model_params.common_params.num_kp must be >= 1; got 0"
+    return str(fomm / METADATA), "model_params.common_params.num_kp must be from 1 to 256; got 0"
 
 
 @pytest.mark.parametrize("damage", [_damage_missing, _damage_truncated, _damage_config,
@@ -211,7 +215,7 @@ def test_a_fomm_yaml_with_a_zero_size_is_one_line(tmp_path, capsys):
     line = refused(["render", "parity", "--checkpoint", tmp_path / "vox.pth.tar", "--config",
                     path, "--inputs", tmp_path / "in.npz", "--out", out], capsys, out)
     assert line == (f"msync: error: {path}: model_params.generator_params.dense_motion_params."
-                    "block_expansion must be >= 1; got 0")
+                    "block_expansion must be from 1 to 4096; got 0")
 
 
 # --------------------------------------------------------------------------- datasets

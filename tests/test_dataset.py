@@ -86,7 +86,8 @@ def raw_npz(path, **arrays):
     (lambda kp, f: (np.where(np.arange(20)[:, None, None] == 3, np.nan, kp), f),
      "keypoints contains NaN or infinite values"),
     (lambda kp, f: (kp, np.full_like(f, np.inf)), "audio_features contains NaN or infinite"),
-    (lambda kp, f: (kp[..., :4], f), r"keypoints must have shape \[·, ·, 6\]; got \[20, 10, 4\]"),
+    (lambda kp, f: (kp[..., :4], f), r"keypoints must have shape \[·, 10, 6\]; got \[20, 10, 4\]"),
+    (lambda kp, f: (kp[:, :3], f), r"keypoints must have shape \[·, 10, 6\]; got \[20, 3, 6\]"),
     (lambda kp, f: (kp.astype(np.int32), f), "keypoints must be floating point"),
 ])
 def test_bad_clips_are_named(tmp_path, mutate, message):

@@ -105,3 +105,18 @@ def test_an_absurd_sample_rate_is_refused_before_resampling(tmp_path, rate):
         official_audio.read_samples(path)
     soundfile.write(tmp_path / "phone.wav", np.zeros(8000, np.float32), 8000)
     assert load_audio(tmp_path / "phone.wav").shape == (16000,)
+
+
+@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+def test_long_audio_in_blocks_gives_the_same_rows(monkeypatch, kind):
+    """A long recording's spectrogram is made ``BLOCK_ROWS`` rows at a time: the rows are those
+    of one STFT over the whole signal, at both ends (librosa's reflect centring) and across
+    every block boundary."""
+    from syncers.data import features as features_lib
+
+    samples = np.random.default_rng(7).normal(scale=0.1, size=16000 * 7 + 333).astype(np.float32)
+    whole = features_lib.audio_features(samples, kind)
+    monkeypatch.setattr(features_lib, "BLOCK_ROWS", 97)
+    blocked = features_lib.audio_features(samples, kind)
+    assert blocked.shape == whole.shape == (4 * (samples.size // 640), 26)
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())

@@ -362,8 +362,11 @@ def test_outputs_never_overwrite_inputs_or_unrelated_files(media, tmp_path, caps
 
 def test_an_unwritable_folder_is_refused_before_any_work(media, tmp_path, capsys, monkeypatch):
     from syncers.run import outputs
-    # root may write anywhere: ask the check itself to see a read-only folder
-    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    # root may write anywhere: the check's probe file is refused as in a read-only folder
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refused)
     code, stdout, err = _run(capsys, "--image", media["face"], "--audio", media["wav"],
                              "--model", media["phantom"], "--out", tmp_path / "ro" / "x.mp4")
     assert "the folder for --out is not writable" in _one_line_error(code, err)

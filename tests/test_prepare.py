@@ -248,3 +248,31 @@ def test_prepare_fomm_space_with_a_checkpoint(videos, tmp_path, real_media):
     assert clip.keypoints[..., :2].std(axis=0).mean() > 1e-4
     assert not np.allclose(clip.keypoints, clip.keypoints_flipped)
     assert clip.landmarks.shape == (200, 68, 2)                   # landmarks in every space
+
+
+class _RefusingWorker(_FakeWorker):
+    """Refuses every video, as prepare refuses one with no face or no audio."""
+
+    def prepare(self, video, out, split, clip_id):
+        raise prepare_app.Skip("no face found" if "face" in video.name else "no audio track")
+
+
+def test_no_usable_video_is_one_line_naming_the_reasons(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(prepare_app, "_Worker", _RefusingWorker)
+    monkeypatch.setattr(prepare_app.landmarker, "check_available", lambda: None)
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for name in ("noface.mp4", "face2.mp4", "silent.mp4"):
+        (folder / name).write_bytes(b"video")
+    out = tmp_path / "out"
+    assert prepare(folder, out) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if not line.startswith("prepare:")]                     # the progress bar's
+    err = "\n".join(lines)
+    assert len(lines) == 1 and err.startswith("msync: error: "), err
+    assert "no usable clip: 3 video(s) refused" in err
+    assert "2 × no face found (e.g. face2.mp4)" in err and "1 × no audio track" in err, err
+    report = json.loads((out / "prepare_report.json").read_text())   # the report is written
+    assert set(report["skipped"]) == {"noface.mp4", "face2.mp4", "silent.mp4"}
+    assert prepare(folder, out) == 2                                # and again, resumed
+    assert "3 video(s) refused" in capsys.readouterr().err

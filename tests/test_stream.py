@@ -281,4 +281,22 @@ def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media
     code, _, err = _stream(monkeypatch, capsys, command_media, "--out", out, *extra, stdin=stdin)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("msync: error: ") and problem in err, err
-    assert not out.exists()
+    if case == "torn":       # every frame of the complete samples is written, then the error
+        from syncers.data.video import read_video
+        assert len(read_video(out)) == -(-command_media["samples"] // 640)
+    else:
+        assert not out.exists()
+
+
+def test_stream_raw_output_of_a_torn_stream_has_every_complete_frame(monkeypatch, capsys,
+                                                                     command_media):
+    """A stray byte after the last whole sample: the frames of the complete samples all go
+    out (as for the same stream without it), then one line and exit 2."""
+    code, raw, err = _stream(monkeypatch, capsys, command_media, "--out", "-",
+                             stdin=command_media["torn"])
+    _, whole, _ = _stream(monkeypatch, capsys, command_media, "--out", "-",
+                          stdin=command_media["raw"])
+    assert code == 2, err
+    assert err.count("\n") == 1 and "ends in the middle of a 16-bit sample" in err, err
+    assert len(raw) == len(whole) > 0
+    assert raw == whole

@@ -312,7 +312,7 @@ def test_live_microphone_frames_arrive_while_it_is_recording(browser, server, me
 @pytest.mark.parametrize("argv, message", [
     (["--port", "0"], "--port: must be 1..65535"),
     (["--port", "busy"], "is already in use"),
-    (["--model", "/nonexistent/run"], "not a generator model"),
+    (["--model", "/nonexistent/run"], "no such model"),
 ])
 def test_bad_ports_and_models_are_one_line(argv, message):
     with socket.socket() as taken:

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from syncers.run import compile_cache
 from syncers.run.errors import InputError
+from syncers.run.outputs import interrupt_on_sigterm
 
 def _command(target: str) -> Callable[[argparse.Namespace], None]:
     """A handler calling ``module:function(args)``. The module is imported when its command
@@ -636,6 +637,7 @@ _PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCE
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()          # a terminated run removes its partial files, as Ctrl-C does
     try:
         # Before any command imports JAX, which reads the cache's settings once (compile_cache).
         compile_cache.enable(off=args.no_cache)

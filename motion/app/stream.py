@@ -58,29 +58,41 @@ def build_streamer(model: TalkingHeadModel, image: np.ndarray, options: Generati
     return streamer
 
 
-def stdin_chunks(stream, chunk_bytes: int) -> Iterator[tuple[np.ndarray, float]]:
-    """16-bit little-endian PCM from a binary ``stream``: ``(int16 array, time read)``, each as
-    soon as it is read (at most ``chunk_bytes``); an odd byte is held for the next read. Bad
-    input (nothing, or a torn last sample) raises InputError naming stdin."""
-    held = b""
-    total = 0
-    fd = stream.fileno()
-    while True:
-        data = os.read(fd, chunk_bytes)
-        if not data:
-            break
-        total += len(data)
-        data = held + data
-        whole = len(data) // 2 * 2
-        held = data[whole:]
-        if whole:
-            yield np.frombuffer(data[:whole], "<i2"), time.perf_counter()
-    if held:
-        raise InputError("stdin", f"ends in the middle of a 16-bit sample ({total} bytes in "
-                                  f"all): expected 16-bit little-endian mono PCM")
-    if total == 0:
-        raise InputError("stdin", "no audio came in: pipe 16-bit little-endian mono PCM into "
-                                  "msync stream, or pass --audio FILE")
+class StdinChunks:
+    """16-bit little-endian PCM from a binary ``stream``: iterating gives ``(int16 array, time
+    read)``, each as soon as it is read (at most ``chunk_bytes``); an odd byte is held for the
+    next read. Nothing at all raises InputError naming stdin; a torn last sample does not stop
+    the stream — every frame the complete samples determine still goes out — and
+    :meth:`check_complete`, called once the output is written, raises it then."""
+
+    def __init__(self, stream, chunk_bytes: int):
+        self.stream, self.chunk_bytes = stream, chunk_bytes
+        self.total = 0                   # bytes read
+        self.stray = 0                   # bytes after the last whole sample
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
+        held = b""
+        fd = self.stream.fileno()
+        while True:
+            data = os.read(fd, self.chunk_bytes)
+            if not data:
+                break
+            self.total += len(data)
+            data = held + data
+            whole = len(data) // 2 * 2
+            held = data[whole:]
+            if whole:
+                yield np.frombuffer(data[:whole], "<i2"), time.perf_counter()
+        self.stray = len(held)
+        if self.total == 0:
+            raise InputError("stdin", "no audio came in: pipe 16-bit little-endian mono PCM "
+                                      "into msync stream, or pass --audio FILE")
+
+    def check_complete(self) -> None:
+        if self.stray:
+            raise InputError("stdin", f"ends in the middle of a 16-bit sample ({self.total} "
+                                      f"bytes in all; the frames of the complete samples were "
+                                      f"written): expected 16-bit little-endian mono PCM")
 
 
 def file_chunks(samples: np.ndarray, chunk: int, clock: Callable[[], float] = time.perf_counter,
@@ -166,7 +178,7 @@ def stream_command(args: Any) -> None:
         chunks = file_chunks(samples, max(1, round(args.chunk_ms * SAMPLE_RATE / 1000)))
     else:
         rate = args.sample_rate
-        chunks = stdin_chunks(sys.stdin.buffer, 2 * max(1, round(args.chunk_ms * rate / 1000)))
+        chunks = StdinChunks(sys.stdin.buffer, 2 * max(1, round(args.chunk_ms * rate / 1000)))
     delay_ms = streamer.delay_frames * 1000 / FPS + 7.5
     if args.verbose:
         print(f"msync stream: {streamer.size}x{streamer.size} RGB frames at {FPS} fps, "
@@ -189,6 +201,8 @@ def stream_command(args: Any) -> None:
             return
         finally:
             sink.close()
+    if isinstance(chunks, StdinChunks):
+        chunks.check_complete()           # after every frame of the complete samples
     lat = summary["latency"]
     matched = "matched to its corpus as it came" if streamer.match is not None else "as is"
     print(f"msync stream: {summary['frames']} frames ({summary['seconds']:.2f} s of audio, "

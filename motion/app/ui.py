@@ -46,7 +46,7 @@ from motion.app import analyze as app_analyze
 from motion.app import generate as app_gen
 from syncers.data import prepare as app_prepare
 from motion.app import stream as app_stream
-from motion.saved_model import META
+from motion.saved_model import check_model
 from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data.video import probe
@@ -79,9 +79,7 @@ def page_config(models: list[str], datasets: list[str], max_upload_mb: float, wo
     model_map: dict[str, str | None] = {BUNDLED: None}
     for path in models:
         root = Path(path)
-        if not ((root / META).is_file() or (root / "model" / META).is_file()):
-            raise InputError(path, f"--model: not a generator model (no {META}; a directory from "
-                                   "`msync train generator`)")
+        check_model(root)          # all of load_model's checks, parameters included
         model_map[_label(root, model_map)] = os.fspath(root)
     dataset_map: dict[str, str] = {}
     for path in datasets:
@@ -115,7 +113,7 @@ def readable(err: Exception, names: dict[str, str]) -> str:
     if isinstance(err, InputError):
         subject = names.get(err.path or "", None)
         if subject is None and err.path is not None:
-            subject = names.get(os.fspath(Path(err.path).resolve()), Path(err.path).name)
+            subject = names.get(os.path.realpath(err.path), Path(err.path).name)
         text = err.problem if err.path is None else f"{subject}: {err.problem}"
     elif isinstance(err, PageError):
         text = str(err)

@@ -97,10 +97,19 @@ def multiscale_widths(config: OfficialConfig) -> list[int]:
     return widths
 
 
+# Upper bounds far above any released size: a model.json is untrusted input, and a size of
+# 10⁹ would otherwise plan a billion layers before anything could refuse it.
+_MOST = {"coord_dim": 16384, "audio_dim": 16384, "hidden_size": 16384, "nheads_tf": 1024,
+         "nlayers_tf": 256, "nblocks_do": 64, "expansion_fact_do": 64, "pyramid_layers_g": 64,
+         "data_dim": 64, "obs_len": 1024}
+
+
 def _integer(args: Mapping[str, Any], key: str, source, minimum: int = 1) -> int:
     value = args[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(source, f"{key}: expected an integer >= {minimum}; got {value!r}")
+    most = _MOST[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= most:
+        raise InputError(source, f"{key}: expected an integer from {minimum} to {most}; got "
+                                 f"{value!r}")
     return value
 
 

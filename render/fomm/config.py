@@ -16,35 +16,39 @@ from typing import Any, Mapping
 
 import configs
 from syncers.run import config as config_lib
-from syncers.run.config import count, non_negative, positive, ranged
+from syncers.run.config import positive, ranged
 from syncers.run.errors import InputError
 
 DEFAULT_CONFIG = configs.path("render/vox-256.yaml")
 
 
+# Every size has an upper bound far above FOMM's: a config beside a checkpoint is untrusted, and
+# a size of 10⁹ would plan that many blocks before anything could refuse it.
+
+
 @dataclasses.dataclass(frozen=True)
 class KPDetectorConfig:
     """FOMM ``KPDetector`` arguments (modules/keypoint_detector.py)."""
-    block_expansion: int = count(32)
-    num_kp: int = count(10)
-    num_channels: int = count(3)
-    max_features: int = count(1024)
-    num_blocks: int = count(5)
+    block_expansion: int = ranged(32, ge=1, le=4096)
+    num_kp: int = ranged(10, ge=1, le=256)
+    num_channels: int = ranged(3, ge=1, le=16)
+    max_features: int = ranged(1024, ge=1, le=16384)
+    num_blocks: int = ranged(5, ge=1, le=32)
     temperature: float = positive(0.1)
     estimate_jacobian: bool = True
     scale_factor: float = ranged(0.25, gt=0, le=1)
     single_jacobian_map: bool = False
-    pad: int = non_negative(0)
+    pad: int = ranged(0, ge=0, le=256)
 
 
 @dataclasses.dataclass(frozen=True)
 class DenseMotionConfig:
     """FOMM ``DenseMotionNetwork`` arguments (modules/dense_motion.py)."""
-    block_expansion: int = count(64)
-    num_blocks: int = count(5)
-    max_features: int = count(1024)
-    num_kp: int = count(10)
-    num_channels: int = count(3)
+    block_expansion: int = ranged(64, ge=1, le=4096)
+    num_blocks: int = ranged(5, ge=1, le=32)
+    max_features: int = ranged(1024, ge=1, le=16384)
+    num_kp: int = ranged(10, ge=1, le=256)
+    num_channels: int = ranged(3, ge=1, le=16)
     estimate_occlusion_map: bool = True
     scale_factor: float = ranged(0.25, gt=0, le=1)
     kp_variance: float = positive(0.01)
@@ -53,12 +57,12 @@ class DenseMotionConfig:
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
     """FOMM ``OcclusionAwareGenerator`` arguments (modules/generator.py)."""
-    num_channels: int = count(3)
-    num_kp: int = count(10)
-    block_expansion: int = count(64)
-    max_features: int = count(512)
-    num_down_blocks: int = count(2)
-    num_bottleneck_blocks: int = non_negative(6)
+    num_channels: int = ranged(3, ge=1, le=16)
+    num_kp: int = ranged(10, ge=1, le=256)
+    block_expansion: int = ranged(64, ge=1, le=4096)
+    max_features: int = ranged(512, ge=1, le=16384)
+    num_down_blocks: int = ranged(2, ge=1, le=16)
+    num_bottleneck_blocks: int = ranged(6, ge=0, le=256)
     estimate_occlusion_map: bool = True
     estimate_jacobian: bool = True
     dense_motion: DenseMotionConfig = DenseMotionConfig()

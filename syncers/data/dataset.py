@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from syncers.data.features import feature_mismatch
-from syncers.data.layout import FEATURES_PER_FRAME, FPS, SAMPLE_RATE
+from syncers.data.layout import FEATURES_PER_FRAME, FPS, KEYPOINT_DIM, N_KEYPOINTS, SAMPLE_RATE
 from syncers.run.errors import InputError
 
 FORMAT = "msync-dataset"
@@ -257,7 +257,8 @@ def _validate(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         if key not in arrays:
             raise InputError(path, f"missing array {key!r}")
     keypoints, features = arrays["keypoints"], arrays["audio_features"]
-    _check_array(path, "keypoints", keypoints, ndim=3, last=6)
+    # Every space has N_KEYPOINTS keypoints; clips of other counts cannot be batched together.
+    _check_array(path, "keypoints", keypoints, ndim=3, last=KEYPOINT_DIM, middle=N_KEYPOINTS)
     _check_array(path, "audio_features", features, ndim=2)
     n_frames = keypoints.shape[0]
     if n_frames == 0:
@@ -272,18 +273,25 @@ def _validate(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             raise InputError(path, f"landmarks have {arrays['landmarks'].shape[0]} frames, "
                                    f"keypoints {n_frames}")
     if "keypoints_flipped" in arrays:
-        _check_array(path, "keypoints_flipped", arrays["keypoints_flipped"], ndim=3, last=6)
+        _check_array(path, "keypoints_flipped", arrays["keypoints_flipped"], ndim=3,
+                     last=KEYPOINT_DIM, middle=N_KEYPOINTS)
         if arrays["keypoints_flipped"].shape != keypoints.shape:
             raise InputError(path, "keypoints_flipped must have the shape of keypoints "
                                    f"{keypoints.shape}; got {arrays['keypoints_flipped'].shape}")
 
 
 def _check_array(path: Path, name: str, array: np.ndarray, ndim: int,
-                 last: int | None = None) -> None:
+                 last: int | None = None, middle: int | None = None) -> None:
+    """``array``: floating point, finite, ``ndim`` axes, the last ``last`` long and (for three
+    axes) the middle one ``middle`` long when given."""
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(path, f"{name} must be floating point; got dtype {array.dtype}")
-    if array.ndim != ndim or (last is not None and array.shape[-1] != last):
-        want = "[" + ", ".join(["·"] * (ndim - 1) + [str(last) if last else "·"]) + "]"
+    if array.ndim != ndim or (last is not None and array.shape[-1] != last) or \
+            (middle is not None and array.shape[1] != middle):
+        inner = ["·"] * (ndim - 1)
+        if middle is not None:
+            inner[1] = str(middle)
+        want = "[" + ", ".join(inner + [str(last) if last else "·"]) + "]"
         raise InputError(path, f"{name} must have shape {want}; got {list(array.shape)}")
     if not np.all(np.isfinite(array)):
         raise InputError(path, f"{name} contains NaN or infinite values")

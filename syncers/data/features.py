@@ -27,12 +27,20 @@ import numpy as np
 from scipy.stats import rankdata
 
 from syncers.data import official_audio
-from syncers.data.layout import (FEATURES_PER_FRAME, MAX_INPUT_RATE, MIN_INPUT_RATE,
-                                 SAMPLE_RATE, SAMPLES_PER_FRAME)
 from syncers.data.layout import FEATURE_HOP as HOP
+from syncers.data.layout import (
+    FEATURES_PER_FRAME,
+    MAX_INPUT_RATE,
+    MIN_INPUT_RATE,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+)
 from syncers.run.errors import InputError
 
 WINDOW = 400
+# Rows per STFT of a long recording (60 s): its spectrogram is held one block at a time, so
+# an hour of audio costs its features' memory, not its complex spectrogram's (≈ 20× more).
+BLOCK_ROWS = 6000
 N_FFT = 512
 N_BANDS = 26
 _LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
@@ -83,7 +91,7 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
         raise InputError(path, f"not a readable audio file ({err})") from None
-    mono = data.mean(axis=1)
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)    # one channel: no copy
     if rate != SAMPLE_RATE and mono.size:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -141,9 +149,68 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
         return np.zeros((0, N_BANDS), np.float32)
     # Dropping the first half hop turns librosa's frames centred on 160 m into frames centred
     # on 160 m + 80, the centre of hop m (module docstring).
-    features = _features(samples[HOP // 2:], kind, center=True)[:n_features]
+    if n_features <= BLOCK_ROWS:
+        features = _features(samples[HOP // 2:], kind, center=True)[:n_features]
+    else:
+        features = _rows_in_blocks(lambda lo, hi: samples[lo:hi], samples.size, kind)
     assert features.shape[0] == n_features, (features.shape, n_features)
     return features
+
+
+def _rows_in_blocks(read, n_samples: int, kind: str) -> np.ndarray:
+    """:func:`audio_features` of ``n_samples`` samples, ``BLOCK_ROWS`` rows at a time, each
+    block's samples ``[lo, hi)`` got from ``read(lo, hi)``. Row m is frame m of librosa's
+    centred STFT of ``samples[HOP/2:]``: that signal's ``[HOP m − N_FFT/2, HOP m + N_FFT/2)``,
+    reflected about its ends where it runs past them; a block is one uncentred STFT over its
+    rows' reach, so its rows are those of the whole signal's STFT."""
+    n_features = FEATURES_PER_FRAME * n_video_frames(n_samples)
+    n_shifted = n_samples - HOP // 2
+    out = np.empty((n_features, N_BANDS), np.float32)
+    half = N_FFT // 2
+    for first in range(0, n_features, BLOCK_ROWS):
+        stop = min(first + BLOCK_ROWS, n_features)
+        lo, hi = HOP * first - half, HOP * (stop - 1) + half
+        piece = read(HOP // 2 + max(lo, 0), HOP // 2 + min(hi, n_shifted))
+        piece = np.pad(piece, (max(0, -lo), max(0, hi - n_shifted)), mode="reflect")
+        out[first:stop] = _features(piece, kind, center=False)
+    return out
+
+
+def file_features(path: str | os.PathLike, kind: FeatureKind = "logmel"
+                  ) -> tuple[np.ndarray, int]:
+    """``(features_of(path, load_audio(path), kind), number of samples)``, and the same
+    refusals, without holding the samples when they are long: a file that soundfile reads at
+    16 kHz (wav, flac, ogg) is read ``BLOCK_ROWS`` rows of audio at a time, so an hour of speech
+    costs its features' memory, not its samples' (230 MB). Other files (containers, other
+    rates, which are resampled whole) and the ``official`` kind are decoded whole."""
+    import soundfile
+
+    path = Path(path)
+    if kind != official_audio.KIND and path.is_file() and path.stat().st_size > 0 \
+            and path.suffix.lower() not in _CONTAINERS:
+        try:
+            handle = soundfile.SoundFile(str(path))
+        except (soundfile.LibsndfileError, RuntimeError, ValueError):
+            handle = None                  # load_audio says why, or decodes it with ffmpeg
+        if handle is not None:
+            with handle:
+                if handle.samplerate == SAMPLE_RATE and \
+                        handle.frames > BLOCK_ROWS * SAMPLES_PER_FRAME // FEATURES_PER_FRAME:
+                    return _file_rows(path, handle, kind), int(handle.frames)
+    samples = load_audio(path)
+    return features_of(path, samples, kind), int(samples.size)
+
+
+def _file_rows(path: Path, handle, kind: str) -> np.ndarray:
+    """:func:`audio_features` of an open 16 kHz sound file, read block by block."""
+    def read(lo: int, hi: int) -> np.ndarray:
+        handle.seek(lo)
+        data = handle.read(hi - lo, dtype="float32", always_2d=True)
+        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)   # as load_audio
+        if not np.all(np.isfinite(mono)):
+            raise InputError(path, "the audio contains NaN or infinite samples")
+        return mono
+    return _rows_in_blocks(read, int(handle.frames), kind)
 
 
 def framed_features(padded: np.ndarray, kind: FeatureKind = "logmel") -> np.ndarray:
@@ -219,8 +286,8 @@ def match_features(features_4TxF: np.ndarray, quantiles_QxF: np.ndarray) -> np.n
     if features.shape[0] == 0:
         return features.copy()
     levels = np.linspace(0.0, 1.0, quantiles.shape[0])
-    ranks = (rankdata(features, method="average", axis=0) - 0.5) / features.shape[0]
     out = np.empty_like(features)
-    for band in range(features.shape[1]):
-        out[:, band] = np.interp(ranks[:, band], levels, quantiles[:, band])
+    for band in range(features.shape[1]):       # band by band: an hour's ranks cost 3 MB
+        ranks = (rankdata(features[:, band], method="average") - 0.5) / features.shape[0]
+        out[:, band] = np.interp(ranks, levels, quantiles[:, band])
     return out

@@ -397,7 +397,25 @@ def prepare_dataset(videos: str | os.PathLike, out: str | os.PathLike, options: 
     }
     name = "prepare_report.json" if n == 1 else f"prepare_report.{k}-of-{n}.json"
     (out / name).write_text(json.dumps(report, indent=1))
+    if not any(manifest_clips.values()):
+        raise InputError(videos, f"no usable clip: {_reasons(report)} (the report: "
+                                 f"{out / name})")
     return report
+
+
+def _reasons(report: dict) -> str:
+    """Why every video was refused, on one line: the distinct reasons, each with its count
+    and one of its videos."""
+    refused = {**report["skipped_before"], **report["skipped"]}
+    if not refused:
+        return "no video of this shard was prepared"
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in sorted(refused.items()):
+        by_reason.setdefault(str(reason).strip().splitlines()[0][:160] if reason else "refused",
+                             []).append(name)
+    return f"{len(refused)} video(s) refused — " + "; ".join(
+        f"{len(names)} × {reason} (e.g. {names[0]})"
+        for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])))
 
 
 def _collect(out: Path) -> dict[str, list[tuple[str, int]]]:

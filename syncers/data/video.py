@@ -4,15 +4,23 @@
 nearest timestamp; ``write_video`` writes H.264 (yuv420p) mp4 with the audio muxed as AAC and the
 video stretched or cut to the audio's length, so players never show a frozen or black tail.
 ``probe`` reports what ffmpeg sees in a file (tests and the CLI summary use it).
+
+The encoder that ``video_writer`` starts dies with msync (Linux's parent-death signal): a killed
+``msync generate`` leaves no ffmpeg behind still writing its partial file.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import fractions
 import math
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import warnings
 from typing import Iterator
@@ -49,6 +57,18 @@ def _quiet_fork():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
         yield
+
+
+# prctl(PR_SET_PDEATHSIG, SIGKILL), looked up once here: the child calls it between fork and
+# exec, where it must not import or allocate more than it can help.
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) \
+    if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when msync's thread ends."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def ffmpeg_exe() -> str:
@@ -153,7 +173,6 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = 
     last frame repeated, or extra frames dropped. Odd sizes are padded by one replicated
     row/column (yuv420p needs even dimensions).
     """
-    import imageio_ffmpeg
     import soundfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,14 +181,31 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = 
             sound = os.path.join(tmp, "audio.wav")
             soundfile.write(sound, np.clip(np.asarray(audio, np.float32), -1.0, 1.0),
                             sample_rate, subtype="PCM_16")
-        writer = imageio_ffmpeg.write_frames(
-            os.fspath(path), (width + width % 2, height + height % 2), fps=fps,
-            codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
-            output_params=["-crf", "18", "-movflags", "+faststart"]
-            + (["-b:a", "192k", "-shortest"] if sound else []),
-            audio_path=sound, audio_codec="aac" if sound else None, ffmpeg_log_level="error")
-        with _quiet_fork():
-            writer.send(None)                   # starts ffmpeg
+        rate = fractions.Fraction(fps).limit_denominator()
+        command = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+                   "-s", f"{width + width % 2}x{height + height % 2}", "-pix_fmt", "rgb24",
+                   "-r", str(rate), "-i", "-"]
+        if sound:
+            command += ["-i", sound]
+        command += ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "18",
+                    "-movflags", "+faststart"]
+        if sound:
+            command += ["-acodec", "aac", "-map", "0:v:0", "-map", "1:a:0", "-b:a", "192k",
+                        "-shortest"]
+        log_path = os.path.join(tmp, "ffmpeg.log")
+        with open(log_path, "wb") as log, _quiet_fork():
+            encoder = subprocess.Popen(
+                command + [os.fspath(path)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=log, preexec_fn=_die_with_parent if _LIBC is not None else None)
+        finished = False
+
+        def send(frame: np.ndarray) -> None:
+            try:
+                encoder.stdin.write(frame.tobytes())
+            except BrokenPipeError:
+                raise RuntimeError(f"ffmpeg stopped writing {os.fspath(path)}: "
+                                   f"{_last_line(log_path)}") from None
+
         state = {"sent": 0, "last": None}
 
         def write(frames: np.ndarray) -> None:
@@ -185,7 +221,7 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = 
             for frame in frames:
                 if n_frames is not None and state["sent"] >= n_frames:
                     return
-                writer.send(np.ascontiguousarray(frame))
+                send(np.ascontiguousarray(frame))
                 state["sent"] += 1
                 state["last"] = frame
 
@@ -193,7 +229,23 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float = 
             yield write
             if n_frames is not None and state["last"] is not None:
                 while state["sent"] < n_frames:
-                    writer.send(np.ascontiguousarray(state["last"]))
+                    send(np.ascontiguousarray(state["last"]))
                     state["sent"] += 1
+            finished = True
         finally:
-            writer.close()
+            if finished:
+                encoder.stdin.close()
+                code = encoder.wait()
+            else:                   # an error or a signal: stop it, never leave it writing
+                encoder.kill()
+                encoder.wait()
+                code = 0
+        if code != 0:
+            raise RuntimeError(f"ffmpeg could not write {os.fspath(path)} (exit {code}): "
+                               f"{_last_line(log_path)}")
+
+
+def _last_line(log_path: str) -> str:
+    with open(log_path, "rb") as log:
+        lines = log.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:200] if lines else "no message"
