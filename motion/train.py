@@ -404,7 +404,7 @@ def _read_inputs(config: GeneratorRunConfig, data_root, syncers_run) -> _Inputs:
     obs, n, burn = config.model.obs_len, tc.seq_frames, tc.burn_in_frames
     window = obs + burn + n + config.model.lookahead
     train_clips = load_split(manifest.root, "train", manifest)
-    # What generate matches an utterance's features onto (motion.saved_model, issue 6).
+    # What generate matches an utterance's features onto (motion.saved_model).
     feature_stats = corpus_feature_stats([c.audio_features for c in train_clips],
                                          f"train split of {manifest.root.resolve()}")
     loader = WindowLoader(train_clips, window, tc.batch_size, tc.seed, config.data.augment)

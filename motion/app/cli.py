@@ -369,7 +369,8 @@ def _generate_command(commands) -> None:
                     "speech as AAC). Without --image it animates the bundled portrait "
                     "(scikit-image's astronaut photograph), without --audio it speaks the "
                     "bundled six seconds of speech, without --model it uses the bundled demo "
-                    "model (trained on the phantom corpus only). The output is a square crop "
+                    "model (trained on 23 minutes of real talking-head clips; its model card "
+                    "is motion/assets/README.md). The output is a square crop "
                     "around the head (--crop-scale times the face's size, --size pixels).",
         epilog=_examples("msync generate --out hello.mp4",
                          "msync generate --image me.jpg --audio speech.wav --out me.mp4",

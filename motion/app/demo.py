@@ -47,8 +47,8 @@ from syncers.run import config as config_lib
 from syncers.run import progress
 
 DEFAULT_CONFIG = configs.path("demo.yaml")
-# Real media beside a source checkout (not installed): used when present, skipped otherwise.
-REAL_MEDIA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+# In the folder ``real_media`` names: a portrait and a recording of speech, also animated.
+REAL_PORTRAIT, REAL_SPEECH = "happy.png", "RD_Radio31_000.wav"
 
 
 # The videos beside the side-by-side pair, with their captions on the page.
@@ -88,7 +88,7 @@ class DemoConfig:
     syncers: StageConfig = StageConfig("syncers-small.yaml")
     generator: StageConfig = StageConfig("generator-small.yaml")
     analyze: AnalyzeConfig = dataclasses.field(default_factory=AnalyzeConfig)
-    real_media: bool = True                # also generate from ../shared/data/real when present
+    real_media: str | None = None          # a folder with REAL_PORTRAIT and REAL_SPEECH: also animated
     # msync generate --drift-window for the videos (0 = none, passed only when set): the
     # generator's leak to its anchor pose keeps even the short demo training in place
     drift_window_s: float = config_lib.ranged(0.0, ge=0, le=MAX_DRIFT_WINDOW_S)
@@ -128,11 +128,11 @@ def stages(config: DemoConfig, out: Path) -> list[tuple[str, list[list[str]]]]:
                str(clip_npz.with_suffix(".wav")), "--out", str(out / GENERATED_VIDEO), *drift],
               ["generate", "--model", str(generator), "--out", str(out / "phantom.mp4"),
                "--keypoints-out", str(out / "phantom_keypoints.npz"), *drift]]
-    if config.real_media and (REAL_MEDIA / "happy.png").is_file():
+    real = Path(config.real_media) if config.real_media else None
+    if real is not None and (real / REAL_PORTRAIT).is_file() and (real / REAL_SPEECH).is_file():
         videos.append(["generate", "--model", str(generator), "--image",
-                       str(REAL_MEDIA / "happy.png"), "--audio",
-                       str(REAL_MEDIA / "RD_Radio31_000.wav"), "--out", str(out / "real.mp4"),
-                       *drift])
+                       str(real / REAL_PORTRAIT), "--audio", str(real / REAL_SPEECH), "--out",
+                       str(out / "real.mp4"), *drift])
     return [
         ("synthesise corpus", [["data", "synth", "--out", str(data), "--clips", str(corpus.clips),
                                 "--seconds", str(corpus.seconds), "--seed", str(corpus.seed)]]),

@@ -231,7 +231,7 @@ def load_split(root: str | os.PathLike, split: str,
 
 def check_clip_agrees(clip: Clip, manifest: Manifest, path: Path) -> None:
     """A clip must be of its manifest's kind: as many feature bands as the manifest's features,
-    and the feature config and keypoint space its ``meta`` records (writers since issue 25 record
+    and the feature config and keypoint space its ``meta`` records (current writers record
     both) equal to the manifest's. Clips copied in from another dataset, of other features with
     the same width (MFCC among log-mel), would otherwise train a model on two kinds of input."""
     n_bands = manifest.features.get("n_bands")

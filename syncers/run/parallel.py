@@ -1,4 +1,4 @@
-"""Data parallelism over every device of every process (issue 7; docs/design.md,
+"""Data parallelism over every device of every process (docs/design.md,
 "Run directories and configs").
 
 Both training stages use the same recipe, built from ``jax.sharding`` (no ``pmap``): a 1-D
