@@ -18,10 +18,8 @@ import json
 import numpy as np
 
 from motion import articulation, talking_head
-from syncers.data.features import match_features
-from syncers.data import dataset
-from syncers.data import landmark_space, measures
-from syncers.data.features import load_audio
+from syncers.data import dataset, landmark_space, measures
+from syncers.data.features import load_audio, match_features
 
 
 def check(data: str, model_path: str, split: str = "test") -> dict:

@@ -24,13 +24,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import fomm_reference as ref
+import torch
+import yaml
 
-import fomm_reference as ref  # noqa: E402
-from render.fomm.config import DEFAULT_CONFIG, load_config  # noqa: E402
-from render.fomm.convert import convert_state_dicts  # noqa: E402
-from render.fomm.networks import networks  # noqa: E402
+from render.fomm.config import DEFAULT_CONFIG, load_config
+from render.fomm.convert import convert_state_dicts
+from render.fomm.networks import networks
 
 
 def _timed(fn) -> float:

@@ -48,9 +48,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0)
     args = parser.parse_args()
     from motion.generate import generate
-    from syncers.data.features import match_features
     from motion.saved_model import load_model
-    from syncers.data.features import file_features
+    from syncers.data.features import file_features, match_features
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"

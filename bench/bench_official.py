@@ -36,12 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-import torch  # noqa: E402
+import torch
 
-from bench.calibrate import matmul_gflops  # noqa: E402
-from motion.official.config import PAPER  # noqa: E402
-from motion.official.convert import convert_state_dict  # noqa: E402
-from motion.official.rollout import forward  # noqa: E402
+from bench.calibrate import matmul_gflops
+from motion.official.config import PAPER
+from motion.official.convert import convert_state_dict
+from motion.official.rollout import forward
 
 
 def official_model_class(directory: str):

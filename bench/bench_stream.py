@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from syncers.data.phantom import audio as phantom_audio
 from motion import talking_head
 from motion.app import generate as app_gen
 from motion.app import stream as app_stream
@@ -34,6 +33,7 @@ from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncers.data.phantom import audio as phantom_audio
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

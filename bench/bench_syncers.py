@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from bench.calibrate import matmul_gflops  # noqa: E402
-from syncers.models import Syncer  # noqa: E402
-from syncers.run import config as config_lib  # noqa: E402
-from syncers.train import SyncersConfig, create_state, jit_train_step  # noqa: E402
+from bench.calibrate import matmul_gflops
+from syncers.models import Syncer
+from syncers.run import config as config_lib
+from syncers.train import SyncersConfig, create_state, jit_train_step
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ def main() -> None:
     load_before = os.getloadavg()
     runs = [start_seconds(args.model) for _ in range(args.runs)]
     print(json.dumps({"runs": runs, "target_s": 15.0,
-                      "median_first_page_s": sorted(r["first_page_s"] for r in runs)[len(runs) // 2],
+                      "median_first_page_s":
+                          sorted(r["first_page_s"] for r in runs)[len(runs) // 2],
                       "loadavg_before": [round(v, 2) for v in load_before],
                       "loadavg_after": [round(v, 2) for v in os.getloadavg()],
                       "cpu_count": os.cpu_count()}, indent=1))

@@ -31,7 +31,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 import torch
 
 from bench.bench_generator import _inputs, per_frame_bytes

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from syncers.data.prepare import find_videos, read_speakers, split_of
-from syncers.data import face, landmarks as landmarker, video as video_io
-from syncers.data import landmark_space
+from syncers.data import face, landmark_space
+from syncers.data import landmarks as landmarker
+from syncers.data import video as video_io
 from syncers.data.layout import LANDMARK_SPACE
+from syncers.data.prepare import find_videos, read_speakers, split_of
 from syncers.run.errors import InputError
 
 FRAMES_PER_VIDEO = 3

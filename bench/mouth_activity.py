@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
+from syncers.data import anatomy, features, measures
 from syncers.data import landmarks as lm
 from syncers.data import video as video_io
-from syncers.data import anatomy, features, measures
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.run.errors import InputError
 

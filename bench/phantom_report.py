@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncers.data import dataset, measures  # noqa: E402
-from syncers.data.features import load_audio  # noqa: E402
-from syncers.data.phantom import corpus as phantom  # noqa: E402
-from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP  # noqa: E402
+from syncers.data import dataset, measures
+from syncers.data.features import load_audio
+from syncers.data.phantom import corpus as phantom
+from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP
 
 
 def measure(root: Path) -> dict:

@@ -72,8 +72,8 @@ from typing import Sequence
 
 import numpy as np
 
-from syncers.data.features import match_features
 from syncers.data import anatomy, landmark_space
+from syncers.data.features import match_features
 from syncers.data.layout import FEATURES_PER_FRAME, KEYPOINT_DIM, N_KEYPOINTS
 from syncers.data.measures import aligned_mouth, head_similarity, mel_loudness
 

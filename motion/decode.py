@@ -42,8 +42,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from motion.generator import (ENCODER_IN, ENCODER_NORM, ENCODER_OUT, HEAD_STATE, KEYPOINT_DIM,
-                              N_KEYPOINTS, GeneratorConfig, encoder_input, head_hidden_names)
+from motion.generator import (
+    ENCODER_IN,
+    ENCODER_NORM,
+    ENCODER_OUT,
+    HEAD_STATE,
+    KEYPOINT_DIM,
+    N_KEYPOINTS,
+    GeneratorConfig,
+    encoder_input,
+    head_hidden_names,
+)
 from motion.temporal import MASKED_LOGIT, layer_name
 
 _LN_EPS = 1e-6          # flax.linen.LayerNorm's default

@@ -37,8 +37,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from motion import long_horizon
-from syncers.data import measures
 from syncers import evaluate as sync_eval
+from syncers.data import measures
 from syncers.data.dataset import Clip, load_split, read_manifest
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, PHANTOM_RIGID
 from syncers.run.progress import bar as progress_bar

@@ -32,7 +32,6 @@ import jax.numpy as jnp
 from syncers.data.layout import FEATURES_PER_FRAME
 
 
-
 def lookahead_frames(levels: int, post_convs: int) -> tuple[int, ...]:
     """Per level, how many video frames after frame t the level's frame-t feature reads."""
     out = []

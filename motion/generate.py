@@ -31,7 +31,8 @@ chosen per model by the pipeline (``motion.talking_head``):
 - ``syncers.data.features.match_features`` (``--audio-normalization corpus``, the default when
   the model records ``feature_stats``): per band, every feature value is replaced by the
   training corpus's value at the same rank — quantile matching onto the per-band quantiles
-  ``model.json`` records (``motion.saved_model``). Log-mel energies are absolute, so a recording's gain and noise floor
+  ``model.json`` records (``motion.saved_model``). Log-mel energies are absolute, so a recording's
+  gain and noise floor
   move all of them; the phantom corpus's pauses are digital silence at the log floor. Matching
   ranks rather than mean/std keeps that two-mode (pause/speech) shape.
 - :func:`remove_drift` (``--drift-window S``; default the model's ``drift_window_s``, 0 = off):

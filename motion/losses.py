@@ -22,9 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from syncers.data.layout import FEATURES_PER_FRAME
+from syncers.data.pyramid import (
+    AUDIO_SEGMENT_FRAMES,
+    SEGMENT_FRAMES,
+    audio_centers,
+    segments,
+    temporal_pyramid,
+)
 from syncers.run.config import count, non_negative, ranged
-from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_centers, segments,
-                                  temporal_pyramid)
 
 ScoreFn = Callable[[int, jax.Array, jax.Array], jax.Array]
 
@@ -91,8 +96,10 @@ def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), k
         centres = jnp.arange(half, x_i.shape[1] - half)
         if centres.size == 0:
             raise ValueError(f"a {n_frames}-frame sequence has no whole segment at level {level}")
-        seg_x = jax.vmap(lambda m: segments(m, centres))(x_i)             # [B, N, 5, 60]
-        seg_a = jax.vmap(lambda a: segments(a, audio_centers(centres, level), AUDIO_SEGMENT_FRAMES))(
+        # the lambdas run in this iteration, so they read this level's centres
+        seg_x = jax.vmap(lambda m: segments(m, centres))(x_i)  # noqa: B023  [B, N, 5, 60]
+        audio_at = audio_centers(centres, level)
+        seg_a = jax.vmap(lambda a: segments(a, audio_at, AUDIO_SEGMENT_FRAMES))(  # noqa: B023
             a_i)                                                           # [B, N, 20, F]
         s = score(level, seg_a.reshape((-1,) + seg_a.shape[2:]),
                   seg_x.reshape((-1,) + seg_x.shape[2:]))

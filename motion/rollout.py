@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from motion import decode
-from motion.generator import (KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig,
-                              branch_scales)
+from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
 from syncers.data.layout import FEATURES_PER_FRAME
 
 

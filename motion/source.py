@@ -25,9 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from syncers.data import face, landmarks
 from render.keypoints import join
-from syncers.data import landmark_space
+from syncers.data import face, landmark_space, landmarks
 from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.data.phantom.template import fit_to_box
 

@@ -64,8 +64,14 @@ from motion.discriminators import FrameDiscriminator, SequenceDiscriminator
 from motion.generator import count_params, init_params
 from motion.model import GeneratorModel
 from motion.rollout import rollout
-from motion.saved_model import (LONG_HORIZON, META, PARAMS, corpus_feature_stats, exported_step,
-                                save_model)
+from motion.saved_model import (
+    LONG_HORIZON,
+    META,
+    PARAMS,
+    corpus_feature_stats,
+    exported_step,
+    save_model,
+)
 from syncers import train as syncer_train
 from syncers.data.dataset import load_split, read_manifest
 from syncers.data.features import feature_mismatch
@@ -74,11 +80,17 @@ from syncers.data.windows import WindowLoader
 from syncers.models import Syncer
 from syncers.models import score_fn as pair_score
 from syncers.run import config as config_lib
-from syncers.run import loop
-from syncers.run import parallel, progress
+from syncers.run import loop, parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
-                                remove_leftovers, truncate_metrics, write_json)
+from syncers.run.rundir import (
+    RUN_FILES,
+    checkpoint_manager,
+    locked,
+    read_json,
+    remove_leftovers,
+    truncate_metrics,
+    write_json,
+)
 
 DEFAULT_CONFIG = configs.path("generator.yaml")
 # Keys that may differ between a run and its resumption (none changes a step's arithmetic).
@@ -225,7 +237,7 @@ def step_compiler_options(platform: str) -> tuple:
     try:
         jax.jit(lambda x: x @ x, compiler_options=dict(_CPU_STEP_OPTIONS)).lower(
             jnp.ones((2, 2))).compile()
-    except Exception:                                        # an older or newer XLA
+    except Exception:  # noqa: BLE001 - an older or newer XLA refuses the options in its own ways
         return ()
     return _CPU_STEP_OPTIONS
 

@@ -24,8 +24,7 @@ import numpy as np
 from scipy.spatial import ConvexHull
 from skimage.measure import points_in_poly
 
-from render import interior
-from render import triangulation
+from render import interior, triangulation
 from syncers.data import anatomy, landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
@@ -123,7 +122,8 @@ def _border(per_side: int) -> np.ndarray:
 
 def _topology(vertices: np.ndarray, pose: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(vertices, pose, triangles)``: the outlines inserted into the triangulation of ``pose`` (the
+    """``(vertices, pose, triangles)``: the outlines inserted into the triangulation of ``pose``
+    (the
     vertices with lips and lids held open a little, so the outlines are simple polygons), valid
     (positive area outside the mouth) on the true vertices. When landmarks make the outlines
     cross (an inner-lip corner outside the outer lip), the inner lip is pulled towards the

@@ -30,10 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from render import chunked
-from render import face_mesh
-from render import interior
-from render import piecewise
+from render import chunked, face_mesh, interior, piecewise
 from syncers.data import anatomy, landmark_space
 
 N_LANDMARKS = landmark_space.N_LANDMARKS

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from render import sampling
 
-
 # The table is the shared sampler's (``render.sampling``), built once per source by the mesh.
 neighbour_table = sampling.neighbour_table
 

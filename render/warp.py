@@ -28,9 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from render import chunked
+from render import chunked, sampling
 from render import keypoints as kp_layout
-from render import sampling
 
 
 @dataclasses.dataclass(frozen=True)

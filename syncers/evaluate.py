@@ -6,7 +6,8 @@ Scores, with a trained syncer run, per level (``metrics.level_metrics``): ground
 c+1, a fixed derangement). Each clip is cut to its first ``clip_frames`` frames (200 = 8 s, the
 shortest length that keeps ≥ 5 overlapping segments for every offset in −15..15 at level 4;
 longer clips are cut, shorter ones skipped); ``--clip-frames auto`` gives each level its own
-length (2, 3, 5, 8 s), so that corpora of short clips are measured at the fine levels. :func:`score_pairs` scores any (motion, audio)
+length (2, 3, 5, 8 s), so that corpora of short clips are measured at the fine levels.
+:func:`score_pairs` scores any (motion, audio)
 pairs; :func:`evaluate`'s ``extra`` hook scores more motion against each clip's own audio — the
 generator's evaluation (``motion.evaluate``) adds its ``generated`` entry with it.
 

@@ -24,11 +24,14 @@ import numpy as np
 
 from syncers.data.dataset import Clip
 from syncers.data.layout import FEATURES_PER_FRAME
-from syncers.data.pyramid import (AUDIO_SEGMENT_FRAMES, SEGMENT_FRAMES, audio_center_offset,
-                                  temporal_pyramid)
+from syncers.data.pyramid import (
+    AUDIO_SEGMENT_FRAMES,
+    SEGMENT_FRAMES,
+    audio_center_offset,
+    temporal_pyramid,
+)
 from syncers.run.config import count, ranged
 from syncers.run.errors import InputError
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +183,8 @@ class Sampler:
             audio_clip, audio_centre = audio_clip[rows], audio_centre[rows]
         motion_index = centre[:, None] + np.arange(SEGMENT_FRAMES) - SEGMENT_FRAMES // 2
         feature_centre = FEATURES_PER_FRAME * audio_centre + audio_center_offset(level)
-        audio_index = feature_centre[..., None] + np.arange(AUDIO_SEGMENT_FRAMES) - AUDIO_SEGMENT_FRAMES // 2
+        audio_index = (feature_centre[..., None] + np.arange(AUDIO_SEGMENT_FRAMES)
+                       - AUDIO_SEGMENT_FRAMES // 2)
         return {"motion": data["motion"][clip[:, None], motion_index],
                 "audio": data["audio"][audio_clip[..., None], audio_index]}
 

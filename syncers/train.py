@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import flax.struct
 
 import configs
 from syncers import objectives
@@ -46,12 +46,18 @@ from syncers.data.features import feature_mismatch
 from syncers.models import ModelConfig, Syncer, init_params
 from syncers.objectives import ObjectiveConfig
 from syncers.run import config as config_lib
+from syncers.run import loop, parallel, progress
 from syncers.run.config import count, non_negative, positive, ranged
-from syncers.run import loop
-from syncers.run import parallel, progress
 from syncers.run.errors import InputError
-from syncers.run.rundir import (RUN_FILES, checkpoint_manager, locked, read_json,
-                                remove_leftovers, truncate_metrics, write_json)
+from syncers.run.rundir import (
+    RUN_FILES,
+    checkpoint_manager,
+    locked,
+    read_json,
+    remove_leftovers,
+    truncate_metrics,
+    write_json,
+)
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
 
 DEFAULT_CONFIG = configs.path("syncers.yaml")

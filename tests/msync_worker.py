@@ -75,6 +75,7 @@ def _install_hooks() -> None:
 def _dump(run: str, path: str) -> None:
     import jax
     import numpy as np
+
     from syncers.train import load_run
     trained = load_run(run)
     arrays = {}

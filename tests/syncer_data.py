@@ -11,7 +11,6 @@ from scipy.ndimage import gaussian_filter1d
 
 from syncers.data.dataset import write_clip, write_manifest
 
-
 # configs/analyze.yaml's tiny counterpart (msync analyze, the page's Analyse tab): compile time
 # dominates on a CPU; one scale keeps the run to seconds.
 TINY_ANALYZE = {

@@ -9,24 +9,24 @@ import shutil
 import numpy as np
 import pytest
 import soundfile
+from generator_helpers import tiny_params
+from tolerance import assert_close
 
 from motion import articulation as ar
-from motion.app import cli
 from motion import saved_model, source, stream
+from motion.app import cli
 from motion.generate import generate
 from motion.generator import TINY
 from motion.model import GeneratorModel
+from motion.stream import ArticulationStream
 from motion.talking_head import DEMO_MODEL_DIR
 from render import renderer as render_api
-from motion.stream import ArticulationStream
 from syncers.data import dataset, measures
 from syncers.data import landmark_space as ls
 from syncers.data.features import audio_features, feature_config
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.data.phantom import audio as phantom_audio
 from syncers.run.errors import InputError
-from generator_helpers import tiny_params
-from tolerance import assert_close
 
 N_BANDS = 26
 

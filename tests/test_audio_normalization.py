@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
-
 from generator_helpers import tiny_params
+from scipy.stats import spearmanr
+from tolerance import assert_close
+
 from motion import generate as gen
 from motion import model as model_lib
 from motion import talking_head
@@ -17,7 +18,6 @@ from motion.generator import TINY
 from motion.saved_model import META, N_QUANTILES, corpus_feature_stats, load_model, save_model
 from syncers.data.features import feature_config, match_features
 from syncers.run.errors import InputError
-from tolerance import assert_close
 
 BANDS = TINY.audio_features
 

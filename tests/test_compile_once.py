@@ -67,7 +67,7 @@ def test_syncer_train_step_compiles_once(monkeypatch):
         model, config.objective, config.optim, config.train.steps, mesh)
     state = syncer_train.create_state(config, 1, motion_dim, audio_dim, mesh=mesh)
     rng = np.random.default_rng(0)
-    for step in range(STEPS):
+    for _ in range(STEPS):
         # a new batch each step, built as the trainer builds it (host arrays placed per step)
         batch = parallel.global_batch({
             "motion": rng.normal(size=(batch_size, 5, motion_dim)).astype(np.float32),
@@ -108,7 +108,7 @@ def test_generator_train_step_compiles_once(monkeypatch):
     frozen = parallel.replicate({"a": jax.random.normal(keys[0], (26, 4)),
                                  "m": jax.random.normal(keys[1], (60, 4))}, mesh)
     rng = np.random.default_rng(0)
-    for step in range(STEPS):
+    for _ in range(STEPS):
         batch = parallel.global_batch({
             "keypoints": 0.2 * rng.normal(size=(batch_size, obs + n, 10, 6)).astype(np.float32),
             "audio_features": rng.normal(size=(batch_size, 4 * (obs + n), 26)).astype(np.float32),

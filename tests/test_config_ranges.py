@@ -11,14 +11,14 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from syncer_data import make_dataset
 
 from motion.app import cli
-from motion.config import GeneratorRunConfig
 from motion.app.demo import DemoConfig
+from motion.config import GeneratorRunConfig
 from render.fomm import config as fomm_config
 from render.fomm.networks import abstract_variables
 from render.fomm.store import METADATA, WEIGHTS, save_orbax
-from syncer_data import make_dataset
 from syncers.data.dataset import read_clip, write_clip
 from syncers.run import config as config_lib
 from syncers.train import SyncersConfig
@@ -68,7 +68,8 @@ SET_CASES = [
     ("generator", "model.n_layers=1000000000",
      "model.n_layers must be from 1 to 256; got 1000000000"),
     ("generator", "model.d_model=0", "model.d_model must be from 1 to 16384; got 0"),
-    ("generator", "model.restore_seconds=-1", "model.restore_seconds must be from 0 to 3600; got -1.0"),
+    ("generator", "model.restore_seconds=-1",
+     "model.restore_seconds must be from 0 to 3600; got -1.0"),
     ("generator", "loss.lambda_av=-1", "loss.lambda_av must be >= 0; got -1.0"),
     ("generator", "loss.lambda_rec=.inf", "loss.lambda_rec must be a finite number >= 0; "
                                           "got inf"),
@@ -144,7 +145,8 @@ def test_a_saved_model_whose_obs_len_is_zero_is_refused(tmp_path, capsys):
         "keypoint_space": "phantom-v1", "features": {}, "syncers_run": None, "step": 1}))
     out = tmp_path / "out.mp4"
     line = refused(["generate", "--model", model, "--out", out], capsys, out)
-    assert line == f"msync: error: {model / 'model.json'}: config.obs_len must be from 1 to 1024; got 0"
+    assert line == (f"msync: error: {model / 'model.json'}: config.obs_len must be from 1 to "
+                    "1024; got 0")
 
 
 # --------------------------------------------------------------------------- FOMM

@@ -3,9 +3,7 @@ each tested with their own command)."""
 
 import pytest
 
-from motion.app import cli
-from motion.app import demo
-from motion.app import demo_page
+from motion.app import cli, demo, demo_page
 from motion.long_horizon import width_percent
 from syncers.run import config as config_lib
 
@@ -42,7 +40,8 @@ def test_index_page_links_videos_tables_and_plots_relatively(tmp_path):
     (tmp_path / "phantom.mp4").write_bytes(b"")
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "evaluation" / "metrics.md").write_text(
-        "# Sync metrics\n\n| level | pairs | mean \\|AV-Off\\| |\n|---|---|---|\n| 1 | gt | 0.00 |\n")
+        "# Sync metrics\n\n| level | pairs | mean \\|AV-Off\\| |\n|---|---|---|\n"
+        "| 1 | gt | 0.00 |\n")
     (tmp_path / "analysis").mkdir()
     (tmp_path / "analysis" / "lag_curve.png").write_bytes(b"")
     page = demo.write_index(tmp_path, {"train syncers": 12.5}).read_text()
@@ -111,7 +110,8 @@ def test_sync_verdict_names_the_windows_in_sync_and_the_levels_no_better_than_ra
 def test_windows_and_distances_in_units():
     assert [demo_page.segment_ms(level) for level in (1, 2, 3, 4)] == [200, 400, 800, 1600]
     assert [demo_page.frame_ms(level) for level in (1, 4)] == [40, 320]
-    assert width_percent(0.1) == pytest.approx(5.0, rel=1e-12)          # [-1, 1] spans the frame: 2 = 100 %
+    # [-1, 1] spans the frame: 2 = 100 %
+    assert width_percent(0.1) == pytest.approx(5.0, rel=1e-12)
     assert demo_page.drift_verdict({"finite": True, "after_10s": 0.02, "after_60s": 0.12,
                                     "gt_end_of_clip": 0.03, "gt_clip_seconds": 7.96}) == (
         "After 60 s the head is 6.0 % of the frame width from where it started (after 10 s "

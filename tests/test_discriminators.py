@@ -8,10 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from generator_helpers import jit
-from motion.discriminators import (TINY, DiscriminatorConfig, FrameDiscriminator,
-                                   SequenceDiscriminator, _Dense, windows)
+
+from motion.discriminators import (
+    TINY,
+    DiscriminatorConfig,
+    FrameDiscriminator,
+    SequenceDiscriminator,
+    _Dense,
+    windows,
+)
 
 
 def test_windows_stride_half_the_window():

@@ -142,7 +142,8 @@ def test_crop_finds_the_face_on_real_portraits(real_media, name):
 def test_crop_frames_equals_crop_around_per_frame():
     rng = np.random.default_rng(4)
     frames = (rng.random((3, 90, 120, 3)) * 255).astype(np.uint8)
-    for face_box in [(30.0, 20.0, 70.0, 60.0), (-5.0, 50.0, 40.0, 95.0)]:   # second leaves the frame
+    # the second box leaves the frame
+    for face_box in [(30.0, 20.0, 70.0, 60.0), (-5.0, 50.0, 40.0, 95.0)]:
         crops = face.crop_frames(frames, face_box, size=64)
         assert crops.shape == (3, 64, 64, 3) and crops.dtype == np.float32
         for frame, crop in zip(frames, crops):

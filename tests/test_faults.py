@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from motion.app import cli
 from run_helpers import kill, refused_as_in_use
 from syncer_data import make_dataset
+from test_generator_train import GENERATOR, SYNCERS
+from test_generator_train import _dataset as generator_dataset
+from test_parallel import finish, launch, params
+from test_syncer_train import TINY
+
+from motion.app import cli
 from syncers.run import config as config_lib
 from syncers.run.rundir import locked
 from syncers.train import SyncersConfig, train_and_evaluate
-from test_generator_train import GENERATOR, SYNCERS, _dataset as generator_dataset
-from test_parallel import finish, launch, params
-from test_syncer_train import TINY
 
 EVERY = 3
 STEPS = 12

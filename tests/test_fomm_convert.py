@@ -11,11 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fomm_reference as ref  # noqa: E402
-from render.fomm import load  # noqa: E402
-from render.fomm.config import from_dict  # noqa: E402
-from render.fomm.convert import convert_state_dicts, read_checkpoint  # noqa: E402
-from syncers.run.errors import InputError  # noqa: E402
+import fomm_reference as ref
+
+from render.fomm import load
+from render.fomm.config import from_dict
+from render.fomm.convert import convert_state_dicts, read_checkpoint
+from syncers.run.errors import InputError
 
 CONFIG = from_dict({"model_params": ref.SMALL_MODEL_PARAMS})
 

@@ -15,9 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fomm_reference as ref  # noqa: E402
-from render.fomm import load  # noqa: E402
-from render.fomm.config import from_dict, load_config  # noqa: E402
+import fomm_reference as ref
+
+from render.fomm import load
+from render.fomm.config import from_dict, load_config
 
 KP_TOL, IMAGE_TOL = 1e-4, 1e-3
 

@@ -11,9 +11,10 @@ import zlib
 import numpy as np
 import pytest
 import soundfile
-from PIL import Image
-
 from generator_helpers import tiny_params
+from PIL import Image
+from tolerance import assert_close
+
 from motion import generate as gen
 from motion import model as model_lib
 from motion import source, talking_head
@@ -21,14 +22,11 @@ from motion.app import cli
 from motion.app import generate as app_gen
 from motion.generator import TINY
 from motion.saved_model import corpus_feature_stats, load_model, save_model
-from syncers.data import face
-from syncers.data.video import probe, read_video
-from syncers.data import landmark_space
-from syncers.data.features import (audio_features, feature_config, load_audio,
-                                   match_features)
+from syncers.data import face, landmark_space
+from syncers.data.features import audio_features, feature_config, load_audio, match_features
 from syncers.data.phantom import audio as phantom_audio
 from syncers.data.phantom.template import fit_to_box
-from tolerance import assert_close
+from syncers.data.video import probe, read_video
 
 SECONDS = 1.0          # 25 frames: one rollout bucket and one warp compile for the whole module
 
@@ -398,8 +396,9 @@ def test_bundled_face_and_speech(media, monkeypatch, tmp_path, capsys):
 def test_fomm_renderer_with_a_fomm_space_model(media, monkeypatch, tmp_path, capsys):
     """With a FOMM checkpoint, x0 comes from the KP detector and FOMM draws the frames (a
     reduced random-weight FOMM stands in for vox-256)."""
-    from render.keypoints import join
     from test_fomm_model import small_model
+
+    from render.keypoints import join
 
     fomm = small_model()
     monkeypatch.setattr(app_gen, "load_fomm", lambda path, *a, **k: fomm)
@@ -582,7 +581,7 @@ def test_move_onto_source_keeps_offsets_and_relative_jacobians():
     moved = app_gen.move_onto_source(clip, x0)
     assert_close(moved[0], x0, rel=1e-5)
     assert_close(moved[:, :, :2] - x0[:, :2], clip[:, :, :2] - clip[:1, :, :2], rel=1e-5)
-    jac = lambda kp: kp[..., 2:].reshape(*kp.shape[:-1], 2, 2)  # noqa: E731
+    jac = lambda kp: kp[..., 2:].reshape(*kp.shape[:-1], 2, 2)
     assert_close(jac(moved)[3], jac(clip)[3] @ np.linalg.inv(jac(clip)[0]) @ jac(x0), rel=1e-4)
 
 

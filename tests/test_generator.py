@@ -1,4 +1,5 @@
-"""The generator's parts: sizes, shapes, causality of the temporal module, FPN look-ahead, eq. 10."""
+"""The generator's parts: sizes, shapes, causality of the temporal module, FPN look-ahead, eq.
+10."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,11 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from generator_helpers import jit, tiny_params
+
 from motion.fpn import AudioFPN, lookahead_frames
-from motion.generator import (PAPER, PRESETS, TINY, Generator, branch_scales, count_params,
-                              init_params)
+from motion.generator import (
+    PAPER,
+    PRESETS,
+    TINY,
+    Generator,
+    branch_scales,
+    count_params,
+    init_params,
+)
 
 CONFIG = TINY
 

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from syncer_data import make_dataset
+from tolerance import assert_close
 
 from motion import evaluate as gen_eval
 from motion.app import cli
@@ -18,8 +20,6 @@ from motion.saved_model import load_model, save_model
 from syncers.data.dataset import load_split, read_manifest
 from syncers.run.errors import InputError
 from syncers.train import load_run
-from syncer_data import make_dataset
-from tolerance import assert_close
 
 SYNCERS = {   # the tiny syncer sizes of tests/test_syncer_train.py: compile in seconds
     "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
@@ -230,8 +230,12 @@ def test_evaluate_records_the_long_rollouts_beside_the_model_for_generate(data, 
                                                                           tmp_path, capsys):
     """``evaluate --model`` writes long_horizon.json beside model.json; generate reads it for
     the model it was measured on (step and parameters) and ignores it once re-exported."""
-    from motion.saved_model import (LONG_HORIZON, long_horizon_record, long_rollout_warning,
-                                    model_dir)
+    from motion.saved_model import (
+        LONG_HORIZON,
+        long_horizon_record,
+        long_rollout_warning,
+        model_dir,
+    )
 
     run = tmp_path / "run"
     tiny_model(run / "model", zero_velocity=True)                   # a training run's layout

@@ -12,8 +12,10 @@ import jax
 import numpy as np
 import pytest
 import yaml
-
 from generator_helpers import FAST_COMPILE
+from run_helpers import held_by_another_process, refused_as_in_use
+from syncer_data import coupled_clip
+
 from motion.app import cli
 from motion.config import GeneratorRunConfig
 from motion.generate import generate
@@ -21,8 +23,6 @@ from motion.saved_model import load_model
 from motion.train import TrainState, train
 from syncers.data.dataset import write_clip, write_manifest
 from syncers.run import config as config_lib
-from syncer_data import coupled_clip
-from run_helpers import held_by_another_process, refused_as_in_use
 
 SYNCERS = {
     "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},

@@ -86,7 +86,8 @@ def _scan():
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 for node in ast.walk(fn):
-                    if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in in_function:
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) \
+                            and id(node) not in in_function:
                         in_function.add(id(node))
                         for target in _targets(node, module):
                             deferred.setdefault((module, fn.name, target), (path, node.lineno))

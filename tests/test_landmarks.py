@@ -1,14 +1,15 @@
-"""The offline landmarker (``syncers.data.landmarks``: dlib's HOG detector and 68-point predictor) and
+"""The offline landmarker (``syncers.data.landmarks``: dlib's HOG detector and 68-point predictor)
+and
 the ``landmarks-v1`` keypoint space (``syncers.data.landmark_space``)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from syncers.data import face, landmarks as landmarker
-from syncers.data import anatomy, measures
-from syncers.data import landmark_space as space
 from tolerance import assert_close
+
+from syncers.data import anatomy, face, measures
+from syncers.data import landmark_space as space
+from syncers.data import landmarks as landmarker
 
 
 def _face_landmarks(image):

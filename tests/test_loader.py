@@ -1,11 +1,11 @@
 """Training windows: exact alignment, determinism, and each augmentation's effect."""
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from syncers.data.dataset import Clip
 from syncers.data.windows import Augment, WindowLoader
 from syncers.run.errors import InputError
-from tolerance import assert_close
 
 
 def indexed_clip(clip_id, n_frames, offset=0.0):
@@ -67,7 +67,8 @@ def test_augmentations_stay_in_their_ranges():
     # x = scale · frame + shift: recover both per window and check against the plain frames
     x_aug, x_plain = augmented["keypoints"][:, :, 0, 0], plain["keypoints"][:, :, 0, 0]
     # coordinates cross 0: an rtol-only check fails on rounding there; the floor is scaled
-    assert_close(x_aug, jac_scale[:, None] * x_plain + (x_aug[:, :1] - jac_scale[:, None] * x_plain[:, :1]), rel=1e-5)
+    scaled = jac_scale[:, None] * x_plain
+    assert_close(x_aug, scaled + (x_aug[:, :1] - scaled[:, :1]), rel=1e-5)
     delta = augmented["audio_features"] - plain["audio_features"]
     assert np.allclose(delta, delta[:, :1, :1], atol=1e-3)  # one constant offset per window
     ranges = plain["audio_features"].max(axis=(1, 2)) - plain["audio_features"].min(axis=(1, 2))

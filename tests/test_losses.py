@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from motion import losses
-from tolerance import assert_close
 
 
 def test_hinge_losses_by_hand():

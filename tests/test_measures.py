@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from syncers.data import anatomy, landmark_space, measures
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE, SAMPLES_PER_FRAME
-from tolerance import assert_close
 
 
 def _rotation(angle: float) -> np.ndarray:

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 from skimage.measure import points_in_poly
+from tolerance import assert_close
 
 from render import face_mesh, mesh, piecewise, triangulation
 from syncers.data import anatomy, landmark_space
-from tolerance import assert_close
 
 S = 96                                   # synthetic tests: one compilation at this size
 CONFIG = mesh.MeshConfig(chunk=4)
@@ -45,7 +45,8 @@ def synthetic():
 @pytest.fixture(scope="module")
 def portrait(real_media):
     """happy.png cropped as ``msync generate`` crops it, with dlib's landmarks on the crop."""
-    from syncers.data import face, landmarks as lmk
+    from syncers.data import face
+    from syncers.data import landmarks as lmk
     image = face.load_image(real_media / "happy.png")
     crop = face.crop_around(image, lmk.detect_faces(image)[0]).image
     points = lmk.to_crop_coords(lmk.landmarks(crop, lmk.detect_faces(crop)[0]), crop.shape[0])
@@ -182,7 +183,8 @@ def test_tile_lookup_matches_a_brute_force_lookup(synthetic):
 
 def test_lips_and_eyes_are_outlined_in_the_mesh():
     """A closed mouth (inner lips on one line) still gets its outlines as mesh edges."""
-    built = face_mesh.build(_closed_mean_face(), ring_points=16, ring_margin=0.3, forehead_height=0.35,
+    built = face_mesh.build(_closed_mean_face(), ring_points=16, ring_margin=0.3,
+                            forehead_height=0.35,
                             border_points=3)
     edges = {tuple(sorted(e)) for t in built.triangles for e in ((t[0], t[1]), (t[1], t[2]),
                                                                   (t[0], t[2]))}
@@ -247,7 +249,8 @@ def test_real_portrait_talks_and_blinks(portrait):
         px = _pixels(points[list(eye)], size)
         inside = points_in_poly(np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1)
                                 .reshape(-1, 2), px).reshape(size, size)
-        dark = lambda f: np.mean(f[inside] @ np.float32([0.299, 0.587, 0.114]) < 0.15)
+        def dark(frame, inside=inside):
+            return np.mean(frame[inside] @ np.float32([0.299, 0.587, 0.114]) < 0.15)
         assert dark(out[0]) > 0.3 and dark(out[5]) < 0.65 * dark(out[0])
     assert np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0
 
@@ -270,6 +273,7 @@ def test_mouth_activity_follows_speech_driven_lips(portrait, real_media):
 def test_the_mouth_is_never_painted_outside_the_outer_lips():
     """Twisted inner lips (a bad generated frame) cannot paint a cavity over the cheek."""
     import jax.numpy as jnp
+
     from render import interior
     square = jnp.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
     xy = jnp.stack(jnp.meshgrid(jnp.arange(-5.0, 15.0), jnp.arange(-5.0, 15.0), indexing="xy"),
@@ -283,6 +287,7 @@ def test_twisted_lips_paint_no_nan():
     lower curve far above the upper) gives finite pixels: the lip shadow outside the lips once
     overflowed to inf, and inf × 0 left NaN (black) pixels in the mouth window."""
     import jax.numpy as jnp
+
     from render import interior
     size = 256
     scale = (size - 1) / 2.0
@@ -349,7 +354,8 @@ def test_fold_measure_sees_an_unclamped_fold(synthetic):
 
 @pytest.mark.parametrize("name", ["happy.png", "people_0.png", "art_0.png"])
 def test_real_photos_sweep_neither_folds_nor_cracks(real_media, name):
-    from syncers.data import face, landmarks as lmk
+    from syncers.data import face
+    from syncers.data import landmarks as lmk
     image = face.load_image(real_media / name)
     crop = face.crop(image, size=256, margin=0.4)
     points = lmk.to_crop_coords(lmk.landmarks(crop.image, lmk.detect_faces(crop.image)[0]),

@@ -27,7 +27,7 @@ def test_infonce_equals_hand_computed_value():
 
 
 def test_bce_triplet_l1_clip_hand_values():
-    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    sig = lambda z: 1 / (1 + math.exp(-z))
     loss, _ = loss_of("bce", temperature=0.5)
     expected = -math.log(sig(2)) - 0.5 * (math.log(1 - sig(0)) + math.log(1 - sig(-2)))
     assert float(loss) == pytest.approx(expected, rel=1e-6)

@@ -6,8 +6,8 @@ Random weights with perturbed norm parameters are saved in the released layout (
 compared: the raw forward over 90 rolled-out frames (past the 40-frame window) ≤ 1e-4 at the
 paper's sizes and in two smaller configurations (``nblocks_do`` 7 and 6, 2 and 1 Transformer
 layers, softmax and sigmoid merging, ``data_dim`` 6 and 2, a warm-up of 3 and of 42 frames),
-and the inference protocol on a real 8 s recording ≤ 1e-3. Sensitivity tests show the comparisons would
-catch a model without the window or without the norms' parameters. Every refusal of a bad
+and the inference protocol on a real 8 s recording ≤ 1e-3. Sensitivity tests show the comparisons
+would catch a model without the window or without the norms' parameters. Every refusal of a bad
 release is one line naming the file and the problem, exit 2.
 """
 from __future__ import annotations
@@ -26,21 +26,22 @@ import soundfile
 
 torch = pytest.importorskip("torch")
 
-import official_audio_reference as audio_ref  # noqa: E402
-import official_reference as ref  # noqa: E402
-from motion.app import cli  # noqa: E402
-from motion.app import generate as app_gen  # noqa: E402
-from motion.official import protocol  # noqa: E402
-from motion.official.config import PAPER, OfficialConfig  # noqa: E402
-from motion.official.convert import convert_state_dict, load_release  # noqa: E402
-from motion.official.layout import specs  # noqa: E402
-from motion.official.model import OfficialModel  # noqa: E402
-from motion.official.parity import raw_forward  # noqa: E402
-from motion.saved_model import load_model  # noqa: E402
-from syncers.data import face  # noqa: E402
-from syncers.data.video import read_video  # noqa: E402
-from syncers.data.features import features_of  # noqa: E402
-from syncers.run.errors import InputError  # noqa: E402
+import official_audio_reference as audio_ref
+import official_reference as ref
+
+from motion.app import cli
+from motion.app import generate as app_gen
+from motion.official import protocol
+from motion.official.config import PAPER, OfficialConfig
+from motion.official.convert import convert_state_dict, load_release
+from motion.official.layout import specs
+from motion.official.model import OfficialModel
+from motion.official.parity import raw_forward
+from motion.saved_model import load_model
+from syncers.data import face
+from syncers.data.features import features_of
+from syncers.data.video import read_video
+from syncers.run.errors import InputError
 
 # Absolute, as issue 19 sets them: keypoints here are O(1–10), so 1e-4 is ~1e-5 of their scale
 # (~100 float32 ulps; measured differences are ~1e-6); a wrong layer, window or norm moves them
@@ -287,8 +288,9 @@ def test_generate_runs_the_papers_pipeline(converted, monkeypatch, tmp_path, cap
     """``msync generate --model MODEL --fomm-checkpoint ...``: x0 from FOMM's detector, the
     official features of the file (24 kHz stereo: ffmpeg's path), the protocol, FOMM drawing
     absolute keypoints (a reduced random FOMM stands in for vox-adv)."""
-    from render.keypoints import join
     from test_fomm_model import small_model
+
+    from render.keypoints import join
 
     _, out, _, _, _ = converted
     fomm = small_model()

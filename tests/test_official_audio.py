@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import imageio_ffmpeg
 import numpy as np
+import official_audio_reference as ref
 import pytest
 import soundfile
 
-import official_audio_reference as ref
 from syncers.data import official_audio
 from syncers.data.features import audio_features, feature_config, features_of
 from syncers.run.errors import InputError

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from motion.app import cli
-from motion.talking_head import DEMO_MODEL_DIR
 from motion.official.config import PAPER, OfficialConfig, from_args
 from motion.official.layout import count_params, specs, to_msync, to_torch
 from motion.official.model import OfficialModel
 from motion.saved_model import load_model, save_model
+from motion.talking_head import DEMO_MODEL_DIR
 from syncers.run.errors import InputError
 
 TINY = {"coord_dim": 32, "audio_dim": 16, "hidden_size": 16, "nheads_tf": 2, "nlayers_tf": 2,

@@ -18,14 +18,14 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from syncer_data import make_dataset
+from test_syncer_train import TINY
 
 from motion.app import cli
 from syncers.data.dataset import load_split
 from syncers.run import parallel
 from syncers.run.errors import InputError
 from syncers.sampling import DataConfig, Sampler, SamplingConfig
-from syncer_data import make_dataset
-from test_syncer_train import TINY
 
 WORKER = Path(__file__).with_name("msync_worker.py")
 REPO = WORKER.parents[1]

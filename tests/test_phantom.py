@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from motion.app.cli import main
 from syncers.data import dataset, measures
@@ -20,7 +21,6 @@ from syncers.data.phantom import audio as pa
 from syncers.data.phantom import corpus as phantom
 from syncers.data.phantom.template import LOWER_LIP, RIGID, UPPER_LIP
 from syncers.run.errors import InputError
-from tolerance import assert_close
 
 N_CLIPS, SECONDS = 40, 8.0
 LIP_LAG = round(phantom.PhantomParams().lip_lag * FPS)     # 1 frame

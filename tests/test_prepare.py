@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from syncers.data import prepare as prepare_app
 from motion.app.cli import main
+from syncers.data import dataset, landmark_space, measures
+from syncers.data import prepare as prepare_app
+from syncers.data.features import audio_features, feature_config, load_audio
 from syncers.data.prepare import clip_id_of, clip_ids, split_of
 from syncers.data.video import write_video
-from syncers.data import dataset, landmark_space, measures
-from syncers.data.features import audio_features, feature_config, load_audio
 
 REAL_VIDEOS = ("WDA_KatieHill_000.mp4", "WDA_AlexandriaOcasioCortez_000.mp4")
 

@@ -5,11 +5,11 @@ import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from syncers.data.pyramid import (audio_centers, downsample, filter_taps, segments,
-                                  temporal_pyramid)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tolerance import assert_close
+
+from syncers.data.pyramid import audio_centers, downsample, filter_taps, segments, temporal_pyramid
 
 # Every new shape compiles anew, so few examples, drawn from few lengths.
 SETTINGS = settings(max_examples=8, deadline=None)
@@ -70,7 +70,8 @@ def test_linear_ramp_stays_linear_away_from_borders(n, slope, offset):
     # wherever the window does not touch the reflected border.
     for m in range(len(level2)):
         if 3 <= 2 * m <= n - 4:
-            assert level2[m] == pytest.approx(offset + slope * 2 * m, abs=1e-3 * (1 + abs(slope) * n))
+            assert level2[m] == pytest.approx(offset + slope * 2 * m,
+                                              abs=1e-3 * (1 + abs(slope) * n))
 
 
 def test_box_taps_are_the_paper_filter():

@@ -1,19 +1,19 @@
 """The rollout (KV cache vs re-encode, causality, gradients, long sequences) and generate()."""
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from generator_helpers import jit, rollout_reencode, tiny_params
 from tolerance import assert_close
+
 from motion import generate as gen
 from motion import model as model_lib
 from motion.generator import TINY
 from motion.rollout import rollout
-
-import dataclasses
 
 TINY_RESTORE = dataclasses.replace(TINY, restore_seconds=0.4)     # a strong leak, to see it
 TINY_ANCHOR = dataclasses.replace(TINY_RESTORE, anchor_input=True)  # and x − x0 as an input

@@ -8,8 +8,16 @@ import time
 import pytest
 
 from syncers.run.errors import InputError, one_line
-from syncers.run.rundir import (atomic_write, checkpoint_manager, config_diff, locked,
-                                read_json, remove_leftovers, truncate_metrics, write_json)
+from syncers.run.rundir import (
+    atomic_write,
+    checkpoint_manager,
+    config_diff,
+    locked,
+    read_json,
+    remove_leftovers,
+    truncate_metrics,
+    write_json,
+)
 
 
 def test_config_diff_names_every_changed_or_missing_key_dotted():

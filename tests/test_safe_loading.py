@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from syncer_data import make_dataset
 
 from motion.app import cli
 from syncers.data.dataset import clip_path
-from syncer_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("motion", "syncers", "render", "bench")

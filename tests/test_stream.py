@@ -9,9 +9,9 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from generator_helpers import jit, tiny_params
-from syncers.data.phantom import audio as phantom_audio
+from tolerance import assert_close
+
 from motion import source, stream
 from motion.fpn import AudioFPN, lookback_frames
 from motion.generate import generate, remove_drift
@@ -19,7 +19,7 @@ from motion.generator import TINY
 from motion.model import GeneratorModel
 from syncers.data.features import audio_features
 from syncers.data.layout import PHANTOM_SPACE
-from tolerance import assert_close
+from syncers.data.phantom import audio as phantom_audio
 
 TINY_RESTORE = TINY.__class__(**{**TINY.__dict__, "restore_seconds": 0.5})
 TINY_ANCHOR = TINY.__class__(**{**TINY_RESTORE.__dict__, "anchor_input": True})

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from syncers.evaluate import check_clip_frames
-from syncers.metrics import (MIN_OVERLAP, level_metrics, offset_metrics, overlap_counts,
-                             overlap_mask, summarise)
+from syncers.metrics import (
+    MIN_OVERLAP,
+    level_metrics,
+    offset_metrics,
+    overlap_counts,
+    overlap_mask,
+    summarise,
+)
 from syncers.models import EncoderConfig, ModelConfig, Syncer, init_params
 from syncers.run.errors import InputError
 

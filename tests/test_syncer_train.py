@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from syncer_data import make_dataset
 
 from motion.app import cli
 from syncers.models import Syncer
 from syncers.run import config as config_lib
 from syncers.train import SyncersConfig, jit_train_step, load_run, train_and_evaluate
-from syncer_data import make_dataset
 
 WORKER = Path(__file__).with_name("msync_worker.py")
 
@@ -118,7 +118,7 @@ def test_resume_is_bit_identical(data, tmp_path):
         np.testing.assert_array_equal(a, b)
     # Three invocations (fresh, stopped, resumed), one compilation of level 1: no re-tracing.
     assert step._cache_size() == max(compiled_before, 1)
-    strip = lambda table: [{k: v for k, v in r.items() if k != "steps_per_s"}  # noqa: E731
+    strip = lambda table: [{k: v for k, v in r.items() if k != "steps_per_s"}
                            for r in table]
     assert strip(rows(tmp_path / "whole")) == strip(rows(tmp_path / "resumed"))
 
@@ -226,7 +226,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(trained
     for a, b in zip(jax.tree.leaves(resumed.params[1]), jax.tree.leaves(whole.params[1])):
         np.testing.assert_array_equal(a, b)
     # the same rows (level 1's last two now follow level 4's)
-    strip = lambda table: sorted([{k: v for k, v in r.items() if k != "steps_per_s"}  # noqa: E731
+    strip = lambda table: sorted([{k: v for k, v in r.items() if k != "steps_per_s"}
                                   for r in table], key=lambda r: (r["level"], r["step"]))
     assert strip(rows(run)) == strip(rows(trained))
 

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from generator_helpers import FAST_COMPILE, jit
+from tolerance import assert_close
+
 from motion import discriminators, generator, losses
 from motion import train as motion_train
 from motion.config import GeneratorRunConfig, OptimConfig
@@ -19,7 +20,6 @@ from motion.rollout import rollout
 from motion.train import create_train_state, train_step
 from syncers.models import EncoderConfig, ModelConfig, Syncer
 from syncers.models import init_params as syncer_init
-from tolerance import assert_close
 
 
 def _score(frozen, level, audio, motion):

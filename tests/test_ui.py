@@ -69,16 +69,16 @@ def artifacts(tmp_path_factory) -> Path:
 def media(tmp_path_factory) -> dict:
     """A tiny phantom model, a face, speech, silence, a text file named .wav, a faceless
     picture, a 1×1 image, an oversized wav, a prepared dataset and a tiny analyse config."""
+    from generator_helpers import tiny_params
     from PIL import Image
     from skimage import data, transform
+    from syncer_data import TINY_ANALYZE, make_dataset
 
-    from generator_helpers import tiny_params
-    from syncers.data.phantom import audio as phantom_audio
     from motion.generator import TINY
     from motion.model import GeneratorModel
     from motion.saved_model import save_model
-    from syncer_data import TINY_ANALYZE, make_dataset
     from syncers.data.features import feature_config
+    from syncers.data.phantom import audio as phantom_audio
 
     root = tmp_path_factory.mktemp("ui-media")
     save_model(root / MODEL, GeneratorModel(tiny_params(TINY), TINY), keypoint_space="phantom-v1",

@@ -88,7 +88,7 @@ class DemoConfig:
     syncers: StageConfig = StageConfig("syncers-small.yaml")
     generator: StageConfig = StageConfig("generator-small.yaml")
     analyze: AnalyzeConfig = dataclasses.field(default_factory=AnalyzeConfig)
-    real_media: str | None = None          # a folder with REAL_PORTRAIT and REAL_SPEECH: also animated
+    real_media: str | None = None          # a folder with REAL_PORTRAIT and REAL_SPEECH to animate
     # msync generate --drift-window for the videos (0 = none, passed only when set): the
     # generator's leak to its anchor pose keeps even the short demo training in place
     drift_window_s: float = config_lib.ranged(0.0, ge=0, le=MAX_DRIFT_WINDOW_S)
@@ -115,7 +115,7 @@ def comparison_clip(corpus: CorpusConfig) -> str:
 def stages(config: DemoConfig, out: Path) -> list[tuple[str, list[list[str]]]]:
     """``[(stage name, [msync argv, ...])]`` for the whole demo."""
     data, syncers, generator = out / "phantom", out / "syncers", out / "generator"
-    sets = lambda stage: [a for o in stage.overrides for a in ("--set", o)]  # noqa: E731
+    sets = lambda stage: [a for o in stage.overrides for a in ("--set", o)]
     corpus = config.corpus
     drift = ["--drift-window", str(config.drift_window_s)] if config.drift_window_s else []
     # The side-by-side pair: a test clip's recorded motion and a generation from its audio,

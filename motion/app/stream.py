@@ -31,9 +31,9 @@ from motion.app import generate as app_gen
 from motion.stream import Streamer, StreamFrame
 from motion.talking_head import GenerationOptions, TalkingHeadModel
 from syncers.data import face
-from syncers.data.video import _quiet_fork, ffmpeg_exe, video_writer
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from syncers.data.video import _quiet_fork, ffmpeg_exe, video_writer
 from syncers.run.errors import InputError, warn
 from syncers.run.outputs import check_output, published
 
@@ -269,7 +269,7 @@ class _Mp4Sink:
     generate`` makes it)."""
 
     def __init__(self, folder: Path, size: int, rate: int):
-        import soundfile   # the wav of the speech, only for an mp4 output
+        import soundfile  # the wav of the speech, only for an mp4 output
 
         self.video_path, self.sound_path = folder / "video.mp4", folder / "speech.wav"
         self._writer_cm = video_writer(self.video_path, size, size, FPS)

@@ -44,15 +44,15 @@ import numpy as np
 from motion import talking_head
 from motion.app import analyze as app_analyze
 from motion.app import generate as app_gen
-from syncers.data import prepare as app_prepare
 from motion.app import stream as app_stream
 from motion.saved_model import check_model
 from motion.talking_head import GenerationOptions
 from syncers.data import face
-from syncers.data.video import probe
+from syncers.data import prepare as app_prepare
 from syncers.data.features import load_audio
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.data.measures import SILENCE_RMS
+from syncers.data.video import probe
 from syncers.run.errors import InputError, optional_import
 
 BUNDLED = "bundled demo model"
@@ -298,7 +298,7 @@ def live_push(session: LiveSession, sample_rate: int, pcm: np.ndarray, final: bo
 def _animation(session: LiveSession, frames: list) -> str:
     """The frames as an animated GIF played once at 25 fps (the page shows it while the next
     chunk is recorded); older animations of the session are removed."""
-    from PIL import Image   # PIL is imported by the renderers' image loading anyway
+    from PIL import Image  # PIL is imported by the renderers' image loading anyway
 
     path = session.folder / f"frames_{session.frames:07d}.gif"
     images = [Image.fromarray(f.image) for f in frames]
@@ -349,7 +349,7 @@ def build_page(config: PageConfig):
                                         interactive=False)
 
                 def on_generate(photo, speech, model, head, lips, renderer, no_crop,
-                                progress=gr.Progress(track_tqdm=True)):
+                                progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's way
                     try:
                         mp4, downloads, message = generate_video(
                             config, photo, speech, model, head, lips, renderer, no_crop,
@@ -383,7 +383,7 @@ def build_page(config: PageConfig):
                                            interactive=False)
 
                 def on_analyse(videos, dataset, scales, points,
-                               progress=gr.Progress(track_tqdm=True)):
+                               progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's way
                     try:
                         return analyse(config, videos, dataset, scales, points,
                                        lambda f, d: progress(f, desc=d))

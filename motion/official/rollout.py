@@ -26,8 +26,18 @@ import jax
 import jax.numpy as jnp
 
 from motion.official.config import CONTEXT, OfficialConfig
-from motion.official.network import (HIGHEST, after_attention, attend, audio_streams, dense,
-                                     encode_keypoints, prepare, qkv, temporal_layers, velocity)
+from motion.official.network import (
+    HIGHEST,
+    after_attention,
+    attend,
+    audio_streams,
+    dense,
+    encode_keypoints,
+    prepare,
+    qkv,
+    temporal_layers,
+    velocity,
+)
 
 
 def _step(params, weights, config: OfficialConfig, scales, inpt_OxBxKxD, carry, xs):

@@ -27,6 +27,7 @@ from render.fomm.ops import antialias_kernel
 from render.fomm.store import save_orbax, sha256
 from syncers.run.errors import InputError, optional_import
 
+
 def _torch_module_name(segment: str) -> str:
     segment = re.sub(r"^(down_blocks|up_blocks)_(\d+)$", r"\1.\2", segment)
     return re.sub(r"^bottleneck_(\d+)$", r"bottleneck.r\1", segment)

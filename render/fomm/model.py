@@ -120,7 +120,7 @@ class FommModel:
         for start in range(0, images.shape[0], n):
             chunk = images[start:start + n]
             out = self._kp_fn(self._kp_vars, _pad_to(chunk, n))
-            outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:len(chunk)], out))
+            outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:len(chunk)], out))  # noqa: B023 - called here
         return {k: np.concatenate([o[k] for o in outs]) for k in ("value", "jacobian")}
 
     def render(self, source: Any, kp_source: Mapping, kp_driving: Mapping, *,
@@ -152,7 +152,7 @@ class FommModel:
             chunk = {key: _pad_to(v[start:start + n], n) for key, v in kp_d.items()}
             out = self._decode_fn(self._gen_vars, source, features, kp_s, chunk)
             count = min(n, total - start)
-            outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:count], out))
+            outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:count], out))  # noqa: B023 - called here
         return {key: np.concatenate([o[key] for o in outs]) for key in outs[0]}
 
 

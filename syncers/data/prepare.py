@@ -2,14 +2,15 @@
 ``msync data prepare`` (``motion.app.prepare``) is its command.
 
 Per video: decode at 25 fps, extract the 16 kHz audio, find one face box for the whole clip (the
-median of dlib detections on a dozen frames (``syncers.data.face.track_box``), so the crop does not jitter), crop every frame to
+median of dlib detections on a dozen frames (``syncers.data.face.track_box``), so the crop does not
+jitter), crop every frame to
 256×256 around it, track the 68 landmarks on the crops (``syncers.data.landmarks.track``: dlib by
 default, ``--landmarker face-alignment`` where its weights are present), compute the audio
 features and write the clip in the dataset format of ``syncers.data.dataset``. The keypoints are
 the ``landmarks-v1`` encoding of the landmarks (``syncers.data.landmark_space``), or FOMM's
 detector on the crops with ``--fomm-checkpoint`` (``fomm-vox256``; the detector lives in the
-renderer's package, so the command passes its loader in: ``PrepareOptions.fomm_detector``); ``--flip`` also stores the
-keypoints of the mirrored video.
+renderer's package, so the command passes its loader in: ``PrepareOptions.fomm_detector``);
+``--flip`` also stores the keypoints of the mirrored video.
 
 Splits are by speaker: the speaker is the ``speaker`` column of ``--speakers TABLE.tsv`` (a
 ``file``/``speaker`` table), else the file name up to its last ``_`` (``WDA_KatieHill_000`` →
@@ -39,11 +40,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from syncers.data import face, landmarks as landmarker
+from syncers.data import dataset, face, landmark_space
+from syncers.data import landmarks as landmarker
 from syncers.data import video as video_io
-from syncers.data import dataset, landmark_space
-from syncers.data.features import (SAMPLES_PER_FRAME, audio_features, feature_config,
-                                   feature_mismatch, load_audio, n_video_frames)
+from syncers.data.features import (
+    SAMPLES_PER_FRAME,
+    audio_features,
+    feature_config,
+    feature_mismatch,
+    load_audio,
+    n_video_frames,
+)
 from syncers.data.layout import FOMM_SPACE, FPS, LANDMARK_SPACE
 from syncers.run.errors import InputError, optional_import
 from syncers.run.progress import bar as progress_bar

@@ -70,7 +70,8 @@ def temporal_pyramid(x: jax.Array, levels: int = 4, kind: Literal["box", "gaussi
 
 def segments(x: jax.Array, centers: jax.Array | Sequence[int], width: int = SEGMENT_FRAMES,
              mode: Literal["clip", "reflect"] = "clip") -> jax.Array:
-    """Windows of ``width`` frames centred on ``centers`` (axis 0): ``[T, ...]`` → ``[N, width, ...]``.
+    """Windows of ``width`` frames centred on ``centers`` (axis 0): ``[T, ...]`` → ``[N, width,
+    ...]``.
 
     Window n covers frames ``centers[n] - width//2 + [0, width)`` (for an even width, one more
     frame before the centre than after). For audio features at the same level, pass

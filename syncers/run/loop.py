@@ -35,7 +35,7 @@ def state_tree(state: Any) -> dict[str, Any]:
 
 def save(manager, state: Any) -> bool:
     """Checkpoint ``state`` at its step (blocking); False when that step is saved already."""
-    import orbax.checkpoint as ocp   # deferred: orbax takes a second to import
+    import orbax.checkpoint as ocp  # deferred: orbax takes a second to import
     step = int(state.step)
     if manager.latest_step() == step:
         return False
@@ -54,7 +54,7 @@ def restore(manager, state: Any, directory: Path, *, reader: bool = False) -> An
     to ``<directory>.damaged/<step>``, so that it saves those steps again; a reader leaves
     them. None intact (or a foreign checkpoint) is bad input. orbax's own log lines are kept
     off stderr."""
-    import orbax.checkpoint as ocp   # deferred: orbax takes a second to import
+    import orbax.checkpoint as ocp  # deferred: orbax takes a second to import
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         return state

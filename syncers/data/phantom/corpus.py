@@ -22,8 +22,15 @@ import numpy as np
 from syncers.data import dataset
 from syncers.data.features import audio_features, feature_config
 from syncers.data.layout import FPS
-from syncers.data.phantom.motion import (GENERATOR_VERSION, KEYPOINT_SPACE, MIN_SECONDS,  # noqa: F401
-                                         PhantomClip, PhantomParams, band_pass, synth_clip)
+from syncers.data.phantom.motion import (  # noqa: F401 - re-exported for the corpus's users
+    GENERATOR_VERSION,
+    KEYPOINT_SPACE,
+    MIN_SECONDS,
+    PhantomClip,
+    PhantomParams,
+    band_pass,
+    synth_clip,
+)
 from syncers.run.errors import InputError
 from syncers.run.progress import bar as progress_bar
 

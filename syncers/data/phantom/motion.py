@@ -29,7 +29,7 @@ from typing import Mapping
 import numpy as np
 from scipy import signal
 
-from syncers.data.layout import FPS, PHANTOM_SPACE, SAMPLES_PER_FRAME, SAMPLE_RATE
+from syncers.data.layout import FPS, PHANTOM_SPACE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from syncers.data.phantom import audio as pa
 from syncers.data.phantom.template import LOWER_LIP, UPPER_LIP, fit_to_box
 
