@@ -333,6 +333,39 @@ def test_other_data_into_the_same_out_is_refused(analysed, tiny_yaml, tmp_path, 
     assert "use a new --out" in capsys.readouterr().err
 
 
+def test_an_implausible_speaker_grouping_is_stated_and_a_table_overrides_it(data, tmp_path,
+                                                                           tiny_yaml, capsys):
+    """Five interview pieces of different guests share a file-name prefix: one "speaker" by
+    the file-name rule, warned about; --speakers names them (both refused before training,
+    by a --folds the speakers cannot fill)."""
+    root = tmp_path / "interviews"
+    names = [f"interview_{i:03d}.mp4" for i in range(5)] + ["Ada_000.mp4", "Bo_000.mp4"]
+    clip = read_clip(data, "test", "test000")
+    for name in names:
+        write_clip(root, "test", name[:-4], clip.keypoints, clip.audio_features,
+                   meta={"source": f"/videos/{name}"})
+    write_manifest(root, {"test": [(n[:-4], clip.n_frames) for n in names]},
+                   keypoint_space="test-v1", features={"kind": "test"})
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--folds", "4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert "speaker 'interview' (from the file names) holds 5 of the 7 clips" in err[0]
+    assert "--folds: 4 folds need 4 speakers; the data has 3 (by file name)" in err[1]
+    table = tmp_path / "speakers.tsv"
+    table.write_text("file\tspeaker\n" + "".join(f"{n}\tguest{i}\n" for i, n in enumerate(names)))
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--folds", "8",
+                "--speakers", str(table)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--folds: 8 folds need 8 speakers; the data has 7 (by table)" in line
+    # All one speaker: nothing to cross-validate.
+    table.write_text("file\tspeaker\n" + "".join(f"{n}\tsame\n" for n in names))
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--speakers",
+                str(table)) == 2
+    err = capsys.readouterr().err
+    assert "all 7 clips are one speaker ('same', by table)" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_videos_are_prepared_first_and_bad_folders_are_one_line(tmp_path, capsys):
     from motion.app import cli
     empty = tmp_path / "empty"

@@ -314,6 +314,9 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     speaker = {clip_id: s for clip_id, (s, _) in who.items()}
     rules = {rule for _, rule in who.values()}
     n_speakers = len(set(speaker.values()))
+    warnings = grouping_warnings(speaker, rules)
+    for text in warnings:
+        warn(text)
     if n_speakers < 2:
         raise InputError("--speakers" if table else manifest.root,
                          f"all {len(clips)} clips are one speaker ({next(iter(speaker.values()))!r}"
@@ -323,9 +326,6 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     if folds > n_speakers:
         raise InputError("--folds", f"{folds} folds need {folds} speakers; the data has "
                                     f"{n_speakers} (by {' and '.join(sorted(rules))})")
-    warnings = grouping_warnings(speaker, rules)
-    for text in warnings:
-        warn(text)
     fold_of = assign_folds(speaker, folds)
     by_id = {c.clip_id: c for c in clips}
     matched = None if generated is None else _generated_clips(generated, clips, source, manifest)
