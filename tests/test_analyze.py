@@ -1,6 +1,7 @@
 """``msync analyze`` (the paper's Table 2 protocol): points parsing, statistics, report, errors."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +129,16 @@ def test_speaker_of_each_rule():
     assert analyze.speaker_of(_clip("phantom-00007", source="phantom"), None) == \
         ("phantom-00007", "phantom")
     assert analyze.speaker_of(_clip("WDA_KatieHill_000"), None) == ("WDA_KatieHill", "file name")
+    # Speaker folders (VoxCeleb's id/video/clip.mp4): the folder under the videos' root, as
+    # prepare splits them, not the clip's file name (00001 in every folder).
+    vox = [_clip(f"c{i}", source=f"/vox/id{i % 2}/v{i}/00001.mp4") for i in range(4)]
+    root = analyze.video_root(vox)
+    assert root == Path("/vox")
+    assert [analyze.speaker_of(c, None, root) for c in vox] == \
+        [("id0", "folder"), ("id1", "folder")] * 2
+    flat = [_clip("a", source="/v/Ada_001.mp4"), _clip("b", source="/v/Bo_001.mp4")]
+    assert analyze.speaker_of(flat[0], None, analyze.video_root(flat)) == ("Ada", "file name")
+    assert analyze.video_root([_clip("p", source="phantom")]) is None
 
 
 @pytest.mark.parametrize("sizes, folds", [((1,) * 7, 3), ((5, 1, 1, 4, 2, 2, 3, 1), 5),

@@ -11,10 +11,10 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    does not swamp how it moves.
 2. **Folds by speaker.** Every clip of the dataset (all its splits) is given a speaker —
    ``--speakers TABLE.tsv`` (columns file, speaker) for the clip's source video, else the
-   clip's ``meta["speaker"]``, one per phantom clip, else the file-name rule of ``msync data
-   prepare`` (name up to its last ``_``), which the report names — and the speakers are dealt
-   into ``--folds`` K folds (default 5, fewer with fewer speakers; :func:`assign_folds`). A
-   grouping where one speaker holds over half the clips is warned about
+   clip's ``meta["speaker"]``, one per phantom clip, else ``msync data prepare``'s rule (the
+   speaker folder, else the name up to its last ``_``), which the report names — and the
+   speakers are dealt into ``--folds`` K folds (default 5, fewer with fewer speakers;
+   :func:`assign_folds`). A grouping where one speaker holds over half the clips is warned about
    (:func:`grouping_warnings`); fewer than 2 speakers is refused.
 3. **Syncers.** For each fold, the other folds' centred tracks are written as a derived dataset
    (``OUT/fold{k}/rigid``, the tracks stored as ``landmarks``) and one syncer per scale s =
@@ -153,22 +153,35 @@ def offset_summary(offsets: Sequence[float]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- speakers and folds
 
-def speaker_of(clip: Clip, table: dict[str, str] | None) -> tuple[str, str]:
+def video_root(clips: Sequence[Clip]) -> Path | None:
+    """The folder the clips' source videos were prepared from: the common folder of their
+    ``meta["source"]`` paths (None when no clip names a video)."""
+    folders = [str(Path(str(c.meta["source"])).parent) for c in clips
+               if (c.meta or {}).get("source") not in (None, "phantom")]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
+def speaker_of(clip: Clip, table: dict[str, str] | None,
+               root: Path | None = None) -> tuple[str, str]:
     """``(speaker, rule)`` of a clip: its video's row in ``--speakers`` (``"table"``), the
     clip's own ``meta["speaker"]`` (``"meta"``), one speaker per phantom clip (``"phantom"``:
-    each phantom clip draws its own face and voice), else the video's file name up to its last
-    ``_`` as ``msync data prepare`` splits (``"file name"``; the clip id without a source)."""
+    each phantom clip draws its own face and voice), else as ``msync data prepare`` splits: the
+    speaker folder under ``root`` (:func:`video_root`; ``"folder"``, VoxCeleb's
+    ``id/video/clip.mp4``) or the file name up to its last ``_`` (``"file name"``; the clip id
+    when the clip names no video)."""
     meta = clip.meta or {}
     source = meta.get("source")
-    name = Path(str(source)).name if source else None
-    if table and name in table:
-        return table[name], "table"
-    if meta.get("speaker"):
-        return str(meta["speaker"]), "meta"
     if source == "phantom":
         return clip.clip_id, "phantom"
-    stem = Path(name).stem if name else clip.clip_id
-    return (stem.rsplit("_", 1)[0] if "_" in stem else stem), "file name"
+    video = Path(str(source)) if source else None
+    if table and video is not None and video.name in table:
+        return table[video.name], "table"
+    if meta.get("speaker"):
+        return str(meta["speaker"]), "meta"
+    if video is None:
+        video = Path(clip.clip_id)
+    rule = "folder" if root is not None and video.parent != root else "file name"
+    return prepare.speaker_of(video, "speaker", root if rule == "folder" else None), rule
 
 
 def grouping_warnings(speakers: dict[str, str], rules: set[str]) -> list[str]:
@@ -310,7 +323,8 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     source = motion_source(clips)
     check_points(points, clips[0], source)
     table = prepare.read_speakers(speakers) if speakers else None
-    who = {c.clip_id: speaker_of(c, table) for c in clips}
+    root = video_root(clips)
+    who = {c.clip_id: speaker_of(c, table, root) for c in clips}
     speaker = {clip_id: s for clip_id, (s, _) in who.items()}
     rules = {rule for _, rule in who.values()}
     n_speakers = len(set(speaker.values()))
