@@ -218,6 +218,9 @@ def test_report_files_and_layout(analysed, generated):
         # 120-frame clips: every clip scored once, in groups of its fold, none dropped.
         assert entry["n_clips"] == 7 and entry["dropped"] == {}
         assert entry["n_generated"] == 2
+        # The shifted-audio control: every clip's audio 20 level frames on, over 120 frames
+        # less the shift (76 and 58 frames at scales 1 and 2).
+        assert entry["n_shifted"] == 7 and 0.0 < entry["p_shifted_vs_random"] <= 1.0
         for kind in ("gt", "random", "generated"):
             assert set(entry[kind]) == {"av_off_mean", "av_off_std"}
             assert 0.0 <= entry[kind]["av_off_mean"] <= analyze.MAX_OFFSET

@@ -437,17 +437,18 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
 def _score_group(run, scale: int, group: list[Clip], length: int, source: str,
                  config: SyncersConfig, matched: dict[str, Clip] | None) -> dict[str, tuple]:
     """``{kind: (|AV-Off| [R, C], own [R], distances [R, C, 2D+1])}`` of one group at one
-    scale, all clips cut to ``length`` frames: ``gt`` and ``random`` (the same matrix: the
-    group's motion against the group's audio; random pairs are its off-diagonal), ``shifted``
-    (each clip's audio from :data:`SHIFT_LEVEL_FRAMES` level frames later, beyond the offsets
-    searched, for the clips long enough) and ``generated`` (the generated motion of the clips
-    that have one against the group's audio)."""
-    def motion(clip: Clip, start: int = 0) -> np.ndarray:
-        return motion_features(as_rigid(clip, source), config.data)[start:start + length]
+    scale, the clips cut to ``length`` frames: ``gt`` and ``random`` (the same matrix: the
+    group's motion against the group's audio; random pairs are its off-diagonal),
+    ``generated`` (the generated motion of the clips that have one, against the group's audio)
+    and ``shifted``: each clip's audio from :data:`SHIFT_LEVEL_FRAMES` level frames later,
+    beyond the offsets searched, over ``length`` minus the shift (the scale's need at least),
+    for the clips long enough."""
+    def motion(clip: Clip, frames: int = length) -> np.ndarray:
+        return motion_features(as_rigid(clip, source), config.data)[:frames]
 
-    def audio(clip: Clip, start: int = 0) -> np.ndarray:
+    def audio(clip: Clip, frames: int = length, start: int = 0) -> np.ndarray:
         return clip.audio_features[FEATURES_PER_FRAME * start:
-                                   FEATURES_PER_FRAME * (start + length)]
+                                   FEATURES_PER_FRAME * (start + frames)]
 
     def offsets(motion_RxTxM, audio_CxAxF):
         result = pair_metrics(run.params[scale], np.stack(motion_RxTxM).astype(np.float32),
@@ -460,10 +461,11 @@ def _score_group(run, scale: int, group: list[Clip], length: int, source: str,
     off, dist = offsets([motion(c) for c in group], [audio(c) for c in group])
     out = {"gt": (off, everyone, dist), "random": (off, everyone, dist)}
     shift = SHIFT_LEVEL_FRAMES * 2 ** (scale - 1)
-    long_enough = [c for c in group if c.n_frames >= length + shift]
+    frames = max(frames_needed(scale), length - shift)
+    long_enough = [c for c in group if c.n_frames >= frames + shift]
     if len(long_enough) >= 2:
-        off, dist = offsets([motion(c) for c in long_enough],
-                            [audio(c, shift) for c in long_enough])
+        off, dist = offsets([motion(c, frames) for c in long_enough],
+                            [audio(c, frames, shift) for c in long_enough])
         out["shifted"] = (off, np.arange(len(long_enough)), dist)
     if matched:
         rows = [(i, matched[c.clip_id]) for i, c in enumerate(group)
