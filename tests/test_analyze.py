@@ -251,7 +251,7 @@ def test_pair_metrics_equal_level_metrics_of_each_pair(analysed, data):
     rng = np.random.default_rng(0)
     motion = rng.standard_normal((3, 120, 12)).astype(np.float32)
     audio = rng.standard_normal((4, 480, 26)).astype(np.float32)
-    kw = dict(model=run.model, level=2, kind="box", k=3, score=run.info["score"])
+    kw = {"model": run.model, "level": 2, "kind": "box", "k": 3, "score": run.info["score"]}
     both = pair_metrics(run.params[2], motion, audio, **kw)
     assert both["av_off"].shape == (3, 4) and both["distances"].shape == (3, 4, 31)
     for c in range(4):

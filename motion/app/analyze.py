@@ -559,9 +559,8 @@ def markdown(report: dict, details: dict) -> str:
         f"(2-D positions, centred per clip); one `{details['objective']}` syncer per scale and "
         f"fold, {details['steps']} steps.", ""]
     lines += [f"**Warning:** {text}." for text in speakers["warnings"]]
-    lines += ["" if speakers["warnings"] else None,
-              head.rstrip(), "|" + "---|" * (head.count("|") - 1)]
-    lines = [line for line in lines if line is not None]
+    lines += [""] if speakers["warnings"] else []
+    lines += [head.rstrip(), "|" + "---|" * (head.count("|") - 1)]
     for scale, entry in scales.items():
         row = [scale, f"{segment_ms(int(scale))} ms", str(entry["n_clips"]),
                _pm(entry["gt"]), _pm(entry["random"])]
@@ -585,8 +584,9 @@ def markdown(report: dict, details: dict) -> str:
                      + ".")
     lines += ["", "Cells: mean ± std of |AV-Off| (SyncNet protocol, offsets in "
                   f"[-{MAX_OFFSET}, {MAX_OFFSET}] frames of the scale; a frame of scale s lasts "
-                  "40·2^(s−1) ms). GT: each clip's motion with its own audio. Random: its motion "
-                  "with the audio of every other clip of its fold cut to the same length. "
+                  "40·2^(s−1) ms). GT: each clip's motion with its own audio. Random: its "
+                  "motion with the audio of every other clip of its fold cut to the same "
+                  "length. "
                   f"Shifted (a control): its own audio from {SHIFT_LEVEL_FRAMES} frames of the "
                   "scale later, beyond the offsets searched, on the clips long enough. p: "
                   f"permutation test ({PERMUTATIONS} random re-pairings of the audio within "
