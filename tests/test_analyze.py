@@ -205,8 +205,9 @@ def test_keypoint_tracks_are_centred_positions():
 
 def test_report_files_and_layout(analysed, generated):
     report = json.loads((analysed / "report.json").read_text())
-    assert set(report) == {"scales", "points", "n_clips", "folds", "speakers", "generated",
-                           "seconds", "train_seconds"}
+    assert set(report) == {"scales", "not_scored", "points", "n_clips", "folds", "speakers",
+                           "generated", "seconds", "train_seconds"}
+    assert report["not_scored"] == {}
     assert report["points"] == [0, 1, 2, 3, 4, 8] and report["n_clips"] == 7
     assert report["folds"] == 3 and report["generated"] == str(generated.resolve())
     assert report["speakers"] == {"n": 7, "rule": ["file name"], "warnings": [], "table": None}
@@ -318,6 +319,7 @@ def _run(data, out, tiny_yaml, *extra):
     (("--points", "x"), "--points: 'x' is not a point index"),
     (("--points", "0-4", "--scales", "5"), "expected 1 to 4 scales"),
     (("--points", "0-4", "--folds", "1"), "--folds: cross-validation needs at least 2 folds"),
+    (("--points", "0-4", "--folds", "7"), "no fold has 2 clips of 0.96 s or more"),
     (("--points", "0-4", "--folds", "8"), "--folds: 8 folds need 8 speakers; the data has 7"),
 ])
 def test_bad_inputs_exit_2_with_one_line(data, tmp_path, tiny_yaml, capsys, extra, message):
@@ -345,6 +347,20 @@ def test_other_data_into_the_same_out_is_refused(analysed, tiny_yaml, tmp_path, 
                      "0-4,8", "--scales", "2", "--folds", "3", "--config",
                      str(tiny_yaml)]) == 2
     assert "use a new --out" in capsys.readouterr().err
+
+
+def test_a_scale_no_clip_reaches_is_reported_with_why(data, tmp_path, tiny_yaml, capsys):
+    """1600 ms needs 7.72 s; the 4.8 s clips are listed as too short, the finer scales scored."""
+    out = tmp_path / "out"
+    assert _run(data, out, tiny_yaml, "--points", "0-4", "--folds", "2", "--scales", "4") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["scales"]) == {"1", "2", "3"} and set(report["not_scored"]) == {"4"}
+    dropped = report["not_scored"]["4"]["dropped"]
+    assert len(dropped) == 7 and report["scales"]["3"]["dropped"] == {}
+    assert set(dropped.values()) == {"too short for 1600 ms: 4.80 s < 7.72 s"}
+    assert "- 1600 ms: no clip scored; not scored: 7 too short for 1600 ms" in \
+        (out / "report.md").read_text()
+    assert "1600 ms: no clip long enough" in capsys.readouterr().err
 
 
 def test_an_implausible_speaker_grouping_is_stated_and_a_table_overrides_it(data, tmp_path,

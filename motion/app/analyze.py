@@ -44,8 +44,8 @@ Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_st
 "random": …, "shifted": …, "generated": …, "p_gt_vs_random", "p_shifted_vs_random",
 "p_generated_vs_random", "n_clips", "n_random_pairs", "n_shifted", "clip_frames": [frames of
 the groups], "dropped": {clip id: why}}, …}, "points": […], "n_clips": N, "folds": K,
-"speakers": {"n", "rule", "warnings", "table"}, "generated": path | null, "seconds",
-"train_seconds"}``; generated keys only with ``--generated``, shifted where clips are long
+"speakers": {"n", "rule", "warnings", "table"}, "not_scored": {scale: {"n_clips": 0,
+"dropped"}}, "generated": path | null, "seconds", "train_seconds"}``; generated keys only with ``--generated``, shifted where clips are long
 enough), ``OUT/report.md`` and the plots ``offsets_scale{s}.png`` (AV-Off histograms) and
 ``lag_curve.png`` (mean distance vs offset). ``seconds`` is the whole command's wall time,
 preparing ``--videos`` included. A rerun into the same ``OUT`` with fewer ``--scales`` keeps
@@ -342,6 +342,11 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
                                     f"{n_speakers} (by {' and '.join(sorted(rules))})")
     fold_of = assign_folds(speaker, folds)
     by_id = {c.clip_id: c for c in clips}
+    if not any(scoring_groups({c: by_id[c].n_frames for c, f in fold_of.items() if f == fold},
+                              1)[0] for fold in range(folds)):
+        raise InputError(manifest.root, f"no fold has 2 clips of {frames_needed(1) / FPS:g} s "
+                                        f"or more (what {segment_ms(1)} ms needs); the "
+                                        f"longest is {max(c.n_frames for c in clips) / FPS:g} s")
     matched = None if generated is None else _generated_clips(generated, clips, source, manifest)
     levels = tuple(range(1, scales + 1))
     # The syncers' config is read (keys, types, ranges) before anything is written.
@@ -396,10 +401,10 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
                         found[scale][kind].append(values)
                         curves[scale][kind].append(curve)
 
-        report_scales = {}
+        report_scales, not_scored = {}, {}
         for scale in levels:
             if not used[scale]:
-                report_scales[str(scale)] = {"n_clips": 0, "dropped": dropped[scale]}
+                not_scored[str(scale)] = {"n_clips": 0, "dropped": dropped[scale]}
                 continue
             entry = {kind: offset_summary(np.concatenate(found[scale][kind]))
                      for kind in kinds if found[scale][kind]}
@@ -414,7 +419,8 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
             if matched:
                 entry["n_generated"] = int(sum(len(v) for v in found[scale]["generated"]))
             report_scales[str(scale)] = entry
-        report = {"scales": report_scales, "points": [int(p) for p in points],
+        report = {"scales": report_scales, "not_scored": not_scored,
+                  "points": [int(p) for p in points],
                   "n_clips": len(clips), "folds": folds,
                   "speakers": {"n": n_speakers, "rule": sorted(rules), "warnings": warnings,
                                "table": None if table is None else str(Path(speakers).resolve())},
@@ -487,7 +493,8 @@ def _keep_other_scales(report: dict, path: Path) -> dict:
     kept = previous.get("scales") if same else None
     if not isinstance(kept, dict):
         return report
-    scales = {k: v for k, v in kept.items() if k not in report["scales"]} | report["scales"]
+    scales = {k: v for k, v in kept.items()
+              if k not in report["scales"] and k not in report["not_scored"]} | report["scales"]
     return report | {"scales": dict(sorted(scales.items(), key=lambda item: int(item[0])))}
 
 
@@ -544,7 +551,7 @@ def _generated_clips(root, clips: list[Clip], source: str, manifest) -> dict[str
 # --------------------------------------------------------------------------- outputs
 
 def markdown(report: dict, details: dict) -> str:
-    scales = {k: e for k, e in report["scales"].items() if e.get("n_clips")}
+    scales = report["scales"]
     extra = [k for k in ("generated", "shifted") if any(k in e for e in scales.values())]
     head = "| scale | segment | clips | GT | random | " + \
         "".join(f"{k} | " for k in extra) + "p GT vs random | " + \
@@ -570,7 +577,9 @@ def markdown(report: dict, details: dict) -> str:
                 for k in extra]
         lines.append("| " + " | ".join(row) + " |")
     lines += [""]
-    for scale, entry in report["scales"].items():
+    accounted = sorted({**report["scales"], **report.get("not_scored", {})}.items(),
+                       key=lambda item: int(item[0]))
+    for scale, entry in accounted:
         reasons: dict[str, int] = {}
         for why in entry.get("dropped", {}).values():
             reason = why.split(":")[0]
@@ -690,13 +699,10 @@ def analyze_command(args) -> None:
         report = analyze(data, args.out, points, args.scales, args.generated,
                          getattr(args, "folds", None), getattr(args, "config", None),
                          getattr(args, "overrides", None) or (), speakers, started)
-    parts = []
-    for scale, entry in report["scales"].items():
-        if not entry.get("n_clips"):
-            parts.append(f"{segment_ms(int(scale))} ms: no clip long enough")
-            continue
-        parts.append(f"{segment_ms(int(scale))} ms GT {entry['gt']['av_off_mean']:.2f} / "
-                     f"random {entry['random']['av_off_mean']:.2f} "
-                     f"(p={entry['p_gt_vs_random']:.2g}, {entry['n_clips']} clips)")
+    parts = [f"{segment_ms(int(scale))} ms GT {entry['gt']['av_off_mean']:.2f} / random "
+             f"{entry['random']['av_off_mean']:.2f} (p={entry['p_gt_vs_random']:.2g}, "
+             f"{entry['n_clips']} clips)" for scale, entry in report["scales"].items()]
+    parts += [f"{segment_ms(int(scale))} ms: no clip long enough"
+              for scale in report.get("not_scored", {})]
     print(f"msync: mean |AV-Off| {'; '.join(parts)}; {report['folds']} folds, "
           f"{report['seconds']:.0f} s -> {args.out}", file=sys.stderr)
