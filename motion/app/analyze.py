@@ -184,23 +184,25 @@ def speaker_of(clip: Clip, table: dict[str, str] | None,
     return prepare.speaker_of(video, "speaker", root if rule == "folder" else None), rule
 
 
-def grouping_warnings(speakers: dict[str, str], rules: set[str]) -> list[str]:
-    """Why a speaker grouping looks implausible (``speakers``: clip id → speaker), in words.
+def grouping_warnings(speakers: dict[str, str], rules: dict[str, str]) -> list[str]:
+    """Why a speaker grouping looks implausible (``speakers``: clip id → speaker; ``rules``:
+    clip id → how its speaker was found, :func:`speaker_of`), in words.
 
-    One group holding more than half of the clips is how the file-name rule merges different
-    people sharing a prefix (a folder of ``interview_001.mp4``, ``interview_002.mp4`` … of
-    different guests); with folds by speaker such a group is trained on or scored as one."""
+    One group holding more than half of the clips, found by the file-name or folder rule, is
+    how different people sharing a prefix become one speaker (a folder of
+    ``interview_001.mp4``, ``interview_002.mp4`` … of different guests); with folds by speaker
+    such a group is trained on or scored as one. A grouping the user gave (``--speakers``,
+    ``meta``) is taken as given."""
     counts: dict[str, int] = {}
     for speaker in speakers.values():
         counts[speaker] = counts.get(speaker, 0) + 1
     biggest, size = max(counts.items(), key=lambda item: item[1])
-    warnings = []
-    if len(speakers) >= 4 and size > len(speakers) / 2:
-        how = "from the file names" if "file name" in rules else "as given"
-        warnings.append(f"speaker {biggest!r} ({how}) holds {size} of the {len(speakers)} "
-                        "clips; if these are different people, pass --speakers TABLE.tsv "
-                        "(columns file, speaker)")
-    return warnings
+    how = {rules[c] for c, s in speakers.items() if s == biggest}
+    if len(speakers) < 4 or size <= len(speakers) / 2 or not how & {"file name", "folder"}:
+        return []
+    return [f"speaker {biggest!r} (from the {' and '.join(sorted(how))} rule) holds {size} of "
+            f"the {len(speakers)} clips; if these are different people, pass --speakers "
+            "TABLE.tsv (columns file, speaker)"]
 
 
 def assign_folds(speakers: dict[str, str], folds: int) -> dict[str, int]:
@@ -328,7 +330,7 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     speaker = {clip_id: s for clip_id, (s, _) in who.items()}
     rules = {rule for _, rule in who.values()}
     n_speakers = len(set(speaker.values()))
-    warnings = grouping_warnings(speaker, rules)
+    warnings = grouping_warnings(speaker, {c: rule for c, (_, rule) in who.items()})
     for text in warnings:
         warn(text)
     if n_speakers < 2:
