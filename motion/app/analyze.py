@@ -14,8 +14,8 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    clip's ``meta["speaker"]``, one per phantom clip, else ``msync data prepare``'s rule (the
    speaker folder, else the name up to its last ``_``), which the report names — and the
    speakers are dealt into ``--folds`` K folds (default 5, fewer with fewer speakers;
-   :func:`assign_folds`). A grouping where one speaker holds over half the clips is warned about
-   (:func:`grouping_warnings`); fewer than 2 speakers is refused.
+   :func:`assign_folds`). A rule-derived speaker holding over half the clips is warned about
+   (:func:`grouping_warnings`); fewer than 2 speakers, or than K, is refused.
 3. **Syncers.** For each fold, the other folds' centred tracks are written as a derived dataset
    (``OUT/fold{k}/rigid``, the tracks stored as ``landmarks``) and one syncer per scale s =
    1..``--scales`` — pyramid levels 1..s (paper eq. 5), segments of 200, 400, 800 (1600) ms —
