@@ -158,6 +158,15 @@ def test_folds_hold_every_clip_once_and_each_speaker_in_one_fold(sizes, folds):
         analyze.assign_folds(speakers, len(sizes) + 1)
 
 
+def test_default_folds_leave_no_fold_of_one_clip():
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(40)}) == 5
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(7)}) == 3      # 3, 2, 2
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(3)}) == 2
+    # One speaker with most clips: the others must still make folds of two.
+    many = {f"a{i}": "a" for i in range(20)} | {f"b{i}": f"b{i}" for i in range(6)}
+    assert analyze.default_folds(many) == 4                                       # 20, 2, 2, 2
+
+
 def test_a_speaker_holding_most_clips_is_warned_about():
     merged = {f"clip{i}": "interview" for i in range(7)} | {f"o{i}": f"o{i}" for i in range(5)}
     by_name = dict.fromkeys(merged, "file name")

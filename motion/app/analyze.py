@@ -13,9 +13,10 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    ``--speakers TABLE.tsv`` (columns file, speaker) for the clip's source video, else the
    clip's ``meta["speaker"]``, one per phantom clip, else ``msync data prepare``'s rule (the
    speaker folder, else the name up to its last ``_``), which the report names — and the
-   speakers are dealt into ``--folds`` K folds (default 5, fewer with fewer speakers;
-   :func:`assign_folds`). A rule-derived speaker holding over half the clips is warned about
-   (:func:`grouping_warnings`); fewer than 2 speakers, or than K, is refused.
+   speakers are dealt into ``--folds`` K folds (:func:`assign_folds`; default 5, fewer where a
+   fold would hold one clip: :func:`default_folds`). A rule-derived speaker holding over half
+   the clips is warned about (:func:`grouping_warnings`); fewer than 2 speakers, or than K, is
+   refused.
 3. **Syncers.** For each fold, the other folds' centred tracks are written as a derived dataset
    (``OUT/fold{k}/rigid``, the tracks stored as ``landmarks``) and one syncer per scale s =
    1..``--scales`` — pyramid levels 1..s (paper eq. 5), segments of 200, 400, 800 (1600) ms —
@@ -226,6 +227,15 @@ def assign_folds(speakers: dict[str, str], folds: int) -> dict[str, int]:
     return fold_of
 
 
+def default_folds(speakers: dict[str, str]) -> int:
+    """The most folds up to :data:`DEFAULT_FOLDS` whose every fold holds 2 clips at least
+    (a fold of one clip has no other clip's audio to compare with); 2 when none does."""
+    for folds in range(min(DEFAULT_FOLDS, len(set(speakers.values()))), 2, -1):
+        if min(np.bincount(list(assign_folds(speakers, folds).values()))) >= 2:
+            return folds
+    return 2
+
+
 # --------------------------------------------------------------------------- clip lengths
 
 def frames_needed(scale: int) -> int:
@@ -338,7 +348,7 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
                          f"all {len(clips)} clips are one speaker ({next(iter(speaker.values()))!r}"
                          f", by {' and '.join(sorted(rules))}): cross-validation by speaker needs "
                          "2 at least (pass --speakers TABLE.tsv if they are different people)")
-    folds = folds or min(DEFAULT_FOLDS, n_speakers)
+    folds = folds or default_folds(speaker)
     if folds > n_speakers:
         raise InputError("--folds", f"{folds} folds need {folds} speakers; the data has "
                                     f"{n_speakers} (by {' and '.join(sorted(rules))})")

@@ -419,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="syncer scales, 1 to 4: 200, 400, 800, 1600 ms (default "
                               "%(default)s)")
     analyze.add_argument("--folds", type=_positive_int, default=None, metavar="K",
-                         help="cross-validation folds by speaker, >= 2 (default 5, or the "
-                              "number of speakers when fewer)")
+                         help="cross-validation folds by speaker, >= 2 (default 5, fewer "
+                              "where a fold would hold only one clip)")
     analyze.add_argument("--config", metavar="YAML",
                          help="syncer config (default configs/analyze.yaml)")
     _set_flag(analyze, "train.steps=200")
