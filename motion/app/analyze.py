@@ -41,17 +41,18 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    on which re-pairing it drew (on a head-free phantom corpus p ranged 0.005–1 over the 39
    cyclic ones).
 
-Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_std"},
-"random": …, "shifted": …, "generated": …, "p_gt_vs_random", "p_shifted_vs_random",
+Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_std"}, "random":
+…, "shifted": …, "generated": …, "p_gt_vs_random", "p_shifted_vs_random",
 "p_generated_vs_random", "n_clips", "n_random_pairs", "n_shifted", "clip_frames": [frames of
 the groups], "dropped": {clip id: why}}, …}, "points": […], "n_clips": N, "folds": K,
 "speakers": {"n", "rule", "warnings", "table"}, "not_scored": {scale: {"n_clips": 0,
-"dropped"}}, "generated": path | null, "seconds", "train_seconds"}``; generated keys only with ``--generated``, shifted where clips are long
-enough), ``OUT/report.md`` and the plots ``offsets_scale{s}.png`` (AV-Off histograms) and
-``lag_curve.png`` (mean distance vs offset). ``seconds`` is the whole command's wall time,
-preparing ``--videos`` included. A rerun into the same ``OUT`` with fewer ``--scales`` keeps
-the other scales' entries of the previous report (same points, folds, speakers and generated
-motion) and their histograms; ``lag_curve.png`` shows the scales scored now.
+"dropped"}}, "generated": path | null, "seconds", "train_seconds"}``; generated keys only with
+``--generated``, shifted where clips are long enough), ``OUT/report.md`` and the plots
+``offsets_scale{s}.png`` (AV-Off histograms) and ``lag_curve.png`` (mean distance vs offset).
+``seconds`` is the whole command's wall time, preparing ``--videos`` included. A rerun into the
+same ``OUT`` with fewer ``--scales`` keeps the other scales' entries of the previous report
+(same points, folds, speakers and generated motion) and their histograms; ``lag_curve.png``
+shows the scales scored now.
 """
 from __future__ import annotations
 
