@@ -68,22 +68,8 @@ def level_metrics(params, motion_CxTxM: jax.Array, audio_CxAxF: jax.Array,
                          f"F] for motion "
                          f"{list(motion_CxTxM.shape)}; got {list(audio_CxAxF.shape)}")
     mask_NxD = overlap_mask(n_frames, level, max_offset)
-
-    def level_of(x):
-        return temporal_pyramid(x, level, kind, k)[-1]
-
-    def embed_motion(motion_TxM):
-        n = jnp.arange(-(-n_frames // 2 ** (level - 1)))
-        segs = segments(level_of(motion_TxM), n, MOTION_FRAMES)
-        return model.apply(params, segs, method=Syncer.embed_motion)           # [T_i, E]
-
-    def embed_audio(audio_AxF):
-        n = jnp.arange(-(-n_frames // 2 ** (level - 1)))
-        segs = segments(level_of(audio_AxF), audio_centers(n, level), AUDIO_FRAMES)
-        return model.apply(params, segs, method=Syncer.embed_audio)             # [T_i, E]
-
-    e_x = jax.vmap(embed_motion)(motion_CxTxM)                                  # [C, T_i, E]
-    e_a = jax.vmap(embed_audio)(audio_CxAxF)
+    e_x = _embed_motion(params, motion_CxTxM, model, level, kind, k)              # [C, T_i, E]
+    e_a = _embed_audio(params, audio_CxAxF, model, level, kind, k)
     out = offset_metrics(e_x, e_a, mask_NxD, score, max_offset)
     in_sync = jnp.asarray(mask_NxD[:, max_offset])                     # δ = 0 pairs
 
@@ -95,11 +81,67 @@ def level_metrics(params, motion_CxTxM: jax.Array, audio_CxAxF: jax.Array,
         if reference_CxTxM.shape != motion_CxTxM.shape:
             raise ValueError(f"reference motion must match motion {list(motion_CxTxM.shape)}; "
                              f"got {list(reference_CxTxM.shape)}")
-        e_r = jax.vmap(embed_motion)(reference_CxTxM)
+        e_r = _embed_motion(params, reference_CxTxM, model, level, kind, k)
         out["avs_v"] = mean_in_sync(jnp.sum(e_x * e_r, axis=-1))
         joint_x, joint_r = _unit(e_x * e_a), _unit(e_r * e_a)
         out["avs_m"] = mean_in_sync(jnp.sum(joint_x * joint_r, axis=-1))
     return out
+
+
+def _embed_motion(params, motion_CxTxM: jax.Array, model: Syncer, level: int, kind: str,
+                  k: int) -> jax.Array:
+    """Per-frame motion embeddings of one level ``[C, T_i, E]`` (T_i = ceil(T / 2^(i-1)))."""
+    n_frames = motion_CxTxM.shape[1]
+    n = jnp.arange(-(-n_frames // 2 ** (level - 1)))
+
+    def embed(motion_TxM):
+        segs = segments(temporal_pyramid(motion_TxM, level, kind, k)[-1], n, MOTION_FRAMES)
+        return model.apply(params, segs, method=Syncer.embed_motion)
+
+    return jax.vmap(embed)(motion_CxTxM)
+
+
+def _embed_audio(params, audio_CxAxF: jax.Array, model: Syncer, level: int, kind: str,
+                 k: int) -> jax.Array:
+    """Per-frame audio embeddings of one level ``[C, T_i, E]`` from audio ``[C, 4T, F]``."""
+    n_frames = audio_CxAxF.shape[1] // FEATURES_PER_FRAME
+    n = jnp.arange(-(-n_frames // 2 ** (level - 1)))
+
+    def embed(audio_AxF):
+        segs = segments(temporal_pyramid(audio_AxF, level, kind, k)[-1],
+                        audio_centers(n, level), AUDIO_FRAMES)
+        return model.apply(params, segs, method=Syncer.embed_audio)
+
+    return jax.vmap(embed)(audio_CxAxF)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "level", "kind", "k", "score",
+                                             "max_offset"))
+def pair_metrics(params, motion_RxTxM: jax.Array, audio_CxAxF: jax.Array, *, model: Syncer,
+                 level: int, kind: str = "box", k: int = 3, score: str = "cos",
+                 max_offset: int = MAX_OFFSET) -> dict[str, jax.Array]:
+    """AV-Off of *every* (motion r, audio c) pair at one level: motion ``[R, T, M]``, audio
+    ``[C, 4T, F]`` (the same T) → ``{"av_off" [R, C], "distances" [R, C, 2D+1]}``.
+
+    Each motion and audio is embedded once; the pairs then differ only in which embeddings
+    :func:`offset_metrics` compares, so pair (r, c) equals :func:`level_metrics` of motion r
+    with audio c. Random pairs for a permutation test (``msync analyze``) come from here.
+    """
+    n_frames = motion_RxTxM.shape[1]
+    if audio_CxAxF.shape[1] != FEATURES_PER_FRAME * n_frames:
+        raise ValueError(f"audio must be [C, {FEATURES_PER_FRAME * n_frames}, F] for motion "
+                         f"{list(motion_RxTxM.shape)}; got {list(audio_CxAxF.shape)}")
+    mask_NxD = overlap_mask(n_frames, level, max_offset)
+    e_x = _embed_motion(params, motion_RxTxM, model, level, kind, k)             # [R, T_i, E]
+    e_a = _embed_audio(params, audio_CxAxF, model, level, kind, k)              # [C, T_i, E]
+
+    def with_audio(e_a_NxE):     # every motion against one audio: [R] offsets, [R, 2D+1]
+        out = offset_metrics(e_x, jnp.broadcast_to(e_a_NxE, e_x.shape), mask_NxD, score,
+                             max_offset)
+        return out["av_off"], out["distances"]
+
+    av_off, distances = jax.lax.map(with_audio, e_a)                   # [C, R], [C, R, 2D+1]
+    return {"av_off": av_off.T, "distances": jnp.swapaxes(distances, 0, 1)}
 
 
 def offset_metrics(e_x_CxNxE: jax.Array, e_a_CxNxE: jax.Array, mask_NxD: np.ndarray,

@@ -1,6 +1,7 @@
 """``msync analyze`` (the paper's Table 2 protocol): points parsing, statistics, report, errors."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def generated(data, tmp_path_factory):
 def analysed(data, tiny_yaml, generated, tmp_path_factory):
     out = tmp_path_factory.mktemp("analyze-out") / "out"
     code = cli.main(["analyze", "--data", str(data), "--out", str(out), "--points", "0-4,8",
-                     "--scales", "2", "--split", "test", "--config", str(tiny_yaml),
+                     "--scales", "2", "--folds", "3", "--config", str(tiny_yaml),
                      "--generated", str(generated)])
     assert code == 0
     return out
@@ -78,38 +79,122 @@ def test_parse_points_errors(text, message):
 
 # --------------------------------------------------------------------------- statistics
 
-def test_mann_whitney_small_when_gt_in_sync_and_random_spread():
+def test_permutation_p_small_when_own_pairs_in_sync():
     rng = np.random.default_rng(0)
-    gt = np.zeros(20)
-    random = rng.integers(-15, 16, 20)
-    p = analyze.mann_whitney_p(gt, random)
-    assert p < 1e-4
-    # One-sided: the reverse question (random closer to sync than GT) is not significant.
-    assert analyze.mann_whitney_p(random, gt) > 0.5
-    # The sign of an offset does not matter, only its size.
-    assert analyze.mann_whitney_p(-random, random) == pytest.approx(
-        analyze.mann_whitney_p(random, random))
+    off = rng.integers(5, 16, (30, 30)).astype(float)
+    np.fill_diagonal(off, 0.0)
+    # 30 clips in sync against spread re-pairings: no permutation of 10 000 gets close.
+    assert analyze.permutation_p([(off, np.arange(30))], np.random.default_rng(1)) == \
+        pytest.approx(1 / 10_001)
 
 
-def test_mann_whitney_large_for_the_same_distribution():
-    rng = np.random.default_rng(1)
-    a, b = rng.integers(-15, 16, 40), rng.integers(-15, 16, 40)
-    assert analyze.mann_whitney_p(a, b) > 0.05
-    assert analyze.mann_whitney_p(np.zeros(5), np.zeros(7)) == 1.0   # all tied
+def test_permutation_p_is_uniform_under_the_null():
+    """Offsets independent of the pairing (each motion has its own typical offset, the
+    dependence that made one fixed re-pairing misleading): p-values spread over [0, 1]."""
+    rng = np.random.default_rng(2)
+    ps = []
+    for _ in range(200):
+        row = rng.integers(0, 16, (20, 1))
+        off = np.clip(row + rng.integers(-3, 4, (20, 20)), 0, 15).astype(float)
+        ps.append(analyze.permutation_p([(off, np.arange(20))], rng, permutations=500))
+    ps = np.array(ps)
+    assert 0.02 <= np.mean(ps < 0.05) <= 0.09          # 5 % expected; binomial sd 1.5 %
+    assert 0.4 <= np.median(ps) <= 0.6
 
 
-def test_report_dict_layout_and_values():
-    offsets = {1: {"gt": np.array([0, 0, 1, -1]), "random": np.array([5, -9, 12, 3])},
-               2: {"gt": np.array([0, 2, 0, 0]), "random": np.array([7, 7, -7, 0]),
-                   "generated": np.array([0, 0, -3, 4])}}
-    report = analyze.report_dict(offsets, [0, 1, 2], 4)
-    assert set(report) == {"scales", "points", "n_clips"}
-    assert report["points"] == [0, 1, 2] and report["n_clips"] == 4
-    assert set(report["scales"]["1"]) == {"gt", "random", "p_gt_vs_random"}
-    assert report["scales"]["1"]["gt"] == {"av_off_mean": 0.5, "av_off_std": 0.5}
-    assert report["scales"]["2"]["random"]["av_off_mean"] == pytest.approx(5.25)
-    assert set(report["scales"]["2"]) == {"gt", "random", "generated", "p_gt_vs_random",
-                                          "p_generated_vs_random"}
+def test_permutation_p_of_tiny_groups_cannot_be_small():
+    """Two clips: the recorded pairing is one of two; p is about 1/2 however far apart."""
+    off = np.array([[0.0, 15.0], [15.0, 0.0]])
+    p = analyze.permutation_p([(off, np.arange(2))], np.random.default_rng(0))
+    assert 0.45 <= p <= 0.55
+    # Rows are a subset of the group (generated motion for some clips only).
+    off = np.array([[15.0, 0.0, 15.0]])
+    assert analyze.permutation_p([(off, np.array([1]))], np.random.default_rng(0)) == \
+        pytest.approx(1 / 3, abs=0.02)
+
+
+# --------------------------------------------------------------------------- speakers, folds
+
+def _clip(clip_id, n_frames=100, **meta):
+    return Clip(clip_id, np.zeros((n_frames, 10, 6), np.float32),
+                np.zeros((4 * n_frames, 26), np.float32), meta=meta)
+
+
+def test_speaker_of_each_rule():
+    table = {"guest_001.mp4": "Ada"}
+    assert analyze.speaker_of(_clip("a", source="/v/guest_001.mp4"), table) == ("Ada", "table")
+    assert analyze.speaker_of(_clip("b", source="/v/guest_002.mp4"), table) == \
+        ("guest", "file name")
+    assert analyze.speaker_of(_clip("c", source="/v/x.mp4", speaker="Bo"), None) == ("Bo", "meta")
+    assert analyze.speaker_of(_clip("phantom-00007", source="phantom"), None) == \
+        ("phantom-00007", "phantom")
+    assert analyze.speaker_of(_clip("WDA_KatieHill_000"), None) == ("WDA_KatieHill", "file name")
+    # Speaker folders (VoxCeleb's id/video/clip.mp4): the folder under the videos' root, as
+    # prepare splits them, not the clip's file name (00001 in every folder).
+    vox = [_clip(f"c{i}", source=f"/vox/id{i % 2}/v{i}/00001.mp4") for i in range(4)]
+    root = analyze.video_root(vox)
+    assert root == Path("/vox")
+    assert [analyze.speaker_of(c, None, root) for c in vox] == \
+        [("id0", "folder"), ("id1", "folder")] * 2
+    flat = [_clip("a", source="/v/Ada_001.mp4"), _clip("b", source="/v/Bo_001.mp4")]
+    assert analyze.speaker_of(flat[0], None, analyze.video_root(flat)) == ("Ada", "file name")
+    assert analyze.video_root([_clip("p", source="phantom")]) is None
+
+
+@pytest.mark.parametrize("sizes, folds", [((1,) * 7, 3), ((5, 1, 1, 4, 2, 2, 3, 1), 5),
+                                          ((3, 3), 2), ((10, 1, 1, 1, 1), 5)])
+def test_folds_hold_every_clip_once_and_each_speaker_in_one_fold(sizes, folds):
+    speakers = {f"s{i}_c{j}": f"s{i}" for i, n in enumerate(sizes) for j in range(n)}
+    fold_of = analyze.assign_folds(speakers, folds)
+    assert sorted(fold_of) == sorted(speakers)                      # every clip, once
+    assert set(fold_of.values()) == set(range(folds))               # no empty fold
+    for speaker in set(speakers.values()):
+        assert len({fold_of[c] for c, s in speakers.items() if s == speaker}) == 1
+    # The same speakers read in another order get the same folds.
+    assert analyze.assign_folds(dict(reversed(list(speakers.items()))), folds) == fold_of
+    load = np.bincount(list(fold_of.values()), minlength=folds)
+    assert load.max() - load.min() <= max(sizes)
+    with pytest.raises(ValueError, match="speakers cannot fill"):
+        analyze.assign_folds(speakers, len(sizes) + 1)
+
+
+def test_default_folds_leave_no_fold_of_one_clip():
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(40)}) == 5
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(7)}) == 3      # 3, 2, 2
+    assert analyze.default_folds({f"c{i}": f"s{i}" for i in range(3)}) == 2
+    # One speaker with most clips: the others must still make folds of two.
+    many = {f"a{i}": "a" for i in range(20)} | {f"b{i}": f"b{i}" for i in range(6)}
+    assert analyze.default_folds(many) == 4                                       # 20, 2, 2, 2
+
+
+def test_a_speaker_holding_most_clips_is_warned_about():
+    merged = {f"clip{i}": "interview" for i in range(7)} | {f"o{i}": f"o{i}" for i in range(5)}
+    by_name = dict.fromkeys(merged, "file name")
+    (text,) = analyze.grouping_warnings(merged, by_name)
+    assert "'interview' (from the file name rule) holds 7 of the 12 clips" in text
+    assert "--speakers" in text
+    spread = {f"c{i}": f"s{i % 6}" for i in range(12)}
+    assert analyze.grouping_warnings(spread, dict.fromkeys(spread, "file name")) == []
+    # A grouping the user gave is taken as given (the corpus's one-speaker interview).
+    assert analyze.grouping_warnings(merged, dict.fromkeys(merged, "table")) == []
+
+
+def test_scoring_groups_account_for_every_clip():
+    need = [analyze.frames_needed(s) for s in (1, 2, 3)]
+    assert need[0] < need[1] < need[2] == 97                   # 800 ms: 3.88 s
+    lengths = {"short": need[2] - 1, "a": need[2], "b": need[2] + 5, "c": 2 * need[2] + 3,
+               "d": 8 * need[2] + 50, "e": 9 * need[2]}
+    groups, dropped = analyze.scoring_groups(lengths, 3)
+    grouped = [c for _, members in groups for c in members]
+    assert sorted(grouped + list(dropped)) == sorted(lengths)   # each clip exactly once
+    assert dropped == {"short": "too short for 800 ms: 3.84 s < 3.88 s"}
+    for frames, members in groups:
+        assert len(members) >= 2 and all(lengths[c] >= frames for c in members)
+    # d and e share the top rung (8 × need); c alone at 2 × need joins a and b.
+    assert sorted(groups) == [(need[2], ["a", "b", "c"]), (8 * need[2], ["d", "e"])]
+    groups, dropped = analyze.scoring_groups({"x": 500, "y": 40}, 3)
+    assert groups == [] and set(dropped) == {"x", "y"}
+    assert "the only clip of its fold" in dropped["x"] and "too short" in dropped["y"]
 
 
 # --------------------------------------------------------------------------- motion source
@@ -133,34 +218,72 @@ def test_keypoint_tracks_are_centred_positions():
 
 def test_report_files_and_layout(analysed, generated):
     report = json.loads((analysed / "report.json").read_text())
-    assert set(report) == {"scales", "points", "n_clips", "split", "generated"}
-    assert report["points"] == [0, 1, 2, 3, 4, 8] and report["n_clips"] == 3
-    assert report["split"] == "test" and report["generated"] == str(generated.resolve())
+    assert set(report) == {"scales", "not_scored", "points", "n_clips", "folds", "speakers",
+                           "generated", "seconds", "train_seconds"}
+    assert report["not_scored"] == {}
+    assert report["points"] == [0, 1, 2, 3, 4, 8] and report["n_clips"] == 7
+    assert report["folds"] == 3 and report["generated"] == str(generated.resolve())
+    assert report["speakers"] == {"n": 7, "rule": ["file name"], "warnings": [], "table": None}
+    assert report["seconds"] >= report["train_seconds"] > 0
     assert set(report["scales"]) == {"1", "2"}
     for entry in report["scales"].values():
-        assert set(entry) == {"gt", "random", "generated", "p_gt_vs_random",
-                              "p_generated_vs_random", "n_clips", "clip_frames"}
-        assert entry["n_clips"] == 3 and entry["clip_frames"] == 120
+        assert {"gt", "random", "generated", "p_gt_vs_random", "p_generated_vs_random",
+                "n_clips", "n_random_pairs", "clip_frames", "dropped"} <= set(entry)
+        # 120-frame clips: every clip scored once, in groups of its fold, none dropped.
+        assert entry["n_clips"] == 7 and entry["dropped"] == {}
+        assert entry["n_generated"] == 2
+        # The shifted-audio control: every clip's audio 20 level frames on, over 120 frames
+        # less the shift (76 and 58 frames at scales 1 and 2).
+        assert entry["n_shifted"] == 7 and 0.0 < entry["p_shifted_vs_random"] <= 1.0
         for kind in ("gt", "random", "generated"):
             assert set(entry[kind]) == {"av_off_mean", "av_off_std"}
             assert 0.0 <= entry[kind]["av_off_mean"] <= analyze.MAX_OFFSET
-        assert 0.0 <= entry["p_gt_vs_random"] <= 1.0
+        assert 0.0 < entry["p_gt_vs_random"] <= 1.0
     for name in ("report.md", "offsets_scale1.png", "offsets_scale2.png", "lag_curve.png"):
         assert (analysed / name).stat().st_size > 0
     assert (analysed / "offsets_scale1.png").read_bytes()[:4] == b"\x89PNG"
     text = (analysed / "report.md").read_text()
-    assert "| 1 | 200 ms |" in text and "| 2 | 400 ms |" in text and "Generated: 2 clips" in text
-    # The syncers trained on the centred positions of the chosen points: 6 points × 2.
-    run = json.loads((analysed / "syncers" / "run.json").read_text())
-    assert run["motion_dim"] == 12 and set(run["levels"]) == {"1", "2"}
+    assert "| 1 | 200 ms | 7 |" in text and "| 2 | 400 ms | 7 |" in text
+    assert "3-fold cross-validation" in text and "the whole command" in text
+    # Each fold's syncers trained on the centred positions of the chosen points: 6 × 2.
+    for fold in (1, 2, 3):
+        run = json.loads((analysed / f"fold{fold}" / "syncers" / "run.json").read_text())
+        assert run["motion_dim"] == 12 and set(run["levels"]) == {"1", "2"}
+    # No clip is in the training set of the fold that scores it.
+    trained = [set(json.loads((analysed / f"fold{f}" / "rigid" / "manifest.json").read_text())
+                   ["extra"]["clips"]) for f in (1, 2, 3)]
+    assert all(len(t) in (4, 5) for t in trained)
+    assert set.intersection(*trained) == set()
+    assert sorted(c for t in trained for c in t) == sorted(2 * [c for c in (
+        *(f"train{i:03d}" for i in range(4)), *(f"test{i:03d}" for i in range(3)))])
+
+
+def test_pair_metrics_equal_level_metrics_of_each_pair(analysed, data):
+    from syncers.metrics import level_metrics, pair_metrics
+    from syncers.train import load_run
+    run = load_run(analysed / "fold1" / "syncers", (1, 2))
+    rng = np.random.default_rng(0)
+    motion = rng.standard_normal((3, 120, 12)).astype(np.float32)
+    audio = rng.standard_normal((4, 480, 26)).astype(np.float32)
+    kw = {"model": run.model, "level": 2, "kind": "box", "k": 3, "score": run.info["score"]}
+    both = pair_metrics(run.params[2], motion, audio, **kw)
+    assert both["av_off"].shape == (3, 4) and both["distances"].shape == (3, 4, 31)
+    for c in range(4):
+        one = level_metrics(run.params[2], motion, np.repeat(audio[c:c + 1], 3, axis=0), **kw)
+        np.testing.assert_array_equal(np.asarray(both["av_off"])[:, c], one["av_off"])
+        np.testing.assert_allclose(np.asarray(both["distances"])[:, c], one["distances"],
+                                   atol=1e-5)
 
 
 def test_rerun_resumes_and_rewrites_the_same_report(analysed, data, tiny_yaml, generated):
     before = json.loads((analysed / "report.json").read_text())
     assert cli.main(["analyze", "--data", str(data), "--out", str(analysed), "--points",
-                     "0-4,8", "--scales", "2", "--split", "test", "--config", str(tiny_yaml),
+                     "0-4,8", "--scales", "2", "--folds", "3", "--config", str(tiny_yaml),
                      "--generated", str(generated)]) == 0
-    assert json.loads((analysed / "report.json").read_text()) == before
+    after = json.loads((analysed / "report.json").read_text())
+    timing = ("seconds", "train_seconds")
+    assert {k: v for k, v in after.items() if k not in timing} == \
+        {k: v for k, v in before.items() if k not in timing}
 
 
 def test_non_ascii_paths_work(data, tmp_path, tiny_yaml):
@@ -169,14 +292,14 @@ def test_non_ascii_paths_work(data, tmp_path, tiny_yaml):
     here = tmp_path / "dätä 😀"
     shutil.copytree(data, here)
     out = tmp_path / "öut 🎬"
-    assert _run(here, out, tiny_yaml, "--points", "0-4", "--split", "test") == 0
+    assert _run(here, out, tiny_yaml, "--points", "0-4", "--folds", "2") == 0
     assert set(json.loads((out / "report.json").read_text())["scales"]) == {"1"}
 
 
 def test_an_out_in_use_by_another_process_is_refused(data, tmp_path, tiny_yaml, capsys):
     out = tmp_path / "out"
     with held_by_another_process(out) as pid:
-        assert _run(data, out, tiny_yaml, "--points", "0-4", "--split", "test") == 2
+        assert _run(data, out, tiny_yaml, "--points", "0-4", "--folds", "2") == 2
         assert refused_as_in_use(capsys.readouterr().err, out, pid)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]       # nothing else written
 
@@ -186,21 +309,16 @@ def test_fewer_scales_into_the_same_out_keep_the_other_scales(analysed, data, ti
     out = tmp_path / "out"
     shutil.copytree(analysed, out)
     before = json.loads((out / "report.json").read_text())
-    levels_before = [json.loads(line) for line in
-                     (out / "syncers" / "metrics.jsonl").read_text().splitlines()]
     common = ["analyze", "--data", str(data), "--out", str(out), "--points", "0-4,8",
-              "--config", str(tiny_yaml), "--generated", str(generated)]
-    assert cli.main(common + ["--scales", "1", "--split", "test"]) == 0
+              "--config", str(tiny_yaml), "--generated", str(generated), "--folds", "3"]
+    assert cli.main(common + ["--scales", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report == before           # scale 1 scored again (the same), scale 2 kept
-    assert [json.loads(line) for line in
-            (out / "syncers" / "metrics.jsonl").read_text().splitlines()] == levels_before
-    assert set(json.loads((out / "syncers" / "run.json").read_text())["levels"]) == {"1", "2"}
+    # Scale 1 scored again (the same), scale 2 kept.
+    assert report["scales"] == before["scales"]
     assert "| 2 | 400 ms |" in (out / "report.md").read_text()
-    # Another split is another analysis: the earlier scales do not describe it.
-    assert cli.main(common + ["--scales", "1", "--split", "all"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert set(report["scales"]) == {"1"} and report["split"] == "all"
+    # Other points are another analysis: the earlier scales do not describe it.
+    assert cli.main(["analyze", "--data", str(data), "--out", str(tmp_path / "o2"), "--points",
+                     "0-4", "--config", str(tiny_yaml), "--folds", "2", "--scales", "1"]) == 0
 
 
 def _run(data, out, tiny_yaml, *extra):
@@ -213,7 +331,9 @@ def _run(data, out, tiny_yaml, *extra):
     (("--points", "17-47"), "--points 0-4"),
     (("--points", "x"), "--points: 'x' is not a point index"),
     (("--points", "0-4", "--scales", "5"), "expected 1 to 4 scales"),
-    (("--points", "0-4", "--split", "val"), "split 'val' has 0 clips"),
+    (("--points", "0-4", "--folds", "1"), "--folds: cross-validation needs at least 2 folds"),
+    (("--points", "0-4", "--folds", "7"), "no fold has 2 clips of 0.96 s or more"),
+    (("--points", "0-4", "--folds", "8"), "--folds: 8 folds need 8 speakers; the data has 7"),
 ])
 def test_bad_inputs_exit_2_with_one_line(data, tmp_path, tiny_yaml, capsys, extra, message):
     assert _run(data, tmp_path / "out", tiny_yaml, *extra) == 2
@@ -229,7 +349,7 @@ def test_missing_data_and_foreign_generated(data, tmp_path, tiny_yaml, capsys):
     write_clip(foreign, "test", "test000", clip.keypoints, clip.audio_features)
     write_manifest(foreign, {"test": [("test000", clip.n_frames)]}, keypoint_space="other-v1",
                    features={"kind": "test"})
-    assert _run(data, tmp_path / "out", tiny_yaml, "--points", "0-4", "--split", "test",
+    assert _run(data, tmp_path / "out", tiny_yaml, "--points", "0-4", "--folds", "2",
                 "--generated", str(foreign)) == 2
     assert "keypoint_space 'other-v1' differs" in capsys.readouterr().err
 
@@ -237,9 +357,56 @@ def test_missing_data_and_foreign_generated(data, tmp_path, tiny_yaml, capsys):
 def test_other_data_into_the_same_out_is_refused(analysed, tiny_yaml, tmp_path, capsys):
     other = make_dataset(tmp_path / "other", n_train=3, n_test=2, n_frames=120, seed=5)
     assert cli.main(["analyze", "--data", str(other), "--out", str(analysed), "--points",
-                     "0-4,8", "--scales", "2", "--split", "test", "--config",
+                     "0-4,8", "--scales", "2", "--folds", "3", "--config",
                      str(tiny_yaml)]) == 2
     assert "use a new --out" in capsys.readouterr().err
+
+
+def test_a_scale_no_clip_reaches_is_reported_with_why(data, tmp_path, tiny_yaml, capsys):
+    """1600 ms needs 7.72 s; the 4.8 s clips are listed as too short, the finer scales scored."""
+    out = tmp_path / "out"
+    assert _run(data, out, tiny_yaml, "--points", "0-4", "--folds", "2", "--scales", "4") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["scales"]) == {"1", "2", "3"} and set(report["not_scored"]) == {"4"}
+    dropped = report["not_scored"]["4"]["dropped"]
+    assert len(dropped) == 7 and report["scales"]["3"]["dropped"] == {}
+    assert set(dropped.values()) == {"too short for 1600 ms: 4.80 s < 7.72 s"}
+    assert "- 1600 ms: no clip scored; not scored: 7 too short for 1600 ms" in \
+        (out / "report.md").read_text()
+    assert "1600 ms: no clip long enough" in capsys.readouterr().err
+
+
+def test_an_implausible_speaker_grouping_is_stated_and_a_table_overrides_it(data, tmp_path,
+                                                                           tiny_yaml, capsys):
+    """Five interview pieces of different guests share a file-name prefix: one "speaker" by
+    the file-name rule, warned about; --speakers names them (both refused before training,
+    by a --folds the speakers cannot fill)."""
+    root = tmp_path / "interviews"
+    names = [f"interview_{i:03d}.mp4" for i in range(5)] + ["Ada_000.mp4", "Bo_000.mp4"]
+    clip = read_clip(data, "test", "test000")
+    for name in names:
+        write_clip(root, "test", name[:-4], clip.keypoints, clip.audio_features,
+                   meta={"source": f"/videos/{name}"})
+    write_manifest(root, {"test": [(n[:-4], clip.n_frames) for n in names]},
+                   keypoint_space="test-v1", features={"kind": "test"})
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--folds", "4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert "speaker 'interview' (from the file name rule) holds 5 of the 7 clips" in err[0]
+    assert "--folds: 4 folds need 4 speakers; the data has 3 (by file name)" in err[1]
+    table = tmp_path / "speakers.tsv"
+    table.write_text("file\tspeaker\n" + "".join(f"{n}\tguest{i}\n" for i, n in enumerate(names)))
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--folds", "8",
+                "--speakers", str(table)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--folds: 8 folds need 8 speakers; the data has 7 (by table)" in line
+    # All one speaker: nothing to cross-validate.
+    table.write_text("file\tspeaker\n" + "".join(f"{n}\tsame\n" for n in names))
+    assert _run(root, tmp_path / "out", tiny_yaml, "--points", "0-4", "--speakers",
+                str(table)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "all 7 clips are one speaker ('same', by table)" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_videos_are_prepared_first_and_bad_folders_are_one_line(tmp_path, capsys):

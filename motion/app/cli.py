@@ -442,9 +442,10 @@ def _analyze_command(commands) -> None:
     analyze = commands.add_parser(
         "analyze", help="how head motion follows speech (the paper's Table 2)",
         description="How much head motion follows speech, per time scale (the paper's Table 2): "
-                    "trains one small syncer per scale on the rigid points of the train split, "
-                    "then compares |AV-Off| of real pairs with random pairs (and generated "
-                    "motion) on held-out clips, with Mann-Whitney p-values. Writes "
+                    "trains one small syncer per scale and fold on the rigid points, "
+                    "cross-validated by speaker so that every clip is scored once by syncers "
+                    "that never saw its speaker, then compares |AV-Off| of real pairs with "
+                    "random pairs (and generated motion), with permutation p-values. Writes "
                     "OUT/report.md, report.json and plots.",
         epilog=_examples("msync analyze --data ds/ --out runs/analysis",
                          "msync analyze --data runs/phantom --points 0-4 --out runs/analysis",
@@ -456,7 +457,9 @@ def _analyze_command(commands) -> None:
                         help="a folder of talking-head videos: prepared first into "
                              "OUT/dataset (dlib landmarks, split by speaker)")
     analyze.add_argument("--speakers", metavar="TABLE.tsv",
-                         help="with --videos: file/speaker table for the split")
+                         help="file/speaker table (tab-separated columns file, speaker) "
+                              "naming each video's speaker for the folds (default: the file "
+                              "name up to its last '_')")
     analyze.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                          help="with --videos: videos prepared in parallel, >= 1 (default "
                               "%(default)s)")
@@ -471,9 +474,9 @@ def _analyze_command(commands) -> None:
     analyze.add_argument("--scales", type=_positive_int, default=3, metavar="N",
                          help="syncer scales, 1 to 4: 200, 400, 800, 1600 ms (default "
                               "%(default)s)")
-    analyze.add_argument("--split", default="heldout",
-                         choices=("heldout", "test", "val", "train", "all"),
-                         help="clips scored (default %(default)s = val + test)")
+    analyze.add_argument("--folds", type=_positive_int, default=None, metavar="K",
+                         help="cross-validation folds by speaker, >= 2 (default 5, fewer "
+                              "where a fold would hold only one clip)")
     analyze.add_argument("--config", metavar="YAML",
                          help="syncer config (default configs/analyze.yaml)")
     _set_flag(analyze, "train.steps=200")

@@ -38,7 +38,7 @@ IN_SYNC_FRAMES = 2.0
 CLEARLY_BELOW_RANDOM = 0.5
 # The side-by-side pair: a test clip's recorded motion, a generation from the same clip's audio.
 TRUTH_VIDEO, GENERATED_VIDEO = "clip_truth.mp4", "clip_generated.mp4"
-SIGNIFICANT_P = 0.05               # the analysis's Mann-Whitney p below which a scale counts
+SIGNIFICANT_P = 0.05               # the analysis's permutation p below which a scale counts
 
 # Every metric the page can show: term -> what it is and how it is computed.
 GLOSSARY = {
@@ -71,9 +71,10 @@ GLOSSARY = {
              "the mean distance ‖p(t) − p(0)‖, as % of the frame width, in a long generation "
              "driven by test clips' audio one after the other; the ground truth's figure is its "
              "distance at the end of its (shorter) clip.",
-    "p": "the one-sided Mann–Whitney U p-value that the ground-truth pairs' |AV-Off| is "
-         "smaller than the random pairs' (small = speech and head motion are in sync more "
-         "often than chance; below 0.05 counts as significant here).",
+    "p": "the permutation p-value that the ground-truth pairs' mean |AV-Off| is smaller "
+         "than that of the same clips with their audio re-paired at random (small = speech "
+         "and head motion are in sync more often than chance; below 0.05 counts as "
+         "significant here).",
 }
 
 
@@ -189,7 +190,7 @@ def mouth_verdict(sync: dict) -> str:
 
 def analysis_verdict(scales: dict) -> str:
     """One sentence on ``analysis/report.json``'s ``scales``: where recorded head motion
-    follows the speech significantly (Mann–Whitney p < ``SIGNIFICANT_P``)."""
+    follows the speech significantly (permutation p < ``SIGNIFICANT_P``)."""
     found, not_found = [], []
     for key in sorted(scales, key=int):
         p = scales[key]["p_gt_vs_random"]
