@@ -129,7 +129,7 @@ def prosody(audio_features_4TxF: np.ndarray, after: int) -> np.ndarray:
     energy = speech_energy(audio_features_4TxF)
     if len(energy) == 0:
         return np.zeros((0, 1), np.float32)
-    # maximum_filter1d's window of size s at origin o covers t − s//2 − o .. t + (s−1)//2 − o
+    # maximum_filter1d: size s at origin o covers t − s//2 − o .. t + (s−1)//2 − o
     size = LEVEL_BEFORE + after + 1
     origin = (size - 1) // 2 - after
     level = maximum_filter1d(energy, size, mode="nearest", origin=origin)
