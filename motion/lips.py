@@ -16,11 +16,12 @@ principal shapes in the head's frame (a departure from the paper; it reads what
   shape of a phone spreads over its neighbours (coarticulation) and the mouth may move before
   the sound, each as far as the data say.
 - **Map.** Ridge regression ``ĉ = (x − μ)/σ · W + b`` (closed form, the ridge weight chosen on
-  the validation split). A regression predicts the mean mouth given the sound, a fraction of a
-  real mouth's motion; each coefficient is then carried onto the recorded coefficients'
-  distribution by their quantiles over the training frames (``ĉ`` at rank u → the recorded
-  coefficient at rank u): the timing comes from the speech, the sizes, including how often and
-  how far the lips close, from real mouths. No gain is set by hand.
+  the validation split; a shape whose validation r is under ``MIN_VAL_R`` is left out). A
+  regression predicts the mean mouth given the sound, a fraction of a real mouth's motion; each
+  coefficient is then carried onto the recorded coefficients' distribution by their quantiles
+  over the training frames (``ĉ`` at rank u → the recorded coefficient at rank u): the timing
+  comes from the speech, the sizes, including how often and how far the lips close, from real
+  mouths. No gain is set by hand.
 - **Use.** ``offsets [T, 20, 2] = c · components`` in mean-face coordinates, as
   ``motion.articulation.predict`` returns: ``motion.articulation.apply`` turns them into each
   frame's head pose and onto the ``landmarks-v1`` keypoints 5–9.
@@ -45,6 +46,7 @@ LEVEL_BEFORE = 50                           # frames (2 s) the speech level is r
 PROSODY_FLOOR = -8.0                        # log energy below the local peak: a pause
 MIN_REST_FRAMES = 10
 N_QUANTILES = 101
+MIN_VAL_R = 0.1                             # a shape kept must follow speech on validation
 RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 
 
@@ -210,7 +212,8 @@ def fit(clips: Sequence[LipClip], val_clips: Sequence[LipClip], inputs: str = "b
         before: int = DEFAULT_BEFORE, after: int = DEFAULT_AFTER,
         n_components: int = DEFAULT_COMPONENTS) -> tuple[LipModel, dict]:
     """Fit on ``clips`` (mirrored copies added), choosing the ridge weight on ``val_clips``.
-    Returns the model and a report ``{ridge, val_r [K], explained [K], train_frames, ...}``."""
+    Returns the model and a report ``{ridge, val_r [K], kept, explained [K], train_frames,
+    ...}``; ValueError when no shape follows the speech on ``val_clips``."""
     if not clips or not val_clips:
         raise ValueError("the lip model needs training and validation clips")
 
@@ -248,8 +251,16 @@ def fit(clips: Sequence[LipClip], val_clips: Sequence[LipClip], inputs: str = "b
             best = (error, ridge, weights)
     _, ridge, weights = best
     prediction = x_val @ weights + bias
-    val_r = [float(np.corrcoef(prediction[:, k], c_val[:, k])[0, 1])
-             for k in range(n_components)]
+    val_r = np.array([float(np.corrcoef(prediction[:, k], c_val[:, k])[0, 1])
+                      for k in range(n_components)])
+    # A shape speech does not predict on unseen speakers would, carried onto the recorded
+    # sizes, be noise as large as a real mouth's motion: it is left out.
+    kept = np.flatnonzero(val_r >= MIN_VAL_R)
+    if len(kept) == 0:
+        raise ValueError(f"no mouth shape follows the speech on the validation clips (r = "
+                         f"{np.round(val_r, 3).tolist()}, at least {MIN_VAL_R} needed)")
+    weights, bias, components = weights[:, kept], bias[kept], components[kept]
+    c_train = c_train[:, kept]
     levels = np.linspace(0.0, 1.0, N_QUANTILES)
     model = LipModel(inputs, before, after, mean.astype(np.float32), scale.astype(np.float32),
                      weights.astype(np.float32), bias.astype(np.float32),
@@ -257,6 +268,7 @@ def fit(clips: Sequence[LipClip], val_clips: Sequence[LipClip], inputs: str = "b
                      np.quantile(c_train, levels, axis=0).T.astype(np.float32),
                      components.astype(np.float32))
     report = {"inputs": inputs, "ridge": ridge, "val_r": np.round(val_r, 3).tolist(),
+              "kept": kept.tolist(),
               "explained": np.round(singular[:n_components] ** 2 / np.sum(singular ** 2),
                                     3).tolist(),
               "train_frames": int(len(x_train)), "val_frames": int(len(x_val)),

@@ -80,6 +80,18 @@ def test_the_mouth_may_lead_the_sound_as_far_as_the_window_reads():
     assert r[4] > 0.95 and r[0] < r[4] - 0.1
 
 
+def test_a_mouth_that_ignores_the_speech_is_refused():
+    rng = np.random.default_rng(7)
+
+    def unrelated():
+        clip, _ = _clip(rng)
+        return lips.LipClip(clip.landmarks, _content(rng, len(clip.content)),
+                            clip.audio_features)
+
+    with pytest.raises(ValueError, match="no mouth shape follows the speech"):
+        lips.fit([unrelated() for _ in range(3)], [unrelated()], "content", n_components=1)
+
+
 def test_prosody_is_the_same_for_a_quieter_recording():
     rng = np.random.default_rng(4)
     features = rng.normal(size=(400, 26)).astype(np.float32) - 5
