@@ -9,9 +9,10 @@ principal shapes in the head's frame (a departure from the paper; it reads what
   when it has fewer than ``MIN_REST_FRAMES`` of them. Its first ``K`` principal components over
   the training frames (mirrored copies added) are predicted: ``c [T, K]``.
 - **Input.** Per frame, ``content [T, V]`` and/or ``prosody [T, 1]``: the frame's log energy
-  (``motion.mouth.speech_energy``) minus the loudest over the ``LEVEL_BEFORE`` frames before it
-  and ``after`` after it, floored at ``PROSODY_FLOOR``: a loudness relative to the speech around
-  it, the same for a recording 5× quieter (the recording's level is not its articulation).
+  (:func:`log_energy`, ``2 · log`` of ``syncers.data.measures.frame_mel_loudness``) minus the
+  loudest over the ``LEVEL_BEFORE`` frames before it and ``after`` after it, floored at
+  ``PROSODY_FLOOR``: a loudness relative to the speech around it, the same for a recording 5×
+  quieter (the recording's level is not its articulation).
   Frames ``t − before .. t + after`` of both form the window ``[T, (before + after + 1)·C]``: the
   shape of a phone spreads over its neighbours (coarticulation) and the mouth may move before
   the sound, each as far as the data say.
@@ -34,9 +35,9 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from motion.articulation import N_MOUTH, aligned_mouth
-from motion.mouth import speech_energy
+from motion.articulation import N_MOUTH
 from syncers.data import landmark_space
+from syncers.data.measures import aligned_mouth, frame_mel_loudness
 from syncers.data.content import N_VISEMES, REST
 
 INPUTS = ("content", "prosody", "both")
@@ -120,6 +121,12 @@ def from_json(raw: dict) -> LipModel:
     return LipModel(raw["inputs"], before, after, **arrays)
 
 
+def log_energy(audio_features_4TxF: np.ndarray) -> np.ndarray:
+    """``[T]``: each video frame's log energy, the mean over its four log-mel rows of the
+    log-sum-exp of the bands (``2 · log frame_mel_loudness``; the prosody's unit)."""
+    return 2.0 * np.log(frame_mel_loudness(audio_features_4TxF))
+
+
 def n_channels(inputs: str) -> int:
     return {"content": N_VISEMES, "prosody": 1, "both": N_VISEMES + 1}[inputs]
 
@@ -128,7 +135,7 @@ def prosody(audio_features_4TxF: np.ndarray, after: int) -> np.ndarray:
     """``[T, 1]``: each frame's log energy below the loudest of frames ``t − LEVEL_BEFORE ..
     t + after``, floored at ``PROSODY_FLOOR`` (module docstring). Scaling the audio by any
     factor leaves it unchanged (above the features' floor)."""
-    energy = speech_energy(audio_features_4TxF)
+    energy = log_energy(audio_features_4TxF)
     if len(energy) == 0:
         return np.zeros((0, 1), np.float32)
     # maximum_filter1d: size s at origin o covers t − s//2 − o .. t + (s−1)//2 − o
@@ -194,7 +201,7 @@ def rest_mouth(mouth_Tx20x2: np.ndarray, content_TxV: np.ndarray,
     """``[20, 2]``: the clip's mouth at rest (module docstring, "Target")."""
     rest = np.asarray(content_TxV)[:, REST] == 1.0
     if np.count_nonzero(rest) < MIN_REST_FRAMES:
-        energy = speech_energy(audio_features_4TxF)[:len(mouth_Tx20x2)]
+        energy = log_energy(audio_features_4TxF)[:len(mouth_Tx20x2)]
         rest = energy <= np.quantile(energy, 0.2)
     return np.median(np.asarray(mouth_Tx20x2)[rest], axis=0)
 
