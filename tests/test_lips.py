@@ -1,16 +1,24 @@
 """The mouth model read from speech content (motion/lips.py): on synthetic mouths that open on
 one viseme, ahead of it, in any head pose, the fit recovers the timing and the recorded sizes;
-its prosody does not change with the recording's level; it survives JSON."""
+its prosody does not change with the recording's level; it survives JSON; ``msync train lips``
+stores it in a model's model.json."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from motion import articulation as ar
-from motion import lips
-from syncers.data import content, landmark_space
+from motion import lips, saved_model
+from motion.app import cli
+from motion.talking_head import DEMO_MODEL_DIR
+from syncers.data import content, dataset, landmark_space
+from syncers.data.features import audio_features, feature_config
+from syncers.data.layout import FPS, LANDMARK_SPACE
+from syncers.data.phantom import audio as phantom_audio
+from syncers.run.errors import InputError
 
 OPEN = content.VISEMES.index("open")
 LOWER_LIP = [56, 57, 58, 65, 66, 67]          # outer and inner lower lip, middle
@@ -146,3 +154,58 @@ def test_offsets_apply_to_landmark_keypoints(fitted):
     moved = ar.apply(keypoints, offsets)
     changed = np.abs(moved - keypoints).max(axis=(0, 2)) > 0
     assert not changed[:5].any() and changed[5:].any()
+
+
+def _speech_dataset(root, n_clips=3, n_frames=150):
+    """A landmarks-v1 dataset with wavs: phantom utterances whose lower lip drops with the
+    speech's relative loudness (the prosody), train clips and one val clip."""
+    clips = {"train": [], "val": []}
+    for seed in range(n_clips):
+        split = "val" if seed == n_clips - 1 else "train"
+        samples = phantom_audio.utterance(n_frames / FPS, seed=seed)
+        features = audio_features(samples)
+        drop = 0.01 * (lips.prosody(features, lips.DEFAULT_AFTER)[:n_frames, 0]
+                       - lips.PROSODY_FLOOR)
+        landmarks = 100 * np.repeat(landmark_space.mean_face()[None], n_frames, axis=0) + 50
+        landmarks[:, LOWER_LIP, 1] += 100 * drop[:, None]
+        dataset.write_clip(root, split, f"c{seed}", landmark_space.encode(landmarks), features,
+                           landmarks=landmarks, samples=samples)
+        clips[split].append((f"c{seed}", n_frames))
+    dataset.write_manifest(root, clips, LANDMARK_SPACE, feature_config())
+    return root
+
+
+def test_train_lips_stores_the_model_in_model_json(tmp_path, capsys):
+    data = _speech_dataset(tmp_path / "ds")
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    assert cli.main(["train", "lips", "--data", str(data), "--model", str(model)]) == 0, \
+        capsys.readouterr().err
+    assert "msync train lips" in capsys.readouterr().out
+    meta = json.loads((model / "model.json").read_text())
+    stored = saved_model.model_lips(saved_model.load_model(model)[1])
+    assert stored.inputs == "both" and meta["lips_report"]["val_r"][0] > 0.5
+    meta["lips"]["bias"] = [0.0] * 7
+    (model / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="model.json.*lips"):
+        saved_model.load_model(model)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("phantom data", "landmarks-v1 dataset"), ("no wav", "needs its wav"),
+    ("no model", "no such model")])
+def test_train_lips_bad_input_is_one_line(tmp_path, capsys, case, message):
+    data = _speech_dataset(tmp_path / "ds", n_frames=30)
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    if case == "phantom data":
+        manifest = json.loads((data / "manifest.json").read_text())
+        manifest["keypoint_space"] = "phantom-v1"
+        (data / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "no wav":
+        (data / "train" / "c0.wav").unlink()
+    else:
+        model = tmp_path / "absent"
+    code = cli.main(["train", "lips", "--data", str(data), "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err

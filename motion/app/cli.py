@@ -290,7 +290,7 @@ def _data_commands(commands) -> None:
 
 
 def _train_commands(commands) -> None:
-    """``msync train``: syncers, generator, articulation."""
+    """``msync train``: syncers, generator, lips, articulation."""
     train = commands.add_parser("train", help="train the syncers, then the generator",
                                 description="Train the syncer pyramid (stage 1), then the "
                                             "generator against it (stage 2).").add_subparsers(
@@ -353,6 +353,23 @@ def _train_commands(commands) -> None:
                               help="the generator to add it to: a training run or its model "
                                    "directory")
     articulation.set_defaults(handler=_command("motion.app.train:train_articulation_command"))
+    lip_model = train.add_parser(
+        "lips", help="after the generator: the mouth from what is said (the default mouth)",
+        description="Fit the lip model of a landmarks-v1 generator (motion/lips.py: a ridge "
+                    "map from 440 ms of visemes and relative loudness to the mouth's shapes in "
+                    "the head's frame, sized as real mouths move, which generate adds to the "
+                    "generated lips) on a prepared dataset's train split, the ridge weight "
+                    "chosen on its val split, and store it in the model's model.json. Reads "
+                    "each clip's wav (phone decoding: about a second per minute of speech); "
+                    "rerunning replaces it.",
+        epilog=_examples("msync train lips --data ds/ --model runs/generator"))
+    lip_model.add_argument("--data", required=True, metavar="DIR",
+                           help="a landmarks-v1 dataset (msync data prepare) with its wavs and "
+                                "val clips")
+    lip_model.add_argument("--model", required=True, metavar="RUN",
+                           help="the generator to add it to: a training run or its model "
+                                "directory")
+    lip_model.set_defaults(handler=_command("motion.app.train:train_lips_command"))
 
 
 def _generate_command(commands) -> None:
