@@ -167,7 +167,14 @@ def add_generation_options(parser: argparse.ArgumentParser, renderers: Sequence[
                             + _MOTION_SCALE_HELP)
     group.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
                        help="scale of lip motion (the 200 ms branch and the model's "
-                            "articulation): " + _MOTION_SCALE_HELP)
+                            "mouth): " + _MOTION_SCALE_HELP)
+    group.add_argument("--mouth", metavar="{content,loudness}",
+                       help="the mouth added to the generated lips: content (read from what is "
+                            "said and how: closes for p/b/m, rests in pauses, as wide in quiet "
+                            "speech as in loud) or loudness (opens with the loudness, the "
+                            "earlier mouth; kept to compare); default: content when the model "
+                            "has a lip model (msync train lips), else loudness")
+
     group.add_argument("--audio-normalization", metavar="{corpus,none}",
                        help="match the audio features to the model's training corpus "
                             "(default: corpus when the model records its statistics)")
