@@ -10,7 +10,8 @@ latency the look-ahead implies (docs/design.md, "Streaming and the web page") an
 load beside them (/proc/loadavg before and after: these 2 cores are shared).
 
     .venv/bin/python bench/bench_stream.py [--seconds 60] [--chunk-ms 40] [--model RUN]
-                                           [--image IMG] [--audio WAV ...]
+                                           [--mouth content|loudness] [--image IMG]
+                                           [--audio WAV ...]
 
 Speech: the real recordings in ../shared/data/real (concatenated and repeated to --seconds),
 else a phantom utterance; the face: happy.png there, else scikit-image's astronaut.
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--chunk-ms", type=float, default=40.0)
     parser.add_argument("--model")
+    parser.add_argument("--mouth", help="content or loudness (default: the model's)")
     parser.add_argument("--image")
     parser.add_argument("--audio", nargs="*", default=[])
     args = parser.parse_args()
@@ -82,7 +84,7 @@ def main() -> None:
     load_before = _loadavg()
     built = time.perf_counter()
     model = talking_head.load(args.model)
-    options = talking_head.resolve(model, GenerationOptions())
+    options = talking_head.resolve(model, GenerationOptions(mouth=args.mouth))
     streamer = app_stream.build_streamer(model, image, options, image_path)
     build_s = time.perf_counter() - built
 
@@ -120,6 +122,7 @@ def main() -> None:
         "seconds": round(samples.size / SAMPLE_RATE, 2), "speech": source,
         "chunk_ms": args.chunk_ms, "model": model.path,
         "keypoint_space": model.keypoint_space, "renderer": options.renderer,
+        "mouth": options.mouth,
         "image": image_path or "astronaut (bundled)",
         "lookahead_frames": streamer.delay_frames,
         "lookahead_ms": round(lookahead_ms, 1),

@@ -15,7 +15,9 @@ A saved model is a directory holding
   used as they are) — and ``"drift_window_s": float``, the drift-removal window ``msync
   generate`` applies by default (``motion.generate.remove_drift``; absent = none; a model that
   needs one has a drift problem, and ``generate`` says so), and ``"long_horizon"``: the record of
-  a long-rollout check (``motion.long_horizon.record``; absent = none);
+  a long-rollout check (``motion.long_horizon.record``; absent = none), ``"articulation"``
+  (the loudness mouth, ``motion.articulation``) and ``"lips"`` (the content mouth,
+  ``motion.lips``; ``msync train lips``), each with its fit's report (absent = none);
 - ``params.msgpack``: the generator's parameters, ``flax.serialization.msgpack_serialize`` of a
   plain nested dict of float32 arrays. msgpack carries data only, so loading one never runs code.
 
@@ -43,7 +45,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from motion import articulation, long_horizon
+from motion import articulation, lips, long_horizon
 from motion.generator import GeneratorConfig, init_params
 from motion.model import GeneratorModel, ready
 from motion.official import config as official_config
@@ -208,14 +210,23 @@ def model_articulation(info: dict) -> articulation.Articulation | None:
     return None if raw is None else articulation.from_json(raw)
 
 
-def write_articulation(path: str | os.PathLike, fitted: articulation.Articulation,
+def model_lips(info: dict) -> lips.LipModel | None:
+    """The content mouth a loaded model's ``info`` holds (``model.json`` "lips", validated by
+    :func:`load_model`), or None."""
+    raw = info.get("lips")
+    return None if raw is None else lips.from_json(raw)
+
+
+def write_articulation(path: str | os.PathLike, fitted: articulation.Articulation | lips.LipModel,
                        report: dict) -> Path:
-    """Store ``fitted`` (and its fit ``report``) in the model's ``model.json``, replacing any
-    earlier one; the file is replaced whole, so a reader never sees half of it."""
+    """Store ``fitted`` (and its fit ``report``) in the model's ``model.json`` under
+    ``"articulation"`` (a loudness articulation) or ``"lips"`` (a :class:`lips.LipModel`),
+    replacing any earlier one; the file is replaced whole, so a reader never sees half of it."""
+    key = "lips" if isinstance(fitted, lips.LipModel) else "articulation"
     meta_path = model_dir(path) / META
     info = read_json(meta_path, MAX_META_BYTES)
-    info["articulation"] = fitted.to_json()
-    info["articulation_report"] = report
+    info[key] = fitted.to_json()
+    info[f"{key}_report"] = report
     with published(meta_path) as partial:
         partial.write_text(json.dumps(info, indent=1) + "\n")
     return meta_path
@@ -372,12 +383,14 @@ def _check_generate_settings(info: dict, config: GeneratorConfig | official_conf
     if info.get("long_horizon") is not None and not isinstance(info["long_horizon"], dict):
         raise InputError(meta_path, "long_horizon must be a record of msync evaluate --model "
                                     "(a mapping)")
-    if info.get("articulation") is not None:
+    for key, from_json in (("articulation", articulation.from_json), ("lips", lips.from_json)):
+        if info.get(key) is None:
+            continue
         if info.get("keypoint_space") != LANDMARK_SPACE:
-            raise InputError(meta_path, f"articulation moves {LANDMARK_SPACE} mouths; this "
+            raise InputError(meta_path, f"{key} moves {LANDMARK_SPACE} mouths; this "
                                         f"model's space is {info.get('keypoint_space')!r}")
         try:
-            articulation.from_json(info["articulation"])
+            from_json(info[key])
         except ValueError as err:
             raise InputError(meta_path, str(err)) from None
     window = info.get("drift_window_s")

@@ -31,13 +31,20 @@ to its length plus a constant, however long the stream has run:
    sizes), so the FPN runs on a window of W = L + L + 8 + 7 (rounded to the coarsest level's
    stride, 8) frames that starts on that stride, which makes it compute exactly what it
    computes on the whole clip; then ``decode_step`` per frame, up to 8 frames per call.
-4. :class:`DriftStream`: ``remove_drift``'s centred moving average over the last window.
-5. The renderer (``render.renderer``: the mesh or the warp), one frame per call.
+4. The mouth: :class:`LipStream` (the content mouth, ``motion.lips``: a
+   ``syncers.data.content.ContentStream`` decoding the samples, the last ``LEVEL_BEFORE +
+   before`` frames' energies and ``before`` frames' visemes) or :class:`ArticulationStream`
+   (the loudness mouth, ``motion.articulation``), both exact.
+5. :class:`DriftStream`: ``remove_drift``'s centred moving average over the last window.
+6. The renderer (``render.renderer``: the mesh or the warp), one frame per call.
 
 **Latency.** Frame i covers the samples ``[640 i, 640 (i+1))``. It is determined once the samples
 up to ``640 (i + 1 + L) + 120`` have arrived: L = the FPN's look-ahead (29 frames at every msync
 size: 1.16 s) plus half the drift window (12 frames for the bundled model's 1 s, 0 without), and
-120 samples (7.5 ms) for the last feature window's reach past its hop. A live source therefore
+120 samples (7.5 ms) for the last feature window's reach past its hop. The content mouth needs
+``after + 12`` frames past a frame (its window's reach plus the content stream's look-ahead: 16
+for the bundled model) and the loudness of ``2 · after`` frames past it: within L, so it adds no
+wait to msync's generators (``Streamer.delay_frames`` says the total). A live source therefore
 sees frame i about ``L × 40 ms + 7.5 ms`` after speaking it, plus the compute of one push
 (a few ms to tens of ms: ``bench/bench_stream.py``).
 """
@@ -50,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion import articulation, blink, decode
+from motion import articulation, blink, decode, lips
 from motion.fpn import lookback_frames
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
@@ -58,9 +65,17 @@ from motion.model import GeneratorModel, ready
 from motion.official.model import OfficialModel
 from motion.source import SourceFace
 from render.renderer import Renderer
+from syncers.data.content import DEFAULT_LOOKAHEAD, N_VISEMES, ContentStream
 from syncers.data.features import N_FFT, WINDOW, framed_features
-from syncers.data.layout import (FEATURE_HOP, FEATURES_PER_FRAME, FPS, LANDMARK_SPACE,
-                                 PHANTOM_SPACE, SAMPLE_RATE, SAMPLES_PER_FRAME)
+from syncers.data.layout import (
+    FEATURE_HOP,
+    FEATURES_PER_FRAME,
+    FPS,
+    LANDMARK_SPACE,
+    PHANTOM_SPACE,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+)
 from syncers.run.errors import InputError
 
 # Feature row m is librosa's centred frame m of the samples after the first half hop
@@ -446,10 +461,11 @@ class Streamer:
     source (one frame per call: ``chunk=1``), or None for keypoints only. ``head_scale`` /
     ``lip_scale`` as in ``generate``; ``drift_window_s``: ``remove_drift``'s window (0 = off);
     ``articulation_map``: the model's speech-driven mouth (``motion.saved_model.
-    model_articulation``; None = none), scaled by ``lip_scale``; ``quantiles [Q, F]``: match
-    the features to a corpus with :class:`RunningMatch` (None = as they are); ``blink_key``:
-    add the blinks ``motion.blink.generate`` draws with it to the drawn frames (None = none;
-    the same schedule as offline generation's, :class:`BlinkStream`).
+    model_articulation``; None = none), scaled by ``lip_scale``; ``lip_model``: the content
+    mouth in its place (``motion.saved_model.model_lips``; at most one of the two);
+    ``quantiles [Q, F]``: match the features to a corpus with :class:`RunningMatch` (None = as
+    they are); ``blink_key``: add the blinks ``motion.blink.generate`` draws with it to the
+    drawn frames (None = none; the same schedule as offline generation's, :class:`BlinkStream`).
     ``motion.talking_head.streamer`` builds one from a loaded model and generation options.
     """
 
@@ -458,14 +474,17 @@ class Streamer:
                  lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
                  block: int = BLOCK, articulation_map: articulation.Articulation | None = None,
-                 blink_key: jax.Array | None = None):
+                 lip_model: lips.LipModel | None = None, blink_key: jax.Array | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
                                    f"{keypoint_space} keypoints")
-        if articulation_map is not None and keypoint_space != LANDMARK_SPACE:
-            raise InputError(None, f"the articulation moves {LANDMARK_SPACE} mouths; this "
-                                   f"model moves {keypoint_space} keypoints")
+        for name, mouth in (("articulation", articulation_map), ("lip model", lip_model)):
+            if mouth is not None and keypoint_space != LANDMARK_SPACE:
+                raise InputError(None, f"the {name} moves {LANDMARK_SPACE} mouths; this "
+                                       f"model moves {keypoint_space} keypoints")
+        if articulation_map is not None and lip_model is not None:
+            raise ValueError("a stream adds one mouth: the articulation or the lip model")
         self.source = source
         self.crop = source.crop
         self.to_image = source.to_image
@@ -477,9 +496,12 @@ class Streamer:
         self.keypoints = KeypointStream(model, self.x0, head_scale, lip_scale, block)
         self.articulation = None if articulation_map is None else \
             ArticulationStream(articulation_map, lip_scale)
+        self.lips = None if lip_model is None else LipStream(lip_model, lip_scale)
         self.drift = DriftStream(round(drift_window_s * FPS))
         self.blinks = None if blink_key is None else BlinkStream(blink_key)
-        self.delay_frames = self.keypoints.lookahead + self.drift.half
+        self.delay_frames = max(self.keypoints.lookahead,
+                                0 if self.lips is None else self.lips.lookahead) \
+            + self.drift.half
         self._resampler = None
         self._rate = None
         self._n_out = 0
@@ -510,23 +532,32 @@ class Streamer:
         """What each stage holds (bounded whatever the stream's length; tests check it)."""
         return {"samples": self.features.buffered, "feature_rows": self.keypoints.buffered,
                 "articulation_frames": 0 if self.articulation is None
-                else self.articulation.buffered, "drift_frames": self.drift.buffered}
+                else self.articulation.buffered,
+                "lip_frames": 0 if self.lips is None else self.lips.buffered,
+                "drift_frames": self.drift.buffered}
 
     def push(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[StreamFrame]:
         """Audio ``[n]`` or ``[n, channels]`` (int16, or float in [-1, 1]) → the frames now
         determined (often none: a frame waits for its look-ahead)."""
         if self._closed:
             raise RuntimeError("push after close")
-        return self._frames(self.features.push(self._samples(pcm, sample_rate, last=False)))
+        samples = self._samples(pcm, sample_rate, last=False)
+        if self.lips is not None:
+            self.lips.push_samples(samples)
+        return self._frames(self.features.push(samples))
 
     def close(self) -> list[StreamFrame]:
         """The remaining frames (the end of the audio mirrored): ``floor(n / 640)`` in all."""
         if self._closed:
             return []
         self._closed = True
-        rows = self.features.push(self._samples(np.zeros(0, np.float32), self._rate, last=True))
-        frames = self._frames(rows)
+        samples = self._samples(np.zeros(0, np.float32), self._rate, last=True)
+        if self.lips is not None:
+            self.lips.push_samples(samples)
+        frames = self._frames(self.features.push(samples))
         rows = self.features.close()
+        if self.lips is not None:
+            self.lips.push_rows(rows)
         if self.match is not None:
             rows = self.match(rows)
         kp = self.keypoints.push(rows)
@@ -534,6 +565,8 @@ class Streamer:
         if self.articulation is not None:
             self.articulation.push_rows(rows)
             kp = np.concatenate([self.articulation.push(kp), self.articulation.close()])
+        if self.lips is not None:
+            kp = np.concatenate([self.lips.push(kp), self.lips.close()])
         kp = np.concatenate([self.drift.push(kp), self.drift.close()])
         return frames + self._render(kp)
 
@@ -555,7 +588,7 @@ class Streamer:
                 raise ValueError("the sample rate changed within the stream")
             return samples
         if self._rate is None:
-            import soxr   # librosa's resampler, a dependency of it; only non-16 kHz streams need it
+            import soxr  # librosa's resampler, a dependency of it; only non-16 kHz streams need it
             self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32",
                                                   quality="HQ")
             self._rate = sample_rate
@@ -564,12 +597,17 @@ class Streamer:
         return self._resampler.resample_chunk(samples, last=last)
 
     def _frames(self, rows: np.ndarray) -> list[StreamFrame]:
+        if self.lips is not None:
+            self.lips.push_rows(rows)          # the prosody reads the speech's own loudness
         if self.match is not None:
             rows = self.match(rows)
         keypoints = self.keypoints.push(rows)
         if self.articulation is not None:
             self.articulation.push_rows(rows)
             keypoints = self.articulation.push(keypoints)
+        if self.lips is not None:
+            keypoints = self.lips.push(keypoints)
+
         return self._render(self.drift.push(keypoints))
 
     def _render(self, keypoints_Nx10x6: np.ndarray) -> list[StreamFrame]:
@@ -671,3 +709,126 @@ class ArticulationStream:
             self._frames = self._frames[keep - self._base:]
             self._base = keep
         return out
+
+
+class LipStream:
+    """``motion.lips`` for a stream (the content mouth): the samples go to a
+    ``ContentStream`` (``syncers.data.content``, the look-ahead offline features use), the
+    unmatched feature rows to per-frame log energies (``motion.lips.log_energy``), the
+    generated keypoints wait until the window of their frame is known: the visemes of frames
+    up to t + ``after`` and the energies up to t + 2·``after`` (frame t + ``after``'s prosody
+    reads ``after`` frames past it). The first and last frames are repeated past the ends and
+    each prosody's level reads the frames there are, as ``motion.lips.predict`` does: the same
+    values as offline (tested). Holds the last ``before`` frames' visemes, the last
+    ``LEVEL_BEFORE + before`` frames' energies, the keypoints that wait and the first keypoints
+    (x0, the reference of ``articulation.apply``)."""
+
+    def __init__(self, fitted: lips.LipModel, lip_scale: float = 1.0,
+                 content_lookahead: int = DEFAULT_LOOKAHEAD):
+        self.fitted = fitted
+        self.lip_scale = float(lip_scale)
+        self.reads_content = fitted.inputs in ("content", "both")
+        self.reads_prosody = fitted.inputs in ("prosody", "both")
+        self.content = ContentStream(content_lookahead) if self.reads_content else None
+        self.lookahead = max(fitted.after + content_lookahead if self.reads_content else 0,
+                             2 * fitted.after if self.reads_prosody else 0)
+        self._visemes = np.zeros((0, N_VISEMES), np.float32)
+        self._visemes_base = 0                # frame index of self._visemes[0]
+        self._rows = None                     # feature rows short of a whole frame
+        self._energy = np.zeros(0, np.float64)
+        self._energy_base = 0
+        self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        self._reference = None
+        self.n_out = 0
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        return int(self._visemes.shape[0] + self._energy.shape[0] + self._waiting.shape[0])
+
+    def push_samples(self, samples: np.ndarray) -> None:
+        if self.content is not None:
+            self._visemes = np.concatenate([self._visemes, self.content.push(samples)])
+
+    def push_rows(self, rows_NxF: np.ndarray) -> None:
+        if not self.reads_prosody:
+            return
+        rows = np.asarray(rows_NxF, np.float32)
+        rows = rows if self._rows is None else np.concatenate([self._rows, rows])
+        whole = rows.shape[0] // FEATURES_PER_FRAME * FEATURES_PER_FRAME
+        if whole:
+            self._energy = np.concatenate([self._energy, lips.log_energy(rows[:whole])])
+        self._rows = rows[whole:]
+
+    def push(self, keypoints_Nx10x6: np.ndarray) -> np.ndarray:
+        self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
+        if self._reference is None and len(self._waiting):
+            self._reference = self._waiting[0].copy()
+        if self._closed:
+            return self._emit(self.n_out + self._waiting.shape[0])
+        after = self.fitted.after
+        limits = [self.n_out + self._waiting.shape[0]]
+        if self.reads_content:
+            limits.append(self._n_visemes - after)
+        if self.reads_prosody:
+            limits.append(self._n_energy - 2 * after)
+        return self._emit(min(limits))
+
+    def close(self) -> np.ndarray:
+        """The waiting keypoints, once all the samples and rows are in."""
+        if not self._closed and self.content is not None:
+            self._visemes = np.concatenate([self._visemes, self.content.close()])
+        self._closed = True
+        return self._emit(self.n_out + self._waiting.shape[0])
+
+    @property
+    def _n_visemes(self) -> int:
+        return self._visemes_base + self._visemes.shape[0]
+
+    @property
+    def _n_energy(self) -> int:
+        return self._energy_base + self._energy.shape[0]
+
+    def _emit(self, up_to: int) -> np.ndarray:
+        count = min(up_to - self.n_out, self._waiting.shape[0])
+        if count <= 0:
+            return np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        fitted = self.fitted
+        # the clip's frames as offline counts them: the content's, else the energies'
+        n_frames = self._n_visemes if self.reads_content else self._n_energy
+        last = n_frames - 1 if self._closed else np.iinfo(np.int64).max
+        first_u = max(0, self.n_out - fitted.before)
+        last_u = min(last, self.n_out + count - 1 + fitted.after)
+        frames = np.arange(first_u, last_u + 1)
+        channels = []
+        if self.reads_content:
+            channels.append(self._visemes[frames - self._visemes_base])
+        if self.reads_prosody:
+            channels.append(self._prosody(frames))
+        channels = np.concatenate(channels, axis=1)
+        index = np.clip(np.arange(self.n_out, self.n_out + count)[:, None]
+                        + np.arange(-fitted.before, fitted.after + 1), 0, last) - first_u
+        windows = channels[index].reshape(count, -1)
+        offsets = (lips.coefficients(fitted, windows) @ fitted.components).reshape(
+            count, -1, 2)
+        out = articulation.apply(self._waiting[:count], offsets, self.lip_scale, self._reference)
+        self._waiting = self._waiting[count:]
+        self.n_out += count
+        keep = max(0, self.n_out - fitted.before)
+        if keep > self._visemes_base:
+            self._visemes = self._visemes[keep - self._visemes_base:]
+            self._visemes_base = keep
+        keep = max(0, keep - lips.LEVEL_BEFORE)
+        if keep > self._energy_base:
+            self._energy = self._energy[keep - self._energy_base:]
+            self._energy_base = keep
+        return out
+
+    def _prosody(self, frames_U: np.ndarray) -> np.ndarray:
+        """``[U, 1]``: ``motion.lips.prosody`` of these frames from the energies held."""
+        after = self.fitted.after
+        energy, base, end = self._energy, self._energy_base, self._n_energy
+        level = np.array([energy[max(0, u - lips.LEVEL_BEFORE) - base:
+                                 min(end, u + after + 1) - base].max() for u in frames_U])
+        return np.maximum(energy[frames_U - base] - level, lips.PROSODY_FLOOR)[:, None] \
+            .astype(np.float32)

@@ -2,8 +2,10 @@
 
 A saved model directory loads into a :class:`TalkingHeadModel` (:func:`load`; None = the bundled
 demo model): the generator with everything generation reads from its ``model.json`` — keypoint
-space, audio feature kind, the training corpus's feature quantiles, the speech-driven mouth
-(``motion.articulation``), the drift window, the renderer of its space. A frozen
+space, audio feature kind, the training corpus's feature quantiles, the mouth (the content mouth
+``motion.lips``, read from what is said and how; the loudness articulation
+``motion.articulation`` behind ``GenerationOptions.mouth = "loudness"``), the drift window, the
+renderer of its space. A frozen
 :class:`GenerationOptions` holds what a person chooses, checked once by
 :meth:`GenerationOptions.validate`; :func:`resolve` fills what they left to the model.
 
@@ -19,7 +21,8 @@ Offline, one photo and one utterance::
 and its streaming twin, ``talking_head.streamer(model, source, options)`` (``motion.stream``),
 whose keypoints are these (tested). Every step around the rollout (eq. 10) lives here
 once: corpus matching of the features (``syncers.data.features.match_features``), the
-generator (``motion.generate``), the articulation scaled by ``lip_scale``, drift removal
+generator (``motion.generate``), the mouth scaled by ``lip_scale`` (its content from the samples,
+``syncers.data.content``, its prosody from the unmatched log-mel rows), drift removal
 (``motion.generate.remove_drift``), the map onto the crop and the renderer
 (``render.renderer``). ``msync generate``, ``msync stream``, ``msync evaluate --model``, the
 page and the benches call it, so a library user gets what the CLI draws.
@@ -35,16 +38,17 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from motion import blink
-from motion.articulation import Articulation, articulate
+from motion import blink, lips
+from motion.articulation import Articulation, apply, articulate
 from motion.generate import generate, generate_batch, remove_drift
 from motion.model import GeneratorModel
 from motion.official.model import OfficialModel
-from motion.saved_model import META, PARAMS, load_model, model_articulation
+from motion.saved_model import META, PARAMS, load_model, model_articulation, model_lips
 from motion.source import SourceFace, prepare_source
 from motion.stream import Streamer
 from render import renderer as render_api
 from syncers.data import face
+from syncers.data.content import content_features
 from syncers.data.features import feature_config, features_of, match_features
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.run.errors import InputError
@@ -55,6 +59,9 @@ DEMO_MODEL_DIR = ASSETS / "demo_model"
 BUNDLED_SPEECH = ASSETS / "speech.flac"
 
 AUDIO_NORMALIZATIONS = ("corpus", "none")
+# The mouth added to the generated lips: from what is said and how (motion.lips), or from the
+# loudness alone (motion.articulation, the mouth before the content model; kept to compare).
+MOUTHS = ("content", "loudness")
 SIZES = (256, 512)
 DEFAULT_CROP_SCALE = 1.8      # crop side / face box side: the whole head with some margin
 MIN_CROP_SCALE, MAX_CROP_SCALE = 1.2, 4.0
@@ -74,7 +81,8 @@ class TalkingHeadModel:
     ``path``: the directory it was read from (names it in messages); ``keypoint_space``;
     ``feature_kind`` (``logmel``, ``mfcc`` or ``official``); ``corpus_quantiles [Q, F]``: the
     training corpus's per-band feature quantiles, None when the model records none;
-    ``articulation``: its speech-driven mouth, or None; ``drift_window_s``: the window
+    ``articulation``: its loudness mouth, or None; ``lips``: its content mouth, or None;
+    ``drift_window_s``: the window
     generation removes slower motion over by default (0 = none); ``info``: the ``model.json``
     read (with ``params_sha256``), for the long-rollout record and its warnings.
     """
@@ -85,6 +93,7 @@ class TalkingHeadModel:
     feature_kind: str
     corpus_quantiles: np.ndarray | None
     articulation: Articulation | None
+    lips: lips.LipModel | None
     drift_window_s: float
     info: dict
 
@@ -113,7 +122,7 @@ def load(path: str | os.PathLike | None = None) -> TalkingHeadModel:
         generator=generator, path=name, keypoint_space=str(info.get("keypoint_space", "")),
         feature_kind=_feature_kind(info, generator, name),
         corpus_quantiles=None if stats is None else np.asarray(stats["quantiles"], np.float32),
-        articulation=model_articulation(info),
+        articulation=model_articulation(info), lips=model_lips(info),
         drift_window_s=float(info.get("drift_window_s") or 0.0), info=info)
 
 
@@ -136,7 +145,9 @@ class GenerationOptions:
     """What a person chooses, the same for offline and streamed generation.
 
     ``head_scale`` / ``lip_scale``: 1 as trained, 0 none, up to ``MAX_MOTION_SCALE``
-    (``motion.generate``; the lip scale also scales the articulation);
+    (``motion.generate``; the lip scale also scales the mouth); ``mouth``: one of ``MOUTHS``
+    (``content``: ``motion.lips``; ``loudness``: ``motion.articulation``) or None = content
+    when the model has a lip model, else loudness;
     ``audio_normalization``: ``corpus`` (match the features to the model's corpus), ``none``, or
     None = corpus when the model records its quantiles; ``drift_window_s``: None = the model's,
     0 = off, up to ``MAX_DRIFT_WINDOW_S``; ``renderer``: one of ``render.renderer.RENDERERS`` or
@@ -150,6 +161,7 @@ class GenerationOptions:
 
     head_scale: float = 1.0
     lip_scale: float = 1.0
+    mouth: str | None = None
     audio_normalization: str | None = None
     drift_window_s: float | None = None
     renderer: str | None = None
@@ -168,6 +180,9 @@ class GenerationOptions:
                 raise InputError(None, f"{flag} must be a number from 0 to "
                                        f"{MAX_MOTION_SCALE:g} (1 = as trained, 0 = no such "
                                        f"motion); got {value}")
+        if self.mouth not in (None,) + MOUTHS:
+            raise InputError(None, f"--mouth must be one of {', '.join(MOUTHS)}; got "
+                                   f"{self.mouth!r}")
         if self.audio_normalization not in (None,) + AUDIO_NORMALIZATIONS:
             raise InputError(None, f"--audio-normalization must be one of "
                                    f"{', '.join(AUDIO_NORMALIZATIONS)}; got "
@@ -211,8 +226,9 @@ def _is_number(value) -> bool:
 def resolve(model: TalkingHeadModel, options: GenerationOptions, with_fomm: bool = False,
             draws: bool = True) -> GenerationOptions:
     """``options`` validated, with what was left to the model filled in (renderer,
-    normalization, drift window) and checked against it: a renderer of another keypoint space,
-    corpus matching for a model that records no quantiles. ``with_fomm``: FOMM weights are
+    normalization, drift window, mouth) and checked against it: a renderer of another keypoint
+    space, corpus matching for a model that records no quantiles, the content mouth for a model
+    without a lip model. ``with_fomm``: FOMM weights are
     given (they make FOMM the default renderer; checked before they are loaded). ``draws=False``
     (keypoints only, as ``msync evaluate`` scores them): no renderer is chosen or checked."""
     options.validate()
@@ -228,8 +244,15 @@ def resolve(model: TalkingHeadModel, options: GenerationOptions, with_fomm: bool
                                      "records no feature_stats (models exported before them); "
                                      "use --audio-normalization none")
     window = model.drift_window_s if options.drift_window_s is None else options.drift_window_s
+    mouth = options.mouth or ("content" if model.lips is not None else "loudness")
+    if mouth == "content" and model.lips is None:
+        raise InputError(model.path, "--mouth content: this model has no lip model (msync "
+                                     "train lips adds one); use --mouth loudness")
+    if mouth == "content" and model.feature_kind != "logmel":
+        raise InputError(model.path, f"--mouth content reads log-mel features; this model "
+                                     f"reads {model.feature_kind}: use --mouth loudness")
     return dataclasses.replace(options, renderer=renderer, audio_normalization=normalization,
-                               drift_window_s=float(window))
+                               drift_window_s=float(window), mouth=mouth)
 
 
 def check_pairing(keypoint_space: str, renderer: str, with_fomm: bool, model_name: str
@@ -277,25 +300,44 @@ def features(model: TalkingHeadModel, samples: np.ndarray, options: GenerationOp
              audio_path: str | os.PathLike | None = None) -> np.ndarray:
     """The model's features ``[4T, F]`` of 16 kHz ``samples`` (the released model's front-end
     reads ``audio_path``), matched to its corpus when resolved ``options`` say so."""
-    rows = features_of(audio_path, samples, model.feature_kind)
+    return _matched(model, features_of(audio_path, samples, model.feature_kind), options)
+
+
+def _matched(model: TalkingHeadModel, rows_4TxF: np.ndarray, options: GenerationOptions
+             ) -> np.ndarray:
     quantiles = corpus_quantiles(model, options)
-    return rows if quantiles is None else match_features(rows, quantiles)
+    return rows_4TxF if quantiles is None else match_features(rows_4TxF, quantiles)
+
+
+def lip_offsets(model: TalkingHeadModel, samples: np.ndarray, rows_4TxF: np.ndarray,
+                options: GenerationOptions) -> np.ndarray | None:
+    """The content mouth's offsets ``[T, 20, 2]`` (``motion.lips.predict``) of 16 kHz
+    ``samples`` and their unmatched log-mel rows ``[4T, F]`` (the prosody is the speech's own
+    loudness, not the corpus-matched one) when resolved ``options`` choose it, else None."""
+    if options.mouth != "content":
+        return None
+    return lips.predict(model.lips, content_features(samples), rows_4TxF)
 
 
 def model_keypoints(model: TalkingHeadModel, x0_Kx6: np.ndarray, features_4TxF: np.ndarray,
-                    options: GenerationOptions) -> np.ndarray:
+                    options: GenerationOptions, lip_offsets_Tx20x2: np.ndarray | None = None
+                    ) -> np.ndarray:
     """Keypoints ``[T, 10, 6]`` in the model's frame from ``x0 [10, 6]`` and features already
-    through :func:`features`: the generator, the articulation, drift removal."""
+    through :func:`features`: the generator, the mouth (the content mouth's offsets from
+    :func:`lip_offsets`, needed when ``options.mouth`` is content), drift removal."""
     generated = generate(model.generator, x0_Kx6, features_4TxF, head_scale=options.head_scale,
                          lip_scale=options.lip_scale)
-    return _after_rollout(model, generated[None], np.asarray(features_4TxF)[None], options)[0]
+    offsets = None if lip_offsets_Tx20x2 is None else np.asarray(lip_offsets_Tx20x2)[None]
+    return _after_rollout(model, generated[None], np.asarray(features_4TxF)[None], options,
+                          offsets)[0]
 
 
 def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
                           features_Bx4TxF: np.ndarray, options: GenerationOptions) -> np.ndarray:
     """:func:`model_keypoints` of a batch of raw features ``[B, 4T, F]`` (each matched to the
     corpus here, as :func:`features` would) and ``x0 [B, 10, 6]`` → ``[B, T, 10, 6]``
-    (``msync evaluate --model`` scores these)."""
+    (``msync evaluate --model`` scores these). Features carry no samples, so the content mouth
+    cannot be computed here: ``options.mouth`` must be loudness."""
     quantiles = corpus_quantiles(model, options)
     rows = np.asarray(features_Bx4TxF, np.float32)
     if quantiles is not None:
@@ -306,9 +348,17 @@ def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
 
 
 def _after_rollout(model: TalkingHeadModel, generated_BxTx10x6: np.ndarray,
-                   features_Bx4TxF: np.ndarray, options: GenerationOptions) -> np.ndarray:
-    articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
-                             options.lip_scale)
+                   features_Bx4TxF: np.ndarray, options: GenerationOptions,
+                   lip_offsets_BxTx20x2: np.ndarray | None = None) -> np.ndarray:
+    if options.mouth == "content":
+        if lip_offsets_BxTx20x2 is None:
+            raise ValueError("the content mouth needs its offsets (lip_offsets of the samples)")
+        articulated = np.stack([apply(clip, offsets[:len(clip)], options.lip_scale)
+                                for clip, offsets in zip(generated_BxTx10x6,
+                                                         lip_offsets_BxTx20x2)])
+    else:
+        articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
+                                 options.lip_scale)
     window = round(options.drift_window_s * FPS)
     return np.stack([remove_drift(clip, window) for clip in articulated])
 
@@ -318,8 +368,9 @@ def keypoints(model: TalkingHeadModel, source: SourceFace, samples: np.ndarray,
               ) -> np.ndarray:
     """Keypoints ``[T, 10, 6]`` in the crop's coordinates for the speech ``samples`` (16 kHz
     mono; T = whole 40 ms frames) from resolved ``options``: what the renderer draws."""
-    generated = model_keypoints(model, source.x0, features(model, samples, options, audio_path),
-                                options)
+    rows = features_of(audio_path, samples, model.feature_kind)
+    generated = model_keypoints(model, source.x0, _matched(model, rows, options), options,
+                                lip_offsets(model, samples, rows, options))
     out = np.asarray(source.to_image(generated), np.float32)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
@@ -374,5 +425,8 @@ def streamer(model: TalkingHeadModel, source: SourceFace, options: GenerationOpt
                     keypoint_space=model.keypoint_space, head_scale=options.head_scale,
                     lip_scale=options.lip_scale, drift_window_s=options.drift_window_s,
                     quantiles=corpus_quantiles(model, options),
-                    feature_kind=model.feature_kind, articulation_map=model.articulation,
+                    feature_kind=model.feature_kind,
+                    articulation_map=model.articulation if options.mouth == "loudness" else None,
+                    lip_model=model.lips if options.mouth == "content" else None,
                     blink_key=blink_key(model, options))
+

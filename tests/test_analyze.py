@@ -6,15 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from motion.app import analyze
-from motion.app import cli
-from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
-from syncers.run.errors import InputError
+from run_helpers import held_by_another_process, refused_as_in_use
 from syncer_data import TINY_ANALYZE as TINY
 from syncer_data import make_dataset
-from run_helpers import held_by_another_process, refused_as_in_use
 
+from motion.app import analyze, cli
+from syncers.data.dataset import Clip, read_clip, write_clip, write_manifest
+from syncers.run.errors import InputError
 
 
 @pytest.fixture(scope="module")

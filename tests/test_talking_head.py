@@ -1,31 +1,35 @@
 """The one generation pipeline (``motion.talking_head``): the library call, ``msync generate``
 and the page's Generate tab give the same keypoints and frames; the streamer built from the same
-model and options gives the same keypoints; the options' one set of ranges; the renderer
+model and options gives the same keypoints, with the content mouth too; the options' one set of
+ranges; the renderer
 interface (``render.renderer``)."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import soundfile
-from PIL import Image
-
 from generator_helpers import tiny_params
-from motion import talking_head
-from motion.app import cli
+from PIL import Image
+from tolerance import assert_close
+
+from motion import lips, talking_head
+from motion.app import cli, ui
 from motion.app import generate as app_gen
-from motion.app import ui
+from motion.articulation import apply
 from motion.generate import generate, remove_drift
 from motion.generator import TINY
 from motion.model import GeneratorModel
 from motion.saved_model import save_model
 from motion.talking_head import GenerationOptions
-from render import mesh, renderer as render_api, warp
-from syncers.data import face, landmark_space
+from render import mesh, warp
+from render import renderer as render_api
+from syncers.data import content, face, landmark_space
 from syncers.data.features import audio_features, feature_config, load_audio
 from syncers.data.layout import PHANTOM_SPACE
 from syncers.data.phantom import audio as phantom_audio
 from syncers.run.errors import InputError
-from tolerance import assert_close
 
 SECONDS = 1.2                 # 30 frames: one rollout bucket, two warp chunks
 
@@ -144,6 +148,7 @@ def test_stream_and_generate_crop_alike(media):
     ("renderer", "ascii", "--renderer must be one of mesh, warp, fomm"),
     ("crop_scale", 1.1, "must be 1.2 to 4"),
     ("size", 300, "--size must be one of 256, 512"),
+    ("mouth", "jaw", "--mouth must be one of content, loudness"),
 ])
 def test_options_have_one_set_of_ranges(field, value, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
@@ -168,7 +173,8 @@ def test_generate_and_stream_refuse_the_same_values(command, flag, value, messag
 
 def test_generate_and_stream_share_their_generation_options():
     parser = cli.build_parser()
-    shared = ("--model", "--renderer", "--head-scale", "--lip-scale", "--audio-normalization",
+    shared = ("--model", "--renderer", "--head-scale", "--lip-scale", "--mouth",
+              "--audio-normalization",
               "--drift-window", "--no-crop", "--crop-scale", "--size")
     helps = {}
     for command in ("generate", "stream"):
@@ -202,3 +208,67 @@ def test_one_renderer_interface_draws_what_each_renderer_draws():
         render_api.prepare("ascii", image, kp_source)
     with pytest.raises(ValueError, match=r"keypoints must be \[T, 10, 6\]"):
         warped.render(driving[:, :5])
+
+
+def _lip_model(inputs="both", before=6, after=4, n_shapes=2):
+    """A valid ``motion.lips.LipModel`` with random weights (the values of a fit do not matter
+    to the pipeline's plumbing)."""
+    rng = np.random.default_rng(0)
+    width = (before + after + 1) * lips.n_channels(inputs)
+    sorted_normal = lambda: np.sort(rng.normal(size=(n_shapes, 11)), axis=1).astype(np.float32)
+    return lips.LipModel(inputs, before, after, np.zeros(width, np.float32),
+                         np.ones(width, np.float32),
+                         rng.normal(scale=0.3, size=(width, n_shapes)).astype(np.float32),
+                         np.zeros(n_shapes, np.float32), sorted_normal(), sorted_normal(),
+                         rng.normal(scale=0.02, size=(n_shapes, 40)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def content_model():
+    """The bundled model (landmarks-v1, with its articulation) on the tiny generator, with a
+    lip model: what the content mouth is added to."""
+    bundled = talking_head.load(None)
+    return dataclasses.replace(bundled, generator=GeneratorModel(tiny_params(TINY), TINY),
+                               lips=_lip_model())
+
+
+@pytest.mark.parametrize("chunk, inputs", [(3000, "both"), (641, "content"), (7777, "prosody")])
+def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inputs):
+    """The content mouth (``motion.lips``, content decoded from the samples, prosody from the
+    unmatched rows) streams exactly: the streamed keypoints equal ``talking_head.keypoints``."""
+    model = dataclasses.replace(content_model, lips=_lip_model(inputs))
+    options = talking_head.resolve(model, GenerationOptions(crop=False, lip_scale=0.8,
+                                                            audio_normalization="none"))
+    assert options.mouth == "content"
+    image = np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
+    source = talking_head.prepare(model, image, options)
+    samples = phantom_audio.utterance(3.0, seed=5)
+    keypoints = talking_head.keypoints(model, source, samples, options)
+    # the pipeline is the generator, then the lip model's offsets, then drift removal
+    features = audio_features(samples)
+    offsets = lips.predict(model.lips, content.content_features(samples), features)
+    generated = apply(generate(model.generator, source.x0, features, lip_scale=0.8), offsets, 0.8)
+    expected = remove_drift(generated, round(options.drift_window_s * 25))
+    assert_close(keypoints, source.to_image(expected), rel=1e-5)
+    loudness = talking_head.keypoints(model, source, samples,
+                                      dataclasses.replace(options, mouth="loudness"))
+    assert np.abs(loudness - keypoints).max() > 1e-3
+
+    streamer = talking_head.streamer(model, source, options, draw=False)
+    assert streamer.lips is not None and streamer.articulation is None
+    out = []
+    for start in range(0, samples.size, chunk):
+        out += streamer.push(samples[start:start + chunk])
+    out += streamer.close()
+    streamed = np.stack([f.keypoints for f in out])
+    assert_close(source.to_image(streamed), keypoints, rel=1e-5)
+    assert streamer.buffered()["lip_frames"] <= 150
+    assert streamer.delay_frames == 29 + round(options.drift_window_s * 25) // 2
+
+
+def test_the_mouth_defaults_to_content_when_the_model_has_a_lip_model(content_model):
+    assert talking_head.resolve(content_model, GenerationOptions()).mouth == "content"
+    without = dataclasses.replace(content_model, lips=None)
+    assert talking_head.resolve(without, GenerationOptions()).mouth == "loudness"
+    with pytest.raises(InputError, match="no lip model.*--mouth loudness"):
+        talking_head.resolve(without, GenerationOptions(mouth="content"))

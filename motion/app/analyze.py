@@ -70,8 +70,14 @@ import numpy as np
 
 import configs
 from syncers.data import prepare
-from syncers.data.dataset import (Clip, load_split, read_clip, read_manifest, write_clip,
-                                  write_manifest)
+from syncers.data.dataset import (
+    Clip,
+    load_split,
+    read_clip,
+    read_manifest,
+    write_clip,
+    write_manifest,
+)
 from syncers.data.layout import FEATURES_PER_FRAME, FPS
 from syncers.data.pyramid import SEGMENT_FRAMES
 from syncers.metrics import MAX_OFFSET, MIN_OVERLAP, overlap_counts, pair_metrics

@@ -20,6 +20,7 @@ from syncers.run import compile_cache
 from syncers.run.errors import InputError
 from syncers.run.outputs import interrupt_on_sigterm
 
+
 def _command(target: str) -> Callable[[argparse.Namespace], None]:
     """A handler calling ``module:function(args)``. The module is imported when its command
     runs, not here, so that ``msync --help`` does not load JAX, Flax and the models."""
@@ -168,7 +169,14 @@ def add_generation_options(parser: argparse.ArgumentParser, renderers: Sequence[
                             + _MOTION_SCALE_HELP)
     group.add_argument("--lip-scale", type=float, default=1.0, metavar="F",
                        help="scale of lip motion (the 200 ms branch and the model's "
-                            "articulation): " + _MOTION_SCALE_HELP)
+                            "mouth): " + _MOTION_SCALE_HELP)
+    group.add_argument("--mouth", metavar="{content,loudness}",
+                       help="the mouth added to the generated lips: content (read from what is "
+                            "said and how: closes for p/b/m, rests in pauses, as wide in quiet "
+                            "speech as in loud) or loudness (opens with the loudness, the "
+                            "earlier mouth; kept to compare); default: content when the model "
+                            "has a lip model (msync train lips), else loudness")
+
     group.add_argument("--audio-normalization", metavar="{corpus,none}",
                        help="match the audio features to the model's training corpus "
                             "(default: corpus when the model records its statistics)")
@@ -296,7 +304,7 @@ def _data_commands(commands) -> None:
 
 
 def _train_commands(commands) -> None:
-    """``msync train``: syncers, generator, articulation."""
+    """``msync train``: syncers, generator, lips, articulation."""
     train = commands.add_parser("train", help="train the syncers, then the generator",
                                 description="Train the syncer pyramid (stage 1), then the "
                                             "generator against it (stage 2).").add_subparsers(
@@ -359,6 +367,23 @@ def _train_commands(commands) -> None:
                               help="the generator to add it to: a training run or its model "
                                    "directory")
     articulation.set_defaults(handler=_command("motion.app.train:train_articulation_command"))
+    lip_model = train.add_parser(
+        "lips", help="after the generator: the mouth from what is said (the default mouth)",
+        description="Fit the lip model of a landmarks-v1 generator (motion/lips.py: a ridge "
+                    "map from 440 ms of visemes and relative loudness to the mouth's shapes in "
+                    "the head's frame, sized as real mouths move, which generate adds to the "
+                    "generated lips) on a prepared dataset's train split, the ridge weight "
+                    "chosen on its val split, and store it in the model's model.json. Reads "
+                    "each clip's wav (phone decoding: about a second per minute of speech); "
+                    "rerunning replaces it.",
+        epilog=_examples("msync train lips --data ds/ --model runs/generator"))
+    lip_model.add_argument("--data", required=True, metavar="DIR",
+                           help="a landmarks-v1 dataset (msync data prepare) with its wavs and "
+                                "val clips")
+    lip_model.add_argument("--model", required=True, metavar="RUN",
+                           help="the generator to add it to: a training run or its model "
+                                "directory")
+    lip_model.set_defaults(handler=_command("motion.app.train:train_lips_command"))
 
 
 def _generate_command(commands) -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from motion.long_horizon import width_percent
-from syncers.data.video import read_video
 from syncers.data.layout import FPS
+from syncers.data.video import read_video
 from syncers.models import MOTION_FRAMES
 from syncers.run.errors import InputError
 
@@ -65,8 +65,8 @@ GLOSSARY = {
     "acceleration": "the mean size of a keypoint's second difference p(t+2) − 2p(t+1) + p(t), "
                     "as % of the frame width per frame².",
     "mouth sync": "Pearson r between the mouth opening and the mel loudness (the loudness of "
-                  "the audio features) at the best lag of 0–3 frames, averaged over clips (−1…1; 1 = the mouth opens exactly with "
-                  "the loudness).",
+                  "the audio features) at the best lag of 0–3 frames, averaged over clips "
+                  "(−1…1; 1 = the mouth opens exactly with the loudness).",
     "drift": "how far the rigid keypoints 0–4 (brows, eyes, nose) are from where they started: "
              "the mean distance ‖p(t) − p(0)‖, as % of the frame width, in a long generation "
              "driven by test clips' audio one after the other; the ground truth's figure is its "
@@ -211,7 +211,8 @@ def analysis_verdict(scales: dict) -> str:
 STYLE = ("body{font-family:sans-serif;max-width:62em;margin:2em auto;padding:0 1em;"
          "line-height:1.4;color:#222}"
          "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;"
-         "padding:.25em .6em;text-align:right}th{background:#f2f2f2}td.l,th.l{text-align:left;white-space:nowrap}"
+         "padding:.25em .6em;text-align:right}th{background:#f2f2f2}"
+         "td.l,th.l{text-align:left;white-space:nowrap}"
          "p.verdict{font-weight:bold;background:#eef5ee;border-left:4px solid #5a5;"
          "padding:.4em .7em}"
          ".pair{display:flex;gap:1.5em;flex-wrap:wrap}figure{margin:.5em 0}"
@@ -223,7 +224,7 @@ STYLE = ("body{font-family:sans-serif;max-width:62em;margin:2em auto;padding:0 1
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
     """An HTML table; the first ``left`` columns are labels (left-aligned)."""
-    cls = lambda i: " class='l'" if i < left else ""  # noqa: E731
+    cls = lambda i: " class='l'" if i < left else ""
     out = ["<table><tr>" + "".join(f"<th{cls(i)}>{html.escape(h)}</th>"
                                    for i, h in enumerate(head)) + "</tr>"]
     out += ["<tr>" + "".join(f"<td{cls(i)}>{html.escape(c)}</td>" for i, c in enumerate(row))

@@ -61,8 +61,11 @@ def evaluate_command(args) -> None:
         raise InputError(model_json, f"the model reads {model.config.audio_features} audio "
                                      f"features; the data has {n_bands}")
 
-    # What generate draws with its defaults: corpus matching, the articulation, drift removal.
-    options = talking_head.resolve(loaded, GenerationOptions(), draws=False)
+    # What generate draws with its defaults: corpus matching, drift removal; the mouth is the
+    # loudness articulation, since the clips scored are feature windows without their samples,
+    # which the content mouth reads.
+    options = talking_head.resolve(loaded, GenerationOptions(mouth="loudness"), draws=False)
+
 
     def generate_fn(x0, audio):
         return talking_head.model_keypoints_batch(loaded, x0, audio, options)

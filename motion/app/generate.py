@@ -49,7 +49,7 @@ def options_from_args(args: Any) -> GenerationOptions:
     """The generation options of ``msync generate`` / ``msync stream``'s shared flags
     (``motion.app.cli.add_generation_options``), validated."""
     return GenerationOptions(
-        head_scale=args.head_scale, lip_scale=args.lip_scale,
+        head_scale=args.head_scale, lip_scale=args.lip_scale, mouth=args.mouth,
         audio_normalization=args.audio_normalization, drift_window_s=args.drift_window,
         renderer=args.renderer, crop=not args.no_crop, crop_scale=args.crop_scale,
         size=args.size, blinks=not args.no_blinks, blink_seed=args.blink_seed,

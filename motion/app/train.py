@@ -1,16 +1,19 @@
 """``msync train syncers`` (stage 1, ``syncers.train``) and ``msync train generator`` (stage 2,
-``motion.train``): a YAML from ``configs/`` plus ``--set`` overrides, then the trainer."""
+``motion.train``): a YAML from ``configs/`` plus ``--set`` overrides, then the trainer; after
+them ``msync train lips`` (the content mouth, ``motion.lips``) and ``msync train articulation``
+(the loudness mouth, ``motion.articulation``), each stored in the model's ``model.json``."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
 
-from motion import articulation, saved_model
+from motion import articulation, lips, saved_model
 from motion import train as generator_train
 from motion.config import GeneratorRunConfig
 from syncers import train as syncer_train
-from syncers.data import dataset
+from syncers.data import content, dataset
+from syncers.data.features import load_audio
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError
@@ -37,30 +40,69 @@ def train_generator_command(args) -> None:
     generator_train.train(config, args.data, args.syncers, args.out)
 
 
-def train_articulation_command(args) -> None:
-    """``msync train articulation --data DIR --model RUN``: fit ``motion.articulation`` on the
-    dataset's train split (ridge weight on val) and store it in the model's ``model.json``."""
+def _mouth_splits(args, what: str) -> tuple[dict, list, list]:
+    """The model's ``info`` and the train and val clips of ``--data`` for fitting a mouth
+    (``what`` names it in messages): both must be ``landmarks-v1``, with clips in both splits."""
     _, info = saved_model.load_model(args.model)
-    target = saved_model.model_dir(args.model)
     if info.get("keypoint_space") != LANDMARK_SPACE:
-        raise InputError(target, f"the articulation moves {LANDMARK_SPACE} mouths; this model's "
-                                 f"keypoint space is {info.get('keypoint_space')!r}")
+        raise InputError(saved_model.model_dir(args.model),
+                         f"the {what} moves {LANDMARK_SPACE} mouths; this model's keypoint "
+                         f"space is {info.get('keypoint_space')!r}")
     manifest = dataset.read_manifest(args.data)
     if manifest.keypoint_space != LANDMARK_SPACE:
-        raise InputError(args.data, f"the articulation is fitted on a {LANDMARK_SPACE} dataset "
+        raise InputError(args.data, f"the {what} is fitted on a {LANDMARK_SPACE} dataset "
                                     f"(msync data prepare); this one is "
                                     f"{manifest.keypoint_space!r}")
     train_clips = dataset.load_split(args.data, "train", manifest)
     val_clips = dataset.load_split(args.data, "val", manifest)
     if not train_clips or not val_clips:
-        raise InputError(args.data, "the articulation needs clips in the train and val splits")
+        raise InputError(args.data, f"the {what} needs clips in the train and val splits")
+    return info, train_clips, val_clips
+
+
+def train_articulation_command(args) -> None:
+    """``msync train articulation --data DIR --model RUN``: fit ``motion.articulation`` on the
+    dataset's train split (ridge weight on val) and store it in the model's ``model.json``."""
+    info, train_clips, val_clips = _mouth_splits(args, "articulation")
     stats = info.get("feature_stats")
     quantiles = None if stats is None else np.asarray(stats["quantiles"], np.float32)
     try:
         fitted, report = articulation.fit(train_clips, val_clips, quantiles)
     except ValueError as err:
         raise InputError(args.data, str(err)) from None
-    path = saved_model.write_articulation(target, fitted, report)
+    path = saved_model.write_articulation(saved_model.model_dir(args.model), fitted, report)
     print(f"msync train articulation: {report['train_frames']} training frames (mirrored "
           f"copies included), ridge {report['ridge']:g}, validation r per component "
           f"{report['val_r']} -> {path}")
+
+
+def _lip_clip(root, split: str, clip: dataset.Clip) -> lips.LipClip:
+    """A dataset clip as ``motion.lips.fit`` reads it: its landmarks, features and the content
+    of the 16 kHz wav beside it (``syncers.data.content``, as generation computes it)."""
+    path = dataset.clip_path(root, split, clip.clip_id)
+    if clip.landmarks is None:
+        raise InputError(path, "has no landmarks: the lip model is fitted on a "
+                               f"{LANDMARK_SPACE} dataset (msync data prepare)")
+    wav = path.with_suffix(".wav")
+    if not wav.is_file():
+        raise InputError(wav, "the lip model reads what is said: each clip needs its wav "
+                              "(msync data prepare writes one)")
+    return lips.LipClip(clip.landmarks, content.content_features(load_audio(wav)),
+                        clip.audio_features)
+
+
+def train_lips_command(args) -> None:
+    """``msync train lips --data DIR --model RUN``: fit ``motion.lips`` (content and prosody
+    → mouth) on the dataset's train split (ridge weight on val) and store it in the model's
+    ``model.json``."""
+    _, train_clips, val_clips = _mouth_splits(args, "lip model")
+    fit_clips = [_lip_clip(args.data, "train", clip) for clip in train_clips]
+    val = [_lip_clip(args.data, "val", clip) for clip in val_clips]
+    try:
+        fitted, report = lips.fit(fit_clips, val)
+    except ValueError as err:
+        raise InputError(args.data, str(err)) from None
+    path = saved_model.write_articulation(saved_model.model_dir(args.model), fitted, report)
+    print(f"msync train lips: {report['train_frames']} training frames (mirrored copies "
+          f"included), ridge {report['ridge']:g}, validation r per shape {report['val_r']} "
+          f"(kept {report['kept']}) -> {path}")
