@@ -647,7 +647,39 @@ class BlinkStream:
         return self.closure[start:start + n_frames]
 
 
-class ArticulationStream:
+class _MouthStream:
+    """What the two stream mouths share: generated keypoints wait until their frame's window of
+    speech is known, then leave with the mouth's offsets applied (``articulation.apply``,
+    relative to the first keypoints, x0)."""
+
+    def __init__(self, lip_scale: float):
+        self.lip_scale = float(lip_scale)
+        self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
+        self._reference = None                # the first keypoints (x0): the mouth's own shape
+        self.n_out = 0
+        self._closed = False
+
+    def _wait(self, keypoints_Nx10x6: np.ndarray) -> None:
+        self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
+        if self._reference is None and len(self._waiting):
+            self._reference = self._waiting[0].copy()
+
+    def _release(self, offsets_Nx20x2: np.ndarray) -> np.ndarray:
+        """The first ``N`` waiting keypoints with the mouth's ``offsets [N, 20, 2]``."""
+        count = len(offsets_Nx20x2)
+        out = articulation.apply(self._waiting[:count], offsets_Nx20x2, self.lip_scale,
+                                 self._reference)
+        self._waiting = self._waiting[count:]
+        self.n_out += count
+        return out
+
+
+def _drop_before(buffer: np.ndarray, base: int, keep: int) -> tuple[np.ndarray, int]:
+    """``(buffer, base)`` without the frames before ``keep`` (``base``: buffer[0]'s frame)."""
+    return (buffer[keep - base:], keep) if keep > base else (buffer, base)
+
+
+class ArticulationStream(_MouthStream):
     """``motion.articulation`` for a stream: frame t's mouth is set once the feature rows of
     frame t + ``after`` are in (always true when its keypoints come out of
     :class:`KeypointStream`, whose look-ahead is longer), the first and the last frame's rows
@@ -657,15 +689,11 @@ class ArticulationStream:
     keypoints (x0: the mouth whose lopsided change ``articulation.apply`` takes out)."""
 
     def __init__(self, fitted: articulation.Articulation, lip_scale: float = 1.0):
+        super().__init__(lip_scale)
         self.fitted = fitted
-        self.lip_scale = float(lip_scale)
         self._rows = np.zeros((0, 1), np.float32)          # loudness rows, not yet a whole frame
         self._frames = np.zeros((0, FEATURES_PER_FRAME), np.float32)
         self._base = 0                        # frame index of self._frames[0]
-        self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
-        self._reference = None                # the first keypoints (x0): the mouth's own shape
-        self.n_out = 0
-        self._closed = False
 
     @property
     def buffered(self) -> int:
@@ -683,9 +711,7 @@ class ArticulationStream:
         self._rows = rows[whole:]
 
     def push(self, keypoints_Nx10x6: np.ndarray) -> np.ndarray:
-        self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
-        if self._reference is None and len(self._waiting):
-            self._reference = self._waiting[0].copy()
+        self._wait(keypoints_Nx10x6)
         return self._emit(self._n_row_frames - self.fitted.after)
 
     def close(self) -> np.ndarray:
@@ -700,18 +726,14 @@ class ArticulationStream:
         frames = np.arange(self.n_out, self.n_out + count)
         offsets = np.arange(-fitted.before, fitted.after + 1)
         index = np.clip(frames[:, None] + offsets, 0, self._n_row_frames - 1) - self._base
-        mouth = articulation.predict_windows(fitted, self._frames[index].reshape(count, -1))
-        out = articulation.apply(self._waiting[:count], mouth, self.lip_scale, self._reference)
-        self._waiting = self._waiting[count:]
-        self.n_out += count
-        keep = max(0, self.n_out - fitted.before)
-        if keep > self._base:
-            self._frames = self._frames[keep - self._base:]
-            self._base = keep
+        out = self._release(
+            articulation.predict_windows(fitted, self._frames[index].reshape(count, -1)))
+        self._frames, self._base = _drop_before(self._frames, self._base,
+                                                max(0, self.n_out - fitted.before))
         return out
 
 
-class LipStream:
+class LipStream(_MouthStream):
     """``motion.lips`` for a stream (the content mouth): the samples go to a
     ``ContentStream`` (``syncers.data.content``, the look-ahead offline features use), the
     unmatched feature rows to per-frame log energies (``motion.lips.log_energy``), the
@@ -725,8 +747,8 @@ class LipStream:
 
     def __init__(self, fitted: lips.LipModel, lip_scale: float = 1.0,
                  content_lookahead: int = DEFAULT_LOOKAHEAD):
+        super().__init__(lip_scale)
         self.fitted = fitted
-        self.lip_scale = float(lip_scale)
         self.reads_content = fitted.inputs in ("content", "both")
         self.reads_prosody = fitted.inputs in ("prosody", "both")
         self.content = ContentStream(content_lookahead) if self.reads_content else None
@@ -737,10 +759,6 @@ class LipStream:
         self._rows = None                     # feature rows short of a whole frame
         self._energy = np.zeros(0, np.float64)
         self._energy_base = 0
-        self._waiting = np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
-        self._reference = None
-        self.n_out = 0
-        self._closed = False
 
     @property
     def buffered(self) -> int:
@@ -761,9 +779,7 @@ class LipStream:
         self._rows = rows[whole:]
 
     def push(self, keypoints_Nx10x6: np.ndarray) -> np.ndarray:
-        self._waiting = np.concatenate([self._waiting, np.asarray(keypoints_Nx10x6, np.float32)])
-        if self._reference is None and len(self._waiting):
-            self._reference = self._waiting[0].copy()
+        self._wait(keypoints_Nx10x6)
         if self._closed:
             return self._emit(self.n_out + self._waiting.shape[0])
         after = self.fitted.after
@@ -809,19 +825,12 @@ class LipStream:
         index = np.clip(np.arange(self.n_out, self.n_out + count)[:, None]
                         + np.arange(-fitted.before, fitted.after + 1), 0, last) - first_u
         windows = channels[index].reshape(count, -1)
-        offsets = (lips.coefficients(fitted, windows) @ fitted.components).reshape(
-            count, -1, 2)
-        out = articulation.apply(self._waiting[:count], offsets, self.lip_scale, self._reference)
-        self._waiting = self._waiting[count:]
-        self.n_out += count
+        out = self._release((lips.coefficients(fitted, windows) @ fitted.components).reshape(
+            count, -1, 2))
         keep = max(0, self.n_out - fitted.before)
-        if keep > self._visemes_base:
-            self._visemes = self._visemes[keep - self._visemes_base:]
-            self._visemes_base = keep
-        keep = max(0, keep - lips.LEVEL_BEFORE)
-        if keep > self._energy_base:
-            self._energy = self._energy[keep - self._energy_base:]
-            self._energy_base = keep
+        self._visemes, self._visemes_base = _drop_before(self._visemes, self._visemes_base, keep)
+        self._energy, self._energy_base = _drop_before(self._energy, self._energy_base,
+                                                       max(0, keep - lips.LEVEL_BEFORE))
         return out
 
     def _prosody(self, frames_U: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ them ``msync train lips`` (the content mouth, ``motion.lips``) and ``msync train
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -60,17 +61,24 @@ def _mouth_splits(args, what: str) -> tuple[dict, list, list]:
     return info, train_clips, val_clips
 
 
+def _fit_and_store(args, fit, *fit_args) -> tuple[dict, Path]:
+    """``fit(*fit_args) -> (mouth, report)``, a refusal of the data as one line naming
+    ``--data``, the mouth stored in ``--model``'s ``model.json``: ``(report, that file)``."""
+    try:
+        fitted, report = fit(*fit_args)
+    except ValueError as err:
+        raise InputError(args.data, str(err)) from None
+    return report, saved_model.write_articulation(saved_model.model_dir(args.model), fitted,
+                                                  report)
+
+
 def train_articulation_command(args) -> None:
     """``msync train articulation --data DIR --model RUN``: fit ``motion.articulation`` on the
     dataset's train split (ridge weight on val) and store it in the model's ``model.json``."""
     info, train_clips, val_clips = _mouth_splits(args, "articulation")
     stats = info.get("feature_stats")
     quantiles = None if stats is None else np.asarray(stats["quantiles"], np.float32)
-    try:
-        fitted, report = articulation.fit(train_clips, val_clips, quantiles)
-    except ValueError as err:
-        raise InputError(args.data, str(err)) from None
-    path = saved_model.write_articulation(saved_model.model_dir(args.model), fitted, report)
+    report, path = _fit_and_store(args, articulation.fit, train_clips, val_clips, quantiles)
     print(f"msync train articulation: {report['train_frames']} training frames (mirrored "
           f"copies included), ridge {report['ridge']:g}, validation r per component "
           f"{report['val_r']} -> {path}")
@@ -98,11 +106,7 @@ def train_lips_command(args) -> None:
     _, train_clips, val_clips = _mouth_splits(args, "lip model")
     fit_clips = [_lip_clip(args.data, "train", clip) for clip in train_clips]
     val = [_lip_clip(args.data, "val", clip) for clip in val_clips]
-    try:
-        fitted, report = lips.fit(fit_clips, val)
-    except ValueError as err:
-        raise InputError(args.data, str(err)) from None
-    path = saved_model.write_articulation(saved_model.model_dir(args.model), fitted, report)
+    report, path = _fit_and_store(args, lips.fit, fit_clips, val)
     print(f"msync train lips: {report['train_frames']} training frames (mirrored copies "
           f"included), ridge {report['ridge']:g}, validation r per shape {report['val_r']} "
           f"(kept {report['kept']}) -> {path}")
