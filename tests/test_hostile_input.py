@@ -23,7 +23,7 @@ import pytest
 from syncer_data import make_dataset
 
 from motion.app import cli, ui
-from motion.app.generate import DEMO_MODEL_DIR
+from motion.talking_head import DEMO_MODEL_DIR
 from syncers.data import dataset
 from syncers.run.errors import InputError
 from syncers.run.outputs import leftovers
@@ -167,11 +167,11 @@ def test_the_page_refuses_crafted_models_at_start_with_the_same_line(crafted, tm
 
 
 def test_an_unwritable_output_is_refused_before_any_work(capsys, monkeypatch):
-    from motion.app import generate as app_generate
+    from motion import talking_head
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
-    monkeypatch.setattr(app_generate, "load_model", no_model)
+    monkeypatch.setattr(talking_head, "load", no_model)
     assert cli.main(["generate", "--out", "/proc/x.mp4"]) == 2
     err = capsys.readouterr().err
     assert err == "msync: error: /proc: the folder for --out is not writable " \
