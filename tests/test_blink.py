@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from motion import blink
+from motion.stream import BlinkStream
 from syncers.data import landmark_space
 
 FPS = 25.0
@@ -36,6 +37,22 @@ def test_the_key_decides_the_blinks():
     a = blink.generate(jax.random.PRNGKey(0), 500, FPS)
     assert np.array_equal(a, blink.generate(jax.random.PRNGKey(0), 500, FPS))
     assert not np.array_equal(a, blink.generate(jax.random.PRNGKey(1), 500, FPS))
+
+
+def test_a_longer_schedule_starts_with_a_shorter_one_and_the_stream_draws_it():
+    """The stream draws the blinks offline generation draws: the schedule of n frames is the
+    first n of a longer one, and BlinkStream's chunks (across its regrowths) are that schedule."""
+    key = jax.random.PRNGKey(5)
+    whole = blink.generate(key, 3000, FPS)
+    assert np.array_equal(blink.generate(key, 700, FPS), whole[:700])
+    assert (whole > 0.5).sum() > 0                      # blinks do occur in it
+    stream = BlinkStream(key, horizon=100)
+    sizes = [1, 37, 250, 1, 900, 411]
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(stream(start, size))
+        start += size
+    assert np.array_equal(np.concatenate(parts), whole[:start])
 
 
 def test_detector_finds_square_dips():
