@@ -14,7 +14,7 @@ from generator_helpers import tiny_params
 from PIL import Image
 from tolerance import assert_close
 
-from motion import lips, talking_head
+from motion import blink, lips, talking_head
 from motion.app import cli, ui
 from motion.app import generate as app_gen
 from motion.articulation import apply
@@ -235,7 +235,9 @@ def content_model():
 @pytest.mark.parametrize("chunk, inputs", [(3000, "both"), (641, "content"), (7777, "prosody")])
 def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inputs):
     """The content mouth (``motion.lips``, content decoded from the samples, prosody from the
-    unmatched rows) streams exactly: the streamed keypoints equal ``talking_head.keypoints``."""
+    unmatched rows) streams exactly: the streamed keypoints equal ``talking_head.keypoints``
+    before its blinks (a StreamFrame's keypoints are the motion; the stream's blinks go to its
+    renderer, the offline schedule's: tests/test_blink.py)."""
     model = dataclasses.replace(content_model, lips=_lip_model(inputs))
     options = talking_head.resolve(model, GenerationOptions(crop=False, lip_scale=0.8,
                                                             audio_normalization="none"))
@@ -244,12 +246,15 @@ def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inp
     source = talking_head.prepare(model, image, options)
     samples = phantom_audio.utterance(3.0, seed=5)
     keypoints = talking_head.keypoints(model, source, samples, options)
-    # the pipeline is the generator, then the lip model's offsets, then drift removal
+    # the pipeline is the generator, then the lip model's offsets, then drift removal, then
+    # the blinks (seed 0's first falls within these 3 s)
     features = audio_features(samples)
     offsets = lips.predict(model.lips, content.content_features(samples), features)
     generated = apply(generate(model.generator, source.x0, features, lip_scale=0.8), offsets, 0.8)
-    expected = remove_drift(generated, round(options.drift_window_s * 25))
-    assert_close(keypoints, source.to_image(expected), rel=1e-5)
+    expected = source.to_image(remove_drift(generated, round(options.drift_window_s * 25)))
+    closure = talking_head.eye_closure(model, options, len(expected))
+    assert closure.max() > 0.5
+    assert_close(keypoints, blink.apply(expected, closure), rel=1e-5)
     loudness = talking_head.keypoints(model, source, samples,
                                       dataclasses.replace(options, mouth="loudness"))
     assert np.abs(loudness - keypoints).max() > 1e-3
@@ -261,7 +266,7 @@ def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inp
         out += streamer.push(samples[start:start + chunk])
     out += streamer.close()
     streamed = np.stack([f.keypoints for f in out])
-    assert_close(source.to_image(streamed), keypoints, rel=1e-5)
+    assert_close(source.to_image(streamed), expected, rel=1e-5)
     assert streamer.buffered()["lip_frames"] <= 150
     assert streamer.delay_frames == 29 + round(options.drift_window_s * 25) // 2
 
