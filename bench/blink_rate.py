@@ -6,7 +6,9 @@ longer than ``--min-seconds``: the blinks ``motion.blink.detect`` finds in its e
 (rate per minute, durations), the Pearson r of the per-frame loudness (RMS of the clip's wav)
 with the eye aspect ratio and with the brows' height above the eyes (a squint or frown tied
 to loudness gives r < 0), and the widest inner-lip opening (over the mouth's width). Then the
-same detector on ``--generated`` minutes of ``motion.blink.generate``. Prints one JSON object.
+same detector on ``--generated`` minutes of ``motion.blink.generate``, with the least and
+greatest rate it gives any video of more than 10 s (``motion.blink.rate_bounds``). Prints one
+JSON object.
 
     python -m bench.blink_rate --data DATA [--min-seconds 10] [--generated 60]
 """
@@ -93,7 +95,10 @@ def main() -> None:
         "generated": {
             "minutes": args.generated,
             "blinks_per_min": round(len(generated.onsets) / args.generated, 2),
-            "duration_s_quartiles": quartiles(generated.durations_s)},
+            "duration_s_quartiles": quartiles(generated.durations_s),
+            # what every generated video of more than 10 s gets, whatever its key
+            "blinks_per_min_bounds_over_10s": [
+                round(r, 2) for r in blink.rate_bounds(blink.BlinkConfig(), 25.0)]},
     }, indent=1))
 
 
