@@ -51,14 +51,15 @@ class BlinkConfig:
     that every video of more than 10 s gets 8–30 a minute (``rate_bounds``: 8.1–27.3)."""
 
     # intervals between onsets: a symmetric beta (shape ``regularity``; 1 = uniform) scaled to
-    # [min, max], mean their midpoint 4 s. max_interval_s bounds the rate from below (two whole
-    # blinks by 10 s and three by 15 s: first + m + 2·max ≤ 15 s), min_interval_s from above
-    # (60 / 2.5 = 24 a minute in a long video) and keeps blinks apart for detect's baseline.
+    # [min, max], mean their midpoint 4 s. max_interval_s bounds the rate from below (three
+    # whole blinks by 14.76 s: first + 2·max + m ≤ 15 s, m = 2·max_duration_s + a frame, the
+    # last blink's movement), min_interval_s from above (60 / 2.5 = 24 a minute in a long
+    # video, 27.3 at most, just over 11 s) and keeps blinks apart for detect's baseline.
     min_interval_s: float = 2.5
     max_interval_s: float = 5.5
     regularity: float = 2.0          # not measured: the corpus's clips are too short to tell
     # the first onset, uniform: the first frame is the photo as it is, and the first blink
-    # comes early enough for a 10 s video to hold two whole ones (first + 5.5 + 0.76 ≤ 10)
+    # comes early enough for a 10 s video to hold two whole ones (first + max + m ≤ 10)
     min_first_s: float = 1.0
     max_first_s: float = 3.0
     duration_s: float = 0.16         # median duration (eye more than half closed)
@@ -193,8 +194,8 @@ def _profile(t, duration):
 
 
 @jax.jit
-def _draw_block(key: jax.Array, index: int, shape: jax.Array, lo: jax.Array, hi: jax.Array,
-                median: jax.Array, spread: jax.Array, shortest: jax.Array, longest: jax.Array):
+def _draw_block(key: jax.Array, index: int, shape: float, lo: float, hi: float, median: float,
+                spread: float, shortest: float, longest: float):
     """Block ``index`` of the schedule: intervals ``[BLOCK]`` to the next onset, a symmetric
     beta of ``shape`` scaled to [lo, hi], and durations ``[BLOCK]``, log-normal (``median``,
     σ ``spread``) clipped to [shortest, longest]; drawn with ``fold_in(key, index)``. The
@@ -215,17 +216,18 @@ def generate(key: jax.Array, n_frames: int, fps: float,
     k_first, k_blocks = jax.random.split(key)
     # every blink that starts before the end: onsets ≥ min_first_s, then ≥ min_interval_s apart
     n_blinks = int(math.ceil(n_frames / fps / config.min_interval_s)) + 1
-    c = config
-    blocks = [_draw_block(k_blocks, k, c.regularity, c.min_interval_s, c.max_interval_s,
-                          c.duration_s, c.duration_spread, c.min_duration_s, c.max_duration_s)
+    blocks = [_draw_block(k_blocks, k, config.regularity, config.min_interval_s,
+                          config.max_interval_s, config.duration_s, config.duration_spread,
+                          config.min_duration_s, config.max_duration_s)
               for k in range(-(-n_blinks // BLOCK))]
     # float32 rounds the bounds: clip again in float64 (rate_bounds reasons on the config's)
     gaps = np.clip(np.concatenate([np.asarray(g, np.float64) for g, _ in blocks]),
-                   c.min_interval_s, c.max_interval_s)
+                   config.min_interval_s, config.max_interval_s)
     durations = np.clip(np.concatenate([np.asarray(d, np.float64) for _, d in blocks]),
-                        c.min_duration_s, c.max_duration_s)
-    first = float(jax.random.uniform(k_first, (), minval=config.min_first_s,
-                                     maxval=config.max_first_s))
+                        config.min_duration_s, config.max_duration_s)
+    first = float(np.clip(jax.random.uniform(k_first, (), minval=config.min_first_s,
+                                             maxval=config.max_first_s),
+                          config.min_first_s, config.max_first_s))
     # a sequential float64 sum: onset i does not depend on how many blocks were drawn
     onsets = first + np.concatenate([[0.0], np.cumsum(gaps[:-1])])
     # each blink touches the frames of its lid movement only (at most 2·max_duration_s)
