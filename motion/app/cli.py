@@ -459,6 +459,13 @@ def _evaluate_command(commands) -> None:
                                "shortest that keeps 5 pairs per offset at level 4; shorter "
                                "clips are skipped), or 'auto': 2, 3, 5, 8 s at levels 1-4, so "
                                "that short clips count at the fine levels")
+    evaluate.add_argument("--against", choices=("none", "keypoints", "rendered"), default=None,
+                          help="with --model on a landmarks-v1 dataset with wavs: each test clip "
+                               "generated from its first frame and speech and its mouth compared "
+                               "with the recording, on the keypoints and on the rendered frames "
+                               "re-tracked by dlib (rendered, the default there: about 0.3 s a "
+                               "frame on 2 CPU cores), on the keypoints only (keypoints, about "
+                               "a third of that) or not at all (none)")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
 
