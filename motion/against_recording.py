@@ -163,10 +163,15 @@ def dataset_source(model: talking_head.TalkingHeadModel, recorded_68x2: np.ndarr
 def retrack(frames_TxSxSx3: np.ndarray) -> np.ndarray:
     """Landmarks ``[T, 68, 2]`` of rendered frames (float in [0, 1] or uint8) by the data
     layer's tracker; ``landmarks.FaceLost`` when dlib loses the face."""
-    frames = np.asarray(frames_TxSxSx3)
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return landmarker.track(frames, FPS).landmarks
+    return landmarker.track(_uint8(frames_TxSxSx3), FPS).landmarks
+
+
+def _uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames as the data layer's crops are stored (uint8: a quarter of float32's memory)."""
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def measure_clip(model: talking_head.TalkingHeadModel, options: talking_head.GenerationOptions,
@@ -209,7 +214,8 @@ def measure_clip(model: talking_head.TalkingHeadModel, options: talking_head.Gen
     rows = {}
     try:
         for row, (kp, speech) in generated.items():
-            frames = np.concatenate(list(talking_head.frames(source, kp, options)))
+            frames = np.concatenate([_uint8(chunk) for chunk in
+                                     talking_head.frames(source, kp, options)])
             rows[row] = (retrack_fn(frames), speech)
         # A still photo's frames are all the crop: track it once, hold it.
         rows["still"] = (np.repeat(retrack_fn(source.crop.image[None]), n_frames, axis=0),
