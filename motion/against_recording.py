@@ -190,7 +190,8 @@ def measure_clip(model: talking_head.TalkingHeadModel, options: talking_head.Gen
             source = talking_head.prepare(model, recording.photo, options,
                                           image_name=f"{recording.clip_id} (first frame)")
         except InputError as err:      # dlib finds no face in the first frame
-            notes.append(f"{err}: keypoints only, from the recorded first frame")
+            notes.append(f"first frame: {err.problem.split(';')[0]}: keypoints only, from the "
+                         "recorded first frame")
     if source is None:
         source = dataset_source(model, recorded[0])
     loudness = dataclasses.replace(options, mouth="loudness")
@@ -258,7 +259,8 @@ def evaluate(model: talking_head.TalkingHeadModel, data: str | os.PathLike,
             clips.append({"clip_id": recording.clip_id, **clip})
             bar.update(1)
     return {"split": split, "level": level, "mouth": options.mouth,
-            "clips": clips, "summary": summarize(clips)}
+            "clips": clips, "summary": (summary := summarize(clips)),
+            "targets": targets(summary)}
 
 
 def summarize(clips: list[dict]) -> dict:
@@ -292,6 +294,39 @@ def summarize(clips: list[dict]) -> dict:
     return out
 
 
+# Issue 37's targets for the generated mouth, on what a viewer sees (the rendered space; the
+# keypoint space where nothing was rendered): (name, measure, what it is compared with, how).
+TARGETS = (
+    ("r with the recorded opening >= 0.45", "r_opening", None, lambda v, ref: v >= 0.45),
+    ("opening mean in speech 0.8-1.25x the recording's", "mean_ratio", None,
+     lambda v, ref: 0.8 <= v <= 1.25),
+    ("opening p90 in speech 0.8-1.25x the recording's", "p90_ratio", None,
+     lambda v, ref: 0.8 <= v <= 1.25),
+    ("closed share >= 0.5x the recording's", "closed_share_ratio", None, lambda v, ref: v >= 0.5),
+    ("closures/s >= 0.6x the recording's", "closures_per_second_ratio", None,
+     lambda v, ref: v >= 0.6),
+    ("r with loudness at most 0.15 above the recording's", "r_loudness", "recording",
+     lambda v, ref: v <= ref + 0.15),
+    ("LMD below a still photo's", "lmd", "still", lambda v, ref: v < ref),
+)
+
+
+def targets(summary: dict) -> dict:
+    """Issue 37's :data:`TARGETS` for the ``generated`` row: ``{"space", "checks": [{"target",
+    "value", "reference", "met"}]}`` (``met`` None where a figure is missing)."""
+    space = "rendered" if "rendered" in summary else "keypoints"
+    rows = summary.get(space, {})
+    generated = rows.get("generated", {})
+    checks = []
+    for name, measure, against, test in TARGETS:
+        value = generated.get(measure)
+        reference = None if against is None else rows.get(against, {}).get(measure)
+        missing = value is None or (against is not None and reference is None)
+        checks.append({"target": name, "value": value, "reference": reference,
+                       "met": None if missing else bool(test(value, reference))})
+    return {"space": space, "checks": checks}
+
+
 LABELS = {"generated": "generated ({mouth} mouth)", "loudness": "loudness articulation",
           "still": "still photo", "shuffled": "shuffled audio", "recording": "recording",
           "recording_keypoints": "recording's keypoints"}
@@ -318,6 +353,15 @@ def markdown(result: dict) -> str:
             cells += [f"{_fmt(s[n], 3)} ({_fmt(s[f'{n}_ratio'])})" for n in RATIOS]
             cells += [_fmt(s["r_loudness"]), _fmt(s["lmd"], 3)]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "targets" in result:
+        t = result["targets"]
+        lines += [f"Issue 37's targets for the generated mouth ({t['space']}):", ""]
+        for check in t["checks"]:
+            verdict = {True: "met", False: "not met", None: "not measured"}[check["met"]]
+            reference = "" if check["reference"] is None else \
+                f" (against {_fmt(check['reference'], 3)})"
+            lines.append(f"- {check['target']}: {_fmt(check['value'], 3)}{reference}: {verdict}")
         lines.append("")
     notes = [f"- {clip['clip_id']}: {note}" for clip in result["clips"] for note in clip["notes"]]
     if notes:

@@ -143,6 +143,7 @@ def test_every_row_and_space_on_the_bundled_model(data):
     assert summary["keypoints"]["recording"]["mean_ratio"] == pytest.approx(1.0, rel=1e-12)
     assert summary["keypoints"]["still"]["r_opening"] is None
     assert summary["keypoints"]["still"]["n_r_opening"] == 0
+    assert result["targets"]["space"] == "rendered" and len(result["targets"]["checks"]) == 7
     text = ar.markdown(result)
     assert "## Against the recording" in text and "still photo" in text
     assert "generated (content mouth)" in text
@@ -227,3 +228,20 @@ def test_evaluate_against_none_and_a_missing_wav(evaluated, capsys, tmp_path):
     assert len(lines) == 1 and "test1.wav: missing" in lines[0] and "--against none" in lines[0]
     with pytest.raises(InputError, match="test1.wav: missing"):
         ar.read_recordings(no_wav, "test")
+
+
+def test_the_targets_read_the_rendered_rows_and_compare_with_their_references():
+    generated = {"r_opening": 0.5, "mean_ratio": 1.3, "p90_ratio": 1.0,
+                 "closed_share_ratio": 0.4, "closures_per_second_ratio": 0.6,
+                 "r_loudness": 0.3, "lmd": 0.05}
+    summary = {"keypoints": {"generated": {k: 0.0 for k in generated}},
+               "rendered": {"generated": generated, "recording": {"r_loudness": 0.1},
+                            "still": {"lmd": 0.04}}}
+    result = ar.targets(summary)
+    assert result["space"] == "rendered"
+    met = [check["met"] for check in result["checks"]]
+    assert met == [True, False, True, False, True, False, False]
+    assert result["checks"][-1]["reference"] == 0.04
+    # nothing rendered: the keypoint rows; a missing reference is not measured
+    result = ar.targets({"keypoints": {"generated": generated}})
+    assert result["space"] == "keypoints" and result["checks"][-1]["met"] is None
