@@ -465,9 +465,9 @@ def _evaluate_command(commands) -> None:
                                "the split generated from its first frame and speech, its mouth "
                                "compared with the recording on the keypoints and on the rendered "
                                "frames "
-                               "re-tracked by dlib (rendered, the default there: about 0.3 s a "
-                               "frame on 2 CPU cores), on the keypoints only (keypoints, about "
-                               "a third of that) or not at all (none)")
+                               "re-tracked by dlib (rendered, the default there: about 0.2 s a "
+                               "frame of speech on 2 CPU cores), on the keypoints only "
+                               "(keypoints, about 0.07 s a frame) or not at all (none)")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
 
