@@ -237,7 +237,8 @@ def evaluate(model: talking_head.TalkingHeadModel, data: str | os.PathLike,
     """Every clip of ``split`` measured against its recording (``level``: ``keypoints`` or
     ``rendered``, see :data:`LEVELS`) with ``options`` (None = the model's defaults). Returns
     ``{"split", "level", "mouth", "clips": [{"clip_id", "keypoints", "rendered", "notes"}],
-    "summary": {space: {row: {measure: mean over clips, ...}}}}``."""
+    "summary": {space: {row: {measure: mean over clips, ...}}}, "targets"}`` (:func:`summarize`,
+    :func:`targets`)."""
     if level not in LEVELS[1:]:
         raise ValueError(f"level must be one of {LEVELS[1:]}; got {level!r}")
     if model.keypoint_space != LANDMARK_SPACE:
