@@ -127,7 +127,10 @@ def _against_line(against: dict) -> str:
         parts.append(f"{space} r {gen_eval.format_metric(g.get('r_opening'))}, LMD "
                      f"{gen_eval.format_metric(g.get('lmd'))} (still photo "
                      f"{gen_eval.format_metric(still.get('lmd'))})")
-    return "; ".join(parts) + f" ({len(against['clips'])} clips)"
+    checks = against["targets"]["checks"]
+    met = sum(check["met"] is True for check in checks)
+    return "; ".join(parts) + (f"; issue 37's targets met {met} of {len(checks)} "
+                               f"({len(against['clips'])} clips)")
 
 
 def _record_long_rollouts(args, info: dict, result: dict) -> None:
