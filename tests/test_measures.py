@@ -128,6 +128,8 @@ def test_best_lag_r_finds_the_lag_and_a_constant_series_has_none():
     assert np.all(np.isnan(measures.lagged_r(np.ones(300), leader, range(4))))
     r_flat, lag_flat = measures.best_lag_r(np.ones(300), leader)
     assert np.isnan(r_flat) and lag_flat == 0
+    # ... however its mean rounds: 0.7 held has a std of 2e-16, not 0
+    assert np.isnan(measures.best_lag_r(np.full(300, 0.7), leader)[0])
     assert np.isnan(measures.best_lag_r(leader[:4], leader[:4], [2])[0])   # 2 pairs: none
     # series of different lengths: the frames both have
     assert measures.best_lag_r(follower[:250], leader)[0] == pytest.approx(1.0, abs=1e-9)

@@ -436,7 +436,8 @@ def _evaluate_command(commands) -> None:
                     "in sync), AV-Conf and AVS_u of ground-truth and random pairs. With --model "
                     "also the generator's sequences (AVS_m, AVS_v, L_rec, speed ratios), its "
                     "drift over 60 s and, on clips of at least 60 s, the long-generation "
-                    "figures, which are also recorded beside the model for generate. Writes "
+                    "figures, which are also recorded beside the model for generate, and on "
+                    "landmarks-v1 data its mouth against the recording (--against). Writes "
                     "OUT/metrics.json and OUT/metrics.md.",
         epilog=_examples("msync evaluate --data runs/phantom --syncers runs/syncers --out "
                          "runs/eval",
@@ -459,6 +460,14 @@ def _evaluate_command(commands) -> None:
                                "shortest that keeps 5 pairs per offset at level 4; shorter "
                                "clips are skipped), or 'auto': 2, 3, 5, 8 s at levels 1-4, so "
                                "that short clips count at the fine levels")
+    evaluate.add_argument("--against", choices=("none", "keypoints", "rendered"), default=None,
+                          help="with --model on a landmarks-v1 dataset with wavs: each clip of "
+                               "the split generated from its first frame and speech, its mouth "
+                               "compared with the recording on the keypoints and on the rendered "
+                               "frames "
+                               "re-tracked by dlib (rendered, the default there: about 0.2 s a "
+                               "frame of speech on 2 CPU cores), on the keypoints only "
+                               "(keypoints, about 0.07 s a frame) or not at all (none)")
     evaluate.set_defaults(handler=_command("motion.app.evaluate:evaluate_command"))
 
 

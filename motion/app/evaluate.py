@@ -8,14 +8,15 @@ import json
 import sys
 from pathlib import Path
 
+from motion import against_recording, long_horizon, talking_head
 from motion import evaluate as gen_eval
-from motion import long_horizon, talking_head
 from motion.official.model import OfficialModel
 from motion.saved_model import META, model_dir, write_long_horizon
 from motion.talking_head import GenerationOptions
 from syncers import evaluate as sync_eval
 from syncers.data.dataset import read_manifest
 from syncers.data.features import feature_mismatch
+from syncers.data.layout import LANDMARK_SPACE
 from syncers.run.errors import InputError, warn
 from syncers.train import load_run
 
@@ -63,9 +64,13 @@ def evaluate_command(args) -> None:
 
     # What generate draws with its defaults: corpus matching, drift removal; the mouth is the
     # loudness articulation, since the clips scored are feature windows without their samples,
-    # which the content mouth reads.
+    # which the content mouth reads. The model's own mouth, content included, is measured on
+    # whole clips with their wavs against the recording (--against, motion.against_recording).
     options = talking_head.resolve(loaded, GenerationOptions(mouth="loudness"), draws=False)
 
+    if getattr(args, "against", None) != "none" and manifest.keypoint_space == LANDMARK_SPACE:
+        # before the syncer metrics, so a missing wav is said at once, not after them
+        against_recording.check_wavs(manifest, args.split)
 
     def generate_fn(x0, audio):
         return talking_head.model_keypoints_batch(loaded, x0, audio, options)
@@ -77,18 +82,55 @@ def evaluate_command(args) -> None:
     result["syncers"] = str(args.syncers)
     result["model"] = str(args.model)
     result["model_step"] = info.get("step")
+    against = _against_the_recording(args, loaded, manifest)
+    markdown = gen_eval.markdown(result)
+    if against is not None:
+        result["against_recording"] = against_recording.json_ready(against)
+        markdown = markdown.rstrip("\n") + "\n\n" + against_recording.markdown(against)
     (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    (out / "metrics.md").write_text(gen_eval.markdown(result))
+    (out / "metrics.md").write_text(markdown)
     _record_long_rollouts(args, info, result)
     levels = ", ".join(f"L{lv} {e['generated']['av_off_mean']:.2f} (gt {e['gt']['av_off_mean']:.2f}"
                        f", random {e['random']['av_off_mean']:.2f})"
                        for lv, e in result["levels"].items())
     d = result["drift"]
     after_10s, after_60s = (gen_eval.format_metric(d.get(k)) for k in ("after_10s", "after_60s"))
+    if against is not None:
+        print(f"msync: against the recording: {_against_line(against)}", file=sys.stderr)
     print(f"msync: generated mean |AV-Off| {levels}; L_rec "
           f"{result['generated_stats']['l_rec']:.4g}; drift 10 s {after_10s}, "
           f"60 s {after_60s}, finite {str(d['finite']).lower()} "
           f"({sync_eval.describe_clips(result)}) -> {out}", file=sys.stderr)
+
+
+def _against_the_recording(args, loaded, manifest) -> dict | None:
+    """``--against`` (``motion.against_recording``) on the split's whole clips, or None: asked
+    for none, or left to the default where it cannot run (a model or data of another keypoint
+    space than ``landmarks-v1``, which it decodes to landmarks); asked for there, it is refused."""
+    level = getattr(args, "against", None)
+    if level == "none":
+        return None
+    if manifest.keypoint_space != LANDMARK_SPACE:     # the model's: checked to be the data's
+        if level is None:
+            return None
+        raise InputError(manifest.root / "manifest.json",
+                         f"--against {level} compares {LANDMARK_SPACE} keypoints and landmarks "
+                         f"with the recording; this data is {manifest.keypoint_space!r}")
+    return against_recording.evaluate(loaded, args.data, args.split, level or "rendered")
+
+
+def _against_line(against: dict) -> str:
+    """r with the recorded opening and LMD, generated vs still photo, per space measured."""
+    parts = []
+    for space, rows in against["summary"].items():
+        g, still = rows.get("generated", {}), rows.get("still", {})
+        parts.append(f"{space} r {gen_eval.format_metric(g.get('r_opening'))}, LMD "
+                     f"{gen_eval.format_metric(g.get('lmd'))} (still photo "
+                     f"{gen_eval.format_metric(still.get('lmd'))})")
+    checks = against["targets"]["checks"]
+    met = sum(check["met"] is True for check in checks)
+    return "; ".join(parts) + (f"; issue 37's targets met {met} of {len(checks)} "
+                               f"({len(against['clips'])} clips)")
 
 
 def _record_long_rollouts(args, info: dict, result: dict) -> None:

@@ -215,7 +215,8 @@ def lagged_r(follower_T: np.ndarray, leader_T: np.ndarray, lags) -> np.ndarray:
     for lag in lags:
         a, b = (follower[lag:n], leader[:n - lag]) if lag >= 0 else \
             (follower[:n + lag], leader[-lag:n])
-        defined = len(a) >= MIN_PAIRS and a.std() > 0 and b.std() > 0
+        # ptp, not std: a repeated value's std can round to 1e-18 and give a spurious r
+        defined = len(a) >= MIN_PAIRS and np.ptp(a) > 0 and np.ptp(b) > 0
         out.append(float(np.corrcoef(a, b)[0, 1]) if defined else float("nan"))
     return np.array(out)
 
