@@ -1,9 +1,10 @@
 """The four bad photos of issue 38, built from the bundled astronaut, through ``msync generate``:
 a face filling the frame edge to edge (padded by edge replication, animated), a face turned to
-the side (refused in one line: by dlib's frontal detector, or by ``syncers.data.head_pose``
-when dlib still finds it), a face under 40 pixels (found down to about 37 and enlarged; smaller
-refused in one line) and a 6000x4000 photo (detected on a shrunk copy, cropped at full
-resolution, in seconds and well under a gigabyte more than msync itself)."""
+the side (a profile refused in one line by dlib's frontal detector, or by
+``syncers.data.head_pose`` when dlib still finds it crowded; three-quarter views animated), a
+face under 40 pixels (found down to about 37 and enlarged; smaller refused in one line) and a
+6000x4000 photo (detected on a shrunk copy, cropped at full resolution, in seconds and about
+half a gigabyte)."""
 from __future__ import annotations
 
 import json
@@ -123,11 +124,24 @@ def test_a_profile_dlib_does_not_find_is_one_line(tmp_path, capsys, speech):
              "no frontal face found; msync animates a face seen from the front")
 
 
-def test_a_turned_face_dlib_finds_is_refused_by_its_landmarks(tmp_path, capsys, speech):
+def test_a_three_quarter_face_is_animated(tmp_path):
+    # her far half narrowed to 30 %: side ratio 4.3, a face turned about 45 degrees, which the
+    # mesh animates (so do the in-the-wild corpus's three-quarter views, head_pose's docstring)
+    photo = source.prepare_source(turned(0.3), LANDMARK_SPACE)
+    assert 3.8 <= head_pose.side_ratio(photo.landmarks) <= head_pose.MAX_SIDE_RATIO
+
+
+def test_a_turned_face_dlib_finds_is_refused_by_its_landmarks(tmp_path, capsys, speech,
+                                                              monkeypatch):
+    # No synthetic face dlib still finds is turned past the limit (narrowed further, dlib
+    # misses it: the test above); the path from the landmarks to the one line is checked with
+    # the limit lowered under her 4.3, the limit itself on landmarks below.
     assert landmarks.detect_faces(turned(0.3)), "dlib should still find this face"
+    monkeypatch.setattr(head_pose, "MAX_SIDE_RATIO", 3.0)
     err = _refused(capsys, tmp_path, "turned.png", turned(0.3), speech,
                    "the face is turned to the side (its nose is ")
-    assert "at most 3x, about 40 degrees" in err
+    assert "at most 3x, about 55 degrees); msync animates a face seen from the front or " \
+        "three-quarters, not in profile" in err
 
 
 @pytest.mark.parametrize("share, low, high", [(1.0, 1.0, 1.1), (0.5, 1.8, 2.3),
@@ -146,12 +160,12 @@ def test_the_refusal_logic_on_landmarks_directly():
     assert head_pose.side_ratio(mean) == pytest.approx(1.0, abs=0.1)
     head_pose.check_frontal(mean, box, "mean.png")                # passes
     nose = mean[head_pose.NOSE_TIP, 0]
-    for squeeze, refused in ((0.5, False), (0.25, True)):
+    for squeeze, refused in ((0.5, False), (0.25, False), (0.05, True)):
         # the image's right half pulled towards the nose: a face turned away to the right
         side = mean.copy()
         right = side[:, 0] > nose
         side[right, 0] = nose + squeeze * (side[right, 0] - nose)
-        assert head_pose.side_ratio(side) == pytest.approx(1 / squeeze, rel=0.15)
+        assert head_pose.side_ratio(side) == pytest.approx(1 / squeeze, rel=0.2)
         if refused:
             with pytest.raises(InputError, match=r"^side.png: the face is turned to the side"):
                 head_pose.check_frontal(side, box, "side.png")
@@ -243,7 +257,8 @@ def test_a_6000x4000_photo_takes_seconds_and_little_memory(tmp_path):
 
 # --------------------------------------------------------------------------- the page
 
-def test_the_page_shows_the_same_line():
+def test_the_page_shows_the_same_line(monkeypatch):
+    monkeypatch.setattr(head_pose, "MAX_SIDE_RATIO", 3.0)      # her 4.3 refused, as above
     for pixels, problem in ((turned(0.3), "the face is turned to the side"),
                             (shrunk(150), "no frontal face found")):
         with pytest.raises(InputError) as caught:
