@@ -144,3 +144,12 @@ def test_a_weak_detection_beside_a_clear_face_is_dropped():
     assert len(boxes) == 1
     x0, y0, x1, y1 = boxes[0]
     assert 160 < x0 < 200 and 60 < y0 < 100, boxes
+
+
+def test_the_bundled_photos_face_box_is_unchanged_by_the_second_look():
+    # the astronaut is found at her size, so the doubled search, the score filter and the
+    # banded conversion leave her box (and every crop and frame drawn from it) as it was
+    from skimage import data
+    assert landmarker.detect_faces(data.astronaut()) == [(179.0, 83.0, 267.0, 171.0)]
+    assert landmarker.detect_faces(data.astronaut().astype(np.float32) / 255) == \
+        [(179.0, 83.0, 267.0, 171.0)]
