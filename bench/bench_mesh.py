@@ -1,5 +1,5 @@
 """Benchmark of the mesh renderer (render/mesh.py) against the warp renderer (render/warp.py):
-frames/s at 256×256 after compilation.
+frames/s at 256×256 (``--size``: 512×512) after compilation.
 
 Prints one JSON object: for each renderer, frames/s streaming (batch 1: one frame per call, as
 ``render_chunks`` with ``chunk=1`` delivers them) and in batches of 32, the median of repeats,
@@ -27,6 +27,9 @@ import numpy as np
 from bench.bench_warp import matmul_gflops
 from render import mesh, warp
 from syncers.data import landmark_space
+
+# Issue 38: batch 1 after compilation on the 2-core CPU, by frame side.
+TARGETS = {256: 50, 512: 20}
 
 
 def driving(kp: np.ndarray, frames: int) -> np.ndarray:
@@ -94,7 +97,7 @@ def main() -> None:
         "benchmark": "mesh_render",
         "size": args.size, "frames": args.frames, "repeats": args.repeats,
         "frames_per_s": fps,
-        "target": "mesh_batch1 >= 50 frames/s (2-core CPU)",
+        "target": f"mesh_batch1 >= {TARGETS.get(args.size, '?')} frames/s (2-core CPU)",
         "folds": {"min_jacobian": round(float(folds.min_jacobian.min()), 4),
                   "frames_folded": int((folds.folded > 0).sum()),
                   "frames_cracked": int((folds.uncovered > 0).sum())},

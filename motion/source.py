@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from render.keypoints import join
-from syncers.data import face, landmark_space, landmarks
+from syncers.data import face, head_pose, landmark_space, landmarks
 from syncers.data.layout import LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.data.phantom.template import fit_to_box
 
@@ -71,13 +71,22 @@ def prepare_source(image: np.ndarray, space: str, *, crop: bool = True, size: in
     around the largest face (``crop=False``: the image's centre square,
     ``syncers.data.face.no_crop``), its landmarks when the space needs them, x0 and the map
     (:func:`source_keypoints`; FOMM's KPDetector with ``fomm``). ``image_name`` names the image
-    in the one-line error raised when it shows no face."""
+    in the one-line error raised when it shows no face, or one turned to the side
+    (``syncers.data.head_pose.check_frontal``)."""
     image = np.asarray(image)
+    # copy=False: a 6000x4000 photo is 288 MB of float32, not to be copied for reading
     image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
-        image.astype(np.float32)
-    face_crop = face.crop(image, size=size, margin=(crop_scale - 1) / 2, path=image_name) \
-        if crop else face.no_crop(image, size)
-    points = source_landmarks(face_crop) if space == LANDMARK_SPACE else None
+        image.astype(np.float32, copy=False)
+    if crop:
+        face_crop = face.crop(image, size=size, margin=(crop_scale - 1) / 2, path=image_name)
+        found = landmarks.crop_landmarks(face_crop.image)
+        if found is not None:       # a face turned to the side is refused, whatever the space
+            head_pose.check_frontal(found, face_crop.face_box, image_name)
+        points = (found if found is not None else landmark_space.template(face_crop.face_box)) \
+            if space == LANDMARK_SPACE else None
+    else:
+        face_crop = face.no_crop(image, size)
+        points = source_landmarks(face_crop) if space == LANDMARK_SPACE else None
     x0, to_image = source_keypoints(face_crop, fomm, space, points)
     return SourceFace(face_crop, points, np.asarray(x0, np.float32), to_image)
 

@@ -101,7 +101,7 @@ def test_missing_file_is_an_input_error(tmp_path):
 
 
 def test_no_face_suggests_no_crop():
-    with pytest.raises(InputError, match="no face found.*--no-crop"):
+    with pytest.raises(InputError, match="no frontal face found.*--no-crop"):
         face.crop(np.full((200, 300, 3), 0.5, np.float32), path="flat.png")
 
 
@@ -149,3 +149,13 @@ def test_crop_frames_equals_crop_around_per_frame():
         for frame, crop in zip(frames, crops):
             one = face.crop_around(frame.astype(np.float32) / 255.0, face_box, size=64)
             np.testing.assert_allclose(crop, one.image, atol=1e-6)
+
+
+def test_8bit_images_read_as_float32_exactly_as_float64_division_rounds(tmp_path):
+    # the float32 path saves a 6000x4000 photo ~0.9 GB; its values must not move
+    values = np.arange(256, dtype=np.uint8)
+    rgb = np.stack([values, values[::-1], values], -1).reshape(16, 16, 3)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    img = face.load_image(tmp_path / "a.png")
+    assert img.dtype == np.float32
+    np.testing.assert_array_equal(img, (rgb.astype(np.float64) / 255.0).astype(np.float32))

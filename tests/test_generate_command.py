@@ -261,7 +261,7 @@ def _bad_inputs():
          "one_hz.wav: sample rate 1 Hz is outside the 4000-768000 Hz msync reads"),
         ("big.png", "--image", lambda p: Image.new("1", (10000, 5001)).save(p),
          "big.png: image is 10000x5001 = 50,010,000 pixels, more than the 50,000,000"),
-        ("noface.png", "--image", _no_face, "noface.png: no face found.*--no-crop"),
+        ("noface.png", "--image", _no_face, "noface.png: no frontal face found.*--no-crop"),
         ("one.png", "--image", lambda p: Image.new("RGB", (1, 1)).save(p),
          "one.png: image is 1x1 pixels; need at least 16x16"),
         ("text.png", "--image", lambda p: p.write_text("not an image\n"),

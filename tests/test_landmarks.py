@@ -127,3 +127,29 @@ def test_reconstruction_error_on_real_corpus_frames(real_corpus):
     errors = np.concatenate(errors)
     assert errors.size >= 68 * 4
     assert errors.mean() < 0.03 and np.percentile(errors, 95) < 0.08
+
+
+def test_float_images_convert_to_bytes_band_by_band_as_at_once():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-0.1, 1.1, (2 * landmarker._ROWS_PER_BAND + 7, 5, 3)).astype(np.float32)
+    whole = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(landmarker._as_uint8(image), whole)
+
+
+def test_a_weak_detection_beside_a_clear_face_is_dropped():
+    # searched doubled, dlib also scores the astronaut's suit (0.1, beside her face's 1.2)
+    # and boxes it larger than her face; it must not be taken as the largest face
+    from skimage import data
+    boxes = landmarker.detect_faces(data.astronaut(), upsample=1)
+    assert len(boxes) == 1
+    x0, y0, x1, y1 = boxes[0]
+    assert 160 < x0 < 200 and 60 < y0 < 100, boxes
+
+
+def test_the_bundled_photos_face_box_is_unchanged_by_the_second_look():
+    # the astronaut is found at her size, so the doubled search, the score filter and the
+    # banded conversion leave her box (and every crop and frame drawn from it) as it was
+    from skimage import data
+    assert landmarker.detect_faces(data.astronaut()) == [(179.0, 83.0, 267.0, 171.0)]
+    assert landmarker.detect_faces(data.astronaut().astype(np.float32) / 255) == \
+        [(179.0, 83.0, 267.0, 171.0)]

@@ -235,7 +235,7 @@ def test_generate_shows_a_playable_video_of_the_speech(browser, server, media, a
 
 @pytest.mark.parametrize("case, photo, speech, message", [
     ("not-audio", "face", "notes", "the speech: cannot decode audio"),
-    ("no-face", "noface", "speech", "the photo: no face found"),
+    ("no-face", "noface", "speech", "the photo: no frontal face found"),
     ("silence", "face", "silence", "the speech: it is silent"),
     ("oversized", "face", "big", "1 MB"),
     ("dot", "dot", "speech", "the photo: image is 1x1 pixels"),

