@@ -21,8 +21,10 @@ speech frames rest too (English recordings: 0–1 %), and the others are labelle
   frame ``t`` once the decoder holds ``lookahead`` video frames past it and labels it with the
   best path at that moment; later audio never changes an emitted frame. :func:`content_features`
   is that stream fed the whole clip at once, so offline features equal streamed ones exactly,
-  for any chunking (the decoder always receives whole 40 ms blocks). ``lookahead=None`` waits
-  for the end of the audio (the utterance's final best path).
+  for any chunking (the decoder always receives whole 40 ms blocks); :func:`speech_content`
+  feeds it a :class:`syncers.data.features.Speech` block by block (an hour of speech is never
+  held whole) and gives those features too. ``lookahead=None`` waits for the end of the audio
+  (the utterance's final best path).
 
 Coarticulation (a shape spread over neighbouring phones, the mouth moving before the sound) is
 left to the model that reads these features over a window of frames (``motion.lips``).
@@ -32,8 +34,9 @@ from __future__ import annotations
 import numpy as np
 import pocketsphinx
 
-from syncers.data.features import n_video_frames
+from syncers.data.features import BLOCK_SAMPLES, Speech, n_video_frames
 from syncers.data.layout import FEATURES_PER_FRAME, SAMPLES_PER_FRAME
+from syncers.run.progress import bar
 
 VISEMES = ("rest", "closed", "labiodental", "dental", "alveolar", "postalveolar", "velar",
            "w", "r", "spread", "open", "mid", "rounded", "noise")
@@ -219,3 +222,20 @@ def content_features(samples: np.ndarray, lookahead: int | None = DEFAULT_LOOKAH
     stream = ContentStream(lookahead)
     pcm = _to_pcm16(samples)
     return np.concatenate([stream.push(pcm), stream.close()])
+
+
+def speech_content(speech: Speech, lookahead: int | None = DEFAULT_LOOKAHEAD) -> np.ndarray:
+    """:func:`content_features` of a :class:`Speech` ``[T, V]``, its blocks fed to one
+    :class:`ContentStream` in order (the same frames as feeding it everything), with a progress
+    bar: decoding is the slow part of a long generation (``bench/bench_content.py``), and the
+    bar's rate after the first block gives the time it will take."""
+    stream = ContentStream(lookahead)
+    pieces = []
+    with bar(n_video_frames(speech.n_samples), "what is said", "frame",
+             disable=speech.n_samples <= BLOCK_SAMPLES) as progress:      # one block: quick
+        for block in speech.blocks():
+            pieces.append(stream.push(block))
+            progress.update(len(pieces[-1]))
+        pieces.append(stream.close())
+        progress.update(len(pieces[-1]))
+    return np.concatenate(pieces)
