@@ -358,16 +358,19 @@ def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
 def _after_rollout(model: TalkingHeadModel, generated_BxTx10x6: np.ndarray,
                    features_Bx4TxF: np.ndarray, options: GenerationOptions,
                    lip_offsets_BxTx20x2: np.ndarray | None = None) -> np.ndarray:
+    window = round(options.drift_window_s * FPS)
     if options.mouth == "content":
         if lip_offsets_BxTx20x2 is None:
             raise ValueError("the content mouth needs its offsets (lip_offsets of the samples)")
-        articulated = np.stack([apply(clip, offsets[:len(clip)], options.lip_scale)
-                                for clip, offsets in zip(generated_BxTx10x6,
-                                                         lip_offsets_BxTx20x2)])
-    else:
-        articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
-                                 options.lip_scale)
-    window = round(options.drift_window_s * FPS)
+        # Into one array, a clip at a time: an hour's keypoints (22 MB) are copied as few times
+        # as can be (msync generate's memory is flat in the length of the speech).
+        out = np.empty(np.shape(generated_BxTx10x6), np.float32)
+        for b, (clip, offsets) in enumerate(zip(generated_BxTx10x6, lip_offsets_BxTx20x2)):
+            out[b] = apply(clip, offsets[:len(clip)], options.lip_scale)
+            out[b] = remove_drift(out[b], window)
+        return out
+    articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
+                             options.lip_scale)
     return np.stack([remove_drift(clip, window) for clip in articulated])
 
 
@@ -378,9 +381,11 @@ def keypoints(model: TalkingHeadModel, source: SourceFace, speech: Speech | np.n
     resolved ``options``: what the renderer draws."""
     speech = as_speech(speech)
     rows = speech_features(speech, model.feature_kind)
-    generated = model_keypoints(model, source.x0, _matched(model, rows, options), options,
-                                lip_offsets(model, speech, rows, options))
-    out = np.asarray(source.to_image(generated), np.float32)
+    offsets = lip_offsets(model, speech, rows, options)
+    matched = _matched(model, rows, options)
+    del rows            # read by the mouth only: not held through the rollout (long speech)
+    out = np.asarray(source.to_image(model_keypoints(model, source.x0, matched, options,
+                                                     offsets)), np.float32)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
     closure = eye_closure(model, options, len(out))
