@@ -31,11 +31,14 @@ left to the model that reads these features over a window of frames (``motion.li
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pocketsphinx
 
-from syncers.data.features import BLOCK_SAMPLES, Speech, n_video_frames
+from syncers.data.features import Speech, n_video_frames
 from syncers.data.layout import FEATURES_PER_FRAME, SAMPLES_PER_FRAME
+from syncers.run.errors import warn
 from syncers.run.progress import bar
 
 VISEMES = ("rest", "closed", "labiodental", "dental", "alveolar", "postalveolar", "velar",
@@ -231,11 +234,19 @@ def speech_content(speech: Speech, lookahead: int | None = DEFAULT_LOOKAHEAD) ->
     bar's rate after the first block gives the time it will take."""
     stream = ContentStream(lookahead)
     pieces = []
+    n_blocks = speech.n_blocks()
+    started = time.perf_counter()
     with bar(n_video_frames(speech.n_samples), "what is said", "frame",
-             disable=speech.n_samples <= BLOCK_SAMPLES) as progress:      # one block: quick
+             disable=n_blocks < 2) as progress:                          # one block: quick
         for block in speech.blocks():
             pieces.append(stream.push(block))
             progress.update(len(pieces[-1]))
+            if len(pieces) == 1 and n_blocks > 2:
+                # at the start, as the rollout does after its first piece: the time it takes
+                spent = time.perf_counter() - started
+                warn(speech.path, f"reading what is said in {speech.seconds / 60:.1f} min of "
+                                  f"speech in {n_blocks} blocks; it will take about "
+                                  f"{spent * (n_blocks - 1) / 60:.1f} min more")
         pieces.append(stream.close())
         progress.update(len(pieces[-1]))
     return np.concatenate(pieces)

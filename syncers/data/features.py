@@ -144,6 +144,10 @@ class Speech:
             raise InputError(self.path, "the audio contains NaN or infinite samples")
         return mono
 
+    def n_blocks(self, size: int | None = None) -> int:
+        """How many pieces :meth:`blocks` gives."""
+        return -(-self.n_samples // (BLOCK_SAMPLES if size is None else int(size)))
+
     def blocks(self, size: int | None = None) -> Iterator[np.ndarray]:
         """The samples in order, ``size`` (default ``BLOCK_SAMPLES``) at a time."""
         size = BLOCK_SAMPLES if size is None else int(size)
