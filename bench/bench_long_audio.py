@@ -1,8 +1,10 @@
 """Memory and time of generating the keypoints of long speech, the path ``msync generate``
-takes up to its renderer (``motion.generate``, "Long audio in bounded memory"): the audio
-file's features (``syncers.data.features.file_features``: a long 16 kHz file is read a block
-at a time), matched to the model's corpus (``match_features``, the bundled model's default),
-and the rollout (``generate``, in pieces past ``CHUNK_FRAMES``).
+takes up to its renderer (``motion.talking_head.keypoints``; docs/design.md, "Long audio in
+bounded memory"): the bundled model (``motion/assets/demo_model``) with its defaults — the
+content mouth, features matched to its corpus, blinks — animating the bundled photograph, on a
+16 kHz wav read as ``msync generate`` reads it (``syncers.data.features.open_speech``: a long
+file a block at a time): its features block by block, what is said decoded block by block
+(``syncers.data.content.speech_content``), the rollout in pieces past ``CHUNK_FRAMES``.
 
 The speech is the bundled ``motion/assets/speech.flac`` tiled to ``--minutes`` and written as
 a 16 kHz 16-bit wav first (in a child process, so that making it costs this one no memory).
@@ -27,7 +29,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "motion" / "assets" / "speech.flac"
-MODEL = ROOT / "motion" / "assets" / "demo_model"
 
 _WRITE = """
 import sys, numpy as np, soundfile
@@ -43,37 +44,44 @@ with soundfile.SoundFile(sys.argv[2], "w", 16000, 1, "PCM_16") as out:
 """
 
 
+def write_speech(path: Path, minutes: float) -> None:
+    """``speech.flac`` tiled to ``minutes``, a 16 kHz 16-bit wav at ``path`` (in a child)."""
+    subprocess.run([sys.executable, "-c", _WRITE, str(SPEECH), str(path), str(minutes)],
+                   check=True, cwd=ROOT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--wav", help="write the tiled speech here and keep it (for timing "
+                                      "msync generate --audio on the same file)")
     args = parser.parse_args()
-    from motion.generate import generate
-    from motion.saved_model import load_model
-    from syncers.data.features import file_features, match_features
+    from motion import talking_head
+    from motion.app.generate import demo_image
+    from syncers.data.features import open_speech
 
     with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        subprocess.run([sys.executable, "-c", _WRITE, str(SPEECH), str(wav), str(args.minutes)],
-                       check=True, cwd=ROOT)
+        wav = Path(args.wav) if args.wav else Path(tmp) / "speech.wav"
+        write_speech(wav, args.minutes)
         times = {}
         started = time.perf_counter()
-        model, info = load_model(MODEL)
+        model = talking_head.load(None)
+        options = talking_head.resolve(model, talking_head.GenerationOptions())
         times["load_model"] = time.perf_counter() - started
         started = time.perf_counter()
-        features, _ = file_features(wav)
-        times["features"] = time.perf_counter() - started
-    started = time.perf_counter()
-    features = match_features(features, np.asarray(info["feature_stats"]["quantiles"]))
-    times["match_features"] = time.perf_counter() - started
-    x0 = np.zeros((10, 6), np.float32)
-    started = time.perf_counter()
-    keypoints = generate(model, x0, features)
-    times["generate"] = time.perf_counter() - started
+        source = talking_head.prepare(model, demo_image(), options)
+        times["prepare_source"] = time.perf_counter() - started
+        speech = open_speech(wav)
+        started = time.perf_counter()
+        keypoints = talking_head.keypoints(model, source, speech, options)
+        times["keypoints"] = time.perf_counter() - started
     assert np.all(np.isfinite(keypoints))
     print(json.dumps({
-        "minutes": args.minutes, "frames": int(keypoints.shape[0]),
+        "minutes": args.minutes, "frames": int(keypoints.shape[0]), "mouth": options.mouth,
+        "audio_normalization": options.audio_normalization,
+        "speech_held": speech.samples is not None,
         "seconds": {k: round(v, 2) for k, v in times.items()},
-        "generate_frames_per_second": round(keypoints.shape[0] / times["generate"], 1),
+        "keypoints_frames_per_second": round(keypoints.shape[0] / times["keypoints"], 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 

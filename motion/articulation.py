@@ -84,6 +84,9 @@ JAW_GROUP = 9                                # landmarks 0–16
 # middle, outer and inner.
 LOWER_LIP_CENTRE = 57 - 48
 UPPER_LIP = np.array([50, 51, 52, 61, 62, 63]) - 48
+# Frames :func:`apply` moves at a time (41 s of video, the rollout's piece): memory flat in the
+# length of the speech.
+APPLY_FRAMES = 1024
 JAW_FOLLOW = 0.5             # of the lower lip's drop, the chin's
 # The mouth's 20 landmarks' mirror images among themselves (iBUG's left/right pairs).
 MOUTH_MIRROR = anatomy.MIRROR[anatomy.MOUTH] - anatomy.MOUTH[0]
@@ -290,13 +293,13 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float
     (:func:`lopsidedness`: a generator's mouth corners that move unevenly twist the mouth once
     it opens wide). Only keypoints 5–9 change; ``scale = 0`` returns the keypoints unchanged."""
     keypoints = np.asarray(keypoints_Tx10x6, np.float32)
-    offsets = np.asarray(offsets_Tx20x2, np.float64)
+    offsets_Tx20x2 = np.asarray(offsets_Tx20x2)
     if keypoints.ndim != 3 or keypoints.shape[1:] != (N_KEYPOINTS, KEYPOINT_DIM):
         raise ValueError(f"keypoints must be [T, {N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
                          f"{keypoints.shape}")
-    if offsets.shape != (keypoints.shape[0], N_MOUTH, 2):
+    if offsets_Tx20x2.shape != (keypoints.shape[0], N_MOUTH, 2):
         raise ValueError(f"offsets must be [T={keypoints.shape[0]}, {N_MOUTH}, 2]; got "
-                         f"{offsets.shape}")
+                         f"{offsets_Tx20x2.shape}")
     if scale == 0 or keypoints.shape[0] == 0:
         return keypoints.copy()
     reference = keypoints[0] if reference_10x6 is None else \
@@ -304,6 +307,16 @@ def apply(keypoints_Tx10x6: np.ndarray, offsets_Tx20x2: np.ndarray, scale: float
     if reference.shape != (N_KEYPOINTS, KEYPOINT_DIM):
         raise ValueError(f"reference must be [{N_KEYPOINTS}, {KEYPOINT_DIM}]; got "
                          f"{reference.shape}")
+    if keypoints.shape[0] > APPLY_FRAMES:
+        # Each frame's mouth is its own: in pieces, an hour's float64 landmarks and their
+        # changes (≈ 100 MB per 10 min) are never held at once.
+        out = np.empty_like(keypoints)
+        for lo in range(0, keypoints.shape[0], APPLY_FRAMES):
+            out[lo:lo + APPLY_FRAMES] = apply(keypoints[lo:lo + APPLY_FRAMES],
+                                              offsets_Tx20x2[lo:lo + APPLY_FRAMES], scale,
+                                              reference)
+        return out
+    offsets = np.asarray(offsets_Tx20x2, np.float64)
     landmarks = landmark_space.decode(keypoints).astype(np.float64)
     similarity = head_similarity(landmarks)
     rotation, head_scale, _ = similarity

@@ -43,6 +43,7 @@ from syncers.data.measures import aligned_mouth, frame_mel_loudness
 INPUTS = ("content", "prosody", "both")
 DEFAULT_BEFORE, DEFAULT_AFTER = 6, 4        # frames of context: 240 ms before, 160 ms after
 DEFAULT_COMPONENTS = 4
+PREDICT_FRAMES = 4096                       # frames predict reads at a time: memory flat in T
 LEVEL_BEFORE = 50                           # frames (2 s) the speech level is read over
 PROSODY_FLOOR = -8.0                        # log energy below the local peak: a pause
 MIN_REST_FRAMES = 10
@@ -173,9 +174,13 @@ def windows(frames_TxC: np.ndarray, before: int, after: int) -> np.ndarray:
     """``[T, C]`` → ``[T, (before + after + 1)·C]``: frames ``t − before .. t + after``, the
     first and last frame repeated past the ends."""
     frames = np.asarray(frames_TxC, np.float32)
-    n_frames = len(frames)
     padded = np.pad(frames, ((before, after), (0, 0)), mode="edge")
-    return np.concatenate([padded[i:i + n_frames] for i in range(before + after + 1)], axis=1)
+    return _windows_of(padded, 0, len(frames), before + after + 1)
+
+
+def _windows_of(padded_PxC: np.ndarray, lo: int, hi: int, width: int) -> np.ndarray:
+    """Rows ``lo .. hi`` of :func:`windows`, from its edge-padded frames ``[T + width − 1, C]``."""
+    return np.concatenate([padded_PxC[lo + i:hi + i] for i in range(width)], axis=1)
 
 
 def coefficients(model: LipModel, windows_TxD: np.ndarray) -> np.ndarray:
@@ -191,9 +196,15 @@ def predict(model: LipModel, content_TxV: np.ndarray | None,
             audio_features_4TxF: np.ndarray | None) -> np.ndarray:
     """Mouth offsets ``[T, 20, 2]`` (mean-face coordinates, from the rest mouth) for a clip's
     content ``[T, V]`` and/or log-mel features ``[4T, F]`` (the ones ``model.inputs`` reads)."""
-    x = windows(frame_inputs(model.inputs, content_TxV, audio_features_4TxF, model.after),
-                model.before, model.after)
-    return (coefficients(model, x) @ model.components).reshape(-1, N_MOUTH, 2)
+    frames = frame_inputs(model.inputs, content_TxV, audio_features_4TxF, model.after)
+    padded = np.pad(frames, ((model.before, model.after), (0, 0)), mode="edge")
+    width = model.before + model.after + 1
+    out = np.empty((len(frames), 2 * N_MOUTH), np.float32)
+    # The windows ([T, width·C], 60 MB an hour, and their scaled copy) a piece at a time.
+    for lo in range(0, len(frames), PREDICT_FRAMES):
+        hi = min(lo + PREDICT_FRAMES, len(frames))
+        out[lo:hi] = coefficients(model, _windows_of(padded, lo, hi, width)) @ model.components
+    return out.reshape(-1, N_MOUTH, 2)
 
 
 def rest_mouth(mouth_Tx20x2: np.ndarray, content_TxV: np.ndarray,

@@ -14,15 +14,16 @@ Offline, one photo and one utterance::
     model = talking_head.load(None)
     options = talking_head.resolve(model, GenerationOptions(head_scale=1.5))
     source = talking_head.prepare(model, image, options)           # crop, landmarks, x0
-    keypoints = talking_head.keypoints(model, source, samples, options)   # [T, 10, 6]
+    speech = open_speech("speech.wav")       # syncers.data.features: read a block at a time
+    keypoints = talking_head.keypoints(model, source, speech, options)    # [T, 10, 6]
     for frames in talking_head.frames(source, keypoints, options):        # [n, S, S, 3]
         ...
 
 and its streaming twin, ``talking_head.streamer(model, source, options)`` (``motion.stream``),
 whose keypoints are these (tested). Every step around the rollout (eq. 10) lives here
 once: corpus matching of the features (``syncers.data.features.match_features``), the
-generator (``motion.generate``), the mouth scaled by ``lip_scale`` (its content from the samples,
-``syncers.data.content``, its prosody from the unmatched log-mel rows), drift removal
+generator (``motion.generate``), the mouth scaled by ``lip_scale`` (its content decoded from
+the speech, ``syncers.data.content``, its prosody from the unmatched log-mel rows), drift removal
 (``motion.generate.remove_drift``), the map onto the crop and the renderer
 (``render.renderer``). ``msync generate``, ``msync stream``, ``msync evaluate --model``, the
 page and the benches call it, so a library user gets what the CLI draws.
@@ -48,8 +49,8 @@ from motion.source import SourceFace, prepare_source
 from motion.stream import Streamer
 from render import renderer as render_api
 from syncers.data import face
-from syncers.data.content import content_features
-from syncers.data.features import feature_config, features_of, match_features
+from syncers.data.content import speech_content
+from syncers.data.features import Speech, feature_config, match_features, speech_features
 from syncers.data.layout import FPS, LANDMARK_SPACE, PHANTOM_SPACE
 from syncers.run.errors import InputError
 
@@ -296,11 +297,17 @@ def prepare(model: TalkingHeadModel, image: np.ndarray, options: GenerationOptio
                           crop_scale=options.crop_scale, fomm=fomm, image_name=image_name)
 
 
-def features(model: TalkingHeadModel, samples: np.ndarray, options: GenerationOptions,
-             audio_path: str | os.PathLike | None = None) -> np.ndarray:
-    """The model's features ``[4T, F]`` of 16 kHz ``samples`` (the released model's front-end
-    reads ``audio_path``), matched to its corpus when resolved ``options`` say so."""
-    return _matched(model, features_of(audio_path, samples, model.feature_kind), options)
+def as_speech(speech: Speech | np.ndarray) -> Speech:
+    """A :class:`Speech` as given, or 16 kHz mono samples ``[n]`` held as one (no file)."""
+    return speech if isinstance(speech, Speech) else Speech.held(speech)
+
+
+def features(model: TalkingHeadModel, speech: Speech | np.ndarray, options: GenerationOptions
+             ) -> np.ndarray:
+    """The model's features ``[4T, F]`` of the speech (a :class:`Speech`, read a block at a
+    time, or 16 kHz samples; the released model's front-end reads ``speech.path``), matched to
+    its corpus when resolved ``options`` say so."""
+    return _matched(model, speech_features(as_speech(speech), model.feature_kind), options)
 
 
 def _matched(model: TalkingHeadModel, rows_4TxF: np.ndarray, options: GenerationOptions
@@ -309,14 +316,15 @@ def _matched(model: TalkingHeadModel, rows_4TxF: np.ndarray, options: Generation
     return rows_4TxF if quantiles is None else match_features(rows_4TxF, quantiles)
 
 
-def lip_offsets(model: TalkingHeadModel, samples: np.ndarray, rows_4TxF: np.ndarray,
+def lip_offsets(model: TalkingHeadModel, speech: Speech | np.ndarray, rows_4TxF: np.ndarray,
                 options: GenerationOptions) -> np.ndarray | None:
-    """The content mouth's offsets ``[T, 20, 2]`` (``motion.lips.predict``) of 16 kHz
-    ``samples`` and their unmatched log-mel rows ``[4T, F]`` (the prosody is the speech's own
-    loudness, not the corpus-matched one) when resolved ``options`` choose it, else None."""
+    """The content mouth's offsets ``[T, 20, 2]`` (``motion.lips.predict``) of the speech (what
+    is said decoded block by block, ``syncers.data.content.speech_content``) and its unmatched
+    log-mel rows ``[4T, F]`` (the prosody is the speech's own loudness, not the corpus-matched
+    one) when resolved ``options`` choose it, else None."""
     if options.mouth != "content":
         return None
-    return lips.predict(model.lips, content_features(samples), rows_4TxF)
+    return lips.predict(model.lips, speech_content(as_speech(speech)), rows_4TxF)
 
 
 def model_keypoints(model: TalkingHeadModel, x0_Kx6: np.ndarray, features_4TxF: np.ndarray,
@@ -350,28 +358,34 @@ def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
 def _after_rollout(model: TalkingHeadModel, generated_BxTx10x6: np.ndarray,
                    features_Bx4TxF: np.ndarray, options: GenerationOptions,
                    lip_offsets_BxTx20x2: np.ndarray | None = None) -> np.ndarray:
+    window = round(options.drift_window_s * FPS)
     if options.mouth == "content":
         if lip_offsets_BxTx20x2 is None:
             raise ValueError("the content mouth needs its offsets (lip_offsets of the samples)")
-        articulated = np.stack([apply(clip, offsets[:len(clip)], options.lip_scale)
-                                for clip, offsets in zip(generated_BxTx10x6,
-                                                         lip_offsets_BxTx20x2)])
-    else:
-        articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
-                                 options.lip_scale)
-    window = round(options.drift_window_s * FPS)
+        # Into one array, a clip at a time: an hour's keypoints (22 MB) are copied as few times
+        # as can be (msync generate's memory is flat in the length of the speech).
+        out = np.empty(np.shape(generated_BxTx10x6), np.float32)
+        for b, (clip, offsets) in enumerate(zip(generated_BxTx10x6, lip_offsets_BxTx20x2)):
+            out[b] = apply(clip, offsets[:len(clip)], options.lip_scale)
+            out[b] = remove_drift(out[b], window)
+        return out
+    articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
+                             options.lip_scale)
     return np.stack([remove_drift(clip, window) for clip in articulated])
 
 
-def keypoints(model: TalkingHeadModel, source: SourceFace, samples: np.ndarray,
-              options: GenerationOptions, audio_path: str | os.PathLike | None = None
-              ) -> np.ndarray:
-    """Keypoints ``[T, 10, 6]`` in the crop's coordinates for the speech ``samples`` (16 kHz
-    mono; T = whole 40 ms frames) from resolved ``options``: what the renderer draws."""
-    rows = features_of(audio_path, samples, model.feature_kind)
-    generated = model_keypoints(model, source.x0, _matched(model, rows, options), options,
-                                lip_offsets(model, samples, rows, options))
-    out = np.asarray(source.to_image(generated), np.float32)
+def keypoints(model: TalkingHeadModel, source: SourceFace, speech: Speech | np.ndarray,
+              options: GenerationOptions) -> np.ndarray:
+    """Keypoints ``[T, 10, 6]`` in the crop's coordinates for the speech (a :class:`Speech`,
+    whose file is read a block at a time, or 16 kHz mono samples; T = whole 40 ms frames) from
+    resolved ``options``: what the renderer draws."""
+    speech = as_speech(speech)
+    rows = speech_features(speech, model.feature_kind)
+    offsets = lip_offsets(model, speech, rows, options)
+    matched = _matched(model, rows, options)
+    del rows            # read by the mouth only: not held through the rollout (long speech)
+    out = np.asarray(source.to_image(model_keypoints(model, source.x0, matched, options,
+                                                     offsets)), np.float32)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("the generator produced NaN or infinite keypoints")
     closure = eye_closure(model, options, len(out))

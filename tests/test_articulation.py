@@ -215,6 +215,20 @@ def test_apply_moves_only_the_mouth_and_jaw_and_turns_with_the_head(fitted):
                  rel=1e-6, scale=float(np.abs(keypoints).max()))
 
 
+def test_apply_in_pieces_gives_each_frame_its_own_mouth(fitted, monkeypatch):
+    """Long keypoints are moved ``APPLY_FRAMES`` at a time (memory flat in the length), each
+    piece against the whole clip's first frame: the frames of moving them at once."""
+    articulation, _ = fitted
+    clip, _ = _clip(21, n_frames=40)
+    offsets = ar.predict(articulation, clip.audio_features)
+    face = ls.mean_face()[None] + np.random.default_rng(2).normal(scale=0.01, size=(40, 68, 2))
+    keypoints = ls.encode(face @ _rotation(0.1).T)
+    whole = ar.apply(keypoints, offsets, 0.8)
+    monkeypatch.setattr(ar, "APPLY_FRAMES", 7)
+    assert_close(ar.apply(keypoints, offsets, 0.8), whole, rel=1e-6,
+                 scale=float(np.abs(keypoints).max()))
+
+
 def test_the_opening_approaches_its_limit_softly():
     face = ls.mean_face()
     keypoints = ls.encode(np.repeat(face[None], 5, axis=0))

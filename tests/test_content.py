@@ -126,3 +126,16 @@ def test_a_long_stream_starts_new_utterances_in_pauses_and_keeps_its_labels(padd
     np.testing.assert_array_equal(np.concatenate(frames + [stream.close()]), offline)
     final = content.content_features(long, None)
     assert np.mean(final.argmax(axis=1) == offline.argmax(axis=1)) > 0.8
+
+
+@pytest.mark.parametrize("block", [SAMPLES_PER_FRAME * 20, 7777])
+def test_speech_fed_block_by_block_gives_the_offline_features(monkeypatch, padded_speech, offline,
+                                                              block):
+    """``speech_content`` feeds a Speech's blocks to one stream: exactly the features of the
+    stream fed everything at once."""
+    from syncers.data import features as features_lib
+
+    monkeypatch.setattr(features_lib, "BLOCK_SAMPLES", block)
+    speech = features_lib.Speech.held(padded_speech)
+    assert speech.n_blocks() == len(list(speech.blocks())) > 5
+    np.testing.assert_array_equal(content.speech_content(speech), offline)

@@ -120,3 +120,74 @@ def test_long_audio_in_blocks_gives_the_same_rows(monkeypatch, kind):
     blocked = features_lib.audio_features(samples, kind)
     assert blocked.shape == whole.shape == (4 * (samples.size // 640), 26)
     np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
+def _small_blocks(monkeypatch, stream=5000, block=3001, rows=97):
+    """Files past ``stream`` samples read ``block`` at a time, features ``rows`` per STFT: a few
+    seconds of audio cross many blocks."""
+    from syncers.data import features as features_lib
+
+    monkeypatch.setattr(features_lib, "STREAM_SAMPLES", stream)
+    monkeypatch.setattr(features_lib, "BLOCK_SAMPLES", block)
+    monkeypatch.setattr(features_lib, "BLOCK_ROWS", rows)
+
+
+@pytest.mark.parametrize("channels, subtype", [(1, "PCM_16"), (2, "FLOAT")])
+def test_a_long_file_is_read_in_blocks_with_load_audios_samples_and_rows(monkeypatch, tmp_path,
+                                                                         channels, subtype):
+    """``open_speech`` reads a long 16 kHz file a block at a time: its blocks are
+    ``load_audio``'s samples exactly, and its features are the held samples' exactly."""
+    from syncers.data.features import Speech, open_speech, speech_features
+
+    _small_blocks(monkeypatch)
+    data = np.random.default_rng(1).uniform(-0.5, 0.5, size=(16000 * 2 + 777, channels))
+    path = tmp_path / "long.wav"
+    soundfile.write(path, data, 16000, subtype=subtype)
+    speech = open_speech(path)
+    held = load_audio(path)
+    assert speech.samples is None and speech.path == str(path)
+    assert speech.n_samples == held.size and speech.seconds == held.size / 16000
+    blocks = list(speech.blocks())
+    assert len(blocks) == 11 and all(b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), held)
+    np.testing.assert_array_equal(speech.all(), held)
+    np.testing.assert_array_equal(speech.read(1234, 9999), held[1234:9999])
+    for kind in ("logmel", "mfcc"):
+        np.testing.assert_array_equal(speech_features(speech, kind),
+                                      speech_features(Speech.held(held), kind))
+        np.testing.assert_array_equal(speech_features(speech, kind), audio_features(held, kind))
+
+
+def test_short_files_and_other_rates_are_held(monkeypatch, tmp_path):
+    from syncers.data.features import open_speech
+
+    _small_blocks(monkeypatch)
+    soundfile.write(tmp_path / "short.wav", np.zeros(4000, np.float32), 16000)
+    soundfile.write(tmp_path / "rate.wav", np.zeros(44100, np.float32), 44100)
+    for name in ("short.wav", "rate.wav"):
+        speech = open_speech(tmp_path / name)
+        assert speech.samples is not None and speech.path == str(tmp_path / name)
+        np.testing.assert_array_equal(speech.samples, load_audio(tmp_path / name))
+        np.testing.assert_array_equal(np.concatenate(list(speech.blocks())), speech.samples)
+
+
+def test_open_speech_refuses_what_load_audio_refuses(monkeypatch, tmp_path):
+    """Missing, empty, unreadable files and NaN samples are refused, one line naming the file;
+    a long float file's NaN before the long work starts."""
+    from syncers.data.features import open_speech
+
+    _small_blocks(monkeypatch)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all" * 100)
+    nan = np.zeros(16000 * 2, np.float32)
+    nan[25_000] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "rate.wav", np.zeros(100, np.float32), 1000)
+    for name, message in (("missing.wav", "no such file"), ("empty.wav", "empty"),
+                          ("junk.wav", "cannot decode audio"), ("nan.wav", "NaN"),
+                          ("rate.wav", "sample rate 1000 Hz")):
+        with pytest.raises(InputError, match=message) as err:
+            open_speech(tmp_path / name)
+        assert name in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises(InputError, match=message):
+            load_audio(tmp_path / name)

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from motion import articulation as ar
 from motion import lips, saved_model
@@ -125,6 +126,17 @@ def test_windows_are_the_frames_around_each_frame():
     np.testing.assert_array_equal(lips.windows(frames, 1, 2),
                                   [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 4],
                                    [3, 4, 4, 4]])
+
+
+def test_predict_in_pieces_reads_the_windows_around_each_frame(fitted, monkeypatch):
+    """Offsets are predicted ``PREDICT_FRAMES`` at a time (memory flat in the length): the
+    windows across the pieces' edges are those of the whole clip."""
+    model, _ = fitted
+    content = _content(np.random.default_rng(3), 101)
+    whole = lips.predict(model, content, None)
+    monkeypatch.setattr(lips, "PREDICT_FRAMES", 7)
+    assert_close(lips.predict(model, content, None), whole, rel=1e-6,
+                 scale=float(np.abs(whole).max()))
 
 
 def test_json_round_trip_and_errors(fitted):

@@ -86,6 +86,13 @@ def test_mel_loudness_is_the_rows_amplitude_and_a_frame_their_geometric_mean():
     assert measures.frame_mel_loudness(features[:7]).shape == (1,)   # whole frames only
 
 
+def test_mel_loudness_in_blocks_is_each_rows_own(monkeypatch):
+    features = np.random.default_rng(4).normal(size=(1003, 26)).astype(np.float32)
+    whole = measures.mel_loudness(features)
+    monkeypatch.setattr(measures, "LOUDNESS_ROWS", 64)
+    np.testing.assert_array_equal(measures.mel_loudness(features), whole)
+
+
 def test_pauses_need_200_ms_of_quiet():
     n_frames = 100
     features = np.zeros((4 * n_frames, 26))

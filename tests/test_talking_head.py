@@ -277,3 +277,27 @@ def test_the_mouth_defaults_to_content_when_the_model_has_a_lip_model(content_mo
     assert talking_head.resolve(without, GenerationOptions()).mouth == "loudness"
     with pytest.raises(InputError, match="no lip model.*--mouth loudness"):
         talking_head.resolve(without, GenerationOptions(mouth="content"))
+
+
+def test_a_file_read_in_blocks_gives_the_held_samples_keypoints(content_model, monkeypatch,
+                                                                tmp_path):
+    """``msync generate`` reads long speech a block at a time (``open_speech``): features by
+    block, what is said decoded block by block. Its keypoints, content mouth included, are
+    exactly those of the same samples held (the page's short uploads, a library user's)."""
+    from syncers.data import features as features_lib
+
+    monkeypatch.setattr(features_lib, "STREAM_SAMPLES", 5000)
+    monkeypatch.setattr(features_lib, "BLOCK_SAMPLES", 7777)
+    monkeypatch.setattr(features_lib, "BLOCK_ROWS", 97)
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, phantom_audio.utterance(3.0, seed=5), 16000)
+    options = talking_head.resolve(content_model, GenerationOptions(crop=False))
+    assert options.mouth == "content"
+    image = np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
+    source = talking_head.prepare(content_model, image, options)
+    speech = features_lib.open_speech(path)
+    assert speech.samples is None and len(list(speech.blocks())) == 7
+    read = talking_head.keypoints(content_model, source, speech, options)
+    held = talking_head.keypoints(content_model, source, load_audio(path), options)
+    assert read.shape == (75, 10, 6)
+    np.testing.assert_array_equal(read, held)

@@ -30,7 +30,7 @@ from motion.talking_head import BUNDLED_SPEECH, GenerationOptions, TalkingHeadMo
 from render import composite
 from render.fomm import load as load_fomm
 from syncers.data import face
-from syncers.data.features import SAMPLE_RATE, load_audio, n_video_frames
+from syncers.data.features import SAMPLE_RATE, Speech, n_video_frames, open_speech
 from syncers.data.layout import FPS
 from syncers.data.video import video_writer
 from syncers.run import compile_cache, progress
@@ -84,21 +84,21 @@ class GeneratedVideo:
         return int(self.keypoints.shape[0])
 
 
-def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarray,
-                   options: GenerationOptions, out: Path, *, audio_path: str | None = None,
-                   image_name: str | None = None, keypoints_out: Path | None = None,
-                   fomm=None, given: np.ndarray | None = None, given_name: str | None = None
-                   ) -> GeneratedVideo:
-    """Photo ``image [H, W, 3]`` + speech ``samples`` (16 kHz) → the mp4 ``out`` (and the
-    keypoints npz ``keypoints_out``) with resolved ``options``; the sound is ``audio_path``'s own
-    when given. ``given [T', 10, 6]``: recorded keypoints (``given_name`` names them) drawn
+def generate_video(model: TalkingHeadModel, image: np.ndarray, speech: Speech,
+                   options: GenerationOptions, out: Path, *, image_name: str | None = None,
+                   keypoints_out: Path | None = None, fomm=None, given: np.ndarray | None = None,
+                   given_name: str | None = None) -> GeneratedVideo:
+    """Photo ``image [H, W, 3]`` + ``speech`` (``syncers.data.features.open_speech``: a long
+    file is read a block at a time, never held) → the mp4 ``out`` (and the keypoints npz
+    ``keypoints_out``) with resolved ``options``; the sound is ``speech.path``'s own when it has
+    a file. ``given [T', 10, 6]``: recorded keypoints (``given_name`` names them) drawn
     instead of generated ones. Bad input raises ``InputError``."""
-    seconds = samples.size / SAMPLE_RATE
+    seconds = speech.seconds
     if seconds < MIN_AUDIO_SECONDS:
-        raise InputError(audio_path, f"the audio is {seconds:.2f} s long; msync generate needs "
-                                     f"at least {MIN_AUDIO_SECONDS:g} s of speech")
+        raise InputError(speech.path, f"the audio is {seconds:.2f} s long; msync generate "
+                                      f"needs at least {MIN_AUDIO_SECONDS:g} s of speech")
     source = talking_head.prepare(model, image, options, fomm, image_name)
-    n_frames = n_video_frames(samples.size)
+    n_frames = n_video_frames(speech.n_samples)
     if given is not None and len(given) < n_frames:
         raise InputError(given_name, f"--keypoints: {len(given)} frames "
                                      f"({len(given) / FPS:.2f} s) do not cover the audio's "
@@ -107,7 +107,7 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarr
     started = time.perf_counter()
     with progress.bar(n_frames, "generate" if given is None else "keypoints", "frame") as bar:
         if given is None:
-            keypoints = talking_head.keypoints(model, source, samples, options, audio_path)
+            keypoints = talking_head.keypoints(model, source, speech, options)
         else:
             moved = move_onto_source(given[:n_frames], source.x0)
             # recorded motion is drawn as recorded unless a drift window is asked for
@@ -121,7 +121,7 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarr
         if options.full_frame:
             chunks = (composite.paste(image, chunk, source.crop.box) for chunk in chunks)
             frame_size = composite.even_shape(*image.shape[:2])
-        write_frames(partial, chunks, len(keypoints), frame_size, samples, audio_path)
+        write_frames(partial, chunks, len(keypoints), frame_size, speech)
     render_s = time.perf_counter() - started
     if keypoints_out is not None:
         with published(keypoints_out) as partial, open(partial, "wb") as handle:
@@ -131,15 +131,16 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, samples: np.ndarr
 
 
 def write_frames(path: Path, chunks, n_frames: int, size: int | tuple[int, int],
-                 samples: np.ndarray, audio_file: str | None) -> None:
+                 speech: Speech) -> None:
     """Stream rendered chunks into the mp4 at ``path`` with a progress bar (memory flat in the
-    video's length); the sound is the input file's own (its rate and channels) when there is
-    one, else ``samples`` (the bundled utterance)."""
-    n_out = max(1, math.ceil(samples.size / SAMPLE_RATE * FPS - 1e-6))
+    video's length); the sound is the speech's file's own (its rate and channels) when it has
+    one (the bundled utterance is ``motion/assets/speech.flac``), else its held samples."""
+    n_out = max(1, math.ceil(speech.n_samples / SAMPLE_RATE * FPS - 1e-6))
     height, width = size if isinstance(size, tuple) else (size, size)       # tuple: whole photo
     with progress.bar(n_frames, "render", "frame") as bar, \
-            video_writer(path, width, height, FPS, audio=None if audio_file else samples,
-                         audio_file=audio_file, n_frames=n_out) as write:
+            video_writer(path, width, height, FPS,
+                         audio=None if speech.path else speech.all(), audio_file=speech.path,
+                         n_frames=n_out) as write:
         for chunk in chunks:
             write(chunk)
             bar.update(len(chunk))
@@ -208,9 +209,9 @@ def generate_command(args: Any) -> None:
     options = talking_head.resolve(model, options, with_fomm=bool(fomm_checkpoint))
     image = face.load_image(args.image) if args.image else demo_image()
     audio_path = args.audio or os.fspath(BUNDLED_SPEECH)
-    samples = load_audio(audio_path)
+    speech = open_speech(audio_path)
     fomm = load_checked_fomm(fomm_checkpoint) if fomm_checkpoint else None
-    made = generate_video(model, image, samples, options, out, audio_path=audio_path,
+    made = generate_video(model, image, speech, options, out,
                           image_name=args.image or "astronaut (bundled)",
                           keypoints_out=keypoints_out, fomm=fomm, given=given,
                           given_name=given_path)

@@ -49,7 +49,7 @@ from motion.saved_model import check_model
 from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data import prepare as app_prepare
-from syncers.data.features import load_audio
+from syncers.data.features import Speech, open_speech
 from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.data.measures import SILENCE_RMS
 from syncers.data.video import probe
@@ -150,16 +150,18 @@ def check_photo(path: str) -> np.ndarray:
     return face.load_image(path)
 
 
-def check_speech(path: str) -> np.ndarray:
-    """The speech (16 kHz) read by its content; refused when too short or silent."""
-    samples = load_audio(path)
-    seconds = samples.size / SAMPLE_RATE
+def check_speech(path: str) -> Speech:
+    """The speech (16 kHz, ``syncers.data.features.open_speech``) read by its content; refused
+    when too short or silent."""
+    speech = open_speech(path)
+    seconds = speech.seconds
     if seconds < app_gen.MIN_AUDIO_SECONDS:
         raise InputError(path, f"it is {seconds:.2f} s long; a video needs at least "
                                f"{app_gen.MIN_AUDIO_SECONDS:g} s of speech")
-    if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+    energy = sum(float(np.sum(np.square(block, dtype=np.float64))) for block in speech.blocks())
+    if np.sqrt(energy / speech.n_samples) < SILENCE_RMS:
         raise InputError(path, "it is silent (no speech to follow); record or upload speech")
-    return samples
+    return speech
 
 
 # --------------------------------------------------------------------------- Generate
@@ -178,7 +180,7 @@ def generate_video(config: PageConfig, photo: str | None, speech: str | None, mo
         speech = _uploaded(speech, "speech", config, names)
         progress(0.02, "checking the photo and the speech")
         image = check_photo(photo)
-        samples = check_speech(speech)
+        speech_read = check_speech(speech)
         out = config.workdir / "generated" / uuid.uuid4().hex
         out.mkdir(parents=True)
         video, keypoints = out / "msync.mp4", out / "keypoints.npz"
@@ -187,9 +189,8 @@ def generate_video(config: PageConfig, photo: str | None, speech: str | None, mo
             head_scale=float(head_scale), lip_scale=float(lip_scale),
             renderer=None if renderer == RENDERERS[0] else renderer, crop=not no_crop))
         progress(0.05, "generating (the first run compiles the model: a minute)")
-        made = app_gen.generate_video(loaded, image, samples, options, video,
-                                      audio_path=speech, image_name=photo,
-                                      keypoints_out=keypoints)
+        made = app_gen.generate_video(loaded, image, speech_read, options, video,
+                                      image_name=photo, keypoints_out=keypoints)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
         raise PageError(readable(err, names)) from None
     return (os.fspath(video), [os.fspath(video), os.fspath(keypoints)],

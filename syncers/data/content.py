@@ -21,19 +21,25 @@ speech frames rest too (English recordings: 0–1 %), and the others are labelle
   frame ``t`` once the decoder holds ``lookahead`` video frames past it and labels it with the
   best path at that moment; later audio never changes an emitted frame. :func:`content_features`
   is that stream fed the whole clip at once, so offline features equal streamed ones exactly,
-  for any chunking (the decoder always receives whole 40 ms blocks). ``lookahead=None`` waits
-  for the end of the audio (the utterance's final best path).
+  for any chunking (the decoder always receives whole 40 ms blocks); :func:`speech_content`
+  feeds it a :class:`syncers.data.features.Speech` block by block (an hour of speech is never
+  held whole) and gives those features too. ``lookahead=None`` waits for the end of the audio
+  (the utterance's final best path).
 
 Coarticulation (a shape spread over neighbouring phones, the mouth moving before the sound) is
 left to the model that reads these features over a window of frames (``motion.lips``).
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pocketsphinx
 
-from syncers.data.features import n_video_frames
+from syncers.data.features import Speech, n_video_frames
 from syncers.data.layout import FEATURES_PER_FRAME, SAMPLES_PER_FRAME
+from syncers.run.errors import warn
+from syncers.run.progress import bar
 
 VISEMES = ("rest", "closed", "labiodental", "dental", "alveolar", "postalveolar", "velar",
            "w", "r", "spread", "open", "mid", "rounded", "noise")
@@ -219,3 +225,28 @@ def content_features(samples: np.ndarray, lookahead: int | None = DEFAULT_LOOKAH
     stream = ContentStream(lookahead)
     pcm = _to_pcm16(samples)
     return np.concatenate([stream.push(pcm), stream.close()])
+
+
+def speech_content(speech: Speech, lookahead: int | None = DEFAULT_LOOKAHEAD) -> np.ndarray:
+    """:func:`content_features` of a :class:`Speech` ``[T, V]``, its blocks fed to one
+    :class:`ContentStream` in order (the same frames as feeding it everything), with a progress
+    bar: decoding is the slow part of a long generation (``bench/bench_content.py``), and the
+    bar's rate after the first block gives the time it will take."""
+    stream = ContentStream(lookahead)
+    pieces = []
+    n_blocks = speech.n_blocks()
+    started = time.perf_counter()
+    with bar(n_video_frames(speech.n_samples), "what is said", "frame",
+             disable=n_blocks < 2) as progress:                          # one block: quick
+        for block in speech.blocks():
+            pieces.append(stream.push(block))
+            progress.update(len(pieces[-1]))
+            if len(pieces) == 1 and n_blocks > 2:
+                # at the start, as the rollout does after its first piece: the time it takes
+                spent = time.perf_counter() - started
+                warn(speech.path, f"reading what is said in {speech.seconds / 60:.1f} min of "
+                                  f"speech in {n_blocks} blocks; it will take about "
+                                  f"{spent * (n_blocks - 1) / 60:.1f} min more")
+        pieces.append(stream.close())
+        progress.update(len(pieces[-1]))
+    return np.concatenate(pieces)

@@ -2,7 +2,11 @@
 "Audio features").
 
 ``load_audio`` turns any wav/flac/ogg/mp3/mp4/mov/... into float32 mono at 16 kHz (any input
-rate, channel count or bit depth). ``audio_features`` turns those samples into ``[4T, 26]``
+rate, channel count or bit depth). :class:`Speech` is the same audio as the pipeline reads it
+(:func:`open_speech`): a long 16 kHz sound file is read a block at a time, so an hour of speech
+costs its features' memory, not its samples' (230 MB); anything else is held (``load_audio``'s
+samples). :func:`speech_features` gives a :class:`Speech`'s features, the same rows whether it
+is held or read from its file. ``audio_features`` turns those samples into ``[4T, 26]``
 log-mel filterbank energies — 26 bands, 400-sample (25 ms) window, 160-sample (10 ms) hop,
 n_fft 512 — or, with ``kind="mfcc"``, 26 MFCCs of the same frames. The paper says "26-d MFCC";
 the official code feeds 26 log-filterbank energies, which is our default. ``kind="official"`` is
@@ -18,10 +22,11 @@ trailing samples that do not fill a video frame are dropped.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 from scipy.stats import rankdata
@@ -41,6 +46,9 @@ WINDOW = 400
 # Rows per STFT of a long recording (60 s): its spectrogram is held one block at a time, so
 # an hour of audio costs its features' memory, not its complex spectrogram's (≈ 20× more).
 BLOCK_ROWS = 6000
+# A 16 kHz sound file longer than this (60 s) is read BLOCK_SAMPLES at a time (Speech) rather
+# than held; the content decoder (syncers.data.content.speech_content) is fed such blocks too.
+STREAM_SAMPLES = BLOCK_SAMPLES = BLOCK_ROWS * HOP
 N_FFT = 512
 N_BANDS = 26
 _LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
@@ -55,11 +63,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     Channels are averaged; any sample rate is resampled (soxr, high quality). Raises
     :class:`InputError` naming the file when it is missing, unreadable or holds no audio.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "the file is empty (0 bytes)")
+    path = _checked_file(path)
     if path.suffix.lower() in _CONTAINERS:
         samples = _decode_with_ffmpeg(path)
     else:
@@ -78,6 +82,105 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     return samples
 
 
+def _checked_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, refused when it is missing, not a file or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "the file is empty (0 bytes)")
+    return path
+
+
+def _mono(data_NxC: np.ndarray) -> np.ndarray:
+    """``[n, C]`` → ``[n]``: the channels' mean (one channel: no copy)."""
+    return data_NxC[:, 0] if data_NxC.shape[1] == 1 else data_NxC.mean(axis=1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Speech:
+    """16 kHz mono float32 speech, ``n_samples`` long (:func:`open_speech` reads a file into
+    one): ``samples [n_samples]`` held, or None when it is read from the 16 kHz sound file
+    ``path`` a block at a time (an hour costs no more memory than a minute). ``path`` also names
+    the speech in messages and gives the video its sound; None for samples without a file.
+
+        speech = open_speech("talk.wav")
+        for block in speech.blocks():            # [≤ BLOCK_SAMPLES] float32, in order
+            ...
+    """
+
+    n_samples: int
+    path: str | None = None
+    samples: np.ndarray | None = None
+
+    @classmethod
+    def held(cls, samples: np.ndarray, path: str | os.PathLike | None = None) -> Speech:
+        """Samples ``[n]`` (16 kHz mono, as :func:`load_audio` gives them) as a Speech."""
+        samples = np.asarray(samples, np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"samples must be 1-D mono; got shape {samples.shape}")
+        return cls(int(samples.size), None if path is None else os.fspath(path), samples)
+
+    @property
+    def seconds(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``[lo, hi)`` (0 ≤ lo ≤ hi ≤ n_samples) as float32 ``[hi − lo]``."""
+        if self.samples is not None:
+            return self.samples[lo:hi]
+        import soundfile
+
+        try:
+            with soundfile.SoundFile(self.path) as handle:
+                handle.seek(lo)
+                mono = _mono(handle.read(hi - lo, dtype="float32", always_2d=True))
+        except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+            raise InputError(self.path, f"not a readable audio file ({err})") from None
+        if mono.size != hi - lo:
+            raise InputError(self.path, f"the file changed while it was read (samples {lo}-"
+                                        f"{hi} of {self.n_samples} missing)")
+        if not np.all(np.isfinite(mono)):
+            raise InputError(self.path, "the audio contains NaN or infinite samples")
+        return mono
+
+    def n_blocks(self, size: int | None = None) -> int:
+        """How many pieces :meth:`blocks` gives."""
+        return -(-self.n_samples // (BLOCK_SAMPLES if size is None else int(size)))
+
+    def blocks(self, size: int | None = None) -> Iterator[np.ndarray]:
+        """The samples in order, ``size`` (default ``BLOCK_SAMPLES``) at a time."""
+        size = BLOCK_SAMPLES if size is None else int(size)
+        for lo in range(0, self.n_samples, size):
+            yield self.read(lo, min(lo + size, self.n_samples))
+
+    def all(self) -> np.ndarray:
+        """Every sample ``[n_samples]`` (read whole when not held)."""
+        return self.samples if self.samples is not None else self.read(0, self.n_samples)
+
+
+def open_speech(path: str | os.PathLike) -> Speech:
+    """The speech of an audio file (or a video's audio track), with :func:`load_audio`'s
+    samples and refusals: a 16 kHz wav/flac/ogg longer than ``STREAM_SAMPLES`` is read from the
+    file a block at a time (a float file is scanned for NaN now, so bad samples are refused
+    before the long work); anything else is decoded whole and held."""
+    import soundfile
+
+    path = _checked_file(path)
+    if path.suffix.lower() not in _CONTAINERS:
+        try:
+            info = soundfile.info(str(path))
+        except (soundfile.LibsndfileError, RuntimeError, ValueError):
+            info = None                    # load_audio says why, or decodes it with ffmpeg
+        if info is not None and info.samplerate == SAMPLE_RATE and info.frames > STREAM_SAMPLES:
+            speech = Speech(int(info.frames), os.fspath(path))
+            if info.subtype in ("FLOAT", "DOUBLE"):
+                for _ in speech.blocks():      # read refuses a block with NaN or infinities
+                    pass
+            return speech
+    return Speech.held(load_audio(path), path)
+
+
 def _decode_with_soundfile(path: Path) -> np.ndarray:
     import librosa
     import soundfile
@@ -91,7 +194,7 @@ def _decode_with_soundfile(path: Path) -> np.ndarray:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
         raise InputError(path, f"not a readable audio file ({err})") from None
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)    # one channel: no copy
+    mono = _mono(data)
     if rate != SAMPLE_RATE and mono.size:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -144,15 +247,22 @@ def audio_features(samples: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
         raise ValueError(f"samples must be 1-D mono; got shape {samples.shape}")
     if kind not in ("logmel", "mfcc"):
         raise ValueError(f"kind must be 'logmel', 'mfcc' or 'official'; got {kind!r}")
-    n_features = FEATURES_PER_FRAME * n_video_frames(samples.size)
+    return _rows(lambda lo, hi: samples[lo:hi], samples.size, kind)
+
+
+def _rows(read, n_samples: int, kind: str) -> np.ndarray:
+    """:func:`audio_features` of ``n_samples`` samples got from ``read(lo, hi)``: one STFT up to
+    ``BLOCK_ROWS`` rows, else :func:`_rows_in_blocks` (held samples and a file read a block at a
+    time take this one path, so they give the same rows)."""
+    n_features = FEATURES_PER_FRAME * n_video_frames(n_samples)
     if n_features == 0:
         return np.zeros((0, N_BANDS), np.float32)
     # Dropping the first half hop turns librosa's frames centred on 160 m into frames centred
     # on 160 m + 80, the centre of hop m (module docstring).
     if n_features <= BLOCK_ROWS:
-        features = _features(samples[HOP // 2:], kind, center=True)[:n_features]
+        features = _features(read(HOP // 2, n_samples), kind, center=True)[:n_features]
     else:
-        features = _rows_in_blocks(lambda lo, hi: samples[lo:hi], samples.size, kind)
+        features = _rows_in_blocks(read, n_samples, kind)
     assert features.shape[0] == n_features, (features.shape, n_features)
     return features
 
@@ -179,38 +289,20 @@ def _rows_in_blocks(read, n_samples: int, kind: str) -> np.ndarray:
 def file_features(path: str | os.PathLike, kind: FeatureKind = "logmel"
                   ) -> tuple[np.ndarray, int]:
     """``(features_of(path, load_audio(path), kind), number of samples)``, and the same
-    refusals, without holding the samples when they are long: a file that soundfile reads at
-    16 kHz (wav, flac, ogg) is read ``BLOCK_ROWS`` rows of audio at a time, so an hour of speech
-    costs its features' memory, not its samples' (230 MB). Other files (containers, other
-    rates, which are resampled whole) and the ``official`` kind are decoded whole."""
-    import soundfile
-
-    path = Path(path)
-    if kind != official_audio.KIND and path.is_file() and path.stat().st_size > 0 \
-            and path.suffix.lower() not in _CONTAINERS:
-        try:
-            handle = soundfile.SoundFile(str(path))
-        except (soundfile.LibsndfileError, RuntimeError, ValueError):
-            handle = None                  # load_audio says why, or decodes it with ffmpeg
-        if handle is not None:
-            with handle:
-                if handle.samplerate == SAMPLE_RATE and \
-                        handle.frames > BLOCK_ROWS * SAMPLES_PER_FRAME // FEATURES_PER_FRAME:
-                    return _file_rows(path, handle, kind), int(handle.frames)
-    samples = load_audio(path)
-    return features_of(path, samples, kind), int(samples.size)
+    refusals, through :func:`open_speech` (a long 16 kHz file is read a block at a time)."""
+    speech = open_speech(path)
+    return speech_features(speech, kind), speech.n_samples
 
 
-def _file_rows(path: Path, handle, kind: str) -> np.ndarray:
-    """:func:`audio_features` of an open 16 kHz sound file, read block by block."""
-    def read(lo: int, hi: int) -> np.ndarray:
-        handle.seek(lo)
-        data = handle.read(hi - lo, dtype="float32", always_2d=True)
-        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)   # as load_audio
-        if not np.all(np.isfinite(mono)):
-            raise InputError(path, "the audio contains NaN or infinite samples")
-        return mono
-    return _rows_in_blocks(read, int(handle.frames), kind)
+def speech_features(speech: Speech, kind: FeatureKind = "logmel") -> np.ndarray:
+    """:func:`features_of` a :class:`Speech`: ``[4T, 26]`` (``official``: its own rows, read
+    from ``speech.path``, or from the samples when there is no file), the same rows whether the
+    samples are held or read from the file block by block."""
+    if kind == official_audio.KIND:
+        return features_of(speech.path, None if speech.path else speech.all(), kind)
+    if kind not in ("logmel", "mfcc"):
+        raise ValueError(f"kind must be 'logmel', 'mfcc' or 'official'; got {kind!r}")
+    return _rows(speech.read, speech.n_samples, kind)
 
 
 def framed_features(padded: np.ndarray, kind: FeatureKind = "logmel") -> np.ndarray:

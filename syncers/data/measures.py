@@ -58,6 +58,7 @@ SPEECH_RANGE_DB = 30.0               # speech: within this of the clip's loud fr
 SPEECH_REFERENCE_QUANTILE = 0.95     # ... its 95th-percentile frame RMS
 SILENCE_RMS = 1e-4                   # −80 dBFS: below it a frame (or a recording) holds no speech
 CLOSED_OPENING = 0.05                # eye distances: lips at most this far apart are closed
+LOUDNESS_ROWS = 65536                # log-mel rows mel_loudness reads at a time (11 min)
 
 
 # --- the face ------------------------------------------------------------------------------------
@@ -149,10 +150,16 @@ def frame_rms(samples: np.ndarray, n_frames: int | None = None) -> np.ndarray:
 def mel_loudness(audio_features_NxF: np.ndarray) -> np.ndarray:
     """``[N]``: each log-mel row's amplitude ``exp(½ · log-sum-exp of the bands)`` (features
     ``[N, F]``, natural-log energies)."""
-    features = np.asarray(audio_features_NxF, np.float64)
+    features = np.asarray(audio_features_NxF)
     if features.ndim != 2:
         raise ValueError(f"audio_features must be [N, F]; got {features.shape}")
-    return np.exp(0.5 * logsumexp(features, axis=-1))
+    out = np.empty(len(features))
+    # Row by row's own sum, a block of rows at a time: an hour's float64 copies (75 MB each)
+    # are never made.
+    for lo in range(0, len(features), LOUDNESS_ROWS):
+        block = np.asarray(features[lo:lo + LOUDNESS_ROWS], np.float64)
+        out[lo:lo + LOUDNESS_ROWS] = np.exp(0.5 * logsumexp(block, axis=-1))
+    return out
 
 
 def frame_mel_loudness(audio_features_4TxF: np.ndarray) -> np.ndarray:
