@@ -119,7 +119,9 @@ def generate_video(model: TalkingHeadModel, image: np.ndarray, speech: Speech,
         chunks = talking_head.frames(source, keypoints, options, fomm)
         frame_size = source.size
         if options.full_frame:
-            chunks = (composite.paste(image, chunk, source.crop.box) for chunk in chunks)
+            # one frame at a time: a chunk of a 6000x4000 photo's frames is GBs of float32
+            chunks = (composite.paste(image, chunk[i:i + 1], source.crop.box)
+                      for chunk in chunks for i in range(len(chunk)))
             frame_size = composite.even_shape(*image.shape[:2])
         write_frames(partial, chunks, len(keypoints), frame_size, speech)
     render_s = time.perf_counter() - started
