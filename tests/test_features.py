@@ -1,4 +1,6 @@
 """Audio loading (any rate, channels, depth, container) and the 100 Hz feature alignment."""
+import subprocess
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -158,17 +160,61 @@ def test_a_long_file_is_read_in_blocks_with_load_audios_samples_and_rows(monkeyp
         np.testing.assert_array_equal(speech_features(speech, kind), audio_features(held, kind))
 
 
-def test_short_files_and_other_rates_are_held(monkeypatch, tmp_path):
+def test_short_files_are_held(monkeypatch, tmp_path):
     from syncers.data.features import open_speech
 
     _small_blocks(monkeypatch)
     soundfile.write(tmp_path / "short.wav", np.zeros(4000, np.float32), 16000)
-    soundfile.write(tmp_path / "rate.wav", np.zeros(44100, np.float32), 44100)
+    soundfile.write(tmp_path / "rate.wav", np.zeros(4410, np.float32), 44100)
     for name in ("short.wav", "rate.wav"):
         speech = open_speech(tmp_path / name)
         assert speech.samples is not None and speech.path == str(tmp_path / name)
         np.testing.assert_array_equal(speech.samples, load_audio(tmp_path / name))
         np.testing.assert_array_equal(np.concatenate(list(speech.blocks())), speech.samples)
+
+
+def test_long_files_of_other_rates_and_formats_are_decoded_into_a_temporary_file(monkeypatch,
+                                                                                  tmp_path):
+    """A long 44.1 kHz stereo wav (resampled by soxr's stream) and a large mp3 (decoded by
+    ffmpeg) are read from a temporary 16 kHz file with ``load_audio``'s samples exactly; the
+    file goes with the Speech; the sound is still the original's."""
+    import gc
+    import os
+
+    import imageio_ffmpeg
+
+    from syncers.data import features as features_lib
+    from syncers.data.features import open_speech
+
+    _small_blocks(monkeypatch)
+    monkeypatch.setattr(features_lib, "SPOOL_CONTAINER_BYTES", 1000)
+    data = np.random.default_rng(2).uniform(-0.3, 0.3, size=(44100 * 3 + 5, 2))
+    soundfile.write(tmp_path / "cd.wav", data, 44100)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i",
+                    str(tmp_path / "cd.wav"), str(tmp_path / "cd.mp3")], check=True)
+    for name in ("cd.wav", "cd.mp3"):
+        speech = open_speech(tmp_path / name)
+        held = load_audio(tmp_path / name)
+        assert speech.samples is None and speech.path == str(tmp_path / name)
+        store = speech.store
+        assert store is not None and os.path.isfile(store)
+        assert speech.n_samples == held.size
+        np.testing.assert_array_equal(np.concatenate(list(speech.blocks())), held)
+        del speech
+        gc.collect()
+        assert not os.path.exists(store)
+    nan = data.astype(np.float32)
+    nan[100_000, 0] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, 44100, subtype="FLOAT")
+    with pytest.raises(InputError, match="NaN") as err:
+        open_speech(tmp_path / "nan.wav")
+    assert "nan.wav" in str(err.value)
+    silent = tmp_path / "video.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "color=c=black:s=64x64:d=1", "-pix_fmt", "yuv420p", str(silent)],
+                   check=True)
+    with pytest.raises(InputError, match="no audio track"):
+        open_speech(silent)
 
 
 def test_open_speech_refuses_what_load_audio_refuses(monkeypatch, tmp_path):

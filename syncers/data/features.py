@@ -22,9 +22,12 @@ trailing samples that do not fill a video frame are dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -49,6 +52,9 @@ BLOCK_ROWS = 6000
 # A 16 kHz sound file longer than this (60 s) is read BLOCK_SAMPLES at a time (Speech) rather
 # than held; the content decoder (syncers.data.content.speech_content) is fed such blocks too.
 STREAM_SAMPLES = BLOCK_SAMPLES = BLOCK_ROWS * HOP
+# A container (mp3, mp4, ...) larger than this is decoded into a temporary 16 kHz wav and read
+# from there (its length is not known before decoding; 8 MB is about 8 minutes of 128 kb/s mp3).
+SPOOL_CONTAINER_BYTES = 8 << 20
 N_FFT = 512
 N_BANDS = 26
 _LOG_FLOOR = 1e-8                       # keeps digital silence finite: log(1e-8) ≈ −18.4
@@ -101,8 +107,10 @@ def _mono(data_NxC: np.ndarray) -> np.ndarray:
 class Speech:
     """16 kHz mono float32 speech, ``n_samples`` long (:func:`open_speech` reads a file into
     one): ``samples [n_samples]`` held, or None when it is read from the 16 kHz sound file
-    ``path`` a block at a time (an hour costs no more memory than a minute). ``path`` also names
-    the speech in messages and gives the video its sound; None for samples without a file.
+    ``store`` (default ``path``) a block at a time (an hour costs no more memory than a minute;
+    a long file of another rate or format is first decoded into a temporary 16 kHz ``store``,
+    deleted with the Speech). ``path`` also names the speech in messages and gives the video
+    its sound; None for samples without a file.
 
         speech = open_speech("talk.wav")
         for block in speech.blocks():            # [≤ BLOCK_SAMPLES] float32, in order
@@ -112,6 +120,7 @@ class Speech:
     n_samples: int
     path: str | None = None
     samples: np.ndarray | None = None
+    store: str | None = None      # the 16 kHz file read when not held (None: ``path`` itself)
 
     @classmethod
     def held(cls, samples: np.ndarray, path: str | os.PathLike | None = None) -> Speech:
@@ -132,7 +141,7 @@ class Speech:
         import soundfile
 
         try:
-            with soundfile.SoundFile(self.path) as handle:
+            with soundfile.SoundFile(self.store or self.path) as handle:
                 handle.seek(lo)
                 mono = _mono(handle.read(hi - lo, dtype="float32", always_2d=True))
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
@@ -178,7 +187,75 @@ def open_speech(path: str | os.PathLike) -> Speech:
                 for _ in speech.blocks():      # read refuses a block with NaN or infinities
                     pass
             return speech
+        if info is not None and info.frames * SAMPLE_RATE > STREAM_SAMPLES * info.samplerate:
+            check_input_rate(path, info.samplerate)
+            return _spooled(path, lambda store: _resample_into(path, store))
+    elif path.stat().st_size > SPOOL_CONTAINER_BYTES:
+        return _spooled(path, lambda store: _decode_with_ffmpeg(path, store))
     return Speech.held(load_audio(path), path)
+
+
+def _spooled(path: Path, decode) -> Speech:
+    """The speech of ``path`` decoded by ``decode(store)`` into a temporary 16 kHz float wav
+    ``store`` and read from there (held when it turns out short); the file is deleted when the
+    Speech is (or at exit)."""
+    import soundfile
+
+    handle, store = tempfile.mkstemp(prefix="msync-speech-", suffix=".wav")
+    os.close(handle)
+    try:
+        decode(store)
+        n_samples = int(soundfile.info(store).frames)
+        if n_samples <= STREAM_SAMPLES:
+            samples, _ = soundfile.read(store, dtype="float32")
+            os.unlink(store)
+            return Speech.held(_checked_samples(path, samples), path)
+        speech = Speech(n_samples, os.fspath(path), store=store)
+    except BaseException:
+        if os.path.exists(store):
+            os.unlink(store)
+        raise
+    weakref.finalize(speech, _unlink_quietly, store)
+    for _ in speech.blocks():              # NaN refused now, before the long work
+        pass
+    return speech
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _resample_into(path: Path, store: str) -> None:
+    """``path`` (soundfile-readable, any rate) → ``store``: 16 kHz mono float32, resampled a
+    block at a time by soxr's stream at the quality :func:`load_audio` uses (``soxr_hq``)."""
+    import soundfile
+    import soxr
+
+    try:
+        with soundfile.SoundFile(str(path)) as source, \
+                soundfile.SoundFile(store, "w", SAMPLE_RATE, 1, "FLOAT") as out:
+            stream = soxr.ResampleStream(source.samplerate, SAMPLE_RATE, 1, dtype="float32",
+                                         quality="HQ")
+            while True:
+                data = source.read(BLOCK_SAMPLES, dtype="float32", always_2d=True)
+                last = len(data) < BLOCK_SAMPLES
+                mono = np.ascontiguousarray(_mono(data), np.float32)
+                if not np.all(np.isfinite(mono)):
+                    raise InputError(path, "the audio contains NaN or infinite samples")
+                out.write(stream.resample_chunk(mono, last=last))
+                if last:
+                    break
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+        raise InputError(path, f"not a readable audio file ({err})") from None
+
+
+def _checked_samples(path: Path, samples: np.ndarray) -> np.ndarray:
+    if samples.size == 0:
+        raise InputError(path, "the audio is empty")
+    if not np.all(np.isfinite(samples)):
+        raise InputError(path, "the audio contains NaN or infinite samples")
+    return np.ascontiguousarray(samples, np.float32)
 
 
 def _decode_with_soundfile(path: Path) -> np.ndarray:
@@ -211,19 +288,24 @@ def check_input_rate(path, rate: int) -> None:
                                  f"{MAX_INPUT_RATE} Hz msync reads")
 
 
-def _decode_with_ffmpeg(path: Path) -> np.ndarray:
+def _decode_with_ffmpeg(path: Path, store: str | None = None) -> np.ndarray | None:
+    """``path``'s first audio track at 16 kHz mono float32: returned, or written into the wav
+    ``store`` (the same samples, never held: ffmpeg streams them)."""
     import imageio_ffmpeg
 
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
-               "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"]
+               "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE)]
+    command += ["-f", "f32le", "-"] if store is None else \
+        ["-c:a", "pcm_f32le", "-f", "wav", "-y", store]
     result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         detail = message[-1] if message else f"ffmpeg exit code {result.returncode}"
-        if "matches no streams" in detail or "Stream map" in detail:
+        if any("matches no streams" in line or "Stream map" in line for line in message):
             detail = "it has no audio track"
         raise InputError(path, f"cannot decode audio ({detail})")
-    return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+    return None if store is not None else \
+        np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
 
 
 def n_video_frames(n_samples: int) -> int:
