@@ -206,7 +206,7 @@ def test_evaluate_writes_the_section(evaluated, capsys):
     against = metrics["against_recording"]
     # the grey first frame shows no face: keypoints from the recorded first frame, said so
     assert against["level"] == "rendered" and set(against["summary"]) == {"keypoints"}
-    assert "no face found" in against["clips"][0]["notes"][0]
+    assert "no frontal face found" in against["clips"][0]["notes"][0]
     assert against["summary"]["keypoints"]["recording"]["r_opening"] == pytest.approx(1.0)
     assert "## Against the recording" in (out / "metrics.md").read_text()
 

@@ -172,7 +172,9 @@ def open_speech(path: str | os.PathLike) -> Speech:
     """The speech of an audio file (or a video's audio track), with :func:`load_audio`'s
     samples and refusals: a 16 kHz wav/flac/ogg longer than ``STREAM_SAMPLES`` is read from the
     file a block at a time (a float file is scanned for NaN now, so bad samples are refused
-    before the long work); anything else is decoded whole and held."""
+    before the long work); a longer file of another rate, or a container over
+    ``SPOOL_CONTAINER_BYTES``, is decoded a block at a time into a temporary 16 kHz file read
+    the same way (:func:`_spooled`); anything else is decoded whole and held."""
     import soundfile
 
     path = _checked_file(path)
