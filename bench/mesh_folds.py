@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from motion import blink
-from motion.app.generate import DEFAULT_CROP_SCALE, demo_image
+from motion.app.generate import demo_image
 from motion.source import source_keypoints, source_landmarks
+from motion.talking_head import DEFAULT_CROP_SCALE
 from render import mesh
 from syncers.data import face, landmark_space
 from syncers.data.features import load_audio
