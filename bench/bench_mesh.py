@@ -28,7 +28,7 @@ from bench.bench_warp import matmul_gflops
 from render import mesh, warp
 from syncers.data import landmark_space
 
-# Issue 38: batch 1 after compilation on the 2-core CPU, by frame side.
+# The speed asked of the mesh: batch 1 after compilation on the 2-core CPU, by frame side.
 TARGETS = {256: 50, 512: 20}
 
 

@@ -1,4 +1,4 @@
-"""Against the recording (issue 37): a generator's mouth compared frame by frame with the
+"""Against the recording: a generator's mouth compared frame by frame with the
 recorded one, on a dataset's clips (docs/design.md, "Against the recording").
 
 Per clip of a prepared ``landmarks-v1`` dataset (its dlib ``landmarks [T, 68, 2]``, its 16 kHz
@@ -295,8 +295,9 @@ def summarize(clips: list[dict]) -> dict:
     return out
 
 
-# Issue 37's targets for the generated mouth, on what a viewer sees (the rendered space; the
-# keypoint space where nothing was rendered): (name, measure, what it is compared with, how).
+# The lip targets for the generated mouth (docs/design.md, "Against the recording"), on what a
+# viewer sees (the rendered space; the keypoint space where nothing was rendered): (name,
+# measure, what it is compared with, how).
 TARGETS = (
     ("r with the recorded opening >= 0.45", "r_opening", None, lambda v, ref: v >= 0.45),
     ("opening mean in speech 0.8-1.25x the recording's", "mean_ratio", None,
@@ -313,7 +314,7 @@ TARGETS = (
 
 
 def targets(summary: dict) -> dict:
-    """Issue 37's :data:`TARGETS` for the ``generated`` row: ``{"space", "checks": [{"target",
+    """The lip :data:`TARGETS` for the ``generated`` row: ``{"space", "checks": [{"target",
     "value", "reference", "met"}]}`` (``met`` None where a figure is missing)."""
     space = "rendered" if "rendered" in summary else "keypoints"
     rows = summary.get(space, {})
@@ -357,7 +358,7 @@ def markdown(result: dict) -> str:
         lines.append("")
     if "targets" in result:
         t = result["targets"]
-        lines += [f"Issue 37's targets for the generated mouth ({t['space']}):", ""]
+        lines += [f"The lip targets for the generated mouth ({t['space']}):", ""]
         for check in t["checks"]:
             verdict = {True: "met", False: "not met", None: "not measured"}[check["met"]]
             reference = "" if check["reference"] is None else \

@@ -129,7 +129,7 @@ def _against_line(against: dict) -> str:
                      f"{gen_eval.format_metric(still.get('lmd'))})")
     checks = against["targets"]["checks"]
     met = sum(check["met"] is True for check in checks)
-    return "; ".join(parts) + (f"; issue 37's targets met {met} of {len(checks)} "
+    return "; ".join(parts) + (f"; lip targets met {met} of {len(checks)} "
                                f"({len(against['clips'])} clips)")
 
 
