@@ -81,11 +81,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
             # soundfile reads wav/flac/ogg; anything else it rejects may still be audio ffmpeg
             # knows (a wav with an exotic codec, say).
             samples = _decode_with_ffmpeg(path)
-    if samples.size == 0:
-        raise InputError(path, "the audio is empty")
-    if not np.all(np.isfinite(samples)):
-        raise InputError(path, "the audio contains NaN or infinite samples")
-    return samples
+    return _checked_samples(path, samples)
 
 
 def _checked_file(path: str | os.PathLike) -> Path:
@@ -191,16 +187,17 @@ def open_speech(path: str | os.PathLike) -> Speech:
             return speech
         if info is not None and info.frames * SAMPLE_RATE > STREAM_SAMPLES * info.samplerate:
             check_input_rate(path, info.samplerate)
-            return _spooled(path, lambda store: _resample_into(path, store))
+            return _spooled(path, lambda store: _resample_into(path, store), scan=False)
     elif path.stat().st_size > SPOOL_CONTAINER_BYTES:
-        return _spooled(path, lambda store: _decode_with_ffmpeg(path, store))
+        return _spooled(path, lambda store: _decode_with_ffmpeg(path, store), scan=True)
     return Speech.held(load_audio(path), path)
 
 
-def _spooled(path: Path, decode) -> Speech:
+def _spooled(path: Path, decode, scan: bool) -> Speech:
     """The speech of ``path`` decoded by ``decode(store)`` into a temporary 16 kHz float wav
     ``store`` and read from there (held when it turns out short); the file is deleted when the
-    Speech is (or at exit)."""
+    Speech is (or at exit). ``scan``: read it through once for NaN now, where ``decode`` did
+    not check its samples."""
     import soundfile
 
     handle, store = tempfile.mkstemp(prefix="msync-speech-", suffix=".wav")
@@ -218,8 +215,9 @@ def _spooled(path: Path, decode) -> Speech:
             os.unlink(store)
         raise
     weakref.finalize(speech, _unlink_quietly, store)
-    for _ in speech.blocks():              # NaN refused now, before the long work
-        pass
+    if scan:
+        for _ in speech.blocks():          # NaN refused now, before the long work
+            pass
     return speech
 
 
@@ -253,6 +251,7 @@ def _resample_into(path: Path, store: str) -> None:
 
 
 def _checked_samples(path: Path, samples: np.ndarray) -> np.ndarray:
+    """``samples`` as contiguous float32, refused when empty or not finite."""
     if samples.size == 0:
         raise InputError(path, "the audio is empty")
     if not np.all(np.isfinite(samples)):
@@ -368,14 +367,6 @@ def _rows_in_blocks(read, n_samples: int, kind: str) -> np.ndarray:
         piece = np.pad(piece, (max(0, -lo), max(0, hi - n_shifted)), mode="reflect")
         out[first:stop] = _features(piece, kind, center=False)
     return out
-
-
-def file_features(path: str | os.PathLike, kind: FeatureKind = "logmel"
-                  ) -> tuple[np.ndarray, int]:
-    """``(features_of(path, load_audio(path), kind), number of samples)``, and the same
-    refusals, through :func:`open_speech` (a long 16 kHz file is read a block at a time)."""
-    speech = open_speech(path)
-    return speech_features(speech, kind), speech.n_samples
 
 
 def speech_features(speech: Speech, kind: FeatureKind = "logmel") -> np.ndarray:
