@@ -82,11 +82,10 @@ def prepare_source(image: np.ndarray, space: str, *, crop: bool = True, size: in
         found = landmarks.crop_landmarks(face_crop.image)
         if found is not None:       # a face turned to the side is refused, whatever the space
             head_pose.check_frontal(found, face_crop.face_box, image_name)
-        points = (found if found is not None else landmark_space.template(face_crop.face_box)) \
-            if space == LANDMARK_SPACE else None
     else:
         face_crop = face.no_crop(image, size)
-        points = source_landmarks(face_crop) if space == LANDMARK_SPACE else None
+        found = landmarks.crop_landmarks(face_crop.image) if space == LANDMARK_SPACE else None
+    points = _placed(found, face_crop) if space == LANDMARK_SPACE else None
     x0, to_image = source_keypoints(face_crop, fomm, space, points)
     return SourceFace(face_crop, points, np.asarray(x0, np.float32), to_image)
 
@@ -94,8 +93,12 @@ def prepare_source(image: np.ndarray, space: str, *, crop: bool = True, size: in
 def source_landmarks(crop) -> np.ndarray:
     """The source's 68 landmarks ``[68, 2]`` on the crop: dlib's, or the mean face placed in the
     crop's face box when dlib finds no face (``--no-crop`` on a painting or a cartoon)."""
-    points = landmarks.crop_landmarks(crop.image)
-    return points if points is not None else landmark_space.template(crop.face_box)
+    return _placed(landmarks.crop_landmarks(crop.image), crop)
+
+
+def _placed(found_68x2: np.ndarray | None, crop) -> np.ndarray:
+    """dlib's landmarks ``[68, 2]`` on the crop, or the mean face in its face box when None."""
+    return found_68x2 if found_68x2 is not None else landmark_space.template(crop.face_box)
 
 
 def model_frame_scale(face_box: tuple[float, float, float, float]) -> float:

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from test_generator_evaluate import SYNCERS  # the tiny syncers: compile in seconds
 from tolerance import assert_close
 
 from motion import against_recording as ar
@@ -24,14 +25,6 @@ from syncers.data.phantom import audio as phantom_audio
 from syncers.run.errors import InputError
 
 LOWER_LIP = [56, 57, 58, 65, 66, 67]          # outer and inner lower lip, middle
-SYNCERS = {   # tests/test_generator_evaluate.py's tiny syncers: compile in seconds
-    "model": {"embed_dim": 16, "frame_hidden": 8, "audio": {"width": 8, "depth": 0},
-              "motion": {"width": 8, "depth": 0}},
-    "sampling": {"batch_size": 8, "hard_negatives": [3, 3, 3, 0],
-                 "other_negatives": [0, 0, 0, 4]},
-    "optim": {"learning_rate": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
-    "train": {"steps": 4, "checkpoint_every": 4, "log_every": 1, "levels": [1]},
-}
 
 
 def _speech(n_frames: int, seed: int) -> np.ndarray:

@@ -225,4 +225,3 @@ def test_training_imports_no_generation_pipeline_nor_command():
         bad = sorted(m for m in reached if m in GENERATION or m == "motion.app"
                      or m.startswith("motion.app."))
         assert not bad, f"{trainer} imports {', '.join(bad)}"
-
