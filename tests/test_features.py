@@ -1,5 +1,7 @@
 """Audio loading (any rate, channels, depth, container) and the 100 Hz feature alignment."""
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +239,34 @@ def test_open_speech_refuses_what_load_audio_refuses(monkeypatch, tmp_path):
         assert name in str(err.value) and "\n" not in str(err.value)
         with pytest.raises(InputError, match=message):
             load_audio(tmp_path / name)
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("n_samples", [1, 300, 512, 16000 * 3 + 77])
+def test_the_mel_front_end_is_librosas(center, n_samples):
+    import librosa
+
+    from syncers.data.features import mel_power
+    if not center and n_samples < 512:
+        with pytest.raises(ValueError, match="cannot fill one 512-sample frame"):
+            mel_power(np.zeros(n_samples, np.float32), center)
+        return
+    rng = np.random.default_rng(n_samples)
+    samples = (0.1 * rng.standard_normal(n_samples)).astype(np.float32)
+    reference = librosa.feature.melspectrogram(
+        y=samples, sr=SAMPLE_RATE, n_fft=512, hop_length=160, win_length=400, window="hann",
+        center=center, pad_mode="reflect", power=2.0, n_mels=26, fmin=0.0, fmax=8000)
+    ours = mel_power(samples, center)
+    assert ours.dtype == reference.dtype and ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6 * float(reference.max()))
+
+
+def test_features_do_not_load_librosas_feature_module():
+    # Importing it costs about 1.5 s (numba, scipy.signal): most of a warm generate's own work.
+    code = ("import sys, numpy as np\n"
+            "from syncers.data.features import audio_features\n"
+            "audio_features(np.ones(16000, np.float32))\n"
+            "print('librosa.feature.spectral' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "False"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import subprocess
 import tempfile
@@ -392,17 +393,75 @@ def framed_features(padded: np.ndarray, kind: FeatureKind = "logmel") -> np.ndar
 def _features(samples: np.ndarray, kind: str, center: bool) -> np.ndarray:
     """``[n_rows, 26]`` log-mel energies (or MFCCs) of ``samples``' frames, centred (librosa's
     reflect padding) or not: the one definition of the front-end's parameters."""
-    import librosa
-
-    power = librosa.feature.melspectrogram(
-        y=samples, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, win_length=WINDOW,
-        window="hann", center=center, pad_mode="reflect", power=2.0, n_mels=N_BANDS,
-        fmin=0.0, fmax=SAMPLE_RATE / 2)
-    log_energy = np.log(np.maximum(power, _LOG_FLOOR))
+    log_energy = np.log(np.maximum(mel_power(samples, center), _LOG_FLOOR))
     if kind == "mfcc":
         import scipy.fft
         log_energy = scipy.fft.dct(log_energy, type=2, axis=0, norm="ortho")
     return np.ascontiguousarray(log_energy.T, dtype=np.float32)
+
+
+def mel_power(samples: np.ndarray, center: bool) -> np.ndarray:
+    """``[26, n_rows]`` float32 mel power spectrogram of ``samples [n]``: librosa's
+    ``feature.melspectrogram(sr=16000, n_fft=512, hop_length=160, win_length=400,
+    window="hann", center=center, pad_mode="reflect", power=2, n_mels=26, fmin=0, fmax=8000)``,
+    step for step (the same dtypes and order of operations, so the same numbers: tested against
+    librosa). Computed here because importing librosa's feature module (numba, scipy.signal,
+    its pitch tracker) takes about 1.5 s, most of a warm ``msync generate``'s own work."""
+    samples = np.asarray(samples, np.float32)
+    if center:
+        samples = np.pad(samples, N_FFT // 2, mode="reflect")
+    if samples.shape[-1] < N_FFT:
+        raise ValueError(f"{samples.shape[-1]} samples cannot fill one {N_FFT}-sample frame")
+    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]   # [n_rows, 512]
+    spectrum = np.fft.rfft(_stft_window() * frames, axis=-1).astype(np.complex64)
+    return np.einsum("tf,mf->mt", np.abs(spectrum) ** 2.0, _mel_filterbank(), optimize=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _stft_window() -> np.ndarray:
+    """``[512]`` float64: the periodic 400-sample Hann window centred in the 512-sample frame
+    (scipy's ``get_window("hann", 400)`` zero-padded on both sides, as librosa pads it)."""
+    n = np.arange(WINDOW)
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / WINDOW)
+    before = (N_FFT - WINDOW) // 2
+    return np.pad(hann, (before, N_FFT - WINDOW - before))
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, np.float64)
+    linear = hz / _MEL_STEP_HZ
+    log = _MEL_BREAK + np.log(np.maximum(hz, 1e-10) / 1000.0) / _MEL_LOG_STEP
+    return np.where(hz >= 1000.0, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    return np.where(mel >= _MEL_BREAK, 1000.0 * np.exp(_MEL_LOG_STEP * (mel - _MEL_BREAK)),
+                    _MEL_STEP_HZ * mel)
+
+
+_MEL_STEP_HZ = 200.0 / 3                # Slaney: 3 mels per 200 Hz below 1 kHz,
+_MEL_BREAK = 1000.0 / _MEL_STEP_HZ      # the mel of 1 kHz,
+_MEL_LOG_STEP = np.log(6.4) / 27.0      # 27 mels per factor 6.4 above it
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_filterbank() -> np.ndarray:
+    """``[26, 257]`` float32: 26 triangular Slaney-normalised filters (unit area) spaced evenly
+    in mels from 0 Hz to 8 kHz over the 257 bins of a 512-point FFT (librosa's
+    ``filters.mel(sr=16000, n_fft=512, n_mels=26, fmin=0, fmax=8000)``)."""
+    bin_hz = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_BANDS + 2))
+    widths = np.diff(edges_hz)
+    ramps = np.subtract.outer(edges_hz, bin_hz)
+    weights = np.zeros((N_BANDS, N_FFT // 2 + 1), np.float32)
+    for band in range(N_BANDS):
+        rising = -ramps[band] / widths[band]
+        falling = ramps[band + 2] / widths[band + 1]
+        weights[band] = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights
 
 
 def features_of(path: str | os.PathLike | None, samples: np.ndarray,
