@@ -153,3 +153,35 @@ def test_the_bundled_photos_face_box_is_unchanged_by_the_second_look():
     assert landmarker.detect_faces(data.astronaut()) == [(179.0, 83.0, 267.0, 171.0)]
     assert landmarker.detect_faces(data.astronaut().astype(np.float32) / 255) == \
         [(179.0, 83.0, 267.0, 171.0)]
+
+
+def test_a_preload_loads_the_models_once_and_a_use_waits_for_it(monkeypatch):
+    import functools
+    import threading
+    import time
+    started, loads = threading.Event(), []
+
+    @functools.lru_cache(maxsize=1)             # as the real loader is
+    def slow_load():
+        started.set()
+        time.sleep(0.2)
+        loads.append(1)
+        return ("dlib", "detector", "predictor")
+
+    monkeypatch.setattr(landmarker, "_load_models", slow_load)
+    landmarker.preload()
+    assert started.wait(5)
+    assert landmarker._models() == ("dlib", "detector", "predictor")   # waited, not reloaded
+    assert loads == [1]
+
+
+def test_a_failed_preload_leaves_the_error_to_the_first_use(monkeypatch):
+    from syncers.run.errors import InputError
+
+    def missing():
+        raise InputError(None, "the dlib landmarker needs dlib")
+
+    monkeypatch.setattr(landmarker, "_load_models", missing)
+    landmarker.preload()
+    with pytest.raises(InputError, match="needs dlib"):
+        landmarker._models()

@@ -21,12 +21,17 @@ from syncers.run.errors import InputError
 from syncers.run.outputs import interrupt_on_sigterm
 
 
-def _command(target: str) -> Callable[[argparse.Namespace], None]:
+def _command(target: str, landmarks: bool = False) -> Callable[[argparse.Namespace], None]:
     """A handler calling ``module:function(args)``. The module is imported when its command
-    runs, not here, so that ``msync --help`` does not load JAX, Flax and the models."""
+    runs, not here, so that ``msync --help`` does not load JAX, Flax and the models.
+    ``landmarks``: the command finds a photo's landmarks, so dlib's models load in the
+    background while the module imports."""
     module_name, function_name = target.split(":")
 
     def handler(args: argparse.Namespace) -> None:
+        if landmarks:
+            from syncers.data import landmarks as landmarker
+            landmarker.preload()
         if sys.stderr.isatty():
             # Loading JAX, the models and the command takes seconds before the command prints
             # anything; on a terminal, say so at once (a log keeps its lines for results,
@@ -425,7 +430,7 @@ def _generate_command(commands) -> None:
                           help="put the animated head back into the whole photo (the photo's "
                                "size, cut to even sides), blended into it along the crop's "
                                "sides; the photo's own pixels elsewhere")
-    generate.set_defaults(handler=_command("motion.app.generate:generate_command"))
+    generate.set_defaults(handler=_command("motion.app.generate:generate_command", landmarks=True))
 
 
 def _evaluate_command(commands) -> None:
@@ -597,7 +602,7 @@ def _stream_command(commands) -> None:
     stream.add_argument("--verbose", action="store_true",
                         help="per-chunk compute time and frame latency on stderr")
     add_generation_options(stream, STREAM_RENDERERS)
-    stream.set_defaults(handler=_command("motion.app.stream:stream_command"))
+    stream.set_defaults(handler=_command("motion.app.stream:stream_command", landmarks=True))
 
 
 def _ui_command(commands) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,32 @@ def predictor_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
 def _models():
-    """``(detector, predictor)``, loaded once per process (the predictor file is ~100 MB)."""
+    """``(dlib, detector, predictor)``, loaded once per process (the predictor file is
+    ~100 MB); waits for a :func:`preload` under way."""
+    with _LOADING:
+        return _load_models()
+
+
+_LOADING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_models():
     dlib = optional_import("dlib", "the dlib landmarker", install=INSTALL_HINT)
     return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(os.fspath(predictor_path()))
+
+
+def preload() -> None:
+    """Start loading dlib's models in a background thread. dlib reads its predictor (0.6 s)
+    without holding the GIL, so a command that will need landmarks gets them while it imports
+    JAX and its models. A failure is left for the first real use to report."""
+    def load() -> None:
+        try:
+            _models()
+        except Exception:       # noqa: BLE001 — the first real use raises it with its message
+            pass
+    threading.Thread(target=load, name="dlib-preload", daemon=True).start()
 
 
 def check_available() -> None:
