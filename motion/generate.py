@@ -66,6 +66,7 @@ from motion.official import protocol as official_protocol
 from motion.official.model import OfficialModel
 from motion.rollout import rollout
 from syncers.data.layout import FEATURES_PER_FRAME, FPS
+from syncers.run import compile_cache
 from syncers.run.errors import warn
 from syncers.run.progress import bar
 
@@ -139,10 +140,12 @@ def generate_batch(model: GeneratorModel, x0_BxKx6, audio_features_Bx4TxF, head_
     n_gen = bucket(n_frames - 1)
     # the rollout reads the look-ahead past its last frame: give it the mirrored audio there
     audio_in = pad_audio(audio, obs, config.lookahead, obs + n_gen + config.lookahead)
-    frames = _rollout_jit(model.params, model.frame_weights, jnp.asarray(x_obs),
-                          jnp.asarray(audio_in),
-                          jnp.float32(head_scale), jnp.float32(lip_scale),
-                          n_frames=n_gen, config=config)
+    args = (model.params, model.frame_weights, jnp.asarray(x_obs), jnp.asarray(audio_in),
+            jnp.float32(head_scale), jnp.float32(lip_scale))
+    rollout_fn = compile_cache.traced_jit(
+        functools.partial(_rollout_jit, n_frames=n_gen, config=config), args, "rollout",
+        (config, n_gen))
+    frames = rollout_fn(*args)
     return np.concatenate([x0[:, None], np.asarray(frames)[:, :n_frames - 1]], axis=1)
 
 

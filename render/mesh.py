@@ -32,6 +32,7 @@ import numpy as np
 
 from render import chunked, face_mesh, interior, piecewise
 from syncers.data import anatomy, landmark_space
+from syncers.run import compile_cache
 
 N_LANDMARKS = landmark_space.N_LANDMARKS
 MIN_SIZE = 64
@@ -369,7 +370,10 @@ def chunk_renderer(source: MeshSource, kp_source, config: MeshConfig = MeshConfi
     ``[config.chunk, 10, 6]`` → frames ``[config.chunk, S, S, 3]``."""
     kp_source, _ = _check_keypoints(kp_source, np.zeros((1, landmark_space.N_KEYPOINTS, 6)))
     kp_source = jnp.asarray(kp_source)
-    return lambda part: _render_chunk(source, kp_source, jnp.asarray(part), config)
+    still = jnp.broadcast_to(kp_source, (config.chunk,) + kp_source.shape)
+    draw = compile_cache.traced_jit(functools.partial(_render_chunk, config=config),
+                                    (source, kp_source, still), "mesh", config)
+    return lambda part: draw(source, kp_source, jnp.asarray(part, jnp.float32))
 
 
 def render_chunks(source: MeshSource, kp_source, kp_driving,

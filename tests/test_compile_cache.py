@@ -102,3 +102,76 @@ def test_msync_no_cache_is_a_top_level_option():
     args = cli.build_parser().parse_args(["--no-cache", "generate", "--out", "x.mp4"])
     assert args.no_cache is True
     assert cli.build_parser().parse_args(["generate", "--out", "x.mp4"]).no_cache is False
+
+
+def _traced_demo(traces: list):
+    """A fresh jitted function (its own trace cache) that counts its tracings, and arguments."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def fn(tree, scale):
+        traces.append(1)            # runs only while JAX traces fn
+        return jnp.tanh(tree["x"]) * scale + tree["y"].sum()
+    return fn, ({"x": jnp.arange(6.0).reshape(2, 3), "y": jnp.ones(4)}, jnp.float32(2.0))
+
+
+def test_traced_jit_stores_the_program_and_later_ones_call_it_without_tracing(monkeypatch,
+                                                                               tmp_path):
+    import numpy as np
+    monkeypatch.setattr(compile_cache, "_enabled", [tmp_path])
+    monkeypatch.setattr(compile_cache, "_traced", {})
+    fn, args = _traced_demo([])
+    expected = np.asarray(fn(*args))
+    traces: list = []
+    first = compile_cache.traced_jit(_traced_demo(traces)[0], args, "demo", static="a")
+    np.testing.assert_array_equal(np.asarray(first(*args)), expected)
+    stored = list((tmp_path / "traced").glob("demo-*.jaxexport"))
+    assert len(traces) == 1 and len(stored) == 1
+    assert compile_cache.traced_jit(_traced_demo(traces)[0], args, "demo", static="a") is first
+    monkeypatch.setattr(compile_cache, "_traced", {})              # as a new process would
+    again = compile_cache.traced_jit(_traced_demo(traces)[0], args, "demo", static="a")
+    np.testing.assert_array_equal(np.asarray(again(*args)), expected)
+    assert len(traces) == 1                                          # loaded, not traced
+    # another static option or other shapes are other programs
+    compile_cache.traced_jit(_traced_demo(traces)[0], args, "demo", static="b")
+    wider = ({"x": np.zeros((2, 4), np.float32), "y": np.ones(4, np.float32)}, np.float32(2.0))
+    compile_cache.traced_jit(_traced_demo(traces)[0], wider, "demo", static="a")
+    assert len(traces) == 3 and len(list((tmp_path / "traced").glob("demo-*"))) == 3
+    # a damaged entry is exported again, not fatal
+    stored[0].write_bytes(b"not a program")
+    monkeypatch.setattr(compile_cache, "_traced", {})
+    rebuilt = compile_cache.traced_jit(_traced_demo(traces)[0], args, "demo", static="a")
+    np.testing.assert_array_equal(np.asarray(rebuilt(*args)), expected)
+    assert len(traces) == 4 and stored[0].read_bytes() != b"not a program"
+
+
+def test_traced_jit_without_the_cache_is_plain_jit_and_stores_nothing(monkeypatch, tmp_path):
+    import numpy as np
+    monkeypatch.setattr(compile_cache, "_enabled", [None])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    traces: list = []
+    fn, args = _traced_demo(traces)
+    draw = compile_cache.traced_jit(fn, args, "demo")
+    assert draw is fn
+    np.testing.assert_allclose(np.asarray(draw(*args)), np.tanh(np.arange(6.0).reshape(2, 3)) * 2
+                               + 4.0, rtol=1e-6)
+    assert not any(tmp_path.rglob("*.jaxexport"))
+
+
+def test_the_source_fingerprint_follows_msync_s_files(monkeypatch, tmp_path):
+    for package in ("motion", "render", "syncers"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    (tmp_path / "syncers" / "run").mkdir()
+    fake = tmp_path / "syncers" / "run" / "compile_cache.py"
+    fake.write_text("")
+    monkeypatch.setattr(compile_cache, "__file__", str(fake))
+    compile_cache._source_fingerprint.cache_clear()
+    try:
+        before = compile_cache._source_fingerprint()
+        (tmp_path / "render" / "a.py").write_text("x = 2\n")
+        compile_cache._source_fingerprint.cache_clear()
+        assert compile_cache._source_fingerprint() != before
+    finally:
+        compile_cache._source_fingerprint.cache_clear()

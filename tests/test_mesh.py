@@ -363,3 +363,19 @@ def test_real_photos_sweep_neither_folds_nor_cracks(real_media, name):
     kp = landmark_space.encode(points)
     source = mesh.prepare(crop.image, points)
     _assert_no_fold_or_crack(source, kp, _sweep(kp), mesh.MeshConfig(chunk=4))
+
+
+def test_a_stored_render_program_draws_the_frames_of_the_plain_one(synthetic, monkeypatch,
+                                                                   tmp_path):
+    from syncers.run import compile_cache
+    _, _, kp, source = synthetic
+    drv = np.stack([_opened(kp, a) for a in np.linspace(0, 0.1, CONFIG.chunk)])
+    plain = np.asarray(mesh.chunk_renderer(source, kp, CONFIG)(drv))
+    monkeypatch.setattr(compile_cache, "_enabled", [tmp_path])
+    monkeypatch.setattr(compile_cache, "_traced", {})
+    exported = np.asarray(mesh.chunk_renderer(source, kp, CONFIG)(drv))
+    assert len(list((tmp_path / "traced").glob("mesh-*.jaxexport"))) == 1
+    monkeypatch.setattr(compile_cache, "_traced", {})          # a later run loads it
+    loaded = np.asarray(mesh.chunk_renderer(source, kp, CONFIG)(drv))
+    assert_close(exported, plain, rel=1e-5, scale=1.0)
+    np.testing.assert_array_equal(loaded, exported)

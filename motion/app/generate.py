@@ -232,7 +232,7 @@ def generate_command(args: Any) -> None:
           f"{made.generate_s:.1f} s ({n_frames / max(made.generate_s, 1e-9):.0f} frames/s), "
           f"rendering {made.render_s:.1f} s ({n_frames / max(made.render_s, 1e-9):.0f} "
           f"frames/s), {compiled}; total "
-          f"{time.perf_counter() - command_started:.0f} s")
+          f"{time.perf_counter() - command_started:.1f} s")
 
 
 def load_checked_fomm(checkpoint: str):

@@ -15,6 +15,13 @@ is not loaded. On top of that each JAX/jaxlib version and each host CPU (archite
 instruction-set extensions, which XLA compiles CPU code for) gets its own folder, so a cache in a
 home directory shared between machines, or left by another JAX, is never read.
 
+A cache hit still traces and lowers the program in Python first (for the mesh renderer's
+frame program, over a second of a warm run). :func:`traced_jit` keeps the largest programs'
+traced form too: the program exported with ``jax.export`` (StableHLO, shape-specific), stored
+beside the compiled ones under a key of msync's own source files, the JAX versions, the
+backend, the arguments' tree and shapes and the static options; a stored one is called
+without tracing the Python again.
+
 Off with ``msync --no-cache`` or ``MSYNC_NO_COMPILE_CACHE=1`` (the test suite sets it, so tests
 do not depend on what ran before); a folder that cannot be written leaves the cache off with one
 warning. :func:`compile_counts` tells how many programs this process compiled and how many it
@@ -22,6 +29,7 @@ loaded, which progress bars use to show a "compiling" phase (:mod:`syncers.run.p
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -29,6 +37,7 @@ import sys
 import threading
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable
 
 from syncers.run.errors import warn
 
@@ -109,6 +118,7 @@ def enable(root: str | os.PathLike | None = None, off: bool = False) -> Path | N
         warn(folder, f"cannot write the compilation cache ({problem}); compiling without it "
                      f"(set {OFF_VARIABLE}=1 or pass --no-cache to silence this)")
         return None
+    _enabled[0] = folder
     settings = dict(_SETTINGS, jax_compilation_cache_dir=os.fspath(folder))
     for name, value in settings.items():
         os.environ[name.upper()] = str(value)
@@ -118,6 +128,97 @@ def enable(root: str | os.PathLike | None = None, off: bool = False) -> Path | N
         for name, value in settings.items():
             jax.config.update(name, value)
     return folder
+
+
+_enabled: list[Path | None] = [None]     # the folder enable() turned on in this process
+
+
+def traced_jit(fn: Callable, example_args: tuple, name: str, static: Any = None
+               ) -> Callable[..., Any]:
+    """The jitted ``fn`` for arguments shaped like ``example_args`` (a tuple of pytrees of
+    arrays), with its traced program kept across runs when :func:`enable` turned the cache on:
+    the first run exports it (``jax.export``: trace and lower once) and stores it, later runs
+    (and later calls in this process) load it and call it without tracing ``fn``. ``name``
+    names the file; ``static`` is whatever else ``fn`` closes over that changes its program (a
+    config), by its ``repr``. The stored program is keyed by msync's source files, so an
+    edited msync never calls an older program. Calls must match ``example_args``' tree, shapes
+    and dtypes (JAX checks). Without the cache, or where a program cannot be stored, ``fn``
+    itself is returned (its own jit cache serves repeated calls)."""
+    import jax
+
+    folder = _enabled[0]
+    if folder is None:
+        return fn
+    leaves, tree = jax.tree_util.tree_flatten(example_args)
+    shapes = [(tuple(jax.numpy.shape(leaf)), str(jax.numpy.result_type(leaf))) for leaf in leaves]
+    # JAX settings that change what tracing and lowering produce go into the key too
+    settings = (jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision)
+    key = hashlib.sha256(repr((_source_fingerprint(), jax.default_backend(), settings,
+                               str(tree), shapes, repr(static))).encode()).hexdigest()[:32]
+    path = folder / "traced" / f"{name}-{key}.jaxexport"
+    with _counts_lock:
+        known = _traced.get(path)
+    if known is not None:
+        return known
+    exported = _load_exported(path)
+    if exported is None:
+        flat = jax.jit(lambda *flat_args: fn(*jax.tree_util.tree_unflatten(tree, flat_args)))
+        exported = _store_exported(flat, leaves, path)
+        if exported is None:
+            return fn
+    call = jax.jit(exported.call)
+
+    def stored(*args):
+        return call(*jax.tree_util.tree_leaves(args))
+
+    with _counts_lock:
+        _traced[path] = stored
+    return stored
+
+
+_traced: dict[Path, Callable] = {}     # this process's loaded programs, by file
+
+
+def _load_exported(path: Path):
+    """The exported program stored at ``path``, or None (absent, unreadable or from another
+    JAX: it is then exported again)."""
+    from jax import export
+    try:
+        return export.deserialize(bytearray(path.read_bytes()))
+    except Exception:           # noqa: BLE001 — any unreadable entry is rebuilt, never fatal
+        return None
+
+
+def _store_exported(flat: Callable, leaves: list, path: Path):
+    """Export ``flat`` at ``leaves``' shapes and write it to ``path`` (atomically: a reader
+    never sees half a file); None when the program cannot be serialised."""
+    from jax import export
+    try:
+        exported = export.export(flat)(*leaves)
+        blob = exported.serialize()
+    except Exception:           # noqa: BLE001 — e.g. an op export does not support: plain jit
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_bytes(blob)
+        os.replace(partial, path)
+    except OSError:
+        pass                    # a read-only cache only costs the next run the tracing
+    return exported
+
+
+@functools.lru_cache(maxsize=1)
+def _source_fingerprint() -> str:
+    """A hash of every Python file of msync's packages (their paths and bytes), and of the
+    installed JAX: what a traced program depends on besides its arguments."""
+    digest = hashlib.sha256(_versions().encode())
+    here = Path(__file__).resolve().parents[2]
+    for package in ("motion", "render", "syncers"):
+        for path in sorted((here / package).rglob("*.py")):
+            digest.update(str(path.relative_to(here)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 # Programs this process compiled / loaded from the persistent cache (compile_counts).
