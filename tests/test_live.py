@@ -112,6 +112,19 @@ def test_tickets_are_claimed_once_expire_and_are_bounded():
     room.issue("streamer 4")
 
 
+def test_the_start_handler_answers_a_ticket_or_one_line(tmp_path):
+    from motion.app import ui
+
+    config = ui.page_config([], [], 1.0, tmp_path)
+    full = json.loads(ui.live_open(config, live.Room(max_sessions=0), None, ui.BUNDLED, 1, 1))
+    assert full == {"error": "0 live streams are already running on this server; stop one (or "
+                             "wait) and press Start again."}
+    none = json.loads(ui.live_open(config, live.Room(), None, ui.BUNDLED, 1, 1))
+    assert none == {"error": "Please add the photo first."}
+    unknown = json.loads(ui.live_open(config, live.Room(), None, "elsewhere", 1, 1))
+    assert unknown == {"error": "Unknown model 'elsewhere': choose one of the list."}
+
+
 class FakeStreamer:
     """The Streamer's interface: frame i is out once the samples up to 640 (i + 1 + delay)
     are in; ``close`` gives the rest of the whole frames. Frame i's image is filled with i."""

@@ -105,12 +105,20 @@ class Room:
         self.running = 0
         self._lock = threading.Lock()        # the Start handler runs in Gradio's worker threads
 
+    def check_space(self) -> None:
+        """RoomFull when no stream can start now (before building one in vain)."""
+        with self._lock:
+            self._check_space()
+
+    def _check_space(self) -> None:
+        self._expire()
+        if len(self._tickets) + self.running >= self.max_sessions:
+            raise RoomFull(f"{self.max_sessions} live streams are already running on this "
+                           f"server; stop one (or wait) and press Start again.")
+
     def issue(self, streamer) -> str:
         with self._lock:
-            self._expire()
-            if len(self._tickets) + self.running >= self.max_sessions:
-                raise RoomFull(f"{self.max_sessions} live streams are already running on this "
-                               f"server; stop one (or wait) and press Start again.")
+            self._check_space()
             ticket = secrets.token_urlsafe(18)
             self._tickets[ticket] = _Ticket(streamer, self.clock())
             return ticket

@@ -137,7 +137,7 @@ _CONTROLS = {"use --no-crop to animate the centre of the image":
 def _uploaded(path: str | None, what: str, config: PageConfig, names: dict[str, str]) -> str:
     """An upload's server path, checked for presence and size; registers its name."""
     if not path:
-        raise PageError(f"Please add {what} first.")
+        raise PageError(f"Please add the {what} first.")
     names[path] = f"the {what}"
     size = os.path.getsize(path)
     if size > config.max_upload_bytes:
@@ -268,7 +268,10 @@ def live_open(config: PageConfig, room: live.Room, photo: str | None, model: str
         missing = live.websocket_support()
         if missing:
             raise PageError(missing)
+        room.check_space()
         ticket = room.issue(live_streamer(config, photo, model, head_scale, lip_scale, names))
+    except live.RoomFull as err:
+        return json.dumps({"error": str(err)})
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
         return json.dumps({"error": readable(err, names)})
     return json.dumps({"ticket": ticket})
