@@ -93,7 +93,8 @@
     s = fresh();
     const mine = s;
     say("Starting: opening the microphone and preparing the photo…");
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.AudioWorkletNode) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia ||
+        !window.AudioWorkletNode) {
       fail("this page cannot use the microphone here: open it as http://localhost or over https");
       return;
     }
@@ -154,7 +155,10 @@
     if (!s || s.error || s.ended) return;
     let parsed = {};
     try { parsed = JSON.parse(answer || "{}"); } catch (e) { parsed = { error: String(answer) }; }
-    if (parsed.error || !parsed.ticket) { fail(parsed.error || "the server did not start the stream"); return; }
+    if (parsed.error || !parsed.ticket) {
+      fail(parsed.error || "the server did not start the stream");
+      return;
+    }
     const mine = s;
     const url = new URL("msync/live", document.baseURI);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -168,7 +172,9 @@
       if (!s.ended && !s.error) fail("the connection to the server closed");
       release();
     };
-    ws.onerror = () => { if (s === mine && !s.error && !s.ended) fail("the connection to the server failed"); };
+    ws.onerror = () => {
+      if (s === mine && !s.error && !s.ended) fail("the connection to the server failed");
+    };
   }
 
   function receive(data) {
@@ -239,6 +245,8 @@
     }
   }
 
+  // Loaded again (the component re-mounted): the earlier instance's stream ends first.
+  if (window.msyncLive) window.msyncLive.stop(true);
   window.addEventListener("pagehide", () => { if (s && s.ws) s.ws.close(); });
   window.msyncLive = { prepare, start, stop, get state() { return s; },
                        snapshot() { return canvas.toDataURL("image/png"); } };
