@@ -327,3 +327,58 @@ def test_jpeg_round_trip():
     decoded = np.asarray(Image.open(io.BytesIO(live.encode_jpeg(image))))
     assert decoded.shape == (32, 32, 3) and np.abs(decoded.astype(int) - image).mean() < 3
 
+
+
+class SlowPage:
+    """A socket whose page takes ``send_seconds`` per frame (a slow network or device): the
+    audio comes at once, then ``stop``."""
+
+    def __init__(self, messages, send_seconds):
+        self.messages = list(messages)
+        self.send_seconds = send_seconds
+        self.frames: list[dict] = []
+        self.texts: list[dict] = []
+
+    async def receive(self):
+        import asyncio
+        if self.messages:
+            return {"type": "websocket.receive", "bytes": self.messages.pop(0)}
+        if self.messages is not None:
+            self.messages = None
+            return {"type": "websocket.receive", "text": "stop"}
+        await asyncio.sleep(3600)
+
+    async def send_bytes(self, data):
+        import asyncio
+        await asyncio.sleep(self.send_seconds)
+        self.frames.append(_frame(data))
+
+    async def send_text(self, text):
+        self.texts.append(json.loads(text))
+
+
+def test_a_slow_page_gets_the_newest_frames_and_the_count_of_those_dropped():
+    import asyncio
+
+    page = SlowPage(_audio(3.0), send_seconds=0.1)        # 10 frames/s for 75 frames
+    stream = live.LiveStream(page, FakeStreamer(delay_frames=0), 16000, max_outbox_frames=5,
+                             max_pending_seconds=10.0)          # all the audio is pushed
+    longest = []
+
+    async def run():
+        watch = asyncio.create_task(watch_outbox())
+        await stream.run()
+        watch.cancel()
+
+    async def watch_outbox():
+        while True:
+            longest.append(len(stream.outbox))
+            await asyncio.sleep(0.01)
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    assert page.texts == [{"type": "end", "frames": len(page.frames)}]
+    assert max(longest) <= 5                              # bounded
+    dropped = page.frames[-1]["dropped_frames"]
+    assert dropped > 0 and len(page.frames) + dropped == 75
+    indices = [f["index"] for f in page.frames]
+    assert indices == sorted(indices) and indices[-1] == 74   # the newest survive

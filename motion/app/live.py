@@ -341,8 +341,7 @@ class LiveStream:
         while True:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
-                self.inbox.close()
-                return
+                return            # run() cancels the rest: no flush for a page that is gone
             if message.get("bytes") is not None:
                 try:
                     pcm, sent_ms = parse_audio(message["bytes"], self.rate)
