@@ -4,9 +4,9 @@ slider, a playable video of the audio's length), bad inputs in the page (a text 
 .wav, no face, silence, an oversized upload, a 1×1 image — each a readable message, then a
 normal request succeeds), Analyse (a prepared dataset → Table 2, plots, JSON), Live (Chromium's
 fake microphone plays a wav; video frames keep being drawn while it speaks, Stop, then
-Generate still works; no face is one line), the command's start
-time and its bad ports. Screenshots of each tab go to ``$MSYNC_TEST_ARTIFACTS`` (else the test's
-tmp folder).
+Generate still works; no face is one line, then the picture streams without face detection),
+the command's start time and its bad ports. Screenshots of each tab go to
+``$MSYNC_TEST_ARTIFACTS`` (else the test's tmp folder).
 
 Skips with the reason when gradio, playwright or Chromium is missing (``pip install
 'msync[ui]'``; ``apt-get install chromium``)."""
@@ -333,12 +333,24 @@ def test_live_video_keeps_coming_while_the_microphone_speaks(browser, server, me
         page.close()
 
 
-def test_live_without_a_face_is_one_line(browser, server, media):
+def test_live_without_a_face_is_one_line_then_streams_without_face_detection(
+        browser, server, media, artifacts):
     page = _open(browser, server)
     try:
         _start_live(page, media, "noface")
         line = _status(page, "#live-line", until=lambda t: t.startswith("Error"))
         assert "the photo: no frontal face found" in line and "/tmp" not in line, line
+        assert "\n" not in line and "No face detection" in line, line
+        page.screenshot(path=str(artifacts / "live-error-no-face.png"), full_page=True)
+        # as the line says: without face detection the same picture streams
+        page.get_by_label("No face detection").last.check()
+        page.locator("#live-start").click()
+        page.wait_for_function("() => window.msyncLive.state && "
+                               "(window.msyncLive.state.stats.drawn > 5 || "
+                               "window.msyncLive.state.error)", timeout=UI_WAIT_MS)
+        assert _live_stats(page)["error"] is None, page.locator("#live-line").inner_text()
+        page.locator("#live-stop").click()
+        _status(page, "#live-line", timeout=60, until=lambda t: t.startswith("Stopped"))
     finally:
         page.close()
 

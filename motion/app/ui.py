@@ -246,7 +246,7 @@ def analyse(config: PageConfig, videos: list[str] | None, dataset: str | None, s
 # --------------------------------------------------------------------------- Live
 
 def live_streamer(config: PageConfig, photo: str | None, model: str, head_scale: float,
-                  lip_scale: float, names: dict[str, str]):
+                  lip_scale: float, no_crop: bool, names: dict[str, str]):
     """The Live tab's Streamer for the tab's choices, compiled: the one place a stream is built
     (a model or an option that builds another kind of Streamer goes here)."""
     if model not in config.models:
@@ -254,13 +254,13 @@ def live_streamer(config: PageConfig, photo: str | None, model: str, head_scale:
     photo = _uploaded(photo, "photo", config, names)
     image = check_photo(photo)
     loaded = talking_head.load(config.models[model])
-    options = talking_head.resolve(loaded, GenerationOptions(head_scale=float(head_scale),
-                                                             lip_scale=float(lip_scale)))
+    options = talking_head.resolve(loaded, GenerationOptions(
+        head_scale=float(head_scale), lip_scale=float(lip_scale), crop=not no_crop))
     return app_stream.build_streamer(loaded, image, options, photo)
 
 
 def live_open(config: PageConfig, room: live.Room, photo: str | None, model: str,
-              head_scale: float, lip_scale: float) -> str:
+              head_scale: float, lip_scale: float, no_crop: bool = False) -> str:
     """The Start button: a ticket for the page's WebSocket (``motion.app.live``), as JSON
     ``{"ticket": …}``, or ``{"error": one line}``."""
     names: dict[str, str] = {}
@@ -269,7 +269,8 @@ def live_open(config: PageConfig, room: live.Room, photo: str | None, model: str
         if missing:
             raise PageError(missing)
         room.check_space()
-        ticket = room.issue(live_streamer(config, photo, model, head_scale, lip_scale, names))
+        ticket = room.issue(live_streamer(config, photo, model, head_scale, lip_scale, no_crop,
+                                          names))
     except live.RoomFull as err:
         return json.dumps({"error": str(err)})
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
@@ -384,14 +385,16 @@ def build_page(config: PageConfig):
                                               label="Head motion")
                         live_lips = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                               label="Lip motion")
+                        live_no_crop = gr.Checkbox(False, label="No face detection: animate "
+                                                                "the centre of the picture")
                         with gr.Row():
                             live_start = gr.Button("Start", variant="primary",
                                                    elem_id="live-start")
                             live_stop = gr.Button("Stop", elem_id="live-stop")
                         gr.Markdown("The microphone streams to the server and the video "
                                     "follows the speech at 25 frames a second, the model's "
-                                    "look-ahead (1–2 s) behind it. The photo, the model and "
-                                    "the sliders apply at Start.")
+                                    "look-ahead (1–2 s) behind it. The photo and the "
+                                    "settings apply at Start.")
                     with gr.Column():
                         gr.HTML(LIVE_PLAYER, js_on_load=_live_page_code(),
                                 elem_id="live-player")
@@ -401,7 +404,7 @@ def build_page(config: PageConfig):
                 # start from one) while the server builds the Streamer; then the socket opens.
                 live_start.click(
                     lambda *args: live_open(config, room, *args),
-                    [live_photo, live_model, live_head, live_lips], [ticket],
+                    [live_photo, live_model, live_head, live_lips, live_no_crop], [ticket],
                     js="(...args) => { window.msyncLive.prepare(); return args; }",
                     concurrency_limit=live.MAX_SESSIONS, api_visibility="private",
                 ).then(None, [ticket], None, js="(t) => { window.msyncLive.start(t); }")
