@@ -8,10 +8,11 @@
   keypoints npz to download, a progress bar while it works.
 - **Analyse**: talking-head videos uploaded, or a prepared dataset given with ``--data`` →
   ``msync analyze``'s Table 2, its plots and its JSON (``motion.app.analyze``).
-- **Live**: the browser's microphone streams to the server, chunk by chunk, into a
-  ``motion.stream.Streamer``; each chunk's new frames come back as a short animation that the
-  page plays at 25 fps while the next chunk is recorded (the look-ahead of ``motion.stream``
-  plus one chunk behind the voice).
+- **Live**: Start opens the browser's microphone; its audio streams to the server over a
+  WebSocket in 40 ms messages into a ``motion.stream.Streamer`` (one per connection), and the
+  frames come back as JPEGs drawn on a canvas at 25 fps, the Streamer's look-ahead behind the
+  voice (``motion.app.live``: the protocol, the bounded queues, the pacing; ``live.js``: the
+  page's side). Stop closes the microphone; the last frames follow.
 
 **Safety.** The server listens on 127.0.0.1 unless ``--host`` says otherwise. Uploads larger
 than ``--max-upload-mb`` are refused (by Gradio, and again by each handler). Every upload is
@@ -28,6 +29,7 @@ import contextlib
 import dataclasses
 import errno
 import io
+import json
 import os
 import shutil
 import signal
@@ -44,20 +46,19 @@ import numpy as np
 from motion import talking_head
 from motion.app import analyze as app_analyze
 from motion.app import generate as app_gen
+from motion.app import live
 from motion.app import stream as app_stream
 from motion.saved_model import check_model
 from motion.talking_head import GenerationOptions
 from syncers.data import face
 from syncers.data import prepare as app_prepare
 from syncers.data.features import Speech, open_speech
-from syncers.data.layout import FPS, SAMPLE_RATE
 from syncers.data.measures import SILENCE_RMS
 from syncers.data.video import probe
 from syncers.run.errors import InputError, optional_import
 
 BUNDLED = "bundled demo model"
 RENDERERS = ("default for the model", "mesh", "warp")
-LIVE_CHUNK_SECONDS = 0.5      # how often the browser sends microphone audio
 INSTALL = "pip install 'msync[ui]'"
 
 
@@ -136,7 +137,7 @@ _CONTROLS = {"use --no-crop to animate the centre of the image":
 def _uploaded(path: str | None, what: str, config: PageConfig, names: dict[str, str]) -> str:
     """An upload's server path, checked for presence and size; registers its name."""
     if not path:
-        raise PageError(f"Please add {what} first.")
+        raise PageError(f"Please add the {what} first.")
     names[path] = f"the {what}"
     size = os.path.getsize(path)
     if size > config.max_upload_bytes:
@@ -244,71 +245,48 @@ def analyse(config: PageConfig, videos: list[str] | None, dataset: str | None, s
 
 # --------------------------------------------------------------------------- Live
 
-@dataclasses.dataclass
-class LiveSession:
-    """One page's microphone stream: its streamer and what it has sent back."""
+def live_streamer(config: PageConfig, photo: str | None, model: str, head_scale: float,
+                  lip_scale: float, no_crop: bool, names: dict[str, str]):
+    """The Live tab's Streamer for the tab's choices, compiled: the one place a stream is built
+    (a model or an option that builds another kind of Streamer goes here)."""
+    if model not in config.models:
+        raise PageError(f"Unknown model {model!r}: choose one of the list.")
+    photo = _uploaded(photo, "photo", config, names)
+    image = check_photo(photo)
+    loaded = talking_head.load(config.models[model])
+    options = talking_head.resolve(loaded, GenerationOptions(
+        head_scale=float(head_scale), lip_scale=float(lip_scale), crop=not no_crop))
+    return app_stream.build_streamer(loaded, image, options, photo)
 
-    streamer: Any
-    folder: Path
-    frames: int = 0
-    started: float = 0.0
-    compute: float = 0.0
-    last: list = dataclasses.field(default_factory=list)
 
-
-def live_start(config: PageConfig, photo: str | None, model: str, head_scale: float,
-               lip_scale: float) -> LiveSession:
+def live_open(config: PageConfig, room: live.Room, photo: str | None, model: str,
+              head_scale: float, lip_scale: float, no_crop: bool = False) -> str:
+    """The Start button: a ticket for the page's WebSocket (``motion.app.live``), as JSON
+    ``{"ticket": …}``, or ``{"error": one line}``."""
     names: dict[str, str] = {}
     try:
-        if model not in config.models:
-            raise PageError(f"Unknown model {model!r}: choose one of the list.")
-        photo = _uploaded(photo, "photo", config, names)
-        image = check_photo(photo)
-        loaded = talking_head.load(config.models[model])
-        options = talking_head.resolve(loaded, GenerationOptions(head_scale=float(head_scale),
-                                                                 lip_scale=float(lip_scale)))
-        streamer = app_stream.build_streamer(loaded, image, options, photo)
+        missing = live.websocket_support()
+        if missing:
+            raise PageError(missing)
+        room.check_space()
+        ticket = room.issue(live_streamer(config, photo, model, head_scale, lip_scale, no_crop,
+                                          names))
+    except live.RoomFull as err:
+        return json.dumps({"error": str(err)})
     except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
-        raise PageError(readable(err, names)) from None
-    folder = config.workdir / "live" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    return LiveSession(streamer, folder, started=time.perf_counter())
+        return json.dumps({"error": readable(err, names)})
+    return json.dumps({"ticket": ticket})
 
 
-def live_push(session: LiveSession, sample_rate: int, pcm: np.ndarray, final: bool = False
-              ) -> tuple[str | None, str]:
-    """Push one microphone chunk (``final``: close the stream) → (animation of the new frames
-    or None, status line)."""
-    started = time.perf_counter()
-    try:
-        frames = session.streamer.close() if final else \
-            session.streamer.push(np.asarray(pcm), int(sample_rate))
-    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
-        raise PageError(readable(err, {})) from None
-    session.compute = time.perf_counter() - started
-    session.frames += len(frames)
-    animation = _animation(session, frames) if frames else None
-    heard = session.streamer.samples_in / SAMPLE_RATE
-    delay = session.streamer.delay_frames / FPS
-    status = (f"{'Stopped' if final else 'Live'}: {session.frames} frames so far from "
-              f"{heard:.1f} s of speech; look-ahead {delay:.2f} s; last chunk computed in "
-              f"{session.compute * 1e3:.0f} ms.")
-    return animation, status
+def _live_page_code() -> str:
+    return (Path(__file__).with_name("live.js")).read_text(encoding="utf-8")
 
 
-def _animation(session: LiveSession, frames: list) -> str:
-    """The frames as an animated GIF played once at 25 fps (the page shows it while the next
-    chunk is recorded); older animations of the session are removed."""
-    from PIL import Image  # PIL is imported by the renderers' image loading anyway
-
-    path = session.folder / f"frames_{session.frames:07d}.gif"
-    images = [Image.fromarray(f.image) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // FPS,
-                   disposal=1, optimize=False)
-    session.last.append(path)
-    while len(session.last) > 4:
-        session.last.pop(0).unlink(missing_ok=True)
-    return os.fspath(path)
+LIVE_PLAYER = """<div class="msync-live">
+  <canvas width="256" height="256" style="width: 100%; max-width: 512px; aspect-ratio: 1;
+          background: #222; display: block; margin: auto; border-radius: 6px"></canvas>
+  <p class="live-line" id="live-line">Add a photo, then press Start and speak.</p>
+</div>"""
 
 
 # --------------------------------------------------------------------------- the page
@@ -320,6 +298,7 @@ def build_page(config: PageConfig):
                               font_mono=["ui-monospace", "monospace"])   # no web fonts
     limit = f"{config.max_upload_bytes / 1e6:g} MB"
     with gr.Blocks(title="msync") as page:
+        room = page.msync_live_room = live.Room()
         gr.Markdown("# msync — talking heads from one photo and speech")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
@@ -396,7 +375,6 @@ def build_page(config: PageConfig):
                                   api_visibility="private")
 
             with gr.Tab("Live", id="live"):
-                session = gr.State(None)
                 with gr.Row():
                     with gr.Column():
                         live_photo = gr.Image(label="Photo", sources=["upload", "webcam"],
@@ -407,41 +385,30 @@ def build_page(config: PageConfig):
                                               label="Head motion")
                         live_lips = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                               label="Lip motion")
-                        mic = gr.Audio(label="Microphone: record to animate the photo",
-                                       sources=["microphone"], type="numpy", streaming=True,
-                                       elem_id="live-mic")
+                        live_no_crop = gr.Checkbox(False, label="No face detection: animate "
+                                                                "the centre of the picture")
+                        with gr.Row():
+                            live_start = gr.Button("Start", variant="primary",
+                                                   elem_id="live-start")
+                            live_stop = gr.Button("Stop", elem_id="live-stop")
+                        gr.Markdown("The microphone streams to the server and the video "
+                                    "follows the speech at 25 frames a second, the model's "
+                                    "look-ahead (1–2 s) behind it. The photo and the "
+                                    "settings apply at Start.")
                     with gr.Column():
-                        live_status = gr.Markdown("Add a photo, then record.",
-                                                  elem_id="live-status")
-                        live_view = gr.Image(label="Live", type="filepath", interactive=False,
-                                             elem_id="live-view")
+                        gr.HTML(LIVE_PLAYER, js_on_load=_live_page_code(),
+                                elem_id="live-player")
+                ticket = gr.Textbox(visible=False, elem_id="live-ticket")
 
-                def on_chunk(session, chunk, photo, model, head, lips):
-                    if chunk is None:
-                        return session, gr.skip(), gr.skip()
-                    try:
-                        if session is None:
-                            session = live_start(config, photo, model, head, lips)
-                        animation, status = live_push(session, chunk[0], chunk[1])
-                    except PageError as err:
-                        return session, gr.skip(), f"**Error:** {err}"
-                    return session, animation if animation else gr.skip(), status
-
-                def on_stop(session):
-                    if session is None:
-                        return None, gr.skip(), gr.skip()
-                    try:
-                        animation, status = live_push(session, SAMPLE_RATE, None, final=True)
-                    except PageError as err:
-                        return None, gr.skip(), f"**Error:** {err}"
-                    return None, animation if animation else gr.skip(), status
-
-                mic.stream(on_chunk, [session, mic, live_photo, live_model, live_head,
-                                      live_lips], [session, live_view, live_status],
-                           stream_every=LIVE_CHUNK_SECONDS, time_limit=600,
-                           concurrency_limit=4, api_visibility="private")
-                mic.stop_recording(on_stop, [session], [session, live_view, live_status],
-                                   api_visibility="private")
+                # The browser opens the microphone within the click (an audio context may only
+                # start from one) while the server builds the Streamer; then the socket opens.
+                live_start.click(
+                    lambda *args: live_open(config, room, *args),
+                    [live_photo, live_model, live_head, live_lips, live_no_crop], [ticket],
+                    js="(...args) => { window.msyncLive.prepare(); return args; }",
+                    concurrency_limit=live.MAX_SESSIONS, api_visibility="private",
+                ).then(None, [ticket], None, js="(t) => { window.msyncLive.start(t); }")
+                live_stop.click(None, None, None, js="() => { window.msyncLive.stop(); }")
     page.msync_theme = theme
     return page
 
@@ -480,7 +447,11 @@ def ui_command(args: Any) -> None:
         page.queue(default_concurrency_limit=1)
         # SIGTERM (a service manager, a test) stops the server like Ctrl-C: the folder goes.
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # The Live tab's WebSocket (motion.app.live) beside Gradio's own routes.
+        app_kwargs = {"routes": [live.route(page.msync_live_room,
+                                            lambda err: readable(err, {}))]}
         page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True,
+                    app_kwargs=app_kwargs,
                     quiet=True, show_error=False, max_file_size=config.max_upload_bytes,
                     ssr_mode=False, enable_monitoring=False, pwa=False, mcp_server=False,
                     allowed_paths=[os.fspath(workdir)], theme=page.msync_theme)
