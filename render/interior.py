@@ -12,8 +12,10 @@ Both are drawn per frame in small windows around the mouth and the eyes (sizes f
   from the upper lip whose visible height follows the gap (``TEETH_SHARE`` of it, at most
   ``TEETH_MAX`` of the mouth's width), and, when it opens wide, the tongue and a band of lower
   teeth. Edges are anti-aliased over a pixel and the rim is shaded, so the warped lips meet the
-  painting without a seam. A source whose mouth is open keeps its own interior, which the mesh
-  stretches, up to its gap.
+  painting without a seam. A source whose mouth is open (a smile on its teeth) keeps its own
+  interior at its own scale, never stretched: the upper ``SOURCE_UPPER_SHARE`` of it hangs from
+  the upper lip, the rest rises with the lower lip, the painted cavity shows between them as
+  the mouth opens further, and a closing mouth hides their inner rows behind the lips.
 - Eyes: the mesh holds each eye at least as open as in the source (``hold_eyes_open``), so a
   blink does not squash the eye. The closed share of its height is covered by the upper lid:
   the skin above it (``LID_REACH`` of the eye's width) is stretched down over the eye by
@@ -44,6 +46,8 @@ TEETH_MAX = 0.17           # ... up to this share of the inner mouth's width
 TEETH_COLOUR = (0.93, 0.90, 0.84)
 SHUT = 0.15               # an eye driven below this share of its height is drawn shut
 LID_REACH = 0.4          # skin above the upper lid that stretches over a closing eye, of its width
+SOURCE_UPPER_SHARE = 0.75  # of an open photo's interior, the share that hangs from the upper lip
+                           # (upper teeth move with the skull, the rest with the jaw)
 
 
 @flax.struct.dataclass
@@ -195,9 +199,10 @@ def _lips(lm, t):
     return out
 
 
-def _mouth(xy, lm, source, colours):
+def _mouth(xy, lm, source, colours, source_image):
     """Colour ``[h, w, 3]`` and alpha ``[h, w]`` of the mouth interior at pixels ``xy [h, w, 2]``
-    (centred pixels) for one frame's landmarks ``lm [68, 2]`` (source ``[68, 2]``, same units).
+    (centred pixels) for one frame's landmarks ``lm [68, 2]`` (source ``[68, 2]``, same units;
+    its image ``[S, S, 3]``).
     The lips are smooth curves through the inner-lip landmarks (the mesh's lips are straight
     between them; the curves leave at most a pixel of stretched lip visible inside)."""
     e, n, width = _axis(lm[60], lm[64])
@@ -207,13 +212,9 @@ def _mouth(xy, lm, source, colours):
     gap = w_lo - w_up
     inside = jnp.clip(jnp.minimum(w - w_up, w_lo - w) + 0.5, 0.0, 1.0)
     inside = jnp.where((along > 0) & (along < 1), inside, 0.0)
-    # the source's own gap at the same place along its mouth, scaled to this mouth's width
-    s_up, s_lo = _lips(source, along)
-    gap_s = (s_lo - s_up) * width / _axis(source[60], source[64])[2]
-    reveal = jnp.clip((gap - jnp.maximum(gap_s, 0.0)) / jnp.maximum(gap, 1.0), 0.0, 1.0)
     # Never beyond the driven outer lips: twisted lips (a generator's bad frame) can bend the
     # inner curves far outside the mouth, which painted cavities over the cheek.
-    alpha = inside * reveal * _inside_polygon(xy, lm[anatomy.OUTER_LIPS])
+    alpha = inside * jnp.clip(gap, 0.0, 1.0) * _inside_polygon(xy, lm[anatomy.OUTER_LIPS])
 
     along = jnp.clip(along, 0.0, 1.0)
     below_upper, above_lower = w - w_up, w_lo - w          # pixels from each lip
@@ -245,7 +246,37 @@ def _mouth(xy, lm, source, colours):
     # (inside the lips only: outside, the distances are negative and exp would overflow to inf,
     # and inf × 0 made NaN pixels where twisted lips put the curves far apart)
     rim = 1.0 - 0.15 * jnp.exp(-jnp.maximum(jnp.minimum(below_upper, above_lower), 0.0) / 1.2)
-    return colour * rim[..., None], alpha
+    colour = colour * rim[..., None]
+    # The source's own interior (an open photo's teeth), unstretched: its upper share hangs
+    # from the upper lip and the rest rises with the lower lip, at the face's scale (eye corner
+    # to eye corner), not the mouth's: a wider mouth shows the painted cavity between them, a
+    # narrower or rounder one hides their edges behind the lips (cropped, not squashed: teeth
+    # do not change size).
+    s_e, s_n, s_width = _axis(source[60], source[64])
+    to_source = jnp.linalg.norm(source[45] - source[36]) \
+        / jnp.maximum(jnp.linalg.norm(lm[45] - lm[36]), 1e-6)
+    u_source = s_width / 2.0 + (u - width / 2.0) * to_source
+    along_source = u_source / s_width
+    s_up, s_lo = _lips(source, along_source)
+    within = (along_source > 0.0) & (along_source < 1.0)
+    held = jnp.where(within, jnp.maximum(s_lo - s_up, 0.0) / to_source, 0.0)   # this frame's px
+    shrink = jnp.minimum(1.0, gap / jnp.maximum(held, 1e-3))
+    upper_h = SOURCE_UPPER_SHARE * held * shrink
+    lower_h = (1.0 - SOURCE_UPPER_SHARE) * held * shrink
+    from_upper = source[60] + u_source[..., None] * s_e \
+        + (s_up + below_upper * to_source)[..., None] * s_n
+    from_lower = source[60] + u_source[..., None] * s_e \
+        + (s_lo - above_lower * to_source)[..., None] * s_n
+    centre = (source_image.shape[0] - 1) / 2.0
+    pick = lambda p: _bilinear(source_image, p[..., 0] + centre, p[..., 1] + centre)
+    # the cavity shows only where the mouth is open wider than the photo's (so no dark seam
+    # between the two parts of a narrower one), split between them in its middle
+    extra = jnp.maximum(gap - held, 0.0)
+    cavity = jnp.clip(below_upper - upper_h + 0.5, 0.0, 1.0) \
+        * jnp.clip(above_lower - lower_h + 0.5, 0.0, 1.0) * jnp.clip(extra, 0.0, 1.0)
+    upper = jnp.clip(upper_h + extra / 2.0 - below_upper + 0.5, 0.0, 1.0)
+    own = pick(from_lower) + (pick(from_upper) - pick(from_lower)) * upper[..., None]
+    return own + (colour - own) * cavity[..., None], alpha
 
 
 def _inside_polygon(xy, polygon):
@@ -337,13 +368,15 @@ def _blend_window(frame, centre, shape, paint_fn):
     return jax.lax.dynamic_update_slice(frame, patch, (y0, x0, 0))
 
 
-def paint(frames, driving, held, source, colours: Colours, win: Windows):
+def paint(frames, driving, held, source, colours: Colours, win: Windows, source_image):
     """Paint the mouth interior and closing lids onto ``frames [B, S, S, 3]``. ``driving``
     ``[B, 68, 2]`` are the driven landmarks (lips uncrossed), ``held`` ``[B, 68, 2]`` the mesh's
-    (lids held open), ``source [68, 2]`` the source's, all in centred pixels."""
+    (lids held open), ``source [68, 2]`` the source's, all in centred pixels; ``source_image``
+    ``[S, S, 3]`` the source crop (its mouth's own interior is redrawn unstretched)."""
     def one(frame, lm, hl):
         frame = _blend_window(frame, lm[anatomy.INNER_LIPS].mean(axis=0), win.mouth,
-                              lambda xy, patch, origin: _mouth(xy, lm, source, colours))
+                              lambda xy, patch, origin: _mouth(xy, lm, source, colours,
+                                                               source_image))
         for corners, upper, lower in EYES:
             idx = list(corners) + list(upper) + list(lower)
             idx = np.array(idx)

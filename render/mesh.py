@@ -345,7 +345,7 @@ def _render_chunk(source: MeshSource, kp_source, kp_driving, config: MeshConfig)
         image = piecewise.sample(source.table, sx[None], sy[None], source.size)
         held = points[None, :N_LANDMARKS]
         return interior.paint(image, held + lids[None], held, source.landmarks * scale,
-                              source.colours, source.windows)[0]
+                              source.colours, source.windows, source.image)[0]
 
     # One frame at a time: a frame's lookup tables stay in cache (batched, the chunk of 32 runs
     # 4× slower per frame than one).

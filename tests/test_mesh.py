@@ -301,7 +301,7 @@ def test_twisted_lips_paint_no_nan():
     frame = interior._blend_window(
         image, jnp.asarray(driven[60:68].mean(axis=0)), windows.mouth,
         lambda xy, patch, origin: interior._mouth(xy, jnp.asarray(driven), jnp.asarray(source),
-                                                  colours))
+                                                  colours, image))
     assert np.all(np.isfinite(np.asarray(frame)))
 
 
@@ -379,3 +379,42 @@ def test_a_stored_render_program_draws_the_frames_of_the_plain_one(synthetic, mo
     loaded = np.asarray(mesh.chunk_renderer(source, kp, CONFIG)(drv))
     assert_close(exported, plain, rel=1e-5, scale=1.0)
     np.testing.assert_array_equal(loaded, exported)
+
+
+def _open_mouth_face():
+    """The mean face with its lips parted on its teeth: inside the inner lips the upper 70 % of
+    the opening is white (teeth), the rest red."""
+    landmarks = landmark_space.mean_face().astype(np.float32)
+    landmarks[[65, 66, 67]] = landmarks[[63, 62, 61]] + np.float32([0.0, 0.16])
+    image = _skin_image()
+    px = _pixels(landmarks, S)
+    yy, xx = np.mgrid[0:S, 0:S]
+    inner = points_in_poly(np.stack([xx.ravel(), yy.ravel()], -1), px[60:68]).reshape(S, S)
+    top, bottom = px[61:64, 1].mean(), px[65:68, 1].mean()
+    teeth = inner & ((yy - top) / (bottom - top) < 0.7)
+    image[inner] = [0.6, 0.3, 0.3]
+    image[teeth] = [0.97, 0.96, 0.94]
+    return image, landmarks
+
+
+def _mouth_box(frame, landmarks):
+    px = _pixels(landmarks[48:68], S)
+    (x0, y0), (x1, y1) = np.floor(px.min(0)).astype(int) - 2, np.ceil(px.max(0)).astype(int) + 8
+    return frame[y0:y1, x0:x1]
+
+
+def test_an_open_mouths_teeth_keep_their_size_as_it_opens():
+    """A photo whose mouth is open on its teeth: at its own pose the interior is the photo's;
+    opened wider, the teeth stay as tall (they hang from the upper lip, not stretched) and a
+    dark cavity opens below them."""
+    image, landmarks = _open_mouth_face()
+    source = mesh.prepare(image, landmarks)
+    kp = landmark_space.encode(landmarks)
+    out = mesh.render(source, kp, np.stack([kp, _opened(kp, 0.05), _opened(kp, 0.1)]), CONFIG)
+    assert np.abs(out[0] - image).max() < 2 / 255
+    white = [int(np.all(_mouth_box(f, landmarks) > 0.9, axis=-1).sum()) for f in out]
+    dark = [int(((_mouth_box(f, landmarks) @ np.float32([0.299, 0.587, 0.114])) < 0.25).sum())
+            for f in out]
+    assert white[0] > 20
+    assert all(abs(w - white[0]) <= 0.2 * white[0] for w in white[1:]), white
+    assert dark[0] == 0 and dark[1] > 0 and dark[2] > dark[1], dark
