@@ -42,6 +42,7 @@ import numpy as np
 
 from motion import talking_head
 from motion.source import SourceFace, source_keypoints
+from render import mesh
 from syncers.data import dataset, face, landmark_space, measures
 from syncers.data import landmarks as landmarker
 from syncers.data import video as video_io
@@ -227,7 +228,33 @@ def measure_clip(model: talking_head.TalkingHeadModel, options: talking_head.Gen
     rows["recording"] = (recorded, samples)
     out["rendered"] = {row: row_measures(lm, recorded, speech)
                        for row, (lm, speech) in rows.items()}
+    if options.renderer == "mesh":
+        out["folds"] = clip_folds(source, generated["generated"][0])
     return out
+
+
+def clip_folds(source: SourceFace, keypoints_Tx10x6: np.ndarray) -> dict:
+    """The mesh's fold measure (``render.mesh.fold_measure``) of the generated keypoints
+    ``[T, 10, 6]`` (crop coordinates) drawn from ``source``: frames, frames with a folded
+    triangle, frames with a crack, and the smallest Jacobian over them."""
+    folds = mesh.fold_measure(mesh.prepare(source.crop.image, source.landmarks),
+                              source.keypoints, keypoints_Tx10x6)
+    return {"frames": int(len(folds.folded)), "folded": int(np.sum(folds.folded > 0)),
+            "cracked": int(np.sum(folds.uncovered > 0)),
+            "min_jacobian": float(folds.min_jacobian.min()) if len(folds.folded) else None}
+
+
+def fold_totals(clips: list[dict]) -> dict | None:
+    """The clips' fold measures summed (the smallest Jacobian: the smallest), or None when no
+    clip was drawn by the mesh."""
+    measured = [clip["folds"] for clip in clips if clip.get("folds")]
+    if not measured:
+        return None
+    jacobians = [m["min_jacobian"] for m in measured if m["min_jacobian"] is not None]
+    return {"clips": len(measured), "frames": sum(m["frames"] for m in measured),
+            "folded": sum(m["folded"] for m in measured),
+            "cracked": sum(m["cracked"] for m in measured),
+            "min_jacobian": min(jacobians) if jacobians else None}
 
 
 def evaluate(model: talking_head.TalkingHeadModel, data: str | os.PathLike,
@@ -261,7 +288,7 @@ def evaluate(model: talking_head.TalkingHeadModel, data: str | os.PathLike,
             bar.update(1)
     return {"split": split, "level": level, "mouth": options.mouth,
             "clips": clips, "summary": (summary := summarize(clips)),
-            "targets": targets(summary)}
+            "targets": targets(summary), "folds": fold_totals(clips)}
 
 
 def summarize(clips: list[dict]) -> dict:
@@ -365,6 +392,12 @@ def markdown(result: dict) -> str:
                 f" (against {_fmt(check['reference'], 3)})"
             lines.append(f"- {check['target']}: {_fmt(check['value'], 3)}{reference}: {verdict}")
         lines.append("")
+    folds = result.get("folds")
+    if folds:
+        lines += [f"Mesh folds of the generated rows (render.mesh.fold_measure): "
+                  f"{folds['folded']} of {folds['frames']} frames folded, {folds['cracked']} "
+                  f"cracked, over {folds['clips']} clips; smallest Jacobian "
+                  f"{_fmt(folds['min_jacobian'], 3)}.", ""]
     notes = [f"- {clip['clip_id']}: {note}" for clip in result["clips"] for note in clip["notes"]]
     if notes:
         lines += ["Notes:", ""] + notes + [""]

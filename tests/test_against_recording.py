@@ -137,9 +137,17 @@ def test_every_row_and_space_on_the_bundled_model(data):
     assert summary["keypoints"]["still"]["r_opening"] is None
     assert summary["keypoints"]["still"]["n_r_opening"] == 0
     assert result["targets"]["space"] == "rendered" and len(result["targets"]["checks"]) == 7
+    # the mesh's fold measure of each clip's generated frames, summed: the clamp folds none
+    frames = [c["folds"]["frames"] for c in result["clips"]]
+    assert all(f > 0 for f in frames)
+    assert result["folds"] == {"clips": 2, "frames": sum(frames), "folded": 0, "cracked": 0,
+                               "min_jacobian": min(c["folds"]["min_jacobian"]
+                                                   for c in result["clips"])}
+    assert result["folds"]["min_jacobian"] > 0
     text = ar.markdown(result)
     assert "## Against the recording" in text and "still photo" in text
     assert "generated (content mouth)" in text
+    assert f"0 of {sum(frames)} frames folded, 0 cracked, over 2 clips" in text
     json.dumps(ar.json_ready(result), allow_nan=False)
 
 
