@@ -55,8 +55,10 @@ LEVELS = ("none", "keypoints", "rendered")   # how much of it ``msync evaluate -
 SPACES = ("keypoints", "rendered")
 ROWS = ("generated", "loudness", "still", "shuffled", "recording", "recording_keypoints")
 MEASURES = ("r_opening", "mean", "p90", "closed_share", "closures_per_second", "r_loudness",
-            "lmd")
-RATIOS = ("mean", "p90", "closed_share", "closures_per_second")   # also reported / recording's
+            "lmd", "brow_spread", "brow_asymmetry")
+RATIOS = ("mean", "p90", "closed_share", "closures_per_second",   # also reported / recording's
+          "brow_spread", "brow_asymmetry")
+MOUTH_RATIOS = RATIOS[:4]
 MISSING_WAV = ("missing: against the recording generates from each clip's 16 kHz speech (msync "
                "data prepare writes it beside the npz); pass --against none to skip it")
 
@@ -77,6 +79,7 @@ def row_measures(landmarks_Tx68x2: np.ndarray, recorded_Tx68x2: np.ndarray,
     out.update(measures.opening_summary(opening, measures.speech_frames(envelope)))
     out["r_loudness"] = measures.envelope_r(opening, envelope)
     out["lmd"] = float(measures.mouth_landmark_distance(landmarks, recorded).mean())
+    out.update(measures.brow_motion(landmarks))
     return out
 
 
@@ -369,18 +372,22 @@ def markdown(result: dict) -> str:
              "(docs/design.md, \"Against the recording\"). r: best lag within ±2 frames (with "
              "the recorded opening) or 0–3 frames (with loudness); opening in eye distances "
              "over speech frames, × = over the recording's; LMD in eye distances (paper Table "
-             "1). Means over clips; — where no clip has the figure.", ""]
+             "1); brow spread: the standard deviation of each brow's height above its eye, "
+             "brow asymmetry: of one brow's height minus the other's (eye distances). Means "
+             "over clips; — where no clip has the figure.", ""]
     header = ("| row | r opening | mean (×) | p90 (×) | closed share (×) | closures/s (×) "
-              "| r loudness | LMD |")
+              "| r loudness | LMD | brow spread (×) | brow asymmetry (×) |")
     for space, rows in result["summary"].items():
         lines += [f"**{space}**" + (" (re-tracked by dlib)" if space == "rendered" else
                                      " (decoded to landmarks)"), "", header,
-                  "|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row, s in rows.items():
             label = LABELS[row].format(mouth=result.get("mouth"))
             cells = [_fmt(s["r_opening"])]
-            cells += [f"{_fmt(s[n], 3)} ({_fmt(s[f'{n}_ratio'])})" for n in RATIOS]
+            cells += [f"{_fmt(s[n], 3)} ({_fmt(s[f'{n}_ratio'])})" for n in MOUTH_RATIOS]
             cells += [_fmt(s["r_loudness"]), _fmt(s["lmd"], 3)]
+            cells += [f"{_fmt(s[n], 3)} ({_fmt(s[f'{n}_ratio'])})"
+                      for n in ("brow_spread", "brow_asymmetry")]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     if "targets" in result:

@@ -198,3 +198,37 @@ def test_the_mouth_measures_bench_reads_a_clip_by_every_pairing():
     assert out["r_keypoints_envelope"] > 0.99 and out["r_landmarks_mel_loudness"] > 0.95
     assert out["speech_share"] == 1.0                        # loud throughout: all speech
     assert out["speech_closed_share"] == pytest.approx(np.mean(0.3 * amplitude < 0.05))
+
+
+def test_brow_heights_are_in_eye_distances_whatever_the_pose():
+    face = landmark_space.mean_face().astype(np.float64)
+    base = measures.brow_heights(face)
+    assert np.all(base > 0) and base[0] == pytest.approx(base[1], rel=0.05)
+    raised = face.copy()
+    raised[anatomy.LEFT_BROW, 1] -= 0.1 * measures.eye_distance(face)    # y down: up
+    heights = measures.brow_heights(raised)
+    assert heights[0] - base[0] == pytest.approx(0.1, rel=1e-2)     # the eyes are not quite level
+    assert heights[1] == pytest.approx(base[1], rel=1e-9)
+    # rolled 30°, scaled and moved, the heights stay
+    th = np.deg2rad(30.0)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    posed = 2.5 * raised @ rot.T + np.array([0.3, -0.2])
+    np.testing.assert_allclose(measures.brow_heights(posed), heights, rtol=1e-9)
+
+
+def test_brow_motion_separates_raising_both_from_a_wink():
+    face = landmark_space.mean_face().astype(np.float64)
+    eye = float(measures.eye_distance(face))
+    wave = 0.05 * eye * np.sin(np.linspace(0.0, 6 * np.pi, 60))
+    both, wink = np.repeat(face[None], 60, axis=0), np.repeat(face[None], 60, axis=0)
+    both[:, anatomy.LEFT_BROW, 1] -= wave[:, None]
+    both[:, anatomy.RIGHT_BROW, 1] -= wave[:, None]
+    wink[:, anatomy.LEFT_BROW, 1] -= wave[:, None]
+    wink[:, anatomy.RIGHT_BROW, 1] += wave[:, None]
+    spread = float(np.std(wave / eye))
+    together, apart = measures.brow_motion(both), measures.brow_motion(wink)
+    # moved straight up the image: the mean face's eyes are not quite level (rel 1e-2)
+    assert together["brow_spread"] == pytest.approx(spread, rel=1e-2)
+    assert apart["brow_spread"] == pytest.approx(spread, rel=1e-2)
+    assert together["brow_asymmetry"] == pytest.approx(0.0, abs=1e-12)
+    assert apart["brow_asymmetry"] == pytest.approx(2 * spread, rel=1e-2)

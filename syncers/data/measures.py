@@ -85,6 +85,32 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     return gap.mean(axis=-1) / np.maximum(eye_distance(landmarks), 1e-6)
 
 
+def brow_heights(landmarks: np.ndarray) -> np.ndarray:
+    """``[..., 2]``: each brow's height above its eye (left, right: landmarks 17–21 over 36–41,
+    22–26 over 42–47, their means), across the line through the eyes' centres, in eye
+    distances: raised brows are higher, a frown or a squint lower, whatever the head's roll."""
+    landmarks = _landmarks(landmarks)
+    eyes = np.stack([landmarks[..., anatomy.LEFT_EYE, :].mean(axis=-2),
+                     landmarks[..., anatomy.RIGHT_EYE, :].mean(axis=-2)], axis=-2)
+    brows = np.stack([landmarks[..., anatomy.LEFT_BROW, :].mean(axis=-2),
+                      landmarks[..., anatomy.RIGHT_BROW, :].mean(axis=-2)], axis=-2)
+    axis = eyes[..., 1, :] - eyes[..., 0, :]
+    axis = axis / np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-9)
+    up = np.stack([axis[..., 1], -axis[..., 0]], axis=-1)        # the axis turned −90°: up, y down
+    height = np.sum((brows - eyes) * up[..., None, :], axis=-1)
+    return height / np.maximum(eye_distance(landmarks), 1e-6)[..., None]
+
+
+def brow_motion(landmarks_Tx68x2: np.ndarray) -> dict[str, float]:
+    """How the brows move over a clip ``[T, 68, 2]``: ``brow_spread``, the two brows' heights'
+    standard deviation over the frames (their mean), and ``brow_asymmetry``, the standard
+    deviation of one brow's height minus the other's (one raised as the other falls: a wink or
+    a grimace), both in eye distances (:func:`brow_heights`)."""
+    heights = brow_heights(landmarks_Tx68x2)
+    return {"brow_spread": float(heights.std(axis=0).mean()),
+            "brow_asymmetry": float((heights[:, 0] - heights[:, 1]).std())}
+
+
 def keypoint_mouth_opening(keypoints_Tx10x6: np.ndarray, space: str) -> np.ndarray | None:
     """``[T]`` mouth opening of keypoints ``[T, 10, 6]`` in eye distances: ``landmarks-v1``'s
     decoded landmarks' :func:`mouth_opening`; ``phantom-v1``'s lip keypoints' distance over its
