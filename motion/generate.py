@@ -16,7 +16,7 @@ grow with the length. Past ``CHUNK_FRAMES`` frames :func:`generate_batch` rolls 
 of ``CHUNK_FRAMES`` (:func:`_rollout_chunked`), carrying the rollout's state from one to the next
 — ``x_t`` and the key/value ring buffers, as ``motion.stream.KeypointStream`` carries them — and
 running the FPN on a window of the padded audio around each piece, on the coarsest level's
-stride and ``lookback`` frames before it (``motion.fpn.lookback_frames``), so it computes what
+stride and ``lookback`` frames before it (``GeneratorConfig.lookback``), so it computes what
 it computes on the whole clip. The keypoints equal the single scan's to float rounding (tested);
 one program is compiled, whatever the length, and the work's memory is that of one piece.
 
@@ -53,7 +53,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from motion import decode
-from motion.fpn import lookback_frames
 from motion.generator import (
     KEYPOINT_DIM,
     N_KEYPOINTS,
@@ -209,7 +208,7 @@ def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx
     model = ready(model)                      # the per-frame weights, prepared once
     config = model.config
     obs, lookahead = config.obs_len, config.lookahead
-    lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+    lookback = config.lookback
     align = 2 ** (config.levels - 1)                      # the coarsest level's stride
     n_pieces = -(-n_gen // CHUNK_FRAMES)
     width = -(-(lookback + lookahead + CHUNK_FRAMES + align - 1) // align) * align

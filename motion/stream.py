@@ -58,7 +58,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from motion import articulation, blink, decode, lips
-from motion.fpn import lookback_frames
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
 from motion.model import GeneratorModel, ready
@@ -252,7 +251,7 @@ class KeypointStream:
         self.config = config
         self.lookahead = config.lookahead
         self._before = config.obs_len - 1                     # mirrored frames before frame 0
-        self._lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+        self._lookback = config.lookback
         self._align = 2 ** (config.levels - 1)                # the coarsest level's stride
         self._block = block
         self.window = -(-(self._lookback + self.lookahead + block + self._align - 1)

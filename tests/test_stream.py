@@ -4,6 +4,7 @@ long the stream has run, ``close`` flushes exactly the remaining frames, the FPN
 past that the bounded window relies on, and the command's mp4 and raw outputs and bad input."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -31,6 +32,12 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def low_model():
+    config = dataclasses.replace(TINY, fpn_lookahead=5)
+    return GeneratorModel(tiny_params(config), config)
+
+
+@pytest.fixture(scope="module")
 def speech():
     """4.3 s of phantom speech: 107 whole frames and a partial one (more than 3 FPN windows)."""
     samples = phantom_audio.utterance(4.4, seed=5)
@@ -50,19 +57,23 @@ def _chunks(samples, size):
     return [samples[i:i + size] for i in range(0, samples.size, size)]
 
 
-def test_fpn_reach_into_the_past_is_documented_and_tight():
-    assert lookback_frames(4, 1) == (1, 5, 13, 29)
-    fpn = AudioFPN(channels=4, levels=4, post_convs=1)
-    audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 80, 5))
+@pytest.mark.parametrize("bound, reaches", [(None, (1, 5, 13, 29)), (5, (1, 5, 21, 53))])
+def test_fpn_reach_into_the_past_is_documented_and_tight(bound, reaches):
+    """The centred FPN and the low-latency one (``lookahead`` = 5: the coarse levels delayed
+    by 8 and 24 frames read as much further back)."""
+    assert lookback_frames(4, 1, bound) == reaches
+    fpn = AudioFPN(channels=4, levels=4, post_convs=1, lookahead=bound)
+    audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 120, 5))
     variables = jit(fpn.init)(jax.random.PRNGKey(3), audio)
-    t = 47          # t ≡ 7 mod 8: every level's previous coarse frame is furthest back
+    t = 71          # t ≡ 7 mod 8 (so is t − delay): every level's previous coarse frame is
+                    # furthest back
 
     @jit
     def level_at_t(audio):
         return fpn.apply(variables, audio)[0, t]
 
     base = level_at_t(audio)
-    for level, reach in enumerate(lookback_frames(4, 1)):
+    for level, reach in enumerate(reaches):
         before = audio.at[:, :4 * (t - reach)].add(1.0)                 # beyond the reach
         np.testing.assert_array_equal(level_at_t(before)[level], base[level])
         at = audio.at[:, 4 * (t - reach):4 * (t - reach + 1)].add(1.0)  # the first frame read
@@ -107,6 +118,35 @@ def test_streamed_keypoints_are_generates(model, speech, size):
     offline = generate(model, x0, audio_features(speech))
     assert streamed.shape == offline.shape == (len(speech) // 640, 10, 6)
     assert_close(streamed, offline, rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [37, 640, 3000])
+def test_low_latency_streamed_keypoints_are_generates(low_model, speech, size):
+    """The low-latency FPN (``fpn_lookahead`` = 5: its window reaches 53 frames back)."""
+    streamed, x0 = _streamed_keypoints(low_model, speech, size)
+    offline = generate(low_model, x0, audio_features(speech))
+    assert streamed.shape == offline.shape == (len(speech) // 640, 10, 6)
+    assert_close(streamed, offline, rel=1e-5)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.3, 1.0])
+def test_low_latency_short_clips_mirror_as_generate_does(low_model, speech, seconds):
+    samples = speech[:int(seconds * 16000)]
+    streamed, x0 = _streamed_keypoints(low_model, samples, 500)
+    assert_close(streamed, generate(low_model, x0, audio_features(samples)), rel=1e-5)
+
+
+def test_low_latency_frames_leave_within_their_bound(low_model, speech):
+    """Frame i ≥ 1 leaves as soon as the features of frame i + 5 are in: with the push that
+    completes them, never a push later (frame 0, x0, with the first frame's)."""
+    streamer = stream.Streamer(low_model, _source(), None)
+    assert streamer.keypoints.lookahead == 5 and streamer.delay_frames == 5
+    n_out = 0
+    for end in range(640, len(speech), 640):
+        n_out += len(streamer.push(speech[end - 640:end]))
+        # frame j's rows read samples < 640 j + 760 (syncers.data.features)
+        complete = max(0, min((end - 760) // 640 + 1, end // 640))
+        assert n_out == max(min(complete, 1), complete - 5), end
 
 
 def test_streamed_with_restoring_term_scales_and_drift_removal(speech):
