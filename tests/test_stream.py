@@ -187,6 +187,38 @@ def test_streamed_drift_removal_is_remove_drift(window, length):
         assert_close(out, remove_drift(keypoints, window), rel=1e-6)
 
 
+@pytest.mark.parametrize("window", [2, 5, 25])
+@pytest.mark.parametrize("length", [1, 3, 30])
+def test_streamed_causal_drift_removal_waits_for_nothing(window, length):
+    """The trailing form: every frame goes out with the push that brings it, the values
+    offline's; no frame depends on a later one."""
+    keypoints = np.cumsum(np.random.default_rng(length).normal(size=(length, 10, 6)), axis=0)
+    keypoints = keypoints.astype(np.float32)
+    offline = remove_drift(keypoints, window, causal=True)
+    for size in (1, 4, 100):
+        drift = stream.DriftStream(window, causal=True)
+        assert drift.delay == 0
+        out = [drift.push(keypoints[i:i + size]) for i in range(0, length, size)]
+        assert sum(map(len, out)) == length and len(drift.close()) == 0
+        assert_close(np.concatenate(out), offline, rel=1e-6)
+    changed = keypoints.copy()
+    changed[length // 2 + 1:] += 1.0
+    np.testing.assert_array_equal(remove_drift(changed, window, causal=True)[:length // 2 + 1],
+                                  offline[:length // 2 + 1])
+
+
+def test_causal_drift_removal_is_a_trailing_mean():
+    """Frame t minus the mean deviation from frame 0 of frames t − 2·half .. t (zero before
+    frame 0): a constant velocity leaves half a window's walk."""
+    keypoints = np.zeros((40, 10, 6), np.float32) + np.arange(40, dtype=np.float32)[:, None,
+                                                                                      None]
+    out = remove_drift(keypoints, 5, causal=True)                  # half 2: 5 frames
+    np.testing.assert_allclose(out[0], 0.0)
+    np.testing.assert_allclose(out[1], 1 - 1 / 5)                  # (0 + 1) / 5 removed
+    np.testing.assert_allclose(out[10:], 2.0, rtol=1e-6)           # t − (t − 2)
+    np.testing.assert_allclose(remove_drift(keypoints, 5)[2:-2], 0.0, atol=1e-5)   # centred
+
+
 def test_close_flushes_exactly_the_frames_waiting_for_their_look_ahead(model, speech):
     streamer = stream.Streamer(model, _source(), None)
     pushed = streamer.push(speech)
@@ -309,6 +341,7 @@ def test_stream_command_writes_an_mp4_with_the_speech(monkeypatch, capsys, comma
     ("short", "less than one 40 ms video frame"),
     ("suffix", "--out must name a .mp4 file"),
     ("rate", "--sample-rate must be"),
+    ("latency", "--latency low needs a low-latency model"),
 ])
 def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media, tmp_path,
                                               case, problem):
@@ -317,7 +350,7 @@ def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media
     stdin = {"torn": command_media["torn"], "empty": command_media["empty"],
              "short": tmp_path / "short.raw"}.get(case, command_media["raw"])
     out = tmp_path / ("x.avi" if case == "suffix" else "x.mp4")
-    extra = ["--sample-rate", "50"] if case == "rate" else []
+    extra = {"rate": ["--sample-rate", "50"], "latency": ["--latency", "low"]}.get(case, [])
     code, _, err = _stream(monkeypatch, capsys, command_media, "--out", out, *extra, stdin=stdin)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("msync: error: ") and problem in err, err
