@@ -321,10 +321,17 @@ def test_latency_low_loads_a_low_latency_model(media, capsys):
     with pytest.raises(InputError, match="--latency must be one of full, low"):
         talking_head.load(media["model"], latency="fast")
     assert talking_head.load(media["model"], latency="full").generator.config.lookahead == 29
-    if (talking_head.LOW_LATENCY_MODEL_DIR / "model.json").is_file():
-        low = talking_head.load(None, latency="low")
-        assert low.low_latency and low.generator.config.lookahead == 5
-        assert low.lips is not None and low.lips.lookahead <= 5
+    low = talking_head.load(None, latency="low")
+    full = talking_head.load(None)
+    assert low.low_latency and low.generator.config.lookahead == 5 and not full.low_latency
+    assert low.lips is not None and low.lips.lookahead == 5 and full.lips.lookahead == 16
+    # the bundled model's twin: its sizes, keypoint space and features, a few MB
+    assert dataclasses.replace(low.generator.config, fpn_lookahead=None) == \
+        full.generator.config
+    assert (low.keypoint_space, low.feature_kind) == (full.keypoint_space, full.feature_kind)
+    assert any("model.fpn_lookahead=5" in line for line in low.info["recipe"])
+    assert sum(f.stat().st_size for f in talking_head.LOW_LATENCY_MODEL_DIR.iterdir()) < \
+        10 * 2 ** 20
 
 
 def test_the_mouth_defaults_to_content_when_the_model_has_a_lip_model(content_model):
