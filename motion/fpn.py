@@ -27,9 +27,10 @@ Zero padding is used at both ends; callers wanting real context at the edges pas
 paper): a level whose centred reach R_i exceeds L is *delayed* by D_i = R_i − L frames — frame
 t of level i is the centred level's value at t − D_i (the interpolation reads the coarse frames
 around t − D_i; level 1, on the video grid, is shifted by whole frames; before the level's
-first frame it is zero) — so frame t reads no audio after t + L. The delay, rather than one-sided convolution padding, keeps every kernel's
-taps meaning what they meant in a centred model: the parameters are the same shapes and a
-centred model's are a good start for a low-latency one (``motion.train``'s ``init_from``).
+first frame it is zero) — so frame t reads no audio after t + L. The delay, rather than
+one-sided convolution padding, keeps every kernel's taps meaning what they meant in a centred
+model: the parameters are the same shapes and a centred model's are a good start for a
+low-latency one (``motion.train``'s ``init_from``).
 The reach into the past grows by the same D_i (:func:`lookback_frames`). With L = 5 and one
 post convolution: delays 0, 0, 8, 24 frames, look-ahead 1, 5, 5, 5, look-back 1, 5, 21, 53.
 """

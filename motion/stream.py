@@ -28,9 +28,10 @@ to its length plus a constant, however long the stream has run:
 3. :class:`KeypointStream`: the padded features of the last ~W frames and the rollout's carry
    (x_t and the KV ring buffers of ``motion.decode``). Frame t needs the audio of frames
    t − B .. t + L (``GeneratorConfig.lookback`` / ``lookahead``: B = L = 29 at the paper's
-   sizes; B = 53, L = 5 for the low-latency FPN), so the FPN runs on a window of W = B + L + 8 +
-   7 (rounded to the coarsest level's stride, 8) frames that starts on that stride, which makes it compute exactly what it
-   computes on the whole clip; then ``decode_step`` per frame, up to 8 frames per call.
+   sizes; B = 53, L = 5 for the low-latency FPN), so the FPN runs on a window of W = B + L + 8
+   + 7 (rounded to the coarsest level's stride, 8) frames that starts on that stride, which
+   makes it compute exactly what it computes on the whole clip; then ``decode_step`` per
+   frame, up to 8 frames per call.
 4. The mouth: :class:`LipStream` (the content mouth, ``motion.lips``: a
    ``syncers.data.content.ContentStream`` decoding the samples, the last ``LEVEL_BEFORE +
    before`` frames' energies and ``before`` frames' visemes) or :class:`ArticulationStream`
