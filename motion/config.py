@@ -43,6 +43,10 @@ class TrainConfig:
     val_batch_size: int = count(16)   # the fixed validation batch (val split, no augmentation)
     max_to_keep: int = count(2)
     seed: int = non_negative(0)
+    # A saved generator whose parameters G starts from (D fresh; None = G initialised by the
+    # seed): a centred model's are a start for its low-latency twin (``model.fpn_lookahead``,
+    # the same parameter shapes). Set by ``msync train generator --init-from``.
+    init_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

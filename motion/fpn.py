@@ -22,6 +22,17 @@ The reach into the past is the same (:func:`lookback_frames`): frame t reads fra
 t + 29, so a stream can run the FPN on a bounded window (``motion.stream``).
 Zero padding is used at both ends; callers wanting real context at the edges pass it
 (``motion.generate`` mirror-pads).
+
+**Low latency** (``lookahead`` = L, ``GeneratorConfig.fpn_lookahead``; a departure from the
+paper): a level whose centred reach R_i exceeds L is *delayed* by D_i = R_i − L frames — frame
+t of level i is the centred level's value at t − D_i (the interpolation reads the coarse frames
+around t − D_i; level 1, on the video grid, is shifted by whole frames; before the level's
+first frame it is zero) — so frame t reads no audio after t + L. The delay, rather than
+one-sided convolution padding, keeps every kernel's taps meaning what they meant in a centred
+model: the parameters are the same shapes and a centred model's are a good start for a
+low-latency one (``motion.train``'s ``init_from``).
+The reach into the past grows by the same D_i (:func:`lookback_frames`). With L = 5 and one
+post convolution: delays 0, 0, 8, 24 frames, look-ahead 1, 5, 5, 5, look-back 1, 5, 21, 53.
 """
 from __future__ import annotations
 
@@ -32,8 +43,10 @@ import jax.numpy as jnp
 from syncers.data.layout import FEATURES_PER_FRAME
 
 
-def lookahead_frames(levels: int, post_convs: int) -> tuple[int, ...]:
-    """Per level, how many video frames after frame t the level's frame-t feature reads."""
+def centred_reach(levels: int, post_convs: int) -> tuple[int, ...]:
+    """Per level, how many video frames after frame t the centred level's frame-t feature reads
+    (and as many before: every convolution is centred and the interpolation reads the coarse
+    frames on either side)."""
     out = []
     reach = post_convs                  # level 1: stem reads frame t only; each conv +1 frame
     for level in range(1, levels + 1):
@@ -46,12 +59,31 @@ def lookahead_frames(levels: int, post_convs: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def lookback_frames(levels: int, post_convs: int) -> tuple[int, ...]:
-    """Per level, how many video frames *before* frame t the level's frame-t feature reads: as
-    many as it reads after (:func:`lookahead_frames`), because every convolution is centred and
-    the interpolation reads the coarse frames on either side. ``motion.stream`` relies on it to
-    run the FPN on a bounded window of recent audio (tested there)."""
-    return lookahead_frames(levels, post_convs)
+def level_delays(levels: int, post_convs: int, lookahead: int | None = None
+                 ) -> tuple[int, ...]:
+    """Per level, the frames its features are delayed by so that none reads past ``lookahead``
+    frames (None: centred, no delay; module docstring, "Low latency")."""
+    reach = centred_reach(levels, post_convs)
+    if lookahead is None:
+        return (0,) * len(reach)
+    return tuple(max(0, r - lookahead) for r in reach)
+
+
+def lookahead_frames(levels: int, post_convs: int, lookahead: int | None = None
+                     ) -> tuple[int, ...]:
+    """Per level, how many video frames after frame t the level's frame-t feature reads
+    (``lookahead``: the low-latency bound, None = centred)."""
+    return tuple(r - d for r, d in zip(centred_reach(levels, post_convs),
+                                       level_delays(levels, post_convs, lookahead)))
+
+
+def lookback_frames(levels: int, post_convs: int, lookahead: int | None = None
+                    ) -> tuple[int, ...]:
+    """Per level, how many video frames *before* frame t the level's frame-t feature reads: the
+    centred reach plus the level's delay. ``motion.stream`` relies on it to run the FPN on a
+    bounded window of recent audio (tested there)."""
+    return tuple(r + d for r, d in zip(centred_reach(levels, post_convs),
+                                       level_delays(levels, post_convs, lookahead)))
 
 
 def _conv(channels: int, stride: int, name: str) -> nn.Conv:
@@ -59,23 +91,33 @@ def _conv(channels: int, stride: int, name: str) -> nn.Conv:
     return nn.Conv(channels, kernel_size=(3,), strides=(stride,), padding=((1, 1),), name=name)
 
 
-def interpolate_to(level_BxNxC: jax.Array, n_frames: int, stride: int) -> jax.Array:
-    """Linear interpolation of a level with frames at t = stride·n back to ``n_frames`` frames."""
+def interpolate_to(level_BxNxC: jax.Array, n_frames: int, stride: int, delay: int = 0
+                   ) -> jax.Array:
+    """Linear interpolation of a level with frames at t = stride·n back to ``n_frames`` frames,
+    read ``delay`` frames late: frame t takes the value at t − delay. A delayed level is zero
+    before its first frame: clamping to it, as the end is clamped, would read the audio under
+    that frame, up to its reach past the clip's start — later than ``t + lookahead``."""
     n_level = level_BxNxC.shape[1]
-    t = jnp.arange(n_frames)
+    t = jnp.arange(n_frames) - delay
     lo = t // stride
     frac = ((t % stride) / stride).astype(level_BxNxC.dtype)
     lo_c = jnp.clip(lo, 0, n_level - 1)
     hi_c = jnp.clip(lo + 1, 0, n_level - 1)
-    return (level_BxNxC[:, lo_c] * (1 - frac)[None, :, None]
-            + level_BxNxC[:, hi_c] * frac[None, :, None])
+    w_lo, w_hi = 1 - frac, frac
+    if delay:
+        w_lo, w_hi = jnp.where(lo >= 0, w_lo, 0), jnp.where(lo + 1 >= 0, w_hi, 0)
+    return (level_BxNxC[:, lo_c] * w_lo[None, :, None]
+            + level_BxNxC[:, hi_c] * w_hi[None, :, None])
 
 
 class AudioFPN(nn.Module):
-    """``[B, 4A, F]`` → ``[B, A, levels, C]``: the FPN's levels, each at the video-frame rate."""
+    """``[B, 4A, F]`` → ``[B, A, levels, C]``: the FPN's levels, each at the video-frame rate.
+    ``lookahead``: None = centred (the paper's); else frame t reads no audio after t +
+    ``lookahead`` (module docstring, "Low latency")."""
     channels: int
     levels: int = 4
     post_convs: int = 1
+    lookahead: int | None = None
 
     @nn.compact
     def __call__(self, audio_Bx4AxF: jax.Array) -> jax.Array:
@@ -86,6 +128,7 @@ class AudioFPN(nn.Module):
         x = nn.Conv(self.channels, kernel_size=(4,), strides=(4,), padding="VALID",
                     name="stem")(audio_Bx4AxF)
         x = nn.gelu(x)
+        delays = level_delays(self.levels, self.post_convs, self.lookahead)
         outs = []
         for level in range(1, self.levels + 1):
             if level > 1:
@@ -94,5 +137,9 @@ class AudioFPN(nn.Module):
                 # residual: the level keeps its entering features, convs add context
                 x = x + nn.gelu(_conv(self.channels, 1, f"conv{level}_{j}")(x))
             y = nn.LayerNorm(name=f"norm{level}")(x)
-            outs.append(interpolate_to(y, n_frames, 2 ** (level - 1)) if level > 1 else y)
+            delay = delays[level - 1]
+            # level 1 undelayed is the video grid already: taken as is (the centred FPN's
+            # values, bit for bit)
+            outs.append(y if level == 1 and delay == 0 else
+                        interpolate_to(y, n_frames, 2 ** (level - 1), delay))
         return jnp.stack(outs, axis=2)

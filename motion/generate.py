@@ -16,7 +16,7 @@ grow with the length. Past ``CHUNK_FRAMES`` frames :func:`generate_batch` rolls 
 of ``CHUNK_FRAMES`` (:func:`_rollout_chunked`), carrying the rollout's state from one to the next
 — ``x_t`` and the key/value ring buffers, as ``motion.stream.KeypointStream`` carries them — and
 running the FPN on a window of the padded audio around each piece, on the coarsest level's
-stride and ``lookback`` frames before it (``motion.fpn.lookback_frames``), so it computes what
+stride and ``lookback`` frames before it (``GeneratorConfig.lookback``), so it computes what
 it computes on the whole clip. The keypoints equal the single scan's to float rounding (tested);
 one program is compiled, whatever the length, and the work's memory is that of one piece.
 
@@ -53,7 +53,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from motion import decode
-from motion.fpn import lookback_frames
 from motion.generator import (
     KEYPOINT_DIM,
     N_KEYPOINTS,
@@ -212,7 +211,7 @@ def _rollout_chunked(model: GeneratorModel, x_obs_BxOx10x6: np.ndarray, audio_Bx
     model = ready(model)                      # the per-frame weights, prepared once
     config = model.config
     obs, lookahead = config.obs_len, config.lookahead
-    lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+    lookback = config.lookback
     align = 2 ** (config.levels - 1)                      # the coarsest level's stride
     n_pieces = -(-n_gen // CHUNK_FRAMES)
     width = -(-(lookback + lookahead + CHUNK_FRAMES + align - 1) // align) * align
@@ -262,7 +261,8 @@ def generate(model: GeneratorModel | OfficialModel, x0_Kx6, audio_features_4TxF,
     return generate_batch(model, x0[None], audio[None], head_scale, lip_scale)[0]
 
 
-def remove_drift(keypoints_Tx10x6: np.ndarray, window_frames: int) -> np.ndarray:
+def remove_drift(keypoints_Tx10x6: np.ndarray, window_frames: int, causal: bool = False
+                 ) -> np.ndarray:
     """``[T, 10, 6]`` → ``[T, 10, 6]``: each value minus the centred moving average (width
     ``window_frames``, made odd) of its deviation from frame 0.
 
@@ -270,14 +270,22 @@ def remove_drift(keypoints_Tx10x6: np.ndarray, window_frames: int) -> np.ndarray
     a linear walk-off is removed right up to the ends, and the first and the last frame are x0
     exactly (the face starts as the source image and comes back to it over the last half
     window). A window under 2 frames returns the input unchanged.
+
+    ``causal`` (a low-latency model's, ``motion.talking_head``): the moving average of the
+    same width over the frames up to t only, the deviation zero before frame 0 (the rest pose
+    the warm-up repeats) — frame t waits for no later frame. It lags the centred one by half a
+    window: a linear walk-off leaves a constant offset of half a window's walk.
     """
     keypoints = np.asarray(keypoints_Tx10x6, np.float32)
     half = int(window_frames) // 2
     if half < 1 or keypoints.shape[0] < 2:
         return keypoints.copy()
     deviation = (keypoints - keypoints[:1]).astype(np.float64)
-    padded = np.pad(deviation, ((half, half), (0, 0), (0, 0)), mode="reflect",
-                    reflect_type="odd")
+    if causal:
+        padded = np.pad(deviation, ((2 * half, 0), (0, 0), (0, 0)))
+    else:
+        padded = np.pad(deviation, ((half, half), (0, 0), (0, 0)), mode="reflect",
+                        reflect_type="odd")
     sums = np.cumsum(np.concatenate([np.zeros_like(padded[:1]), padded]), axis=0)
     trend = (sums[2 * half + 1:] - sums[:-(2 * half + 1)]) / (2 * half + 1)
     return (keypoints - trend).astype(np.float32)

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from motion.fpn import AudioFPN, lookahead_frames
+from motion.fpn import AudioFPN, lookahead_frames, lookback_frames
 from motion.temporal import TemporalTransformer
 from syncers.data.layout import FEATURES_PER_FRAME, FPS, KEYPOINT_DIM, N_KEYPOINTS
 from syncers.run.config import ranged
@@ -83,6 +83,10 @@ class GeneratorConfig:
     # (120 inputs, not 60), so G knows where it is relative to the rest pose it started from
     # and can learn to come back to it (docs/design.md, "Long generation").
     anchor_input: bool = False
+    # Departure from the paper (None = the paper's centred FPN): frame t reads no audio after
+    # t + fpn_lookahead frames, the coarse levels delayed to fit (``motion.fpn``, "Low
+    # latency"); the same parameters. 5 frames (200 ms) is the low-latency model's.
+    fpn_lookahead: int | None = ranged(None, ge=0, le=1024)
 
     @property
     def restore_rate(self) -> float:
@@ -92,7 +96,13 @@ class GeneratorConfig:
     @property
     def lookahead(self) -> int:
         """Video frames after t whose audio can change frame t (``motion.fpn``)."""
-        return max(lookahead_frames(self.levels, self.fpn_post_convs))
+        return max(lookahead_frames(self.levels, self.fpn_post_convs, self.fpn_lookahead))
+
+    @property
+    def lookback(self) -> int:
+        """Video frames before t whose audio can change frame t's FPN features
+        (``motion.fpn.lookback_frames``): a bounded window of audio computes them."""
+        return max(lookback_frames(self.levels, self.fpn_post_convs, self.fpn_lookahead))
 
 
 PAPER = GeneratorConfig()
@@ -184,7 +194,7 @@ class Generator(nn.Module):
         c = self.config
         self.encoder = KeypointEncoder(c.encoder_hidden, c.d_model)
         self.temporal = TemporalTransformer(c.d_model, c.n_layers, c.n_heads, c.d_ff, c.context)
-        self.fpn = AudioFPN(c.fpn_channels, c.levels, c.fpn_post_convs)
+        self.fpn = AudioFPN(c.fpn_channels, c.levels, c.fpn_post_convs, c.fpn_lookahead)
         self.head = MultiScaleHead(c.levels, c.fpn_channels, c.branch_hidden, c.branch_depth,
                                    c.velocity_init_scale)
 

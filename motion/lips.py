@@ -15,7 +15,10 @@ principal shapes in the head's frame (a departure from the paper; it reads what
   quieter (the recording's level is not its articulation).
   Frames ``t − before .. t + after`` of both form the window ``[T, (before + after + 1)·C]``: the
   shape of a phone spreads over its neighbours (coarticulation) and the mouth may move before
-  the sound, each as far as the data say.
+  the sound, each as far as the data say. The content is decoded with ``content_lookahead``
+  frames of look-ahead (``syncers.data.content``; 12 by default, fewer for a low-latency
+  stream), the same when fitting and generating: a frame's mouth reads speech up to
+  ``max(after + content_lookahead, 2·after)`` frames past it (:attr:`LipModel.lookahead`).
 - **Map.** Ridge regression ``ĉ = (x − μ)/σ · W + b`` (closed form, the ridge weight chosen on
   the validation split; a shape whose validation r is under ``MIN_VAL_R`` is left out). A
   regression predicts the mean mouth given the sound, a fraction of a real mouth's motion; each
@@ -37,11 +40,14 @@ from scipy.ndimage import maximum_filter1d
 
 from motion.articulation import N_MOUTH
 from syncers.data import landmark_space
-from syncers.data.content import N_VISEMES, REST
+from syncers.data.content import DEFAULT_LOOKAHEAD, N_VISEMES, REST
 from syncers.data.measures import aligned_mouth, frame_mel_loudness
 
 INPUTS = ("content", "prosody", "both")
 DEFAULT_BEFORE, DEFAULT_AFTER = 6, 4        # frames of context: 240 ms before, 160 ms after
+# The low-latency twin's (docs/design.md, "Streaming and the web page"): 80 ms after, the
+# content labelled 120 ms after it is heard: its mouth reads 5 frames (200 ms) ahead.
+LOW_LATENCY_AFTER, LOW_LATENCY_CONTENT_LOOKAHEAD = 2, 3
 DEFAULT_COMPONENTS = 4
 PREDICT_FRAMES = 4096                       # frames predict reads at a time: memory flat in T
 LEVEL_BEFORE = 50                           # frames (2 s) the speech level is read over
@@ -71,6 +77,7 @@ class LipModel:
     predicted_quantiles: np.ndarray
     recorded_quantiles: np.ndarray
     components: np.ndarray
+    content_lookahead: int = DEFAULT_LOOKAHEAD
 
     def to_json(self) -> dict:
         return {field.name: (value.tolist() if isinstance(value, np.ndarray) else value)
@@ -78,27 +85,43 @@ class LipModel:
                 for value in [getattr(self, field.name)]}
 
     @property
+    def reads_content(self) -> bool:
+        return self.inputs in ("content", "both")
+
+    @property
+    def reads_prosody(self) -> bool:
+        return self.inputs in ("prosody", "both")
+
+    @property
     def lookahead(self) -> int:
-        """Video frames of speech past a frame that its mouth reads (beyond the content's own)."""
-        return self.after
+        """Video frames of speech past a frame that its mouth reads: its window's frames after
+        plus the content's own look-ahead, and the prosody of the last of them, which reads as
+        many after it again."""
+        return max(self.after + self.content_lookahead if self.reads_content else 0,
+                   2 * self.after if self.reads_prosody else 0)
+
+
+_ARRAYS = ("feature_mean", "feature_scale", "weights", "bias", "predicted_quantiles",
+           "recorded_quantiles", "components")
 
 
 def from_json(raw: dict) -> LipModel:
     """The :class:`LipModel` ``to_json`` wrote; ValueError naming what is wrong."""
     if not isinstance(raw, dict):
         raise ValueError("lips must be an object")
-    names = [field.name for field in dataclasses.fields(LipModel)]
+    names = ["inputs", "before", "after", *_ARRAYS]
     missing = set(names) - set(raw)
     if missing:
         raise ValueError(f"lips lacks {sorted(missing)}")
     if raw["inputs"] not in INPUTS:
         raise ValueError(f"lips inputs must be one of {INPUTS}; got {raw['inputs']!r}")
     before, after = raw["before"], raw["after"]
+    content_lookahead = raw.get("content_lookahead", DEFAULT_LOOKAHEAD)
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 50
-               for v in (before, after)):
-        raise ValueError("lips before/after must be integers in 0..50")
+               for v in (before, after, content_lookahead)):
+        raise ValueError("lips before/after/content_lookahead must be integers in 0..50")
     try:
-        arrays = {name: np.asarray(raw[name], np.float32) for name in names[3:]}
+        arrays = {name: np.asarray(raw[name], np.float32) for name in _ARRAYS}
     except (TypeError, ValueError):
         raise ValueError("lips arrays must be lists of numbers") from None
     d = (before + after + 1) * n_channels(raw["inputs"])
@@ -119,7 +142,7 @@ def from_json(raw: dict) -> LipModel:
             np.any(np.diff(arrays["recorded_quantiles"], axis=1) < 0):
         raise ValueError("lips arrays must be finite, feature_scale positive, quantiles "
                          "non-decreasing")
-    return LipModel(raw["inputs"], before, after, **arrays)
+    return LipModel(raw["inputs"], before, after, **arrays, content_lookahead=content_lookahead)
 
 
 def log_energy(audio_features_4TxF: np.ndarray) -> np.ndarray:
@@ -228,8 +251,11 @@ class LipClip:
 
 def fit(clips: Sequence[LipClip], val_clips: Sequence[LipClip], inputs: str = "both",
         before: int = DEFAULT_BEFORE, after: int = DEFAULT_AFTER,
-        n_components: int = DEFAULT_COMPONENTS) -> tuple[LipModel, dict]:
-    """Fit on ``clips`` (mirrored copies added), choosing the ridge weight on ``val_clips``.
+        n_components: int = DEFAULT_COMPONENTS, content_lookahead: int = DEFAULT_LOOKAHEAD
+        ) -> tuple[LipModel, dict]:
+    """Fit on ``clips`` (mirrored copies added), choosing the ridge weight on ``val_clips``;
+    their content was decoded with ``content_lookahead`` frames of look-ahead (recorded in the
+    model, which generation decodes with).
     Returns the model and a report ``{ridge, val_r [K], kept, explained [K], train_frames,
     ...}``; ValueError when no shape follows the speech on ``val_clips``."""
     if not clips or not val_clips:
@@ -284,11 +310,11 @@ def fit(clips: Sequence[LipClip], val_clips: Sequence[LipClip], inputs: str = "b
                      weights.astype(np.float32), bias.astype(np.float32),
                      np.quantile(x_train @ weights + bias, levels, axis=0).T.astype(np.float32),
                      np.quantile(c_train, levels, axis=0).T.astype(np.float32),
-                     components.astype(np.float32))
+                     components.astype(np.float32), content_lookahead)
     report = {"inputs": inputs, "ridge": ridge, "val_r": np.round(val_r, 3).tolist(),
               "kept": kept.tolist(),
               "explained": np.round(singular[:n_components] ** 2 / np.sum(singular ** 2),
                                     3).tolist(),
               "train_frames": int(len(x_train)), "val_frames": int(len(x_val)),
-              "before": before, "after": after}
+              "before": before, "after": after, "content_lookahead": content_lookahead}
     return model, report

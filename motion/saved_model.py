@@ -296,7 +296,7 @@ def long_rollout_warning(path: str | os.PathLike, info: dict, name: str) -> str 
 
 
 # GeneratorConfig's integer fields that may be 0 (all others count something and must be >= 1).
-_MAY_BE_ZERO = ("fpn_post_convs",)
+_MAY_BE_ZERO = ("fpn_post_convs", "fpn_lookahead")
 
 
 def _generator_config(raw, meta_path: Path) -> GeneratorConfig:

@@ -27,15 +27,17 @@ to its length plus a constant, however long the stream has run:
 2. :class:`RunningMatch` (optional): a fixed histogram per band.
 3. :class:`KeypointStream`: the padded features of the last ~W frames and the rollout's carry
    (x_t and the KV ring buffers of ``motion.decode``). Frame t needs the audio of frames
-   t − L .. t + L (``motion.fpn.lookahead_frames`` / ``lookback_frames``: L = 29 at the paper's
-   sizes), so the FPN runs on a window of W = L + L + 8 + 7 (rounded to the coarsest level's
-   stride, 8) frames that starts on that stride, which makes it compute exactly what it
-   computes on the whole clip; then ``decode_step`` per frame, up to 8 frames per call.
+   t − B .. t + L (``GeneratorConfig.lookback`` / ``lookahead``: B = L = 29 at the paper's
+   sizes; B = 53, L = 5 for the low-latency FPN), so the FPN runs on a window of W = B + L + 8
+   + 7 (rounded to the coarsest level's stride, 8) frames that starts on that stride, which
+   makes it compute exactly what it computes on the whole clip; then ``decode_step`` per
+   frame, up to 8 frames per call.
 4. The mouth: :class:`LipStream` (the content mouth, ``motion.lips``: a
    ``syncers.data.content.ContentStream`` decoding the samples, the last ``LEVEL_BEFORE +
    before`` frames' energies and ``before`` frames' visemes) or :class:`ArticulationStream`
    (the loudness mouth, ``motion.articulation``), both exact.
-5. :class:`DriftStream`: ``remove_drift``'s centred moving average over the last window.
+5. :class:`DriftStream`: ``remove_drift``'s centred moving average over the last window (or
+   its trailing form, for a low-latency model).
 6. The renderer (``render.renderer``: the mesh or the warp), one frame per call.
 
 **Latency.** Frame i covers the samples ``[640 i, 640 (i+1))``. It is determined once the samples
@@ -46,7 +48,10 @@ size: 1.16 s) plus half the drift window (12 frames for the bundled model's 1 s,
 for the bundled model) and the loudness of ``2 · after`` frames past it: within L, so it adds no
 wait to msync's generators (``Streamer.delay_frames`` says the total). A live source therefore
 sees frame i about ``L × 40 ms + 7.5 ms`` after speaking it, plus the compute of one push
-(a few ms to tens of ms: ``bench/bench_stream.py``).
+(a few ms to tens of ms: ``bench/bench_stream.py``). A low-latency model
+(``GeneratorConfig.fpn_lookahead`` = 5, a lip model reading 5 frames ahead, the trailing drift
+removal: ``motion.talking_head.load(None, latency="low")``) is streamed the same way, 5 frames
+(200 ms) behind.
 """
 from __future__ import annotations
 
@@ -58,14 +63,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from motion import articulation, blink, decode, lips
-from motion.fpn import lookback_frames
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
 from motion.model import GeneratorModel, ready
 from motion.official.model import OfficialModel
 from motion.source import SourceFace
 from render.renderer import Renderer
-from syncers.data.content import DEFAULT_LOOKAHEAD, N_VISEMES, ContentStream
+from syncers.data.content import N_VISEMES, ContentStream
 from syncers.data.features import N_FFT, WINDOW, framed_features
 from syncers.data.layout import (
     FEATURE_HOP,
@@ -252,7 +256,7 @@ class KeypointStream:
         self.config = config
         self.lookahead = config.lookahead
         self._before = config.obs_len - 1                     # mirrored frames before frame 0
-        self._lookback = max(lookback_frames(config.levels, config.fpn_post_convs))
+        self._lookback = config.lookback
         self._align = 2 ** (config.levels - 1)                # the coarsest level's stride
         self._block = block
         self.window = -(-(self._lookback + self.lookahead + block + self._align - 1)
@@ -369,11 +373,14 @@ class KeypointStream:
 
 class DriftStream:
     """``motion.generate.remove_drift`` for a stream: frame t goes out once frame t + half is in
-    (``half = window_frames // 2``); the same values as offline (tested). ``[n, 10, 6]`` in and
-    out."""
+    (``half = window_frames // 2``), or at once with ``causal`` (the trailing average of a
+    low-latency model); the same values as offline (tested). ``[n, 10, 6]`` in and out."""
 
-    def __init__(self, window_frames: int):
+    def __init__(self, window_frames: int, causal: bool = False):
         self.half = int(window_frames) // 2
+        self.causal = causal
+        # the trailing window's last 2·half deviations (zero before frame 0, as offline)
+        self._tail = np.zeros((2 * self.half, N_KEYPOINTS, KEYPOINT_DIM), np.float64)
         self.n_in = 0
         self.n_out = 0
         self._base = 0                                # frame index of self._held[0]
@@ -383,7 +390,12 @@ class DriftStream:
 
     @property
     def buffered(self) -> int:
-        return int(self._held.shape[0])
+        return int(self._held.shape[0] + (self._tail.shape[0] if self.causal else 0))
+
+    @property
+    def delay(self) -> int:
+        """Frames after frame t that frame t waits for."""
+        return 0 if self.causal else self.half
 
     def push(self, keypoints: np.ndarray) -> np.ndarray:
         keypoints = np.asarray(keypoints, np.float32)
@@ -393,13 +405,29 @@ class DriftStream:
             return keypoints.copy()
         if keypoints.shape[0] and self._first is None:
             self._first = keypoints[0].astype(np.float64)
+        if self.causal:
+            return self._trailing(keypoints)
         self._held = np.concatenate([self._held, keypoints])
         self.n_in += keypoints.shape[0]
         return self._emit(self.n_in - self.half)
 
+    def _trailing(self, keypoints: np.ndarray) -> np.ndarray:
+        """The causal form: each frame minus the mean deviation of the 2·half + 1 frames up
+        to it."""
+        self.n_in += keypoints.shape[0]
+        self.n_out = self.n_in
+        if keypoints.shape[0] == 0:
+            return keypoints.copy()
+        width = 2 * self.half + 1
+        dev = np.concatenate([self._tail, keypoints.astype(np.float64) - self._first])
+        sums = np.cumsum(np.concatenate([np.zeros_like(dev[:1]), dev]), axis=0)
+        trend = (sums[width:] - sums[:-width]) / width
+        self._tail = dev[-(width - 1):]
+        return (keypoints - trend).astype(np.float32)
+
     def close(self) -> np.ndarray:
         self._closed = True
-        if self.half < 1:
+        if self.half < 1 or self.causal:
             return np.zeros((0, N_KEYPOINTS, KEYPOINT_DIM), np.float32)
         if self.n_in <= self.half:
             # Shorter than the half window: nothing went out yet and numpy's reflection
@@ -465,7 +493,9 @@ class Streamer:
     mouth in its place (``motion.saved_model.model_lips``; at most one of the two);
     ``quantiles [Q, F]``: match the features to a corpus with :class:`RunningMatch` (None = as
     they are); ``blink_key``: add the blinks ``motion.blink.generate`` draws with it to the
-    drawn frames (None = none; the same schedule as offline generation's, :class:`BlinkStream`).
+    drawn frames (None = none; the same schedule as offline generation's, :class:`BlinkStream`);
+    ``causal_drift``: drift removal's trailing form (``remove_drift(causal=True)``, a
+    low-latency model's: no wait for later frames).
     ``motion.talking_head.streamer`` builds one from a loaded model and generation options.
     """
 
@@ -474,7 +504,8 @@ class Streamer:
                  lip_scale: float = 1.0, drift_window_s: float = 0.0,
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
                  block: int = BLOCK, articulation_map: articulation.Articulation | None = None,
-                 lip_model: lips.LipModel | None = None, blink_key: jax.Array | None = None):
+                 lip_model: lips.LipModel | None = None, blink_key: jax.Array | None = None,
+                 causal_drift: bool = False):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
@@ -497,11 +528,11 @@ class Streamer:
         self.articulation = None if articulation_map is None else \
             ArticulationStream(articulation_map, lip_scale)
         self.lips = None if lip_model is None else LipStream(lip_model, lip_scale)
-        self.drift = DriftStream(round(drift_window_s * FPS))
+        self.drift = DriftStream(round(drift_window_s * FPS), causal_drift)
         self.blinks = None if blink_key is None else BlinkStream(blink_key)
         self.delay_frames = max(self.keypoints.lookahead,
                                 0 if self.lips is None else self.lips.lookahead) \
-            + self.drift.half
+            + self.drift.delay
         self._resampler = None
         self._rate = None
         self._n_out = 0
@@ -735,7 +766,8 @@ class ArticulationStream(_MouthStream):
 
 class LipStream(_MouthStream):
     """``motion.lips`` for a stream (the content mouth): the samples go to a
-    ``ContentStream`` (``syncers.data.content``, the look-ahead offline features use), the
+    ``ContentStream`` (``syncers.data.content``, with the model's ``content_lookahead``, as
+    offline generation decodes), the
     unmatched feature rows to per-frame log energies (``motion.lips.log_energy``), the
     generated keypoints wait until the window of their frame is known: the visemes of frames
     up to t + ``after`` and the energies up to t + 2·``after`` (frame t + ``after``'s prosody
@@ -745,15 +777,14 @@ class LipStream(_MouthStream):
     ``LEVEL_BEFORE + before`` frames' energies, the keypoints that wait and the first keypoints
     (x0, the reference of ``articulation.apply``)."""
 
-    def __init__(self, fitted: lips.LipModel, lip_scale: float = 1.0,
-                 content_lookahead: int = DEFAULT_LOOKAHEAD):
+    def __init__(self, fitted: lips.LipModel, lip_scale: float = 1.0):
         super().__init__(lip_scale)
         self.fitted = fitted
-        self.reads_content = fitted.inputs in ("content", "both")
-        self.reads_prosody = fitted.inputs in ("prosody", "both")
-        self.content = ContentStream(content_lookahead) if self.reads_content else None
-        self.lookahead = max(fitted.after + content_lookahead if self.reads_content else 0,
-                             2 * fitted.after if self.reads_prosody else 0)
+        self.reads_content = fitted.reads_content
+        self.reads_prosody = fitted.reads_prosody
+        # the look-ahead the model was fitted with, which offline generation decodes with too
+        self.content = ContentStream(fitted.content_lookahead) if self.reads_content else None
+        self.lookahead = fitted.lookahead
         self._visemes = np.zeros((0, N_VISEMES), np.float32)
         self._visemes_base = 0                # frame index of self._visemes[0]
         self._rows = None                     # feature rows short of a whole frame

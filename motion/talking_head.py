@@ -56,6 +56,11 @@ from syncers.run.errors import InputError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo_model"
+# Its low-latency twin (model.fpn_lookahead = 5, its lip model 5 frames ahead, causal drift
+# removal): frames about 300 ms after their speech when streamed (motion/assets/README.md).
+LOW_LATENCY_MODEL_DIR = ASSETS / "demo_model_low_latency"
+# ``load``'s choice of bundled model: "full" reads up to 1.16 s ahead, "low" 200 ms.
+LATENCIES = ("full", "low")
 # Six seconds of a US presidential address (public domain in the US; motion/assets/README.md).
 BUNDLED_SPEECH = ASSETS / "speech.flac"
 
@@ -98,6 +103,14 @@ class TalkingHeadModel:
     drift_window_s: float
     info: dict
 
+    @property
+    def low_latency(self) -> bool:
+        """A generator whose audio look-ahead is bounded (``GeneratorConfig.fpn_lookahead``):
+        its drift removal is causal too (``motion.generate.remove_drift``), offline and
+        streamed, so that nothing after its bound changes a frame."""
+        return isinstance(self.generator, GeneratorModel) and \
+            self.generator.config.fpn_lookahead is not None
+
     def default_renderer(self, with_fomm: bool = False) -> str:
         """FOMM when its weights are given, the mesh for ``landmarks-v1``, else the warp (a
         FOMM-space model without FOMM is then refused by :func:`resolve`, saying so)."""
@@ -106,18 +119,31 @@ class TalkingHeadModel:
         return "mesh" if self.keypoint_space == LANDMARK_SPACE else "warp"
 
 
-def load(path: str | os.PathLike | None = None) -> TalkingHeadModel:
+def load(path: str | os.PathLike | None = None, latency: str | None = None
+         ) -> TalkingHeadModel:
     """The model at ``path`` (a saved model, a generator run or a converted release; None = the
-    bundled demo model). Anything malformed or that this msync cannot compute is one
-    ``InputError`` naming the file."""
+    bundled demo model, or with ``latency="low"`` its low-latency twin). ``latency="low"`` with
+    a path refuses a model that is not low-latency. Anything malformed or that this msync
+    cannot compute is one ``InputError`` naming the file."""
+    if latency not in (None,) + LATENCIES:
+        raise InputError(None, f"--latency must be one of {', '.join(LATENCIES)}; got "
+                               f"{latency!r}")
     if path is None:
-        if not ((DEMO_MODEL_DIR / META).is_file() and (DEMO_MODEL_DIR / PARAMS).is_file()):
+        bundled = LOW_LATENCY_MODEL_DIR if latency == "low" else DEMO_MODEL_DIR
+        if not ((bundled / META).is_file() and (bundled / PARAMS).is_file()):
             raise InputError(None, f"no bundled demo model is installed (looked in "
-                                   f"{DEMO_MODEL_DIR}); pass --model RUN (a directory from "
+                                   f"{bundled}); pass --model RUN (a directory from "
                                    "`msync train generator`)")
-        path = DEMO_MODEL_DIR
+        path = bundled
     name = os.fspath(path)
     generator, info = load_model(path)
+    if latency == "low" and not (isinstance(generator, GeneratorModel)
+                                 and generator.config.fpn_lookahead is not None):
+        reach = f"{generator.config.lookahead} frames" if isinstance(generator, GeneratorModel) \
+            else "its whole window"
+        raise InputError(name, f"--latency low needs a low-latency model (trained with "
+                               f"model.fpn_lookahead); this one reads {reach} of speech ahead "
+                               f"— drop --model for the bundled low-latency model")
     stats = info.get("feature_stats")
     return TalkingHeadModel(
         generator=generator, path=name, keypoint_space=str(info.get("keypoint_space", "")),
@@ -324,7 +350,8 @@ def lip_offsets(model: TalkingHeadModel, speech: Speech | np.ndarray, rows_4TxF:
     one) when resolved ``options`` choose it, else None."""
     if options.mouth != "content":
         return None
-    return lips.predict(model.lips, speech_content(as_speech(speech)), rows_4TxF)
+    return lips.predict(model.lips, speech_content(as_speech(speech),
+                                                   model.lips.content_lookahead), rows_4TxF)
 
 
 def model_keypoints(model: TalkingHeadModel, x0_Kx6: np.ndarray, features_4TxF: np.ndarray,
@@ -367,11 +394,11 @@ def _after_rollout(model: TalkingHeadModel, generated_BxTx10x6: np.ndarray,
         out = np.empty(np.shape(generated_BxTx10x6), np.float32)
         for b, (clip, offsets) in enumerate(zip(generated_BxTx10x6, lip_offsets_BxTx20x2)):
             out[b] = apply(clip, offsets[:len(clip)], options.lip_scale)
-            out[b] = remove_drift(out[b], window)
+            out[b] = remove_drift(out[b], window, model.low_latency)
         return out
     articulated = articulate(model.articulation, generated_BxTx10x6, features_Bx4TxF,
                              options.lip_scale)
-    return np.stack([remove_drift(clip, window) for clip in articulated])
+    return np.stack([remove_drift(clip, window, model.low_latency) for clip in articulated])
 
 
 def keypoints(model: TalkingHeadModel, source: SourceFace, speech: Speech | np.ndarray,
@@ -442,5 +469,5 @@ def streamer(model: TalkingHeadModel, source: SourceFace, options: GenerationOpt
                     feature_kind=model.feature_kind,
                     articulation_map=model.articulation if options.mouth == "loudness" else None,
                     lip_model=model.lips if options.mouth == "content" else None,
-                    blink_key=blink_key(model, options))
+                    blink_key=blink_key(model, options), causal_drift=model.low_latency)
 

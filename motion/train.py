@@ -70,6 +70,7 @@ from motion.saved_model import (
     PARAMS,
     corpus_feature_stats,
     exported_step,
+    load_model,
     save_model,
 )
 from syncers import train as syncer_train
@@ -454,6 +455,8 @@ def _train_locked(config: GeneratorRunConfig, inputs: _Inputs, syncers_run, work
     manager = checkpoint_manager(directory, tc.max_to_keep)
     options = tuple(sorted((compiler_options or {}).items()))
     fresh = _jit_create(options)(config, jax.random.PRNGKey(tc.seed), n)
+    if tc.init_from is not None:
+        fresh = fresh.replace(g_params=initial_params(tc.init_from, fresh.g_params))
     # Replicated like restored checkpoints and step outputs, so both hit one compiled step.
     fresh = parallel.replicate(fresh, mesh)
     state = loop.restore(manager, fresh, directory)
@@ -557,6 +560,23 @@ def _checkpoint(manager, state: TrainState, config: GeneratorRunConfig, info: di
                keypoint_space=info["keypoint_space"], features=info["features"],
                syncers_run=info["syncers_run"], step=int(state.step),
                data_root=info["data_root"], feature_stats=feature_stats)
+
+
+def initial_params(path: str, fresh_params):
+    """The parameters of the saved generator at ``path`` (``train.init_from``) as G's first;
+    refused, naming it, unless their names and shapes are ``fresh_params``' (a model of other
+    sizes). A checkpoint of the run, once there is one, is restored over them."""
+    model, _ = load_model(path)
+    if not isinstance(model, GeneratorModel):
+        raise InputError(path, "train.init_from: not a msync generator (a converted release "
+                               "has another architecture)")
+    shapes = jax.tree.map(np.shape, model.params)
+    if shapes != jax.tree.map(np.shape, fresh_params):
+        raise InputError(path, "train.init_from: its parameters' names or shapes differ from "
+                               "those of this run's model config (only fpn_lookahead and "
+                               "restore_seconds may differ from the config it was trained "
+                               "with)")
+    return jax.tree.map(lambda p, q: jnp.asarray(p, q.dtype), model.params, fresh_params)
 
 
 def _check_finite(step: int, metrics, workdir: Path) -> None:

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from generator_helpers import jit, tiny_params
+from tolerance import assert_close
 
-from motion.fpn import AudioFPN, lookahead_frames
+from motion.fpn import AudioFPN, level_delays, lookahead_frames
+from motion.generate import generate
 from motion.generator import (
     PAPER,
     PRESETS,
@@ -21,6 +23,7 @@ from motion.generator import (
     count_params,
     init_params,
 )
+from motion.model import GeneratorModel
 
 CONFIG = TINY
 
@@ -80,24 +83,73 @@ def test_temporal_module_is_causal_with_a_sliding_context(params):
     assert np.all(grad[:t - reach] == 0.0)
 
 
-def test_fpn_lookahead_is_documented_and_tight():
-    assert lookahead_frames(4, 1) == (1, 5, 13, 29)
+@pytest.mark.parametrize("bound, reaches", [(None, (1, 5, 13, 29)), (5, (1, 5, 5, 5)),
+                                            (0, (0, 0, 0, 0))])
+def test_fpn_lookahead_is_documented_and_tight(bound, reaches):
+    """The centred FPN and its low-latency variants (``lookahead`` = 5 and 0 frames)."""
+    assert lookahead_frames(4, 1, bound) == reaches
     assert PAPER.lookahead == 29
-    fpn = AudioFPN(channels=4, levels=4, post_convs=1)
+    assert dataclasses.replace(PAPER, fpn_lookahead=bound).lookahead == max(reaches)
+    fpn = AudioFPN(channels=4, levels=4, post_convs=1, lookahead=bound)
     audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 80, 5))
     variables = jit(fpn.init)(jax.random.PRNGKey(3), audio)
-    t = 33          # t ≡ 1 mod 8: every level's next (future) coarse frame is furthest ahead
 
     @jit
-    def level_at_t(audio):
+    def level_at(audio, t):
         return fpn.apply(variables, audio)[0, t]                        # [levels, C]
 
-    base = level_at_t(audio)
-    for level, reach in enumerate(lookahead_frames(4, 1)):
-        after = audio.at[:, 4 * (t + reach + 1):].add(1.0)              # beyond the reach
-        np.testing.assert_array_equal(level_at_t(after)[level], base[level])
-        at = audio.at[:, 4 * (t + reach):4 * (t + reach + 1)].add(1.0)  # the last frame read
-        assert np.abs(level_at_t(at)[level] - base[level]).max() > 0
+    # Never past the reach; at it for some frame t: frames t − delay of all phases modulo the
+    # coarsest stride (8), one of which reads its next (future) coarse frame furthest ahead.
+    for level, reach in enumerate(reaches):
+        read_last = False
+        for t in range(33, 41):
+            base = level_at(audio, t)[level]
+            after = audio.at[:, 4 * (t + reach + 1):].add(1.0)          # beyond the reach
+            np.testing.assert_array_equal(level_at(after, t)[level], base)
+            at = audio.at[:, 4 * (t + reach):4 * (t + reach + 1)].add(1.0)  # the last frame
+            read_last |= bool(np.abs(level_at(at, t)[level] - base).max() > 0)
+        assert read_last, level
+
+
+def test_low_latency_fpn_is_the_centred_one_delayed():
+    """Same parameters; each level's frame t is the centred level's frame t − delay (0, 0, 8,
+    24 frames for a look-ahead of 5), zero before the level's first (coarse) frame."""
+    centred = AudioFPN(channels=4, levels=4, post_convs=1)
+    low = AudioFPN(channels=4, levels=4, post_convs=1, lookahead=5)
+    audio = jax.random.normal(jax.random.PRNGKey(5), (1, 4 * 64, 5))
+    variables = jit(centred.init)(jax.random.PRNGKey(6), audio)
+    assert jax.tree.map(np.shape, jit(low.init)(jax.random.PRNGKey(6), audio)) == \
+        jax.tree.map(np.shape, variables)
+    a = np.asarray(jit(centred.apply)(variables, audio))[0]             # [T, levels, C]
+    b = np.asarray(jit(low.apply)(variables, audio))[0]
+    for level, delay in enumerate(level_delays(4, 1, 5)):
+        assert delay == (0, 0, 8, 24)[level]
+        assert_close(b[delay:, level], a[:len(a) - delay, level], rel=1e-6)
+    # before the delay, level 4 is zero up to one coarse stride (8 frames) before its first
+    # frame, then interpolates from zero towards it
+    np.testing.assert_array_equal(b[:17, 3], 0.0)
+    assert_close(b[17:24, 3], np.arange(1, 8)[:, None] / 8 * a[0, 3], rel=1e-6)
+
+
+def test_low_latency_generator_frame_ignores_audio_past_its_bound():
+    """Perturbing the audio after frame t + ``fpn_lookahead`` leaves generated frames ≤ t as
+    they were; the audio at frame t + ``fpn_lookahead`` changes frame t."""
+    config = dataclasses.replace(TINY, fpn_lookahead=5)
+    model = GeneratorModel(tiny_params(config), config)
+    x0 = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (10, 6))) * 0.1
+    audio = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (4 * 60, config.audio_features)))
+    base = generate(model, x0, audio)
+    # odd t: level 2's next coarse frame reads audio frame t + 5; t = 3 is within the coarse
+    # levels' delays (they are zero there rather than reading the clip's first coarse frame)
+    for t in (3, 33):
+        after = audio.copy()
+        after[4 * (t + 6):] += 1.0
+        np.testing.assert_array_equal(generate(model, x0, after)[:t + 1], base[:t + 1])
+        at = audio.copy()
+        at[4 * (t + 5):4 * (t + 6)] += 1.0
+        changed = generate(model, x0, at)
+        np.testing.assert_array_equal(changed[:t], base[:t])
+        assert np.abs(changed[t] - base[t]).max() > 0
 
 
 def test_eq10_masks_sum_to_one_and_scales(params):

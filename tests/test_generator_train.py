@@ -190,6 +190,36 @@ def _cli(setup, tmp_path, *extra, data=None, syncers=None, out=None):
                      "--config", str(setup["base"] / "generator.yaml"), *extra])
 
 
+def test_init_from_starts_a_low_latency_twin_from_a_saved_model(setup, tmp_path, capsys):
+    """``--init-from``: G starts from the saved model's parameters — after one Adam step (lr
+    1e-3, each value moves by at most that) within 1e-3 of them, which lie 0.5 from the
+    seed's; another model's sizes are refused."""
+    start = tmp_path / "start"
+    shutil.copytree(setup["full"] / "model", start)
+    shifted = jax.tree.map(lambda a: np.asarray(a) + np.float32(0.5),
+                           flax.serialization.msgpack_restore((start / "params.msgpack")
+                                                              .read_bytes()))
+    (start / "params.msgpack").write_bytes(flax.serialization.msgpack_serialize(shifted))
+    source, _ = load_model(start)
+    twin = tmp_path / "twin"
+    assert _cli(setup, tmp_path, "--init-from", str(start), "--set", "model.fpn_lookahead=2",
+                "--set", "train.steps=1", out=twin) == 0
+    model, _ = load_model(twin)
+    assert model.config.fpn_lookahead == 2 and model.config.lookahead == 2
+    recorded = yaml.safe_load((twin / "config.yaml").read_text())
+    assert recorded["train"]["init_from"] == str(start)
+    moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
+             for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(source.params))]
+    assert 0 < max(moved) <= 1.01e-3
+
+    capsys.readouterr()
+    assert _cli(setup, tmp_path, "--init-from", str(start), "--set", "model.fpn_channels=4",
+                out=tmp_path / "other") == 2
+    err = capsys.readouterr().err
+    assert f"{start}: train.init_from: its parameters' names or shapes differ" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_bad_input_is_one_line_naming_the_file(setup, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -156,6 +156,24 @@ def test_json_round_trip_and_errors(fitted):
         lips.from_json({**raw, "recorded_quantiles": [q[::-1] for q in raw["recorded_quantiles"]]})
 
 
+def test_content_lookahead_is_recorded_and_bounds_the_mouths_reach(fitted):
+    """A model records the look-ahead its content was decoded with (one fitted before it was
+    recorded reads as the default, 12); its mouth reads max(after + that, 2·after) frames
+    ahead."""
+    model, _ = fitted
+    assert model.content_lookahead == content.DEFAULT_LOOKAHEAD == 12
+    assert model.lookahead == model.after + 12
+    raw = model.to_json()
+    low = lips.from_json({**raw, "content_lookahead": 3})
+    assert low.content_lookahead == 3 and low.lookahead == model.after + 3
+    older = lips.from_json({k: v for k, v in raw.items() if k != "content_lookahead"})
+    assert older.content_lookahead == 12
+    with pytest.raises(ValueError, match="content_lookahead must be integers in 0..50"):
+        lips.from_json({**raw, "content_lookahead": -1})
+    prosody_only = lips.LipModel("prosody", 6, 2, *[np.zeros(1)] * 7, content_lookahead=3)
+    assert prosody_only.lookahead == 4
+
+
 def test_offsets_apply_to_landmark_keypoints(fitted):
     """The offsets are articulation's kind: ``motion.articulation.apply`` moves keypoints 5–9."""
     model, _ = fitted
@@ -201,6 +219,31 @@ def test_train_lips_stores_the_model_in_model_json(tmp_path, capsys):
     (model / "model.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="model.json.*lips"):
         saved_model.load_model(model)
+
+
+def test_train_lips_low_latency_flags(tmp_path, capsys, monkeypatch):
+    """``--after 2 --content-lookahead 3``: the window and the decoder's look-ahead are
+    fitted and recorded as given; out of range → one line, exit 2."""
+    data = _speech_dataset(tmp_path / "ds")
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, model)
+    decoded = []
+    real = content.content_features
+    monkeypatch.setattr(content, "content_features",
+                        lambda samples, lookahead=12: decoded.append(lookahead)
+                        or real(samples, lookahead))
+    assert cli.main(["train", "lips", "--data", str(data), "--model", str(model), "--after",
+                     "2", "--content-lookahead", "3"]) == 0, capsys.readouterr().err
+    assert set(decoded) == {3}
+    stored = saved_model.model_lips(saved_model.load_model(model)[1])
+    assert (stored.after, stored.content_lookahead, stored.lookahead) == (2, 3, 5)
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["lips_report"]["content_lookahead"] == 3 and meta["lips"]["after"] == 2
+    capsys.readouterr()
+    assert cli.main(["train", "lips", "--data", str(data), "--model", str(model),
+                     "--content-lookahead", "51"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--content-lookahead must be 0..50 frames" in err
 
 
 @pytest.mark.parametrize("case, message", [

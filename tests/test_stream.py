@@ -4,6 +4,7 @@ long the stream has run, ``close`` flushes exactly the remaining frames, the FPN
 past that the bounded window relies on, and the command's mp4 and raw outputs and bad input."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -31,6 +32,12 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def low_model():
+    config = dataclasses.replace(TINY, fpn_lookahead=5)
+    return GeneratorModel(tiny_params(config), config)
+
+
+@pytest.fixture(scope="module")
 def speech():
     """4.3 s of phantom speech: 107 whole frames and a partial one (more than 3 FPN windows)."""
     samples = phantom_audio.utterance(4.4, seed=5)
@@ -50,19 +57,23 @@ def _chunks(samples, size):
     return [samples[i:i + size] for i in range(0, samples.size, size)]
 
 
-def test_fpn_reach_into_the_past_is_documented_and_tight():
-    assert lookback_frames(4, 1) == (1, 5, 13, 29)
-    fpn = AudioFPN(channels=4, levels=4, post_convs=1)
-    audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 80, 5))
+@pytest.mark.parametrize("bound, reaches", [(None, (1, 5, 13, 29)), (5, (1, 5, 21, 53))])
+def test_fpn_reach_into_the_past_is_documented_and_tight(bound, reaches):
+    """The centred FPN and the low-latency one (``lookahead`` = 5: the coarse levels delayed
+    by 8 and 24 frames read as much further back)."""
+    assert lookback_frames(4, 1, bound) == reaches
+    fpn = AudioFPN(channels=4, levels=4, post_convs=1, lookahead=bound)
+    audio = jax.random.normal(jax.random.PRNGKey(2), (1, 4 * 120, 5))
     variables = jit(fpn.init)(jax.random.PRNGKey(3), audio)
-    t = 47          # t ≡ 7 mod 8: every level's previous coarse frame is furthest back
+    t = 71          # t ≡ 7 mod 8 (so is t − delay): every level's previous coarse frame is
+                    # furthest back
 
     @jit
     def level_at_t(audio):
         return fpn.apply(variables, audio)[0, t]
 
     base = level_at_t(audio)
-    for level, reach in enumerate(lookback_frames(4, 1)):
+    for level, reach in enumerate(reaches):
         before = audio.at[:, :4 * (t - reach)].add(1.0)                 # beyond the reach
         np.testing.assert_array_equal(level_at_t(before)[level], base[level])
         at = audio.at[:, 4 * (t - reach):4 * (t - reach + 1)].add(1.0)  # the first frame read
@@ -109,6 +120,35 @@ def test_streamed_keypoints_are_generates(model, speech, size):
     assert_close(streamed, offline, rel=1e-5)
 
 
+@pytest.mark.parametrize("size", [37, 640, 3000])
+def test_low_latency_streamed_keypoints_are_generates(low_model, speech, size):
+    """The low-latency FPN (``fpn_lookahead`` = 5: its window reaches 53 frames back)."""
+    streamed, x0 = _streamed_keypoints(low_model, speech, size)
+    offline = generate(low_model, x0, audio_features(speech))
+    assert streamed.shape == offline.shape == (len(speech) // 640, 10, 6)
+    assert_close(streamed, offline, rel=1e-5)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.3, 1.0])
+def test_low_latency_short_clips_mirror_as_generate_does(low_model, speech, seconds):
+    samples = speech[:int(seconds * 16000)]
+    streamed, x0 = _streamed_keypoints(low_model, samples, 500)
+    assert_close(streamed, generate(low_model, x0, audio_features(samples)), rel=1e-5)
+
+
+def test_low_latency_frames_leave_within_their_bound(low_model, speech):
+    """Frame i ≥ 1 leaves as soon as the features of frame i + 5 are in: with the push that
+    completes them, never a push later (frame 0, x0, with the first frame's)."""
+    streamer = stream.Streamer(low_model, _source(), None)
+    assert streamer.keypoints.lookahead == 5 and streamer.delay_frames == 5
+    n_out = 0
+    for end in range(640, len(speech), 640):
+        n_out += len(streamer.push(speech[end - 640:end]))
+        # frame j's rows read samples < 640 j + 760 (syncers.data.features)
+        complete = max(0, min((end - 760) // 640 + 1, end // 640))
+        assert n_out == max(min(complete, 1), complete - 5), end
+
+
 def test_streamed_with_restoring_term_scales_and_drift_removal(speech):
     model = GeneratorModel(tiny_params(TINY), TINY_RESTORE)
     streamed, x0 = _streamed_keypoints(model, speech, 1000, head_scale=0.5, lip_scale=2.0,
@@ -145,6 +185,38 @@ def test_streamed_drift_removal_is_remove_drift(window, length):
         out = [drift.push(keypoints[i:i + size]) for i in range(0, length, size)]
         out = np.concatenate(out + [drift.close()])
         assert_close(out, remove_drift(keypoints, window), rel=1e-6)
+
+
+@pytest.mark.parametrize("window", [2, 5, 25])
+@pytest.mark.parametrize("length", [1, 3, 30])
+def test_streamed_causal_drift_removal_waits_for_nothing(window, length):
+    """The trailing form: every frame goes out with the push that brings it, the values
+    offline's; no frame depends on a later one."""
+    keypoints = np.cumsum(np.random.default_rng(length).normal(size=(length, 10, 6)), axis=0)
+    keypoints = keypoints.astype(np.float32)
+    offline = remove_drift(keypoints, window, causal=True)
+    for size in (1, 4, 100):
+        drift = stream.DriftStream(window, causal=True)
+        assert drift.delay == 0
+        out = [drift.push(keypoints[i:i + size]) for i in range(0, length, size)]
+        assert sum(map(len, out)) == length and len(drift.close()) == 0
+        assert_close(np.concatenate(out), offline, rel=1e-6)
+    changed = keypoints.copy()
+    changed[length // 2 + 1:] += 1.0
+    np.testing.assert_array_equal(remove_drift(changed, window, causal=True)[:length // 2 + 1],
+                                  offline[:length // 2 + 1])
+
+
+def test_causal_drift_removal_is_a_trailing_mean():
+    """Frame t minus the mean deviation from frame 0 of frames t − 2·half .. t (zero before
+    frame 0): a constant velocity leaves half a window's walk."""
+    keypoints = np.zeros((40, 10, 6), np.float32) + np.arange(40, dtype=np.float32)[:, None,
+                                                                                      None]
+    out = remove_drift(keypoints, 5, causal=True)                  # half 2: 5 frames
+    np.testing.assert_allclose(out[0], 0.0)
+    np.testing.assert_allclose(out[1], 1 - 1 / 5)                  # (0 + 1) / 5 removed
+    np.testing.assert_allclose(out[10:], 2.0, rtol=1e-6)           # t − (t − 2)
+    np.testing.assert_allclose(remove_drift(keypoints, 5)[2:-2], 0.0, atol=1e-5)   # centred
 
 
 def test_close_flushes_exactly_the_frames_waiting_for_their_look_ahead(model, speech):
@@ -269,6 +341,7 @@ def test_stream_command_writes_an_mp4_with_the_speech(monkeypatch, capsys, comma
     ("short", "less than one 40 ms video frame"),
     ("suffix", "--out must name a .mp4 file"),
     ("rate", "--sample-rate must be"),
+    ("latency", "--latency low needs a low-latency model"),
 ])
 def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media, tmp_path,
                                               case, problem):
@@ -277,7 +350,7 @@ def test_stream_command_bad_input_is_one_line(monkeypatch, capsys, command_media
     stdin = {"torn": command_media["torn"], "empty": command_media["empty"],
              "short": tmp_path / "short.raw"}.get(case, command_media["raw"])
     out = tmp_path / ("x.avi" if case == "suffix" else "x.mp4")
-    extra = ["--sample-rate", "50"] if case == "rate" else []
+    extra = {"rate": ["--sample-rate", "50"], "latency": ["--latency", "low"]}.get(case, [])
     code, _, err = _stream(monkeypatch, capsys, command_media, "--out", out, *extra, stdin=stdin)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("msync: error: ") and problem in err, err

@@ -271,6 +271,69 @@ def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inp
     assert streamer.delay_frames == 29 + round(options.drift_window_s * 25) // 2
 
 
+def test_the_low_latency_pipeline_streams_within_its_bound(content_model):
+    """A low-latency model (``fpn_lookahead`` 5, a lip model 2 frames after with content
+    labelled 3 frames ahead, drift removal causal): the streamed keypoints are the offline
+    ones, which are the generator's, the mouth's and the trailing drift removal's; frames
+    leave 5 frames after their audio; nothing 6 frames after a frame changes it offline."""
+    config = dataclasses.replace(TINY, fpn_lookahead=5)
+    fitted = dataclasses.replace(_lip_model(after=2), content_lookahead=3)
+    assert fitted.lookahead == 5
+    model = dataclasses.replace(content_model, lips=fitted, drift_window_s=0.4,
+                                generator=GeneratorModel(tiny_params(config), config))
+    assert model.low_latency and not content_model.low_latency
+    options = talking_head.resolve(model, GenerationOptions(crop=False, blinks=False,
+                                                            audio_normalization="none"))
+    image = np.random.default_rng(0).uniform(size=(64, 64, 3)).astype(np.float32)
+    source = talking_head.prepare(model, image, options)
+    samples = phantom_audio.utterance(3.0, seed=5)
+    keypoints = talking_head.keypoints(model, source, samples, options)
+    features = audio_features(samples)
+    offsets = lips.predict(fitted, content.content_features(samples, 3), features)
+    generated = apply(generate(model.generator, source.x0, features), offsets)
+    expected = source.to_image(remove_drift(generated, 10, causal=True))
+    assert_close(keypoints, expected, rel=1e-5)
+
+    streamer = talking_head.streamer(model, source, options, draw=False)
+    assert streamer.delay_frames == 5
+    out = []
+    for start in range(0, samples.size, 640):
+        new = streamer.push(samples[start:start + 640])
+        # frame j's rows read samples < 640 j + 760
+        complete = max(0, min((start + 640 - 760) // 640 + 1, (start + 640) // 640))
+        assert len(out) + len(new) >= complete - 5 - 1, start
+        out += new
+    out += streamer.close()
+    assert_close(source.to_image(np.stack([f.keypoints for f in out])), keypoints, rel=1e-5)
+
+    t = 40
+    changed = samples.copy()
+    changed[640 * (t + 6):] = np.random.default_rng(1).normal(scale=0.3, size=changed.size
+                                                                - 640 * (t + 6))
+    again = talking_head.keypoints(model, source, changed, options)
+    assert_close(again[:t + 1], keypoints[:t + 1], rel=1e-5)
+    assert np.abs(again[t + 10:] - keypoints[t + 10:]).max() > 1e-3
+
+
+def test_latency_low_loads_a_low_latency_model(media, capsys):
+    with pytest.raises(InputError, match="--latency low needs a low-latency model.*29 frames"):
+        talking_head.load(media["model"], latency="low")
+    with pytest.raises(InputError, match="--latency must be one of full, low"):
+        talking_head.load(media["model"], latency="fast")
+    assert talking_head.load(media["model"], latency="full").generator.config.lookahead == 29
+    low = talking_head.load(None, latency="low")
+    full = talking_head.load(None)
+    assert low.low_latency and low.generator.config.lookahead == 5 and not full.low_latency
+    assert low.lips is not None and low.lips.lookahead == 5 and full.lips.lookahead == 16
+    # the bundled model's twin: its sizes, keypoint space and features, a few MB
+    assert dataclasses.replace(low.generator.config, fpn_lookahead=None) == \
+        full.generator.config
+    assert (low.keypoint_space, low.feature_kind) == (full.keypoint_space, full.feature_kind)
+    assert any("model.fpn_lookahead=5" in line for line in low.info["recipe"])
+    assert sum(f.stat().st_size for f in talking_head.LOW_LATENCY_MODEL_DIR.iterdir()) < \
+        10 * 2 ** 20
+
+
 def test_the_mouth_defaults_to_content_when_the_model_has_a_lip_model(content_model):
     assert talking_head.resolve(content_model, GenerationOptions()).mouth == "content"
     without = dataclasses.replace(content_model, lips=None)

@@ -355,6 +355,10 @@ def _train_commands(commands) -> None:
     generator.add_argument("--config", metavar="YAML",
                            help="training config (default configs/generator.yaml, the paper's "
                                 "sizes; configs/generator-small.yaml for a CPU)")
+    generator.add_argument("--init-from", metavar="MODEL",
+                           help="start G from this saved generator's parameters (same sizes; "
+                                "D fresh): e.g. the bundled model for its low-latency twin "
+                                "(--set model.fpn_lookahead=5)")
     _set_flag(generator, "train.steps=500")
     _distributed_flag(generator)
     generator.set_defaults(handler=_command("motion.app.train:train_generator_command"))
@@ -388,6 +392,13 @@ def _train_commands(commands) -> None:
     lip_model.add_argument("--model", required=True, metavar="RUN",
                            help="the generator to add it to: a training run or its model "
                                 "directory")
+    lip_model.add_argument("--after", type=int, default=4, metavar="N",
+                           help="frames of speech after a frame its window reads (default "
+                                "%(default)s; 2 for a low-latency model)")
+    lip_model.add_argument("--content-lookahead", type=int, default=12, metavar="N",
+                           help="frames of look-ahead the phone decoder labels a frame with "
+                                "(default %(default)s; 3 for a low-latency model); a frame's "
+                                "mouth reads max(after + this, 2·after) frames ahead")
     lip_model.set_defaults(handler=_command("motion.app.train:train_lips_command"))
 
 
@@ -582,11 +593,14 @@ def _stream_command(commands) -> None:
     stream = commands.add_parser(
         "stream", help="speech arriving live -> frames as they are ready",
         description="Speech arriving live -> talking-head frames as soon as they are "
-                    "determined (about 1.2-1.7 s behind the speech). Reads 16-bit mono PCM "
+                    "determined (about 1.2-1.7 s behind the speech; about 0.3 s with "
+                    "--latency low). Reads 16-bit mono PCM "
                     "from stdin, or feeds --audio in real time; writes raw RGB24 frames to "
                     "stdout (--out -) or an mp4 with the speech. Models of the landmark and "
                     "phantom spaces only.",
         epilog=_examples("msync stream --image me.jpg --audio speech.wav --out live.mp4",
+                         "msync stream --latency low --image me.jpg --audio speech.wav "
+                         "--out live.mp4",
                          "arecord -f S16_LE -r 16000 -c 1 | msync stream --image me.jpg "
                          "--out - | ffplay -f rawvideo -pixel_format rgb24 -video_size "
                          "256x256 -framerate 25 -"))
@@ -595,6 +609,11 @@ def _stream_command(commands) -> None:
                         help="an mp4 (with the speech), or - for raw RGB24 frames on stdout")
     stream.add_argument("--audio", metavar="FILE",
                         help="feed this file in real time instead of PCM from stdin")
+    stream.add_argument("--latency", choices=("full", "low"), default=None,
+                        help="low: the bundled low-latency model (it reads 200 ms of speech "
+                             "ahead: frames about 0.3 s behind), or with --model, check that "
+                             "the model is one; full (the default): the bundled model (1.16 s "
+                             "ahead)")
     stream.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
                         help="of the 16-bit mono PCM on stdin, 1000-384000 (default %(default)s)")
     stream.add_argument("--chunk-ms", type=_positive_float, default=40.0, metavar="MS",

@@ -6,7 +6,8 @@ The speech is 16-bit little-endian mono PCM on stdin (``--sample-rate``, default
 an mp4 (H.264, with the speech as AAC, written when the stream ends) or, with ``--out -``, as raw
 RGB24 frames (``S×S×3`` bytes each, 25 per second of speech) on stdout, flushed as they come, for
 ``ffmpeg -f rawvideo -pixel_format rgb24 -video_size 256x256 -framerate 25 -i -``.
-``--verbose`` prints each chunk's compute time and its frames' latency to stderr. The model, the
+``--verbose`` prints each chunk's compute time and its frames' latency to stderr. ``--latency
+low`` streams the bundled low-latency model (``motion.talking_head.load``). The model, the
 crop, the renderer, the scales, the corpus matching and the drift window are ``msync
 generate``'s: the same flags (``motion.app.cli.add_generation_options``), the same ranges and
 the same pipeline (``motion.talking_head``); corpus matching is the streaming approximation
@@ -167,7 +168,7 @@ def stream_command(args: Any) -> None:
         raise InputError("--out -", "stdout is a terminal; pipe the raw frames into a program "
                                     "(ffmpeg, ffplay) or write an mp4")
     image = face.load_image(args.image)
-    model = talking_head.load(args.model)
+    model = talking_head.load(args.model, getattr(args, "latency", None))
     options = talking_head.resolve(model, options)
     streamer = build_streamer(model, image, options, args.image)
     for flag, message in options.motion_scale_warnings():     # the inputs are accepted

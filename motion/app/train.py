@@ -35,9 +35,14 @@ def train_syncers_command(args) -> None:
 
 
 def train_generator_command(args) -> None:
-    """``msync train generator --data DIR --syncers RUN --out RUN [--config YAML] [--set k=v]``."""
+    """``msync train generator --data DIR --syncers RUN --out RUN [--config YAML] [--set k=v]
+    [--init-from MODEL]``."""
     config = config_lib.load(GeneratorRunConfig, args.config or generator_train.DEFAULT_CONFIG,
                              list(args.overrides or []))
+    if args.init_from is not None:
+        # Set directly, not as a --set value: a path is not YAML.
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, init_from=str(args.init_from)))
     generator_train.train(config, args.data, args.syncers, args.out)
 
 
@@ -84,9 +89,10 @@ def train_articulation_command(args) -> None:
           f"{report['val_r']} -> {path}")
 
 
-def _lip_clip(root, split: str, clip: dataset.Clip) -> lips.LipClip:
+def _lip_clip(root, split: str, clip: dataset.Clip, content_lookahead: int) -> lips.LipClip:
     """A dataset clip as ``motion.lips.fit`` reads it: its landmarks, features and the content
-    of the 16 kHz wav beside it (``syncers.data.content``, as generation computes it)."""
+    of the 16 kHz wav beside it (``syncers.data.content`` with ``content_lookahead`` frames of
+    look-ahead, as generation computes it)."""
     path = dataset.clip_path(root, split, clip.clip_id)
     if clip.landmarks is None:
         raise InputError(path, "has no landmarks: the lip model is fitted on a "
@@ -95,18 +101,26 @@ def _lip_clip(root, split: str, clip: dataset.Clip) -> lips.LipClip:
     if not wav.is_file():
         raise InputError(wav, "the lip model reads what is said: each clip needs its wav "
                               "(msync data prepare writes one)")
-    return lips.LipClip(clip.landmarks, content.content_features(load_audio(wav)),
+    return lips.LipClip(clip.landmarks,
+                        content.content_features(load_audio(wav), content_lookahead),
                         clip.audio_features)
 
 
 def train_lips_command(args) -> None:
-    """``msync train lips --data DIR --model RUN``: fit ``motion.lips`` (content and prosody
+    """``msync train lips --data DIR --model RUN [--after N] [--content-lookahead N]``: fit
+    ``motion.lips`` (content and prosody
     → mouth) on the dataset's train split (ridge weight on val) and store it in the model's
     ``model.json``."""
+    for flag, value in (("--after", args.after), ("--content-lookahead",
+                                                  args.content_lookahead)):
+        if not 0 <= value <= 50:
+            raise InputError(None, f"{flag} must be 0..50 frames; got {value}")
     _, train_clips, val_clips = _mouth_splits(args, "lip model")
-    fit_clips = [_lip_clip(args.data, "train", clip) for clip in train_clips]
-    val = [_lip_clip(args.data, "val", clip) for clip in val_clips]
-    report, path = _fit_and_store(args, lips.fit, fit_clips, val)
+    fit_clips = [_lip_clip(args.data, "train", clip, args.content_lookahead)
+                 for clip in train_clips]
+    val = [_lip_clip(args.data, "val", clip, args.content_lookahead) for clip in val_clips]
+    report, path = _fit_and_store(args, lips.fit, fit_clips, val, "both", lips.DEFAULT_BEFORE,
+                                  args.after, lips.DEFAULT_COMPONENTS, args.content_lookahead)
     print(f"msync train lips: {report['train_frames']} training frames (mirrored copies "
           f"included), ridge {report['ridge']:g}, validation r per shape {report['val_r']} "
           f"(kept {report['kept']}) -> {path}")
