@@ -16,6 +16,9 @@ Screenshots of the page every few seconds go to ``--out``.
     PYTHONPATH=. .venv/bin/python bench/bench_live.py --photo PHOTO --speech A.wav [B.wav ...] \\
         [--model RUN] [--seconds 25] --out /tmp/live
 
+Without ``--model`` the tab's default is streamed (the bundled demo model); ``--model
+motion/assets/demo_model_low_latency`` chooses the bundled low-latency one.
+
 The speech files are joined (16 kHz mono) and repeated to fill the time; Chromium loops it.
 """
 from __future__ import annotations
@@ -105,6 +108,7 @@ def measure(args) -> dict:
             if args.model:
                 page.locator("#live-model input").click()
                 page.get_by_role("option", name=Path(args.model).name).click()
+            model_label = page.locator("#live-model input").input_value()
             clicked = time.perf_counter()
             page.locator("#live-start").click()
             page.wait_for_function("() => window.msyncLive.state && (window.msyncLive.state."
@@ -141,7 +145,7 @@ def measure(args) -> dict:
     n = min(chunk.size, server_ms.size, decode.size)
     transport = chunk[-n:] - server_ms[-n:] - decode[-n:]
     return {
-        "model": args.model or "bundled demo model", "photo": args.photo,
+        "model": model_label, "photo": args.photo,
         "speech": args.speech, "seconds_streamed": args.seconds,
         "start_to_first_frame_s": round(first_frame_s, 2),
         "drawn_fps": round((window.size - 1) / span, 2), "measured_over_s": round(span, 1),

@@ -382,3 +382,15 @@ def test_a_slow_page_gets_the_newest_frames_and_the_count_of_those_dropped():
     assert dropped > 0 and len(page.frames) + dropped == 75
     indices = [f["index"] for f in page.frames]
     assert indices == sorted(indices) and indices[-1] == 74   # the newest survive
+
+
+def test_the_page_offers_the_bundled_low_latency_model_and_live_streams_with_it(tmp_path):
+    from motion import talking_head
+    from motion.app import ui
+
+    config = ui.page_config([], [], 1.0, tmp_path)
+    assert list(config.models)[:2] == [ui.BUNDLED, ui.BUNDLED_LOW_LATENCY]
+    assert config.models[ui.BUNDLED_LOW_LATENCY] == str(talking_head.LOW_LATENCY_MODEL_DIR)
+    low = talking_head.load(config.models[ui.BUNDLED_LOW_LATENCY], latency="low")
+    full = talking_head.load(config.models[ui.BUNDLED])
+    assert low.generator.config.lookahead == 5 < full.generator.config.lookahead

@@ -91,7 +91,8 @@ def test_library_cli_and_page_give_the_same_keypoints_and_frames(media, captured
     np.testing.assert_array_equal(captured_frames[-1], frames)
 
     config = ui.page_config([str(media["model"])], [], 50.0, tmp_path / "page")
-    label = next(name for name in config.models if name != ui.BUNDLED)
+    label = next(name for name in config.models
+                 if name not in (ui.BUNDLED, ui.BUNDLED_LOW_LATENCY))
     video, files, message = ui.generate_video(config, str(media["photo"]), str(media["wav"]),
                                               label, 1.3, 0.8, ui.RENDERERS[0], True)
     assert message.startswith("Done: 30 frames")

@@ -58,6 +58,8 @@ from syncers.data.video import probe
 from syncers.run.errors import InputError, optional_import
 
 BUNDLED = "bundled demo model"
+# 0.2 s of look-ahead; offered, not the default: its faces distort more (docs/design.md, "Live")
+BUNDLED_LOW_LATENCY = "bundled low-latency model"
 RENDERERS = ("default for the model", "mesh", "warp")
 INSTALL = "pip install 'msync[ui]'"
 
@@ -78,6 +80,8 @@ def page_config(models: list[str], datasets: list[str], max_upload_mb: float, wo
     """Labels for the ``--model`` runs and ``--data`` datasets (each checked to exist: a bad
     one is an InputError at start, one line)."""
     model_map: dict[str, str | None] = {BUNDLED: None}
+    if (talking_head.LOW_LATENCY_MODEL_DIR / "model.json").is_file():
+        model_map[BUNDLED_LOW_LATENCY] = os.fspath(talking_head.LOW_LATENCY_MODEL_DIR)
     for path in models:
         root = Path(path)
         check_model(root)          # all of load_model's checks, parameters included
@@ -393,8 +397,10 @@ def build_page(config: PageConfig):
                             live_stop = gr.Button("Stop", elem_id="live-stop")
                         gr.Markdown("The microphone streams to the server and the video "
                                     "follows the speech at 25 frames a second, the model's "
-                                    "look-ahead (1–2 s) behind it. The photo and the "
-                                    "settings apply at Start.")
+                                    "look-ahead behind it: 1.2 s for the bundled demo model, "
+                                    "0.2 s for the bundled low-latency one (its faces "
+                                    "distort more). The photo and the settings apply at "
+                                    "Start.")
                     with gr.Column():
                         gr.HTML(LIVE_PLAYER, js_on_load=_live_page_code(),
                                 elem_id="live-player")
