@@ -24,6 +24,9 @@ DEFERRED = {
     # `msync ... --distributed`: jax.distributed.initialize must run before anything starts a
     # JAX backend, so the CLI imports the run infrastructure only once it knows.
     ("motion.app.cli", "main", "syncers.run.parallel"),
+    # generate and stream start loading dlib's predictor before importing their command; at the
+    # top the landmarker would load numpy into every `msync --help`.
+    ("motion.app.cli", "_command", "syncers.data.landmarks"),
 }
 
 # Project imports inside functions on branch `house` with no comment giving a reason: to be

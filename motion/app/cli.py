@@ -30,6 +30,7 @@ def _command(target: str, landmarks: bool = False) -> Callable[[argparse.Namespa
 
     def handler(args: argparse.Namespace) -> None:
         if landmarks:
+            # here, not at the top: the landmarker would load numpy into `msync --help`
             from syncers.data import landmarks as landmarker
             landmarker.preload()
         if sys.stderr.isatty():
