@@ -51,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2, help="cold/warm pairs (default 2)")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1; got {args.pairs}")
     load_before = os.getloadavg()
     cold, warm = [], []
     with tempfile.TemporaryDirectory(prefix="msync-warm-") as scratch:

@@ -110,21 +110,16 @@ def _streamed_keypoints(model, samples, size, **kwargs):
     return np.stack([f.keypoints for f in frames]), streamer.x0
 
 
-@pytest.mark.parametrize("size", [37, 640, 3000, 20000])
-def test_streamed_keypoints_are_generates(model, speech, size):
+@pytest.mark.parametrize("which, size", [("model", 37), ("model", 640), ("model", 3000),
+                                         ("model", 20000), ("low_model", 37),
+                                         ("low_model", 640), ("low_model", 3000)])
+def test_streamed_keypoints_are_generates(request, speech, which, size):
     """Chunks smaller than a feature hop, one video frame, several frames, and more than the
-    look-ahead (29 frames = 18560 samples)."""
-    streamed, x0 = _streamed_keypoints(model, speech, size)
-    offline = generate(model, x0, audio_features(speech))
-    assert streamed.shape == offline.shape == (len(speech) // 640, 10, 6)
-    assert_close(streamed, offline, rel=1e-5)
-
-
-@pytest.mark.parametrize("size", [37, 640, 3000])
-def test_low_latency_streamed_keypoints_are_generates(low_model, speech, size):
-    """The low-latency FPN (``fpn_lookahead`` = 5: its window reaches 53 frames back)."""
-    streamed, x0 = _streamed_keypoints(low_model, speech, size)
-    offline = generate(low_model, x0, audio_features(speech))
+    look-ahead (29 frames = 18560 samples); and the low-latency FPN (``fpn_lookahead`` = 5: its
+    window reaches 53 frames back)."""
+    streaming_model = request.getfixturevalue(which)
+    streamed, x0 = _streamed_keypoints(streaming_model, speech, size)
+    offline = generate(streaming_model, x0, audio_features(speech))
     assert streamed.shape == offline.shape == (len(speech) // 640, 10, 6)
     assert_close(streamed, offline, rel=1e-5)
 
