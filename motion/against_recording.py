@@ -55,7 +55,7 @@ LEVELS = ("none", "keypoints", "rendered")   # how much of it ``msync evaluate -
 SPACES = ("keypoints", "rendered")
 ROWS = ("generated", "loudness", "still", "shuffled", "recording", "recording_keypoints")
 MEASURES = ("r_opening", "mean", "p90", "closed_share", "closures_per_second", "r_loudness",
-            "lmd", "brow_spread", "brow_asymmetry")
+            "lmd", "brow_spread", "brow_asymmetry", "brow_r_loudness")
 RATIOS = ("mean", "p90", "closed_share", "closures_per_second",   # also reported / recording's
           "brow_spread", "brow_asymmetry")
 MOUTH_RATIOS = RATIOS[:4]
@@ -80,6 +80,10 @@ def row_measures(landmarks_Tx68x2: np.ndarray, recorded_Tx68x2: np.ndarray,
     out["r_loudness"] = measures.envelope_r(opening, envelope)
     out["lmd"] = float(measures.mouth_landmark_distance(landmarks, recorded).mean())
     out.update(measures.brow_motion(landmarks))
+    # Brows raised or lowered with the syllables (a frown or a squint on loud frames) where the
+    # recording's do not: their mean height's r with the envelope, at lag 0.
+    out["brow_r_loudness"] = float(measures.lagged_r(
+        measures.brow_heights(landmarks).mean(axis=1), envelope, [0])[0])
     return out
 
 
@@ -373,14 +377,15 @@ def markdown(result: dict) -> str:
              "the recorded opening) or 0–3 frames (with loudness); opening in eye distances "
              "over speech frames, × = over the recording's; LMD in eye distances (paper Table "
              "1); brow spread: the standard deviation of each brow's height above its eye, "
-             "brow asymmetry: of one brow's height minus the other's (eye distances). Means "
+             "brow asymmetry: of one brow's height minus the other's (eye distances), brow r "
+             "loudness: of their mean height with the envelope (lag 0). Means "
              "over clips; — where no clip has the figure.", ""]
     header = ("| row | r opening | mean (×) | p90 (×) | closed share (×) | closures/s (×) "
-              "| r loudness | LMD | brow spread (×) | brow asymmetry (×) |")
+              "| r loudness | LMD | brow spread (×) | brow asymmetry (×) | brow r loudness |")
     for space, rows in result["summary"].items():
         lines += [f"**{space}**" + (" (re-tracked by dlib)" if space == "rendered" else
                                      " (decoded to landmarks)"), "", header,
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row, s in rows.items():
             label = LABELS[row].format(mouth=result.get("mouth"))
             cells = [_fmt(s["r_opening"])]
@@ -388,6 +393,7 @@ def markdown(result: dict) -> str:
             cells += [_fmt(s["r_loudness"]), _fmt(s["lmd"], 3)]
             cells += [f"{_fmt(s[n], 3)} ({_fmt(s[f'{n}_ratio'])})"
                       for n in ("brow_spread", "brow_asymmetry")]
+            cells.append(_fmt(s["brow_r_loudness"]))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     if "targets" in result:

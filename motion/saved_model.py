@@ -16,8 +16,9 @@ A saved model is a directory holding
   generate`` applies by default (``motion.generate.remove_drift``; absent = none; a model that
   needs one has a drift problem, and ``generate`` says so), and ``"long_horizon"``: the record of
   a long-rollout check (``motion.long_horizon.record``; absent = none), ``"articulation"``
-  (the loudness mouth, ``motion.articulation``) and ``"lips"`` (the content mouth,
-  ``motion.lips``; ``msync train lips``), each with its fit's report (absent = none);
+  (the loudness mouth, ``motion.articulation``), ``"lips"`` (the content mouth,
+  ``motion.lips``; ``msync train lips``) and ``"expression"`` (``motion.expression``; ``msync
+  train expression``), each with its fit's report (absent = none);
 - ``params.msgpack``: the generator's parameters, ``flax.serialization.msgpack_serialize`` of a
   plain nested dict of float32 arrays. msgpack carries data only, so loading one never runs code.
 
@@ -45,7 +46,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from motion import articulation, lips, long_horizon
+from motion import articulation, expression, lips, long_horizon
 from motion.generator import GeneratorConfig, init_params
 from motion.model import GeneratorModel, ready
 from motion.official import config as official_config
@@ -217,12 +218,22 @@ def model_lips(info: dict) -> lips.LipModel | None:
     return None if raw is None else lips.from_json(raw)
 
 
-def write_articulation(path: str | os.PathLike, fitted: articulation.Articulation | lips.LipModel,
-                       report: dict) -> Path:
+def model_expression(info: dict) -> expression.ExpressionSpace | None:
+    """The expression space a loaded model's ``info`` holds (``model.json`` "expression",
+    validated by :func:`load_model`), or None."""
+    raw = info.get("expression")
+    return None if raw is None else expression.from_json(raw)
+
+
+def write_articulation(path: str | os.PathLike,
+                       fitted: articulation.Articulation | lips.LipModel
+                       | expression.ExpressionSpace, report: dict) -> Path:
     """Store ``fitted`` (and its fit ``report``) in the model's ``model.json`` under
-    ``"articulation"`` (a loudness articulation) or ``"lips"`` (a :class:`lips.LipModel`),
-    replacing any earlier one; the file is replaced whole, so a reader never sees half of it."""
-    key = "lips" if isinstance(fitted, lips.LipModel) else "articulation"
+    ``"articulation"`` (a loudness articulation), ``"lips"`` (a :class:`lips.LipModel`) or
+    ``"expression"`` (a :class:`expression.ExpressionSpace`), replacing any earlier one; the file
+    is replaced whole, so a reader never sees half of it."""
+    key = "lips" if isinstance(fitted, lips.LipModel) else \
+        "expression" if isinstance(fitted, expression.ExpressionSpace) else "articulation"
     meta_path = model_dir(path) / META
     info = read_json(meta_path, MAX_META_BYTES)
     info[key] = fitted.to_json()
@@ -383,11 +394,12 @@ def _check_generate_settings(info: dict, config: GeneratorConfig | official_conf
     if info.get("long_horizon") is not None and not isinstance(info["long_horizon"], dict):
         raise InputError(meta_path, "long_horizon must be a record of msync evaluate --model "
                                     "(a mapping)")
-    for key, from_json in (("articulation", articulation.from_json), ("lips", lips.from_json)):
+    for key, from_json in (("articulation", articulation.from_json), ("lips", lips.from_json),
+                           ("expression", expression.from_json)):
         if info.get(key) is None:
             continue
         if info.get("keypoint_space") != LANDMARK_SPACE:
-            raise InputError(meta_path, f"{key} moves {LANDMARK_SPACE} mouths; this "
+            raise InputError(meta_path, f"{key} moves {LANDMARK_SPACE} faces; this "
                                         f"model's space is {info.get('keypoint_space')!r}")
         try:
             from_json(info[key])

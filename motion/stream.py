@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from motion import articulation, blink, decode, lips
+from motion import articulation, blink, decode, expression, lips
 from motion.generate import pad_audio, pad_mode, remove_drift
 from motion.generator import KEYPOINT_DIM, N_KEYPOINTS, Generator, GeneratorConfig, branch_scales
 from motion.model import GeneratorModel, ready
@@ -495,7 +495,9 @@ class Streamer:
     they are); ``blink_key``: add the blinks ``motion.blink.generate`` draws with it to the
     drawn frames (None = none; the same schedule as offline generation's, :class:`BlinkStream`);
     ``causal_drift``: drift removal's trailing form (``remove_drift(causal=True)``, a
-    low-latency model's: no wait for later frames).
+    low-latency model's: no wait for later frames); ``expression_space``: keep each generated
+    frame's non-rigid motion within it (``motion.expression.project``, frame by frame, as
+    offline; None = as generated).
     ``motion.talking_head.streamer`` builds one from a loaded model and generation options.
     """
 
@@ -505,12 +507,14 @@ class Streamer:
                  quantiles: np.ndarray | None = None, feature_kind: str = "logmel",
                  block: int = BLOCK, articulation_map: articulation.Articulation | None = None,
                  lip_model: lips.LipModel | None = None, blink_key: jax.Array | None = None,
-                 causal_drift: bool = False):
+                 causal_drift: bool = False,
+                 expression_space: expression.ExpressionSpace | None = None):
         if keypoint_space not in (LANDMARK_SPACE, PHANTOM_SPACE):
             raise InputError(None, f"streaming draws {LANDMARK_SPACE} and {PHANTOM_SPACE} "
                                    f"models with the weight-free renderers; this model moves "
                                    f"{keypoint_space} keypoints")
-        for name, mouth in (("articulation", articulation_map), ("lip model", lip_model)):
+        for name, mouth in (("articulation", articulation_map), ("lip model", lip_model),
+                            ("expression space", expression_space)):
             if mouth is not None and keypoint_space != LANDMARK_SPACE:
                 raise InputError(None, f"the {name} moves {LANDMARK_SPACE} mouths; this "
                                        f"model moves {keypoint_space} keypoints")
@@ -525,6 +529,7 @@ class Streamer:
         self.features = FeatureStream(feature_kind)
         self.match = None if quantiles is None else RunningMatch(quantiles)
         self.keypoints = KeypointStream(model, self.x0, head_scale, lip_scale, block)
+        self.expression = expression_space
         self.articulation = None if articulation_map is None else \
             ArticulationStream(articulation_map, lip_scale)
         self.lips = None if lip_model is None else LipStream(lip_model, lip_scale)
@@ -593,6 +598,8 @@ class Streamer:
             rows = self.match(rows)
         kp = self.keypoints.push(rows)
         kp = np.concatenate([kp, self.keypoints.close()])
+        if self.expression is not None:
+            kp = expression.project(self.expression, kp, self.x0)
         if self.articulation is not None:
             self.articulation.push_rows(rows)
             kp = np.concatenate([self.articulation.push(kp), self.articulation.close()])
@@ -633,6 +640,8 @@ class Streamer:
         if self.match is not None:
             rows = self.match(rows)
         keypoints = self.keypoints.push(rows)
+        if self.expression is not None:
+            keypoints = expression.project(self.expression, keypoints, self.x0)
         if self.articulation is not None:
             self.articulation.push_rows(rows)
             keypoints = self.articulation.push(keypoints)

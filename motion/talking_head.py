@@ -39,12 +39,19 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from motion import blink, lips
+from motion import blink, expression, lips
 from motion.articulation import Articulation, apply, articulate
 from motion.generate import generate, generate_batch, remove_drift
 from motion.model import GeneratorModel
 from motion.official.model import OfficialModel
-from motion.saved_model import META, PARAMS, load_model, model_articulation, model_lips
+from motion.saved_model import (
+    META,
+    PARAMS,
+    load_model,
+    model_articulation,
+    model_expression,
+    model_lips,
+)
 from motion.source import SourceFace, prepare_source
 from motion.stream import Streamer
 from render import renderer as render_api
@@ -88,7 +95,8 @@ class TalkingHeadModel:
     ``feature_kind`` (``logmel``, ``mfcc`` or ``official``); ``corpus_quantiles [Q, F]``: the
     training corpus's per-band feature quantiles, None when the model records none;
     ``articulation``: its loudness mouth, or None; ``lips``: its content mouth, or None;
-    ``drift_window_s``: the window
+    ``expression``: the span real faces' non-rigid motion keeps to (``motion.expression``), or
+    None; ``drift_window_s``: the window
     generation removes slower motion over by default (0 = none); ``info``: the ``model.json``
     read (with ``params_sha256``), for the long-rollout record and its warnings.
     """
@@ -102,6 +110,7 @@ class TalkingHeadModel:
     lips: lips.LipModel | None
     drift_window_s: float
     info: dict
+    expression: expression.ExpressionSpace | None = None
 
     @property
     def low_latency(self) -> bool:
@@ -150,7 +159,8 @@ def load(path: str | os.PathLike | None = None, latency: str | None = None
         feature_kind=_feature_kind(info, generator, name),
         corpus_quantiles=None if stats is None else np.asarray(stats["quantiles"], np.float32),
         articulation=model_articulation(info), lips=model_lips(info),
-        drift_window_s=float(info.get("drift_window_s") or 0.0), info=info)
+        drift_window_s=float(info.get("drift_window_s") or 0.0), info=info,
+        expression=model_expression(info))
 
 
 def _feature_kind(info: dict, generator, name: str) -> str:
@@ -183,7 +193,9 @@ class GenerationOptions:
     ``blinks``: add spontaneous blinks to generated ``landmarks-v1`` motion (``motion.blink``;
     the generator's eyes follow speech, which blinking does not), drawn with ``blink_seed``;
     ``full_frame``: offline video only, the head put back into the whole photo
-    (``render.composite``).
+    (``render.composite``); ``expression``: keep the generated faces' non-rigid motion within
+    the model's expression space (``motion.expression``; resolved to False for a model without
+    one; False: the generator's motion as it is, for comparison).
     """
 
     head_scale: float = 1.0
@@ -198,6 +210,7 @@ class GenerationOptions:
     blinks: bool = True
     blink_seed: int = 0
     full_frame: bool = False
+    expression: bool = True
 
     def validate(self) -> GenerationOptions:
         """``self`` when every choice is in range, else one ``InputError`` naming the CLI flag
@@ -279,7 +292,9 @@ def resolve(model: TalkingHeadModel, options: GenerationOptions, with_fomm: bool
         raise InputError(model.path, f"--mouth content reads log-mel features; this model "
                                      f"reads {model.feature_kind}: use --mouth loudness")
     return dataclasses.replace(options, renderer=renderer, audio_normalization=normalization,
-                               drift_window_s=float(window), mouth=mouth)
+                               drift_window_s=float(window), mouth=mouth,
+                               expression=bool(options.expression
+                                               and model.expression is not None))
 
 
 def check_pairing(keypoint_space: str, renderer: str, with_fomm: bool, model_name: str
@@ -363,8 +378,8 @@ def model_keypoints(model: TalkingHeadModel, x0_Kx6: np.ndarray, features_4TxF: 
     generated = generate(model.generator, x0_Kx6, features_4TxF, head_scale=options.head_scale,
                          lip_scale=options.lip_scale)
     offsets = None if lip_offsets_Tx20x2 is None else np.asarray(lip_offsets_Tx20x2)[None]
-    return _after_rollout(model, generated[None], np.asarray(features_4TxF)[None], options,
-                          offsets)[0]
+    return _after_rollout(model, generated[None], np.asarray(features_4TxF)[None],
+                          np.asarray(x0_Kx6)[None], options, offsets)[0]
 
 
 def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
@@ -379,13 +394,17 @@ def model_keypoints_batch(model: TalkingHeadModel, x0_BxKx6: np.ndarray,
         rows = np.stack([match_features(clip, quantiles) for clip in rows])
     generated = generate_batch(model.generator, x0_BxKx6, rows, head_scale=options.head_scale,
                                lip_scale=options.lip_scale)
-    return _after_rollout(model, generated, rows, options)
+    return _after_rollout(model, generated, rows, np.asarray(x0_BxKx6), options)
 
 
 def _after_rollout(model: TalkingHeadModel, generated_BxTx10x6: np.ndarray,
-                   features_Bx4TxF: np.ndarray, options: GenerationOptions,
+                   features_Bx4TxF: np.ndarray, x0_BxKx6: np.ndarray,
+                   options: GenerationOptions,
                    lip_offsets_BxTx20x2: np.ndarray | None = None) -> np.ndarray:
     window = round(options.drift_window_s * FPS)
+    if options.expression:
+        generated_BxTx10x6 = np.stack([expression.project(model.expression, clip, x0)
+                                       for clip, x0 in zip(generated_BxTx10x6, x0_BxKx6)])
     if options.mouth == "content":
         if lip_offsets_BxTx20x2 is None:
             raise ValueError("the content mouth needs its offsets (lip_offsets of the samples)")
@@ -469,5 +488,6 @@ def streamer(model: TalkingHeadModel, source: SourceFace, options: GenerationOpt
                     feature_kind=model.feature_kind,
                     articulation_map=model.articulation if options.mouth == "loudness" else None,
                     lip_model=model.lips if options.mouth == "content" else None,
-                    blink_key=blink_key(model, options), causal_drift=model.low_latency)
+                    blink_key=blink_key(model, options), causal_drift=model.low_latency,
+                    expression_space=model.expression if options.expression else None)
 

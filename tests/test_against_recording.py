@@ -67,6 +67,14 @@ def test_the_recording_against_itself_is_perfect_and_a_still_photo_has_no_r():
     expected_lmd = measures.mouth_landmark_distance(still, recorded).mean()
     assert_close(held["lmd"], expected_lmd, rel=1e-9)
     assert held["lmd"] > 0.01
+    assert np.isnan(held["brow_r_loudness"]) and np.isnan(itself["brow_r_loudness"])
+
+    # brows lowered with the envelope (a frown on loud frames): r −1 with loudness
+    envelope = measures.frame_rms(samples, len(recorded))
+    frowning = recorded.copy()
+    frowning[:, 17:27, 1] += 0.1 * envelope[:, None] / envelope.max()
+    assert ar.row_measures(frowning, recorded, samples)["brow_r_loudness"] == \
+        pytest.approx(-1.0, abs=1e-3)
 
 
 def test_another_clips_speech_is_tiled_to_the_length():
@@ -129,7 +137,10 @@ def test_every_row_and_space_on_the_bundled_model(data):
     assert kp["generated"]["mean"] != pytest.approx(kp["loudness"]["mean"], rel=1e-3)
     # the stand-in tracker sees a still face in every rendered row
     assert np.isnan(clip["rendered"]["generated"]["r_opening"])
-    assert clip["rendered"]["recording"] == kp["recording"]
+    # the same measures (NaN, like a still brow's r with loudness, in the same places)
+    assert clip["rendered"]["recording"].keys() == kp["recording"].keys()
+    np.testing.assert_array_equal(list(clip["rendered"]["recording"].values()),
+                                  list(kp["recording"].values()))
 
     summary = result["summary"]
     assert summary["keypoints"]["recording"]["clips"] == 2

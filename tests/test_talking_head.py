@@ -14,7 +14,7 @@ from generator_helpers import tiny_params
 from PIL import Image
 from tolerance import assert_close
 
-from motion import blink, lips, talking_head
+from motion import blink, expression, lips, talking_head
 from motion.app import cli, ui
 from motion.app import generate as app_gen
 from motion.articulation import apply
@@ -247,11 +247,13 @@ def test_the_streamed_content_mouth_is_the_offline_one(content_model, chunk, inp
     source = talking_head.prepare(model, image, options)
     samples = phantom_audio.utterance(3.0, seed=5)
     keypoints = talking_head.keypoints(model, source, samples, options)
-    # the pipeline is the generator, then the lip model's offsets, then drift removal, then
-    # the blinks (seed 0's first falls within these 3 s)
+    # the pipeline is the generator, kept within the expression space, then the lip model's
+    # offsets, then drift removal, then the blinks (seed 0's first falls within these 3 s)
+    assert options.expression and model.expression is not None
     features = audio_features(samples)
     offsets = lips.predict(model.lips, content.content_features(samples), features)
-    generated = apply(generate(model.generator, source.x0, features, lip_scale=0.8), offsets, 0.8)
+    generated = apply(expression.project(model.expression, generate(
+        model.generator, source.x0, features, lip_scale=0.8), source.x0), offsets, 0.8)
     expected = source.to_image(remove_drift(generated, round(options.drift_window_s * 25)))
     closure = talking_head.eye_closure(model, options, len(expected))
     assert closure.max() > 0.5
@@ -291,7 +293,9 @@ def test_the_low_latency_pipeline_streams_within_its_bound(content_model):
     keypoints = talking_head.keypoints(model, source, samples, options)
     features = audio_features(samples)
     offsets = lips.predict(fitted, content.content_features(samples, 3), features)
-    generated = apply(generate(model.generator, source.x0, features), offsets)
+    generated = apply(expression.project(model.expression,
+                                         generate(model.generator, source.x0, features),
+                                         source.x0), offsets)
     expected = source.to_image(remove_drift(generated, 10, causal=True))
     assert_close(keypoints, expected, rel=1e-5)
 

@@ -310,7 +310,7 @@ def _data_commands(commands) -> None:
 
 
 def _train_commands(commands) -> None:
-    """``msync train``: syncers, generator, lips, articulation."""
+    """``msync train``: syncers, generator, lips, articulation, expression."""
     train = commands.add_parser("train", help="train the syncers, then the generator",
                                 description="Train the syncer pyramid (stage 1), then the "
                                             "generator against it (stage 2).").add_subparsers(
@@ -401,6 +401,23 @@ def _train_commands(commands) -> None:
                                 "(default %(default)s; 3 for a low-latency model); a frame's "
                                 "mouth reads max(after + this, 2·after) frames ahead")
     lip_model.set_defaults(handler=_command("motion.app.train:train_lips_command"))
+    face_space = train.add_parser(
+        "expression", help="after the generator: the span of real faces' motion",
+        description="Fit the expression space of a landmarks-v1 generator (motion/expression.py: "
+                    "the directions of the keypoints' non-rigid motion in the head's frame that "
+                    "hold most of it on a prepared dataset's train split, mirrored copies "
+                    "included), which generate keeps the generated faces' motion within, and "
+                    "store it in the model's model.json. Takes seconds; rerunning replaces it.",
+        epilog=_examples("msync train expression --data ds/ --model runs/generator"))
+    face_space.add_argument("--data", required=True, metavar="DIR",
+                            help="a landmarks-v1 dataset (msync data prepare) with val clips")
+    face_space.add_argument("--model", required=True, metavar="RUN",
+                            help="the generator to add it to: a training run or its model "
+                                 "directory")
+    face_space.add_argument("--variance", type=float, default=0.9, metavar="F",
+                            help="the share of the training faces' non-rigid motion the space "
+                                 "holds, 0.5 to 1 (default %(default)s)")
+    face_space.set_defaults(handler=_command("motion.app.train:train_expression_command"))
 
 
 def _generate_command(commands) -> None:

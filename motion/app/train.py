@@ -1,7 +1,8 @@
 """``msync train syncers`` (stage 1, ``syncers.train``) and ``msync train generator`` (stage 2,
 ``motion.train``): a YAML from ``configs/`` plus ``--set`` overrides, then the trainer; after
-them ``msync train lips`` (the content mouth, ``motion.lips``) and ``msync train articulation``
-(the loudness mouth, ``motion.articulation``), each stored in the model's ``model.json``."""
+them ``msync train lips`` (the content mouth, ``motion.lips``), ``msync train articulation``
+(the loudness mouth, ``motion.articulation``) and ``msync train expression`` (the span of real
+faces' motion, ``motion.expression``), each stored in the model's ``model.json``."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from motion import articulation, lips, saved_model
+from motion import articulation, expression, lips, saved_model
 from motion import train as generator_train
 from motion.config import GeneratorRunConfig
 from syncers import train as syncer_train
-from syncers.data import content, dataset
+from syncers.data import content, dataset, landmark_space
 from syncers.data.features import load_audio
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
@@ -124,3 +125,28 @@ def train_lips_command(args) -> None:
     print(f"msync train lips: {report['train_frames']} training frames (mirrored copies "
           f"included), ridge {report['ridge']:g}, validation r per shape {report['val_r']} "
           f"(kept {report['kept']}) -> {path}")
+
+
+def _mirrored(clip: dataset.Clip) -> np.ndarray:
+    """The clip's keypoints of its mirrored video: stored (``prepare --flip``), else its
+    landmarks mirrored and grouped again."""
+    if clip.keypoints_flipped is not None:
+        return clip.keypoints_flipped
+    source = clip.landmarks if clip.landmarks is not None else \
+        landmark_space.decode(clip.keypoints)
+    return landmark_space.encode(landmark_space.mirror(source))
+
+
+def train_expression_command(args) -> None:
+    """``msync train expression --data DIR --model RUN [--variance F]``: fit
+    ``motion.expression`` on the dataset's train split (each clip and its mirror image) and store
+    it in the model's ``model.json``."""
+    if not 0.5 <= args.variance <= 1.0:
+        raise InputError(None, f"--variance must be from 0.5 to 1; got {args.variance}")
+    _, train_clips, _ = _mouth_splits(args, "expression space")
+    clips = [kp for clip in train_clips for kp in (clip.keypoints, _mirrored(clip))]
+    report, path = _fit_and_store(args, expression.fit, clips, args.variance)
+    count = report["components"]
+    print(f"msync train expression: {report['frames']} training frames (mirrored copies "
+          f"included), {count} direction{'s' if count > 1 else ''} holding "
+          f"{report['variance']:.1%} of the upper face's non-rigid motion -> {path}")
