@@ -217,8 +217,8 @@ def test_keypoint_tracks_are_centred_positions():
 def test_report_files_and_layout(analysed, generated):
     report = json.loads((analysed / "report.json").read_text())
     assert set(report) == {"scales", "not_scored", "points", "n_clips", "folds", "speakers",
-                           "generated", "seconds", "train_seconds"}
-    assert report["not_scored"] == {}
+                           "joined", "generated", "seconds", "train_seconds"}
+    assert report["not_scored"] == {} and report["joined"] is None
     assert report["points"] == [0, 1, 2, 3, 4, 8] and report["n_clips"] == 7
     assert report["folds"] == 3 and report["generated"] == str(generated.resolve())
     assert report["speakers"] == {"n": 7, "rule": ["file name"], "warnings": [], "table": None}
@@ -420,3 +420,113 @@ def test_videos_are_prepared_first_and_bad_folders_are_one_line(tmp_path, capsys
     with pytest.raises(SystemExit) as usage:                # one of --data / --videos
         cli.main(["analyze", "--data", "a", "--videos", "b", "--out", str(tmp_path / "o")])
     assert usage.value.code == 2
+
+
+# --------------------------------------------------------------------------- joined recordings
+
+def test_recordings_table_is_read_and_bad_tables_are_refused(tmp_path):
+    table = tmp_path / "recordings.tsv"
+    table.write_text("file\trecording\tpart\tnotes\nv/talk_001.mp4\ttalk\t1\tx\n"
+                     "talk_000.mp4\ttalk\t0\t\n")
+    assert analyze.read_recordings(table) == {"talk_001.mp4": ("talk", 1),
+                                              "talk_000.mp4": ("talk", 0)}
+    with pytest.raises(InputError, match="no such recordings table"):
+        analyze.read_recordings(tmp_path / "missing.tsv")
+    table.write_text("file\tspeaker\ntalk_000.mp4\tAda\n")
+    with pytest.raises(InputError, match="columns 'file', 'recording' and 'part'"):
+        analyze.read_recordings(table)
+    table.write_text("file\trecording\tpart\ntalk_000.mp4\ttalk\tfirst\n")
+    with pytest.raises(InputError, match="line 2: part 'first' is not an integer"):
+        analyze.read_recordings(table)
+
+
+def _piece(clip_id, n_frames, value, **meta):
+    """A clip whose every point, landmark and audio row holds ``value``."""
+    return Clip(clip_id, np.full((n_frames, 10, 6), value, np.float32),
+                np.full((4 * n_frames, 26), value, np.float32),
+                landmarks=np.full((n_frames, 68, 2), value, np.float32),
+                meta={"source": f"/v/{clip_id}.mp4", **meta})
+
+
+def test_consecutive_pieces_are_joined_in_order_up_to_the_length_asked():
+    """Parts 0-4 and 6 of one recording, read out of order: 0-2 reach 120 frames and close a
+    clip, 3-4 make the next, 6 (after the gap) stays alone, as does the unlisted clip."""
+    parts = [4, 0, 6, 2, 1, 3]
+    clips = [_piece(f"talk_{p:03d}", 50, float(p)) for p in parts] + [_piece("solo", 80, 9.0)]
+    table = {f"talk_{p:03d}.mp4": ("talk", p) for p in parts}
+    kept, joined = analyze.join_consecutive(clips, table, max_frames=120)
+    assert joined == {"talk_000__3pieces": ["talk_000", "talk_001", "talk_002"],
+                      "talk_003__2pieces": ["talk_003", "talk_004"]}
+    by_id = {c.clip_id: c for c in kept}
+    assert set(by_id) == {"talk_000__3pieces", "talk_003__2pieces", "talk_006", "solo"}
+    first = by_id["talk_000__3pieces"]
+    assert first.n_frames == 150 and first.audio_features.shape == (600, 26)
+    np.testing.assert_array_equal(first.landmarks[::50, 0, 0], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(first.audio_features[::200, 0], [0.0, 1.0, 2.0])
+    assert first.meta["pieces"] == joined["talk_000__3pieces"]
+    assert first.meta["source"] == "/v/talk_000.mp4"
+    assert by_id["talk_006"] is clips[2] and by_id["solo"] is clips[-1]
+    with pytest.raises(InputError, match="recording 'talk' lists part 2 twice"):
+        analyze.join_consecutive(clips, table | {"solo.mp4": ("talk", 2)}, max_frames=120)
+
+
+def test_joined_pieces_share_the_first_pieces_crop():
+    """The same source pixel, normalised in two pieces' different crops, is one point once
+    joined; pieces without a crop are concatenated as they are."""
+    from syncers.data import face
+    boxes = [(800.0, 380.0, 1250.0, 830.0), (720.0, 360.0, 1230.0, 835.0)]
+    pixel = np.array([1010.0, 600.0])
+
+    def normalised(box):
+        left, top, right, _ = face.crop_box(box)
+        return np.array([face._to_crop_coords(v, o, right - left, 256)
+                         for v, o in zip(pixel, (left, top))], np.float32)
+
+    pieces = []
+    for i, box in enumerate(boxes):
+        clip = _piece(f"talk_{i:03d}", 30, 0.0, face_box=list(box), crop_size=256)
+        clip.landmarks[:] = normalised(box)
+        clip.keypoints[..., :2] = normalised(box)
+        pieces.append(clip)
+    assert not np.allclose(pieces[0].landmarks[0, 0], pieces[1].landmarks[0, 0], atol=1e-2)
+    whole = analyze.join_pieces(pieces)
+    np.testing.assert_allclose(whole.landmarks, np.broadcast_to(normalised(boxes[0]), (60, 68, 2)),
+                               atol=1e-5)
+    np.testing.assert_allclose(whole.keypoints[..., :2], whole.landmarks[:, :10], atol=1e-5)
+    np.testing.assert_array_equal(whole.keypoints[..., 2:], 0.0)       # jacobians unchanged
+    plain = analyze.join_pieces([_piece("a", 30, 1.0), _piece("b", 30, 2.0)])
+    np.testing.assert_array_equal(plain.landmarks[:, 0, 0], [1.0] * 30 + [2.0] * 30)
+
+
+def test_recordings_join_clips_before_the_folds(data, tmp_path, tiny_yaml, capsys):
+    """Six 2 s pieces of one interview (and two other speakers) joined into clips of up to
+    7.68 s (200 ms: 0.96 s × 8): 4 + 2 pieces; the report lists the joins; a join across
+    speakers and --generated are refused."""
+    root = tmp_path / "pieces"
+    clip = read_clip(data, "test", "test000")
+    names = [f"talk_{i:03d}" for i in range(6)] + ["Ada_000", "Bo_000"]
+    for i, name in enumerate(names):
+        write_clip(root, "test", name, clip.keypoints[:50] + np.float32(0.01 * i),
+                   clip.audio_features[:200], meta={"source": f"/videos/{name}.mp4"})
+    write_manifest(root, {"test": [(n, 50) for n in names]}, keypoint_space="test-v1",
+                   features={"kind": "test"})
+    table = tmp_path / "recordings.tsv"
+    table.write_text("file\trecording\tpart\n" +
+                     "".join(f"{n}.mp4\tinterview\t{i}\n" for i, n in enumerate(names[:6])))
+    out = tmp_path / "out"
+    assert _run(root, out, tiny_yaml, "--points", "0-4", "--folds", "3",
+                "--recordings", str(table)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["joined"] == {"talk_000__4pieces": names[:4], "talk_004__2pieces": names[4:6]}
+    assert report["n_clips"] == 4 and report["speakers"]["n"] == 3
+    assert "6 clips that are consecutive pieces of one recording (`--recordings`) are joined " \
+           "into 2" in (out / "report.md").read_text()
+    speakers = tmp_path / "speakers.tsv"
+    speakers.write_text("file\tspeaker\n" + "".join(f"{n}.mp4\t{n}\n" for n in names))
+    assert _run(root, tmp_path / "out2", tiny_yaml, "--points", "0-4", "--recordings",
+                str(table), "--speakers", str(speakers)) == 2
+    assert "the pieces joined into talk_000__4pieces have different speakers" in \
+        capsys.readouterr().err
+    assert _run(root, tmp_path / "out3", tiny_yaml, "--points", "0-4", "--recordings",
+                str(table), "--generated", str(root)) == 2
+    assert "--recordings: joined clips have no generated motion" in capsys.readouterr().err

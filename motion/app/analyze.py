@@ -16,7 +16,10 @@ the protocol of the paper's Table 2 (docs/design.md, "Speech/head-motion analysi
    speakers are dealt into ``--folds`` K folds (:func:`assign_folds`; default 5, fewer where a
    fold would hold one clip: :func:`default_folds`). A rule-derived speaker holding over half
    the clips is warned about (:func:`grouping_warnings`); fewer than 2 speakers, or than K, is
-   refused.
+   refused. With ``--recordings TABLE.tsv`` (columns file, recording, part) the clips that
+   are consecutive pieces of one recording are first joined into longer clips
+   (:func:`join_consecutive`): 5 s pieces are otherwise cut to 3.88 s at 800 ms, and none is
+   long enough for the shifted-audio control there.
 3. **Syncers.** For each fold, the other folds' centred tracks are written as a derived dataset
    (``OUT/fold{k}/rigid``, the tracks stored as ``landmarks``) and one syncer per scale s =
    1..``--scales`` — pyramid levels 1..s (paper eq. 5), segments of 200, 400, 800 (1600) ms —
@@ -45,7 +48,8 @@ Writes ``OUT/report.json`` (``{"scales": {"1": {"gt": {"av_off_mean", "av_off_st
 …, "shifted": …, "generated": …, "p_gt_vs_random", "p_shifted_vs_random",
 "p_generated_vs_random", "n_clips", "n_random_pairs", "n_shifted", "clip_frames": [frames of
 the groups], "dropped": {clip id: why}}, …}, "points": […], "n_clips": N, "folds": K,
-"speakers": {"n", "rule", "warnings", "table"}, "not_scored": {scale: {"n_clips": 0,
+"speakers": {"n", "rule", "warnings", "table"}, "joined": {clip id: [piece ids]} | null,
+"not_scored": {scale: {"n_clips": 0,
 "dropped"}}, "generated": path | null, "seconds", "train_seconds"}``; generated keys only with
 ``--generated``, shifted where clips are long enough), ``OUT/report.md`` and the plots
 ``offsets_scale{s}.png`` (AV-Off histograms) and ``lag_curve.png`` (mean distance vs offset).
@@ -57,6 +61,7 @@ shows the scales scored now.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
 import json
@@ -69,7 +74,8 @@ from typing import Sequence
 import numpy as np
 
 import configs
-from syncers.data import prepare
+from syncers.data import face, prepare
+from syncers.data import landmarks as landmark_space
 from syncers.data.dataset import (
     Clip,
     load_split,
@@ -243,6 +249,132 @@ def default_folds(speakers: dict[str, str]) -> int:
     return 2
 
 
+# --------------------------------------------------------------------------- joined recordings
+
+def read_recordings(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
+    """A ``file``/``recording``/``part`` TSV (other columns ignored) → ``{file name:
+    (recording, part)}``: the videos that are pieces of one longer recording, ``part`` their
+    order in it (integers; consecutive pieces have consecutive parts)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such recordings table")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(path, f"not a readable TSV ({err})") from None
+    if not rows or not {"file", "recording", "part"} <= set(rows[0]):
+        raise InputError(path, "a recordings table needs tab-separated columns 'file', "
+                               "'recording' and 'part'")
+    table: dict[str, tuple[str, int]] = {}
+    for line, row in enumerate(rows, start=2):
+        if not row.get("file"):
+            continue
+        try:
+            part = int(row["part"])
+        except (TypeError, ValueError):
+            raise InputError(path, f"line {line}: part {row['part']!r} is not an integer") \
+                from None
+        table[Path(row["file"]).name] = (row["recording"], part)
+    return table
+
+
+def join_frames(scales: int) -> int:
+    """The longest span any scale up to ``scales`` scores: the coarsest scale's need × 8
+    (:data:`LENGTH_RUNGS`; 776 frames, 31.04 s, at 800 ms). Joined clips grow to it."""
+    return frames_needed(scales) * 2 ** (LENGTH_RUNGS - 1)
+
+
+def _crop_frame(meta: dict) -> tuple[float, float, float, int] | None:
+    """``(left, top, side, size)`` of the crop a prepared clip's points are normalised to
+    (its ``meta`` face box, cropped as ``msync data prepare`` crops), None without one."""
+    if "face_box" not in meta or "crop_size" not in meta:
+        return None
+    left, top, right, _ = face.crop_box(tuple(float(v) for v in meta["face_box"]))
+    return float(left), float(top), float(right - left), int(meta["crop_size"])
+
+
+def _into_frame(points: np.ndarray, frame, target) -> np.ndarray:
+    """``[..., 2]`` crop-normalised points of the crop ``frame`` → those of the crop
+    ``target`` (both :func:`_crop_frame`), through source pixels."""
+    (left, top, side, size), (left0, top0, side0, size0) = frame, target
+    origin, origin0 = np.array([left, top]), np.array([left0, top0])
+    source = origin + landmark_space.to_pixels(points, size).astype(np.float64) * side / size
+    return landmark_space.to_crop_coords((source - origin0) * size0 / side0,
+                                         size0).astype(np.float32)
+
+
+def join_pieces(pieces: Sequence[Clip]) -> Clip:
+    """One clip of ``pieces`` in order: motion, audio features and landmarks concatenated.
+
+    The pieces' points are carried into the first piece's crop (the crops of prepared pieces
+    differ: each piece's face box is its own), so a join moves the points only by what the
+    head moved across the cut; pieces without a crop (``face_box``, ``crop_size``) are
+    concatenated as they are. Jacobians are concatenated unchanged (the analysis reads
+    positions only). Its id is the first piece's with ``__{n}pieces``; ``meta`` the first
+    piece's, with ``"pieces"``: the pieces' clip ids."""
+    frames = [_crop_frame(p.meta or {}) for p in pieces]
+    target = frames[0] if all(frames) else None
+
+    def carried(points: np.ndarray, frame) -> np.ndarray:
+        return points if target is None else _into_frame(points, frame, target)
+
+    keypoints = []
+    for piece, frame in zip(pieces, frames):
+        kp = np.array(piece.keypoints, np.float32)
+        kp[..., :2] = carried(kp[..., :2], frame)
+        keypoints.append(kp)
+    landmarks = None
+    if all(p.landmarks is not None for p in pieces):
+        landmarks = np.concatenate([carried(np.asarray(p.landmarks, np.float32), frame)
+                                    for p, frame in zip(pieces, frames)])
+    meta = dict(pieces[0].meta or {}) | {"pieces": [p.clip_id for p in pieces]}
+    return Clip(clip_id=f"{pieces[0].clip_id}__{len(pieces)}pieces",
+                keypoints=np.concatenate(keypoints),
+                audio_features=np.concatenate([p.audio_features for p in pieces]),
+                landmarks=landmarks, meta=meta)
+
+
+def join_consecutive(clips: Sequence[Clip], recordings: dict[str, tuple[str, int]],
+                     max_frames: int) -> tuple[list[Clip], dict[str, list[str]]]:
+    """``(clips, joined)``: the clips whose source videos ``recordings`` lists
+    (:func:`read_recordings`) joined, per recording in part order, into clips of consecutive
+    parts that grow until they reach ``max_frames`` (:func:`join_frames`; the last of a run may
+    be shorter), by :func:`join_pieces`; ``joined``: joined clip id → the pieces' ids. A gap in
+    the parts starts a new clip. Clips the table does not list are kept as they are."""
+    kept, runs = [], {}
+    for clip in clips:
+        source = (clip.meta or {}).get("source")
+        entry = recordings.get(Path(str(source)).name) if source else None
+        if entry is None:
+            kept.append(clip)
+            continue
+        recording, part = entry
+        runs.setdefault(recording, []).append((part, clip))
+    joined: dict[str, list[str]] = {}
+    for recording, parts in sorted(runs.items()):
+        parts.sort(key=lambda item: item[0])
+        for (a, first), (b, second) in zip(parts, parts[1:]):
+            if a == b:
+                raise InputError("--recordings", f"recording {recording!r} lists part {a} "
+                                                 f"twice ({first.clip_id}, {second.clip_id})")
+        run: list[tuple[int, Clip]] = []
+        for part, clip in parts + [(None, None)]:
+            if run and (clip is None or part != run[-1][0] + 1 or
+                        sum(c.n_frames for _, c in run) >= max_frames):
+                pieces = [c for _, c in run]
+                if len(pieces) == 1:
+                    kept.append(pieces[0])
+                else:
+                    whole = join_pieces(pieces)
+                    joined[whole.clip_id] = [c.clip_id for c in pieces]
+                    kept.append(whole)
+                run = []
+            if clip is not None:
+                run.append((part, clip))
+    return kept, joined
+
+
 # --------------------------------------------------------------------------- clip lengths
 
 def frames_needed(scale: int) -> int:
@@ -318,8 +450,13 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
             scales: int = 3, generated: str | os.PathLike | None = None,
             folds: int | None = None, config_path: str | os.PathLike | None = None,
             overrides: Sequence[str] = (), speakers: str | os.PathLike | None = None,
-            started: float | None = None, warn=None) -> dict:
+            started: float | None = None, warn=None,
+            recordings: str | os.PathLike | None = None) -> dict:
     """Run the whole protocol (module docstring); returns the ``report.json`` dict.
+
+    ``recordings``: a ``file``/``recording``/``part`` table (:func:`read_recordings`); the
+    clips it lists are joined into longer clips of consecutive parts first
+    (:func:`join_consecutive`).
 
     ``started``: the command's ``time.perf_counter()`` at its start (the report's wall time
     then includes preparing ``--videos``); ``warn(text)`` receives the grouping warnings
@@ -333,6 +470,9 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
         raise InputError("--folds", f"cross-validation needs at least 2 folds; got {folds}")
     if not points:
         raise InputError("--points", "no points given")
+    if recordings is not None and generated is not None:
+        raise InputError("--recordings", "joined clips have no generated motion of the same "
+                                         "id; analyse --generated without --recordings")
     out = Path(out)
     manifest = read_manifest(data)
     clips = [c for name in manifest.splits for c in load_split(manifest.root, name, manifest)]
@@ -343,6 +483,15 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
     check_points(points, clips[0], source)
     table = prepare.read_speakers(speakers) if speakers else None
     root = video_root(clips)
+    joined: dict[str, list[str]] = {}
+    if recordings is not None:
+        piece_speaker = {c.clip_id: speaker_of(c, table, root)[0] for c in clips}
+        clips, joined = join_consecutive(clips, read_recordings(recordings), join_frames(scales))
+        for clip_id, pieces in joined.items():
+            if len({piece_speaker[p] for p in pieces}) > 1:
+                raise InputError("--recordings", f"the pieces joined into {clip_id} have "
+                                                 f"different speakers: "
+                                                 f"{sorted({piece_speaker[p] for p in pieces})}")
     who = {c.clip_id: speaker_of(c, table, root) for c in clips}
     speaker = {clip_id: s for clip_id, (s, _) in who.items()}
     rules = {rule for _, rule in who.values()}
@@ -443,6 +592,7 @@ def analyze(data: str | os.PathLike, out: str | os.PathLike, points: Sequence[in
                   "n_clips": len(clips), "folds": folds,
                   "speakers": {"n": n_speakers, "rule": sorted(rules), "warnings": warnings,
                                "table": None if table is None else str(Path(speakers).resolve())},
+                  "joined": joined or None,
                   "generated": None if generated is None else str(Path(generated).resolve())}
         report = _keep_other_scales(report, out / "report.json")
         report["seconds"] = time.perf_counter() - start
@@ -504,11 +654,11 @@ def _score_group(run, scale: int, group: list[Clip], length: int, source: str,
 def _keep_other_scales(report: dict, path: Path) -> dict:
     """``report`` with the scales of the previous ``report.json`` at ``path`` that this run did
     not score (an analysis rerun with fewer ``--scales``), when that report scored the same
-    points, folds, speakers and generated motion; each entry says on how many clips of how
+    points, folds, speakers, generated motion and joined clips; each entry says on how many clips of how
     many frames it was measured."""
     previous = read_json(path)
     same = all(previous.get(key) == report[key]
-               for key in ("points", "folds", "speakers", "generated"))
+               for key in ("points", "folds", "speakers", "generated", "joined"))
     kept = previous.get("scales") if same else None
     if not isinstance(kept, dict):
         return report
@@ -584,6 +734,10 @@ def markdown(report: dict, details: dict) -> str:
         f"saw its speaker. Points {_ranges(report['points'])} of the {details['source']} "
         f"(2-D positions, centred per clip); one `{details['objective']}` syncer per scale and "
         f"fold, {details['steps']} steps.", ""]
+    if report.get("joined"):
+        pieces = sum(len(p) for p in report["joined"].values())
+        lines += [f"{pieces} clips that are consecutive pieces of one recording (`--recordings`) "
+                  f"are joined into {len(report['joined'])} (report.json lists them).", ""]
     lines += [f"**Warning:** {text}." for text in speakers["warnings"]]
     lines += [""] if speakers["warnings"] else []
     lines += [head.rstrip(), "|" + "---|" * (head.count("|") - 1)]
@@ -695,7 +849,7 @@ def plot_lag_curves(curves: dict[int, dict[str, np.ndarray]], out: Path) -> None
 
 def analyze_command(args) -> None:
     """``msync analyze --data DIR|--videos DIR --out DIR [--points 17-47] [--generated DIR]
-    [--scales 3] [--folds K] [--speakers TABLE.tsv]``; with ``--videos`` the folder is prepared
+    [--scales 3] [--folds K] [--speakers TABLE.tsv] [--recordings TABLE.tsv]``; with ``--videos`` the folder is prepared
     into ``OUT/dataset`` first (``msync data prepare``'s defaults: dlib landmarks; resumable)."""
     started = time.perf_counter()
     points = parse_points(args.points)
@@ -717,7 +871,8 @@ def analyze_command(args) -> None:
                   f"skipped: see {data / 'prepare_report.json'})", file=sys.stderr)
         report = analyze(data, args.out, points, args.scales, args.generated,
                          getattr(args, "folds", None), getattr(args, "config", None),
-                         getattr(args, "overrides", None) or (), speakers, started)
+                         getattr(args, "overrides", None) or (), speakers, started,
+                         recordings=getattr(args, "recordings", None))
     parts = [f"{segment_ms(int(scale))} ms GT {entry['gt']['av_off_mean']:.2f} / random "
              f"{entry['random']['av_off_mean']:.2f} (p={entry['p_gt_vs_random']:.2g}, "
              f"{entry['n_clips']} clips)" for scale, entry in report["scales"].items()]

@@ -528,6 +528,11 @@ def _analyze_command(commands) -> None:
                          help="file/speaker table (tab-separated columns file, speaker) "
                               "naming each video's speaker for the folds (default: the file "
                               "name up to its last '_')")
+    analyze.add_argument("--recordings", metavar="TABLE.tsv",
+                         help="videos that are pieces of one longer recording (tab-separated "
+                              "columns file, recording, part: the piece's order): consecutive "
+                              "pieces are joined into clips of up to the longest span a scale "
+                              "scores (31 s at 800 ms) before the folds are dealt")
     analyze.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                          help="with --videos: videos prepared in parallel, >= 1 (default "
                               "%(default)s)")

@@ -180,6 +180,12 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return _resize(np.asarray(frames, np.float32), size)
 
 
+def crop_box(face: tuple[float, float, float, float], margin: float = DEFAULT_MARGIN
+             ) -> tuple[int, int, int, int]:
+    """The square box (source pixels) that :func:`crop_frames` crops around ``face``."""
+    return _square_box(face, margin)
+
+
 def _square_box(face: tuple[float, float, float, float], margin: float
                 ) -> tuple[int, int, int, int]:
     """The square crop box (source pixels) around a face box, ``margin`` of its side each way."""
