@@ -11,7 +11,8 @@ an H200, 2026-11-28, and passed with full precision). CPUs compute f32 products 
 
 The persistent compilation cache (syncers.run.compile_cache) is off in every test and in the
 processes tests start, so no test passes or fails by what an earlier run left in a cache; the
-cache's own tests turn it on in a temporary folder.
+cache's own tests, and tests/test_hostile_input.py's killed generate (whose five runs share
+one), turn it on in a temporary folder of the test's.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 A tiny coupled dataset (train/val/test), a tiny two-level syncer run and a tiny generator; the
 steps are compiled unoptimised (``FAST_COMPILE``), which both runs of a comparison share.
 """
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -190,10 +191,16 @@ def _cli(setup, tmp_path, *extra, data=None, syncers=None, out=None):
                      "--config", str(setup["base"] / "generator.yaml"), *extra])
 
 
-def test_init_from_starts_a_low_latency_twin_from_a_saved_model(setup, tmp_path, capsys):
+def test_init_from_starts_a_low_latency_twin_from_a_saved_model(setup, tmp_path, capsys,
+                                                                monkeypatch):
     """``--init-from``: G starts from the saved model's parameters — after one Adam step (lr
     1e-3, each value moves by at most that) within 1e-3 of them, which lie 0.5 from the
-    seed's; another model's sizes are refused."""
+    seed's; another model's sizes are refused. The command's training compiles its steps
+    unoptimised (``FAST_COMPILE``) like the module's other runs: what is checked is where G
+    starts, not XLA's code."""
+    from motion.app import train as app_train
+    monkeypatch.setattr(app_train.generator_train, "train",
+                        functools.partial(train, compiler_options=FAST_COMPILE))
     start = tmp_path / "start"
     shutil.copytree(setup["full"] / "model", start)
     shifted = jax.tree.map(lambda a: np.asarray(a) + np.float32(0.5),

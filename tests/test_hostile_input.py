@@ -25,6 +25,7 @@ from syncer_data import make_dataset
 from motion.app import cli, ui
 from motion.talking_head import DEMO_MODEL_DIR
 from syncers.data import dataset
+from syncers.run import compile_cache
 from syncers.run.errors import InputError
 from syncers.run.outputs import leftovers
 
@@ -206,12 +207,17 @@ def _ffmpeg_writing(target: Path) -> list[str]:
             if prefix in line and ".partial" in line and "ps -eo" not in line]
 
 
-def _generate(out: Path, audio: Path, image: Path) -> subprocess.Popen:
+def _generate(out: Path, audio: Path, image: Path, cache: Path) -> subprocess.Popen:
+    """``msync generate`` in a child; its compilation cache in ``cache`` (this test's own
+    folder, empty at its start), so the runs after the first that compiled load its programs
+    instead of compiling them again: what they leave behind is the same either way."""
+    env = {k: v for k, v in os.environ.items() if k != compile_cache.OFF_VARIABLE}
     return subprocess.Popen([sys.executable, "-m", "motion.app.cli", "generate", "--image",
                              os.fspath(image), "--audio", os.fspath(audio),
                              "--out", os.fspath(out)], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE,
-                            env=os.environ | {"PYTHONPATH": os.fspath(REPO)})
+                            env=env | {"PYTHONPATH": os.fspath(REPO),
+                                       "XDG_CACHE_HOME": os.fspath(cache)})
 
 
 def _size(path: Path) -> int:
@@ -242,13 +248,14 @@ def test_a_killed_generate_leaves_nothing_behind(crafted, tmp_path):
                                     dtype="float32")[0], 2)            # 12 s: time to kill
     soundfile.write(tmp_path / "speech.wav", speech, 16000)
     out = tmp_path / "talk.mp4"
+    cache = tmp_path / "cache"
     moments = {
         "starting": lambda: True,
         "partial made": lambda: bool(leftovers(out)),
         "partial written": lambda: any(_size(p) > 20_000 for p in leftovers(out)),
     }
     for moment, reached in moments.items():
-        process = _generate(out, tmp_path / "speech.wav", root / "face.png")
+        process = _generate(out, tmp_path / "speech.wav", root / "face.png", cache)
         _wait_for(reached, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -258,13 +265,13 @@ def test_a_killed_generate_leaves_nothing_behind(crafted, tmp_path):
     # SIGTERM, once the partial is written: interrupted as by Ctrl-C, the killed runs'
     # partials (removed at its start) and its own (on the way out) gone, its encoder ended
     stale = set(leftovers(out))
-    process = _generate(out, tmp_path / "speech.wav", root / "face.png")
+    process = _generate(out, tmp_path / "speech.wav", root / "face.png", cache)
     _wait_for(lambda: any(p not in stale and _size(p) > 20_000 for p in leftovers(out)), process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130
     assert process.stderr.read().decode().strip().splitlines()[-1] == "msync: interrupted"
     assert leftovers(out) == [] and _ffmpeg_writing(out) == []
-    done = _generate(out, tmp_path / "speech.wav", root / "face.png")
+    done = _generate(out, tmp_path / "speech.wav", root / "face.png", cache)
     assert done.wait(timeout=600) == 0, done.stderr.read().decode()[-2000:]
     assert out.is_file() and leftovers(out) == []
     assert _ffmpeg_writing(out) == []
