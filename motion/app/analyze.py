@@ -75,7 +75,7 @@ import numpy as np
 
 import configs
 from syncers.data import face, prepare
-from syncers.data import landmarks as landmark_space
+from syncers.data import landmarks as landmarker
 from syncers.data.dataset import (
     Clip,
     load_split,
@@ -299,8 +299,8 @@ def _into_frame(points: np.ndarray, frame, target) -> np.ndarray:
     ``target`` (both :func:`_crop_frame`), through source pixels."""
     (left, top, side, size), (left0, top0, side0, size0) = frame, target
     origin, origin0 = np.array([left, top]), np.array([left0, top0])
-    source = origin + landmark_space.to_pixels(points, size).astype(np.float64) * side / size
-    return landmark_space.to_crop_coords((source - origin0) * size0 / side0,
+    source = origin + landmarker.to_pixels(points, size).astype(np.float64) * side / size
+    return landmarker.to_crop_coords((source - origin0) * size0 / side0,
                                          size0).astype(np.float32)
 
 
@@ -654,8 +654,8 @@ def _score_group(run, scale: int, group: list[Clip], length: int, source: str,
 def _keep_other_scales(report: dict, path: Path) -> dict:
     """``report`` with the scales of the previous ``report.json`` at ``path`` that this run did
     not score (an analysis rerun with fewer ``--scales``), when that report scored the same
-    points, folds, speakers, generated motion and joined clips; each entry says on how many clips of how
-    many frames it was measured."""
+    points, folds, speakers, generated motion and joined clips; each entry says on how many
+    clips of how many frames it was measured."""
     previous = read_json(path)
     same = all(previous.get(key) == report[key]
                for key in ("points", "folds", "speakers", "generated", "joined"))
@@ -849,8 +849,9 @@ def plot_lag_curves(curves: dict[int, dict[str, np.ndarray]], out: Path) -> None
 
 def analyze_command(args) -> None:
     """``msync analyze --data DIR|--videos DIR --out DIR [--points 17-47] [--generated DIR]
-    [--scales 3] [--folds K] [--speakers TABLE.tsv] [--recordings TABLE.tsv]``; with ``--videos`` the folder is prepared
-    into ``OUT/dataset`` first (``msync data prepare``'s defaults: dlib landmarks; resumable)."""
+    [--scales 3] [--folds K] [--speakers TABLE.tsv] [--recordings TABLE.tsv]``; with
+    ``--videos`` the folder is prepared into ``OUT/dataset`` first (``msync data prepare``'s
+    defaults: dlib landmarks; resumable)."""
     started = time.perf_counter()
     points = parse_points(args.points)
     data = args.data
