@@ -321,7 +321,9 @@ def test_live_video_keeps_coming_while_the_microphone_speaks(browser, server, me
         assert line.startswith("Live:") and "fps" in line, line
         page.screenshot(path=str(artifacts / "live.png"), full_page=True)
         page.locator("#live-stop").click()
-        final = _status(page, "#live-line", timeout=60, until=lambda t: t.startswith("Stopped"))
+        # ``before``: the stream may stop before the status is first read after the click
+        final = _status(page, "#live-line", timeout=60, until=lambda t: t.startswith("Stopped"),
+                        before=line)
         assert int(final.split()[1]) >= counts[-1], final
         stats = _live_stats(page)
         assert stats["ended"] and stats["error"] is None, stats
@@ -348,9 +350,12 @@ def test_live_without_a_face_is_one_line_then_streams_without_face_detection(
         page.wait_for_function("() => window.msyncLive.state && "
                                "(window.msyncLive.state.stats.drawn > 5 || "
                                "window.msyncLive.state.error)", timeout=UI_WAIT_MS)
-        assert _live_stats(page)["error"] is None, page.locator("#live-line").inner_text()
+        live = page.locator("#live-line").inner_text()
+        assert _live_stats(page)["error"] is None, live
         page.locator("#live-stop").click()
-        _status(page, "#live-line", timeout=60, until=lambda t: t.startswith("Stopped"))
+        # ``before``: the stream may stop before the status is first read after the click
+        _status(page, "#live-line", timeout=60, until=lambda t: t.startswith("Stopped"),
+                before=live)
     finally:
         page.close()
 
