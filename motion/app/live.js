@@ -221,7 +221,9 @@
           const spoken = sentAt((meta.index + 1) / 25);
           if (!isNaN(spoken)) keep(st.latencyAudio, now - spoken);
         }
-        if (st.drawn % 12 === 0) report(false);
+        // a frame decoded after the stream's end updates the final line, never "Live" again
+        if (s.ended) report(true);
+        else if (st.drawn % 12 === 0) report(false);
       })
       .catch((e) => { console.log("msync live: frame not drawn", e); if (s === mine) s.stats.skipped++; });
   }
