@@ -61,7 +61,6 @@ shows the scales scored now.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
@@ -255,21 +254,9 @@ def read_recordings(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
     """A ``file``/``recording``/``part`` TSV (other columns ignored) → ``{file name:
     (recording, part)}``: the videos that are pieces of one longer recording, ``part`` their
     order in it (integers; consecutive pieces have consecutive parts)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such recordings table")
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(path, f"not a readable TSV ({err})") from None
-    if not rows or not {"file", "recording", "part"} <= set(rows[0]):
-        raise InputError(path, "a recordings table needs tab-separated columns 'file', "
-                               "'recording' and 'part'")
+    rows = prepare.read_table(path, "recordings table", ("file", "recording", "part"))
     table: dict[str, tuple[str, int]] = {}
-    for line, row in enumerate(rows, start=2):
-        if not row.get("file"):
-            continue
+    for line, row in rows:
         try:
             part = int(row["part"])
         except (TypeError, ValueError):

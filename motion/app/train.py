@@ -53,7 +53,7 @@ def _mouth_splits(args, what: str) -> tuple[dict, list, list]:
     _, info = saved_model.load_model(args.model)
     if info.get("keypoint_space") != LANDMARK_SPACE:
         raise InputError(saved_model.model_dir(args.model),
-                         f"the {what} moves {LANDMARK_SPACE} mouths; this model's keypoint "
+                         f"the {what} moves {LANDMARK_SPACE} faces; this model's keypoint "
                          f"space is {info.get('keypoint_space')!r}")
     manifest = dataset.read_manifest(args.data)
     if manifest.keypoint_space != LANDMARK_SPACE:

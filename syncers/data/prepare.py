@@ -158,19 +158,29 @@ def check_existing(out: Path, options: PrepareOptions) -> None:
                                 f"({mismatch}): use another --out")
 
 
-def read_speakers(path: str | os.PathLike) -> dict[str, str]:
-    """A ``file``/``speaker`` TSV (other columns ignored) → ``{file name: speaker}``."""
+def read_table(path: str | os.PathLike, what: str, columns: tuple[str, ...]
+               ) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of a tab-separated table whose header holds ``columns`` (others
+    ignored), rows without a ``file`` dropped; ``what`` ("speaker table") names it in the
+    one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such speaker table")
+        raise InputError(path, f"no such {what}")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputError(path, f"not a readable TSV ({err})") from None
-    if not rows or not {"file", "speaker"} <= set(rows[0]):
-        raise InputError(path, "a speaker table needs tab-separated columns 'file' and 'speaker'")
-    return {Path(row["file"]).name: row["speaker"] for row in rows if row.get("file")}
+    if not rows or not set(columns) <= set(rows[0]):
+        named = ", ".join(f"'{c}'" for c in columns[:-1]) + f" and '{columns[-1]}'"
+        raise InputError(path, f"a {what} needs tab-separated columns {named}")
+    return [(line, row) for line, row in enumerate(rows, start=2) if row.get("file")]
+
+
+def read_speakers(path: str | os.PathLike) -> dict[str, str]:
+    """A ``file``/``speaker`` TSV (other columns ignored) → ``{file name: speaker}``."""
+    return {Path(row["file"]).name: row["speaker"]
+            for _, row in read_table(path, "speaker table", ("file", "speaker"))}
 
 
 def fan_weights_path() -> Path:
