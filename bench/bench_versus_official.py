@@ -16,7 +16,8 @@ reused within a frame), so its time is set against the weight-streaming bound me
 same process (``bench.calibrate``): bytes each frame reads per part of G (the Transformer, the
 branches, the keypoint encoder), the seconds streaming them would take at the measured bandwidth,
 and the measured per-frame time; what is left over is everything else in the scan body (small
-ops, the loop).
+ops, the loop). ``ratio_at_bound`` is the speed-up over the official code that a frame costing
+only its weight streaming would give: the ceiling for batch 1 at float32 on this host.
 
 Prints one JSON object. Usage: ``python -m bench.bench_versus_official --official
 PATH/TO/HMo-audio [--batches 1,32] [--frames 120] [--reps 3] [--threads 2]``.
@@ -123,7 +124,11 @@ def main(argv=None) -> None:
                                                for k, v in streaming_s.items()},
             "rest_ms_per_frame": round(1e3 * (per_frame_s - sum(streaming_s.values())), 3),
             "fraction_of_streaming_bound": round(sum(streaming_s.values()) / per_frame_s, 3),
-            "frames_per_s_at_bound": round(stream / per_frame_bytes(params), 1)}
+            "frames_per_s_at_bound": round(stream / per_frame_bytes(params), 1),
+            # the most any rollout that reads its float32 weights once per frame can reach
+            # against the official code on this host: below 8, batch 1 is bandwidth-bound
+            "ratio_at_bound": round(stream / per_frame_bytes(params)
+                                    / result["batches"]["1"]["official_frames_per_s"], 2)}
     print(json.dumps(result, indent=1))
 
 

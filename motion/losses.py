@@ -12,6 +12,8 @@
   implementation. An audio window reaching past the sequence is edge-clamped
   (``segments(mode="clip")``): at level 4 of a 40-frame sequence, one feature of one window.
 - The generator's total, eq. 16: ``λav·L_AV^MS + λadv·(L_Gf + L_Gs) + λrec·L_rec``.
+- Departures, off by default: ``λ_vel·L_vel`` (frame-to-frame changes) and ``head_weight``, the
+  weight of the head's shared part of the L_rec and L_vel errors (:func:`head_weighted`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
+from syncers.data.landmark_space import RIGID
 from syncers.data.layout import FEATURES_PER_FRAME
 from syncers.data.pyramid import (
     AUDIO_SEGMENT_FRAMES,
@@ -50,6 +53,11 @@ class LossConfig:
     # L_rec weighs a velocity error by how far it carries the positions, so fast jitter that
     # averages out costs almost nothing there; L_vel charges it frame by frame.
     lambda_vel: float = non_negative(0.0)
+    # Departure from eq. 14 (1 = the paper): the weight of the head's part of L_rec and L_vel
+    # against the face's own motion (:func:`head_weighted`). Speech leaves the head's path
+    # open (many paths fit one sentence), and a squared error on it is least for the average
+    # path: a small, slow head. The mouth's shape is far more determined by the speech.
+    head_weight: float = ranged(1.0, ge=0.0, le=1.0)
 
 
 def d_hinge(real, fake) -> jax.Array:
@@ -62,20 +70,35 @@ def g_hinge(fake) -> jax.Array:
     return -jnp.mean(fake)
 
 
-def reconstruction(x_true, x_gen) -> jax.Array:
-    """Eq. 14 on ``[B, T, 10, 6]`` sequences."""
-    return jnp.mean((x_true - x_gen) ** 2)
+def head_weighted(error_BxTxKx6, head_weight: float) -> jax.Array:
+    """A keypoint error ``[B, T, 10, 6]`` whose head part — the error of the rigid keypoints'
+    mean position (``landmark_space.RIGID``: brows, eyes, nose), shared by every keypoint's
+    position — is scaled by √head_weight, so its squared mean weighs it by ``head_weight``;
+    the rest (each keypoint's position relative to the head, the jacobians) is unchanged."""
+    if head_weight == 1.0:
+        return error_BxTxKx6
+    head = jnp.mean(error_BxTxKx6[..., list(RIGID), :2], axis=-2, keepdims=True)
+    shrink = (1.0 - jnp.sqrt(head_weight)) * head
+    return error_BxTxKx6.at[..., :2].add(-shrink)
 
 
-def velocity(before_true, x_true, x_gen, before_gen=None) -> jax.Array:
+def reconstruction(x_true, x_gen, head_weight: float = 1.0) -> jax.Array:
+    """Eq. 14 on ``[B, T, 10, 6]`` sequences (``head_weight``: :func:`head_weighted`)."""
+    return jnp.mean(head_weighted(x_true - x_gen, head_weight) ** 2)
+
+
+def velocity(before_true, x_true, x_gen, before_gen=None, head_weight: float = 1.0
+             ) -> jax.Array:
     """L_vel on ``[B, T, 10, 6]`` sequences: mean squared error of ``x_t − x_{t−1}``; the first
     difference is taken from the frame before each sequence (``[B, 10, 6]``; the generated
-    one's defaults to the true one's, the last observed frame)."""
+    one's defaults to the true one's, the last observed frame). ``head_weight``:
+    :func:`head_weighted`."""
     before_gen = before_true if before_gen is None else before_gen
 
     def diff(before, x):
         return jnp.diff(jnp.concatenate([before[:, None], x], axis=1), axis=1)
-    return jnp.mean((diff(before_true, x_true) - diff(before_gen, x_gen)) ** 2)
+    error = diff(before_true, x_true) - diff(before_gen, x_gen)
+    return jnp.mean(head_weighted(error, head_weight) ** 2)
 
 
 def av_sync(score: ScoreFn, motion_BxTxKx6, audio_Bx4TxF, levels=(1, 2, 3, 4), kind="box",

@@ -202,8 +202,9 @@ def train_step(state: TrainState, frozen, batch, *, config: GeneratorRunConfig,
         sf, ss, _ = _discriminate(config, d_params, stats, x_cond, fake, False)
         l_av, per_level = losses.av_multiscale(score, fake, audio[:, generated_audio], cfg)
         l_gf, l_gs = losses.g_hinge(sf), losses.g_hinge(ss)
-        l_rec = losses.reconstruction(real, fake)
-        l_vel = losses.velocity(keypoints[:, obs + burn - 1], real, fake, history[:, -1])
+        l_rec = losses.reconstruction(real, fake, cfg.head_weight)
+        l_vel = losses.velocity(keypoints[:, obs + burn - 1], real, fake, history[:, -1],
+                                cfg.head_weight)
         total = losses.generator_total(cfg, l_av, l_gf, l_gs, l_rec, l_vel)
         return total, {"g_total": total, "l_av": l_av, "l_gf": l_gf, "l_gs": l_gs,
                        "l_rec": l_rec, "l_vel": l_vel,

@@ -89,3 +89,30 @@ def test_velocity_loss_charges_jitter_that_reconstruction_barely_sees():
     assert float(losses.reconstruction(true, jitter)) == pytest.approx(1e-4, rel=1e-4)
     config = losses.LossConfig(lambda_vel=2.0)
     assert float(losses.generator_total(config, 0.0, 0.0, 0.0, 0.0, 0.5)) == 1.0
+
+
+def test_head_weight_scales_only_the_heads_shared_error():
+    rng = np.random.default_rng(1)
+    true = jnp.asarray(rng.normal(size=(2, 8, 10, 6)), jnp.float32)
+    face = jnp.asarray(rng.normal(size=(2, 8, 10, 6)), jnp.float32) * 0.1
+    # the face's own error, made to have no head part (the rigid keypoints' mean position 0)
+    face = face.at[..., :5, :2].add(-face[..., :5, :2].mean(axis=-2, keepdims=True))
+    head = jnp.zeros((2, 8, 10, 6)).at[..., :2].set(
+        jnp.asarray(rng.normal(size=(2, 8, 1, 2)), jnp.float32))
+    face_only = float(losses.reconstruction(true, true + face))
+    for weight in (1.0, 0.3, 0.0):
+        # the face's own error is charged in full whatever the weight
+        assert_close(float(losses.reconstruction(true, true + face, weight)), face_only,
+                     rel=1e-5)
+        # a head move alone (every position shifted alike) is charged by the weight
+        moved = float(losses.reconstruction(true, true + head))
+        assert_close(float(losses.reconstruction(true, true + head, weight)), weight * moved,
+                     rel=1e-5, scale=moved)
+    # 1 is eq. 14 exactly; the velocity loss takes the same weight
+    mixed = true + face + head
+    assert float(losses.reconstruction(true, mixed, 1.0)) == float(
+        jnp.mean((true - mixed) ** 2))
+    step = jnp.concatenate([true[:, :1], true[:, :1] + head[:, 1:2]], axis=1)
+    still = jnp.concatenate([true[:, :1], true[:, :1]], axis=1)
+    assert_close(float(losses.velocity(true[:, 0], still, step, head_weight=0.25)),
+                 0.25 * float(losses.velocity(true[:, 0], still, step)), rel=1e-5)
