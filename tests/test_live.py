@@ -206,8 +206,15 @@ def test_a_stream_sends_every_frame_in_order_paced_and_stop_flushes_the_rest():
         ready = json.loads(socket.receive_text())
         assert ready == {"type": "ready", "fps": 25, "size": 16, "lookahead_ms": 1200.0,
                          "header_bytes": live.FRAME_HEADER.size}
-        for message in _audio(2.0, sent_ms=5000.0):      # 50 frames of audio
-            socket.send_bytes(message)
+        audio = _audio(2.0, sent_ms=5000.0)             # 50 frames of audio, in two
+        for taken, half in ((16000, audio[:25]), (32000, audio[25:])):  # halves of the 1 s
+            for message in half:                                          # inbox's size
+                socket.send_bytes(message)
+            # A loaded machine may not take the first half before the second arrives; the
+            # inbox would then drop its oldest audio, as it should (tested below).
+            deadline = time.monotonic() + 60
+            while streamer.samples < taken and time.monotonic() < deadline:
+                time.sleep(0.01)
         socket.send_text("stop")
         frames, end = _read_until_end(socket)
     assert end == {"type": "end", "frames": 50}
