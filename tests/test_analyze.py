@@ -190,10 +190,14 @@ def test_scoring_groups_account_for_every_clip():
         assert len(members) >= 2 and all(lengths[c] >= frames for c in members)
     # d and e share the top rung (8 × need); c alone at 2 × need joins a and b.
     assert sorted(groups) == [(need[2], ["a", "b", "c"]), (8 * need[2], ["d", "e"])]
-    # A lone shortest clip is scored with the next rung's clips, cut to its length.
+    # A lone shortest clip is scored with the next rung's pair, cut to its length ...
     lengths = {"a": need[2] + 1, "d": 8 * need[2] + 50, "e": 9 * need[2]}
     groups, dropped = analyze.scoring_groups(lengths, 3)
     assert groups == [(need[2], ["a", "d", "e"])] and dropped == {}
+    # ... or with its shortest clip alone where the rest of that rung stay a group.
+    lengths["f"] = 10 * need[2]
+    groups, dropped = analyze.scoring_groups(lengths, 3)
+    assert groups == [(need[2], ["a", "d"]), (8 * need[2], ["e", "f"])] and dropped == {}
     groups, dropped = analyze.scoring_groups({"x": 500, "y": 40}, 3)
     assert groups == [] and set(dropped) == {"x", "y"}
     assert "the only clip of its fold" in dropped["x"] and "too short" in dropped["y"]

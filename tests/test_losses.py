@@ -8,6 +8,7 @@ import pytest
 from tolerance import assert_close
 
 from motion import losses
+from syncers.data.landmark_space import RIGID
 
 
 def test_hinge_losses_by_hand():
@@ -96,7 +97,8 @@ def test_head_weight_scales_only_the_heads_shared_error():
     true = jnp.asarray(rng.normal(size=(2, 8, 10, 6)), jnp.float32)
     face = jnp.asarray(rng.normal(size=(2, 8, 10, 6)), jnp.float32) * 0.1
     # the face's own error, made to have no head part (the rigid keypoints' mean position 0)
-    face = face.at[..., :5, :2].add(-face[..., :5, :2].mean(axis=-2, keepdims=True))
+    rigid = list(RIGID)
+    face = face.at[..., rigid, :2].add(-face[..., rigid, :2].mean(axis=-2, keepdims=True))
     head = jnp.zeros((2, 8, 10, 6)).at[..., :2].set(
         jnp.asarray(rng.normal(size=(2, 8, 1, 2)), jnp.float32))
     face_only = float(losses.reconstruction(true, true + face))

@@ -376,8 +376,8 @@ def scoring_groups(lengths: dict[str, int], scale: int) -> tuple[list[tuple[int,
     A group is ``(frames, clip ids)``: clips cut to the same length (the scale's need × 1, 2,
     4 or 8, the longest the clip reaches), so that a clip's own audio and the other members'
     audio are scored over the same span; a rung with one clip joins the rung below (the
-    lowest, with one clip, takes the next rung's clips down with it), and groups hold at most
-    :data:`MAX_GROUP` clips. ``dropped`` says why a clip is not scored."""
+    lowest, with one clip, takes the next rung's shortest clip down to it, or both of a pair),
+    and groups hold at most :data:`MAX_GROUP` clips. ``dropped`` says why a clip is not scored."""
     need = frames_needed(scale)
     dropped = {c: f"too short for {segment_ms(scale)} ms: {n / FPS:.2f} s < {need / FPS:.2f} s"
                for c, n in lengths.items() if n < need}
@@ -391,8 +391,14 @@ def scoring_groups(lengths: dict[str, int], scale: int) -> tuple[list[tuple[int,
             rungs.setdefault(rung - 1, []).extend(rungs.pop(rung))
     lowest = min(rungs, default=None)
     if lowest is not None and len(rungs[lowest]) == 1 and len(rungs) > 1:
-        # A lone shortest clip still has partners: the next rung's clips, cut to its length.
-        rungs[lowest].extend(rungs.pop(min(r for r in rungs if r != lowest)))
+        # A lone shortest clip still has partners in the next rung, cut to its length: its
+        # shortest clip, or both where taking one would leave the other alone. The rest keep
+        # their longer span.
+        partners = rungs[min(r for r in rungs if r != lowest)]
+        moved = partners[:] if len(partners) <= 2 else partners[:1]
+        rungs[lowest].extend(moved)
+        del partners[:len(moved)]
+        rungs = {r: m for r, m in rungs.items() if m}
     groups = []
     for rung, members in sorted(rungs.items()):
         if len(members) == 1:
