@@ -157,6 +157,116 @@ def test_json_round_trip_and_errors(fitted):
             landmark_space.mean_face()[None])])
 
 
+def test_combined_spaces_project_each_part_as_its_own(fitted):
+    _, clips = fitted
+    upper, _ = expression.fit(clips, 0.99)
+    lower, _ = expression.fit(clips, 0.99, values=expression.LOWER_FACE)
+    both = expression.combine([lower, upper])
+    assert both.values == tuple(sorted(expression.UPPER_FACE + expression.LOWER_FACE))
+    assert both.n_components == upper.n_components + lower.n_components
+    np.testing.assert_allclose(both.coefficients @ both.components, np.eye(both.n_components),
+                               atol=1e-9)
+    rng = np.random.default_rng(6)
+    reference = landmark_space.encode(_face(np.zeros(1), np.zeros(1)))[0]
+    wink = landmark_space.encode(_pose(rng, _face(np.full(6, 0.1), np.zeros(6),
+                                                  left_brow_only=0.05)))
+    wink[:, 5, 2:] *= 1.3                                  # a mouth corner stretched alone
+    out = expression.project(both, wink, reference)
+    upper_values, lower_values = list(expression.UPPER_FACE), list(expression.LOWER_FACE)
+    flat = out.reshape(len(out), -1)
+    np.testing.assert_allclose(flat[:, upper_values], expression.project(
+        upper, wink, reference).reshape(len(out), -1)[:, upper_values], atol=1e-5)
+    np.testing.assert_allclose(flat[:, lower_values], expression.project(
+        lower, wink, reference).reshape(len(out), -1)[:, lower_values], atol=1e-5)
+    np.testing.assert_array_equal(out[:, 2:4, 2:], wink[:, 2:4, 2:])   # spanned by neither
+    with pytest.raises(ValueError, match="disjoint"):
+        expression.combine([upper, upper])
+
+
+def _talking(rng, jaw, brows):
+    return landmark_space.encode(_pose(rng, _face(jaw, brows)))
+
+
+def test_calibration_carries_the_generators_sizes_onto_real_faces(fitted):
+    """Generated faces that open the jaw and raise the brows twice as far as the recorded ones,
+    with the same timing: calibrated, the projection gives them the recorded sizes and keeps
+    their timing; uncalibrated it keeps the doubled sizes."""
+    (space, _), _ = fitted
+    rng = np.random.default_rng(7)
+    recorded, generated = [], []
+    for _ in range(4):
+        jaw = np.concatenate([[0.0], rng.uniform(0, 0.12, 99)])
+        brows = np.concatenate([[0.0], rng.uniform(0, 0.04, 99)])
+        recorded.append(_talking(rng, jaw, brows))
+        generated.append(_talking(rng, 2 * jaw, 2 * brows))
+    calibrated, report = expression.calibrate(space, recorded, generated)
+    assert calibrated.calibrated and not space.calibrated
+    assert report["calibration_frames"] == 400
+    np.testing.assert_allclose(report["generated_over_recorded_spread"], 2.0, rtol=0.05)
+
+    jaw = np.linspace(0, 0.24, 50)
+    probe = _talking(rng, jaw, np.zeros(50))
+    reference = recorded[0][0]
+
+    def opening(keypoints):
+        return measures.mouth_opening(landmark_space.decode(keypoints))
+    raw = opening(expression.project(space, probe, reference))
+    kept = opening(expression.project(calibrated, probe, reference))
+    recorded_open = opening(_talking(rng, jaw / 2, np.zeros(50)))
+    # Timing: the calibrated opening rises where the generated one does.
+    assert np.all(np.diff(kept) > 0)
+    # Sizes: the recorded faces' (half the generated), not the generator's.
+    spread = lambda values: values.max() - values.min()      # noqa: E731
+    np.testing.assert_allclose(spread(kept), spread(recorded_open), rtol=0.1)
+    np.testing.assert_allclose(spread(raw), 2 * spread(recorded_open), rtol=0.1)
+    with pytest.raises(ValueError, match="paired"):
+        expression.calibrate(space, recorded, generated[:2])
+
+
+def test_the_limit_keeps_motion_real_faces_make_and_bounds_what_they_do_not(fitted):
+    """Limited (not carried) coefficients: unchanged within the recorded range, and a jaw
+    dropped three times as far as any recorded one stops near the recorded widest."""
+    (space, _), clips = fitted
+    rng = np.random.default_rng(8)
+    generated = [_talking(rng, rng.uniform(0, 0.15, 120), rng.uniform(0, 0.05, 120))
+                 for _ in clips]
+    limited, report = expression.calibrate(space, clips, generated, carried=0)
+    assert report["carried"] == 0 and len(report["limited_share"]) == 2
+    assert all(0.0 <= share <= 0.05 for share in report["limited_share"])
+    firsts = [clip[0] for clip in clips]
+    recorded_c = expression._coefficients(space, clips, firsts)
+    low, high = np.quantile(recorded_c, [expression.LIMIT_LEVEL, 1 - expression.LIMIT_LEVEL],
+                            axis=0)
+    inside = np.linspace(low, high, 9)
+    np.testing.assert_allclose(expression.map_coefficients(limited, inside), inside,
+                               atol=1e-9 * np.abs(inside).max())
+    far = high + 3 * (recorded_c.max(axis=0) - low)
+    out = expression.map_coefficients(limited, np.stack([far, 2 * far]))
+    assert np.all(out <= recorded_c.max(axis=0) + 1e-9) and np.all(out > high)
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4)      # saturated
+    assert np.all(np.diff(expression.map_coefficients(
+        limited, np.linspace(low - 1, high + 1, 200)), axis=0) >= 0)   # monotone
+
+
+def test_calibrated_json_round_trip_and_errors(fitted):
+    (space, _), clips = fitted
+    calibrated, _ = expression.calibrate(space, clips, clips)
+    raw = json.loads(json.dumps(calibrated.to_json()))
+    back = expression.from_json(raw)
+    np.testing.assert_allclose(back.map_to, calibrated.map_to,
+                               atol=1e-6)
+    assert back.map_from.shape == (2, expression.N_QUANTILES)
+    assert "map_from" not in space.to_json()
+    with pytest.raises(ValueError, match="both map_from and map_to"):
+        expression.from_json({k: v for k, v in raw.items() if k != "map_to"})
+    with pytest.raises(ValueError, match=r"non-decreasing \[2, Q\]"):
+        expression.from_json({**raw, "map_to": raw["map_to"][:1]})
+    with pytest.raises(ValueError, match=r"non-decreasing \[2, Q\]"):
+        expression.from_json({**raw, "map_from": [row[::-1]
+                                                              for row in
+                                                              raw["map_from"]]})
+
+
 def _dataset(root, rng):
     clips = {"train": [], "val": [], "test": []}
     for split, count in (("train", 3), ("val", 1)):
@@ -177,11 +287,28 @@ def test_train_expression_stores_the_space_in_model_json(tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(DEMO_MODEL_DIR, model)
     assert cli.main(["train", "expression", "--data", str(data), "--model", str(model),
-                     "--variance", "0.99"]) == 0, capsys.readouterr().err
+                     "--variance", "0.99", "--lower-variance", "0", "--no-calibration"]) == 0, \
+        capsys.readouterr().err
     out = capsys.readouterr().out
     assert "600 training frames (mirrored copies included), 1 direction holding" in out
+    assert "lower face" not in out and "sizes" not in out
     stored = saved_model.model_expression(saved_model.load_model(model)[1])
     assert stored.n_components == 1 and stored.values == expression.UPPER_FACE
+    assert not stored.calibrated
+    # The defaults: the lower face beside it, calibrated on the model's generator.
+    assert cli.main(["train", "expression", "--data", str(data), "--model",
+                     str(model)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "of the lower face's; the upper face's sizes carried onto the recorded faces'" in out
+    assert ", the lower face kept within their range" in out
+    stored = saved_model.model_expression(saved_model.load_model(model)[1])
+    assert stored.calibrated and stored.values == tuple(sorted(expression.UPPER_FACE
+                                                               + expression.LOWER_FACE))
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["expression_report"]["calibration_frames"] == 600
+    assert cli.build_parser().parse_args(
+        ["train", "expression", "--data", "d", "--model", "m"]).lower_variance == \
+        expression.DEFAULT_LOWER_VARIANCE
     meta = json.loads((model / "model.json").read_text())
     meta["expression"]["variance"] = 2.0
     (model / "model.json").write_text(json.dumps(meta))
@@ -191,3 +318,7 @@ def test_train_expression_stores_the_space_in_model_json(tmp_path, capsys):
                      "--variance", "0.2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--variance must be from 0.5 to 1" in err
+    assert cli.main(["train", "expression", "--data", str(data), "--model", str(model),
+                     "--lower-variance", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lower-variance must be 0" in err

@@ -415,8 +415,17 @@ def _train_commands(commands) -> None:
                             help="the generator to add it to: a training run or its model "
                                  "directory")
     face_space.add_argument("--variance", type=float, default=0.9, metavar="F",
-                            help="the share of the training faces' non-rigid motion the space "
-                                 "holds, 0.5 to 1 (default %(default)s)")
+                            help="the share of the training faces' upper-face (brows, eyes, "
+                                 "nose) non-rigid motion the space holds, 0.5 to 1 (default "
+                                 "%(default)s)")
+    face_space.add_argument("--lower-variance", type=float,
+                            default=1.0, metavar="F",
+                            help="the same for the lower face (mouth and jaw), 0.5 to 1, or 0: "
+                                 "leave it as generated (default %(default)s)")
+    face_space.add_argument("--no-calibration", dest="calibration", action="store_false",
+                            help="keep the generator's sizes of the motion (by default the "
+                                 "generator is run on the train clips and each direction's "
+                                 "sizes are carried onto the recorded faces')")
     face_space.set_defaults(handler=_command("motion.app.train:train_expression_command"))
 
 

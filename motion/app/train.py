@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from motion import articulation, expression, lips, saved_model
+from motion import articulation, expression, lips, saved_model, talking_head
 from motion import train as generator_train
 from motion.config import GeneratorRunConfig
+from motion.generate import generate_batch
 from syncers import train as syncer_train
 from syncers.data import content, dataset, landmark_space
-from syncers.data.features import load_audio
+from syncers.data.features import load_audio, match_features
 from syncers.data.layout import LANDMARK_SPACE
 from syncers.run import config as config_lib
 from syncers.run.errors import InputError
+from syncers.run.progress import bar as progress_bar
 from syncers.train import SyncersConfig
 
 
@@ -137,16 +139,56 @@ def _mirrored(clip: dataset.Clip) -> np.ndarray:
     return landmark_space.encode(landmark_space.mirror(source))
 
 
+def _generated(args, clips: list[dataset.Clip]) -> tuple[list, list]:
+    """Each clip's keypoints and its mirror image's, and the model's generator's keypoints from
+    each one's first frame with the clip's speech (its features matched to the model's corpus,
+    as generation matches any speech): ``(recorded, generated)``, each ``[T, 10, 6]``, paired."""
+    model = talking_head.load(args.model)
+    recorded, generated = [], []
+    with progress_bar(len(clips), "expression space: generate", "clip") as progress:
+        for clip in clips:
+            features = clip.audio_features if model.corpus_quantiles is None else \
+                match_features(clip.audio_features, model.corpus_quantiles)
+            pair = np.stack([clip.keypoints, _mirrored(clip)])
+            made = generate_batch(model.generator, pair[:, 0],
+                                  np.repeat(features[None], 2, axis=0))
+            n_frames = min(made.shape[1], pair.shape[1])
+            recorded += list(pair[:, :n_frames])
+            generated += list(made[:, :n_frames])
+            progress.update(1)
+    return recorded, generated
+
+
 def train_expression_command(args) -> None:
-    """``msync train expression --data DIR --model RUN [--variance F]``: fit
-    ``motion.expression`` on the dataset's train split (each clip and its mirror image) and store
-    it in the model's ``model.json``."""
+    """``msync train expression --data DIR --model RUN [--variance F] [--lower-variance F]
+    [--no-calibration]``: fit ``motion.expression`` (``fit_face``) on the dataset's train split
+    (each clip and its mirror image), calibrated on the model's generator run on the same clips,
+    and store it in the model's ``model.json``."""
     if not 0.5 <= args.variance <= 1.0:
         raise InputError(None, f"--variance must be from 0.5 to 1; got {args.variance}")
+    if not (args.lower_variance == 0 or 0.5 <= args.lower_variance <= 1.0):
+        raise InputError(None, f"--lower-variance must be 0 (the lower face as generated) or "
+                               f"from 0.5 to 1; got {args.lower_variance}")
     _, train_clips, _ = _mouth_splits(args, "expression space")
-    clips = [kp for clip in train_clips for kp in (clip.keypoints, _mirrored(clip))]
-    report, path = _fit_and_store(args, expression.fit, clips, args.variance)
+    if args.calibration:
+        clips, generated = _generated(args, train_clips)
+    else:
+        clips = [kp for clip in train_clips for kp in (clip.keypoints, _mirrored(clip))]
+        generated = None
+    report, path = _fit_and_store(args, expression.fit_face, clips, args.variance,
+                                  args.lower_variance or None, generated)
     count = report["components"]
-    print(f"msync train expression: {report['frames']} training frames (mirrored copies "
-          f"included), {count} direction{'s' if count > 1 else ''} holding "
-          f"{report['variance']:.1%} of the upper face's non-rigid motion -> {path}")
+    line = (f"msync train expression: {report['frames']} training frames (mirrored copies "
+            f"included), {count} direction{'s' if count > 1 else ''} holding "
+            f"{report['variance']:.1%} of the upper face's non-rigid motion")
+    if "lower_face" in report:
+        lower = report["lower_face"]
+        line += f", {lower['components']} holding {lower['variance']:.1%} of the lower face's"
+    if "generated_over_recorded_spread" in report:
+        spread = report["generated_over_recorded_spread"][:report["carried"]]
+        line += (f"; the upper face's sizes carried onto the recorded faces' (the generator's "
+                 f"{min(spread):.2f}-{max(spread):.2f}x theirs)")
+        if report["limited_share"]:
+            line += (f", the lower face kept within their range (the generator leaves it on "
+                     f"{max(report['limited_share']):.0%} of frames at most, per direction)")
+    print(f"{line} -> {path}")
