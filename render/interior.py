@@ -18,7 +18,7 @@ Both are drawn per frame in small windows around the mouth and the eyes (sizes f
   the mouth opens further, and a closing mouth hides their inner rows behind the lips.
 - Eyes: the mesh holds each eye at least as open as in the source (``hold_eyes_open``), so a
   blink does not squash the eye. The closed share of its height is covered by the upper lid:
-  the skin above it (``LID_REACH`` of the eye's width) is stretched down over the eye by
+  the skin above it (``LID_REACH`` of the eye's width, less below a low brow) is stretched down over the eye by
   resampling the frame along the eye's normal, so the lid's own edge (lashes, liner) ends at
   the driven lid; a shut eye's lid reaches the lower lid's margin.
 """
@@ -39,6 +39,7 @@ UPPER_INNER = (60, 61, 62, 63, 64)
 LOWER_INNER = (60, 67, 66, 65, 64)
 # per eye: corners, upper lid, lower lid (each lid listed from the first corner)
 EYES = (((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))
+BROW_OF_EYE = (tuple(anatomy.LEFT_BROW.tolist()), tuple(anatomy.RIGHT_BROW.tolist()))
 UPPER_LID_SHARE = 1.0      # of a blink's closure, the share the upper lid travels (the lower
                            # lid's rise squeezed the bright skin below it into a pale line)
 TEETH_SHARE = 0.45         # visible upper teeth: this share of the gap ...
@@ -46,6 +47,10 @@ TEETH_MAX = 0.17           # ... up to this share of the inner mouth's width
 TEETH_COLOUR = (0.93, 0.90, 0.84)
 SHUT = 0.15               # an eye driven below this share of its height is drawn shut
 LID_REACH = 0.4          # skin above the upper lid that stretches over a closing eye, of its width
+BROW_CLEARANCE = 0.5     # ... at most this share of the way up to the brow's landmarks (the brow's
+                         # hairs reach below them: stretched, they dragged down over the eye)
+MIN_LID_REACH = 0.15     # ... and at least this share of the eye's width
+LASH_BAND = 0.06         # the lid's edge (lashes, liner) that moves down unstretched, of the width
 SOURCE_UPPER_SHARE = 0.75  # of an open photo's interior, the share that hangs from the upper lip
                            # (upper teeth move with the skull, the rest with the jaw)
 
@@ -290,15 +295,16 @@ def _inside_polygon(xy, polygon):
     return (jnp.sum(crossing, axis=-1) % 2).astype(xy.dtype)
 
 
-def _eye(xy, patch, origin, held, driven):
+def _eye(xy, patch, origin, held, driven, brow):
     """Lids closing over one eye: ``held``/``driven`` ``[6, 2]`` (corners, upper lid, lower lid,
     as the mesh has them and as driven). The closed share of the eye's height (at each lid
     point, interpolated between them) is covered by stretching the skin above the upper lid
     (``LID_REACH`` of the eye's width) down, and (with ``UPPER_LID_SHARE`` < 1) the skin below
     the lower lid up, by resampling ``patch [h, w, 3]`` (whose pixel (0, 0) is at ``origin``)
-    along the eye's normal: the lid's own edge (lashes, liner) ends up at the driven lid. An
-    eye driven below ``SHUT`` of its height is drawn shut (landmarks of a closed eye rarely
-    meet)."""
+    along the eye's normal: the lid's own edge (lashes, liner) ends up at the driven lid. The skin
+    stretched stops below the brow (``BROW_CLEARANCE`` of the way up to ``brow [5, 2]``, its
+    landmarks as driven). An eye driven below ``SHUT`` of its height is drawn shut (landmarks of
+    a closed eye rarely meet)."""
     e, n, width = _axis(held[0], held[1])
     u, w = _local(xy, held[0], e, n)
     curves = []
@@ -317,14 +323,23 @@ def _eye(xy, patch, origin, held, driven):
     closed = (1.0 - jnp.interp(u, jax.lax.cummax(knots), shown)) * jnp.maximum(lower - upper, 0.0)
     closed = closed * (1.0 + below / jnp.maximum(lower - upper, 1e-3))
     s_up, s_lo = UPPER_LID_SHARE * closed, (1.0 - UPPER_LID_SHARE) * closed
-    reach_up, reach_lo = LID_REACH * width, 0.5 * LID_REACH * width
+    bu, bw = _local(brow, held[0], e, n)
+    order = jnp.argsort(bu)
+    brow_w = jnp.interp(u, bu[order], bw[order])        # the brow above each column
+    reach_up = jnp.clip(BROW_CLEARANCE * (upper - brow_w), MIN_LID_REACH * width,
+                        LID_REACH * width)
+    reach_lo = 0.5 * LID_REACH * width
     top, bottom = upper - reach_up, lower + reach_lo
     # The landmarks sit on the lid margins, whose pixels may already be the eye's white: a
     # closing lid's edge comes from a little further out (none when it does not close).
     inset_up = jnp.minimum(0.05 * width, s_up)
     inset_lo = jnp.minimum(0.12 * width, s_lo)
     upper_zone = w < upper + s_up + 0.5                 # the lid's edge, anti-aliased
-    w_src = jnp.where(upper_zone, top + (w - top) * (reach_up - inset_up) / (reach_up + s_up),
+    # The lashes' band at the lid's edge moves down whole; the skin above it stretches.
+    lashes = LASH_BAND * width
+    band = w >= upper + s_up - lashes
+    stretched = top + (w - top) * (reach_up - inset_up - lashes) / (reach_up + s_up - lashes)
+    w_src = jnp.where(upper_zone, jnp.where(band, w - s_up - inset_up, stretched),
                       bottom - (bottom - w) * (reach_lo - inset_lo) / (reach_lo + s_lo))
     alpha = jnp.where(upper_zone, jnp.clip(upper + s_up - w + 0.5, 0.0, 1.0) * (w >= top),
                       jnp.clip(w - (lower - s_lo) + 0.5, 0.0, 1.0) * (w <= bottom))
@@ -377,11 +392,11 @@ def paint(frames, driving, held, source, colours: Colours, win: Windows, source_
         frame = _blend_window(frame, lm[anatomy.INNER_LIPS].mean(axis=0), win.mouth,
                               lambda xy, patch, origin: _mouth(xy, lm, source, colours,
                                                                source_image))
-        for corners, upper, lower in EYES:
+        for (corners, upper, lower), brow in zip(EYES, BROW_OF_EYE):
             idx = list(corners) + list(upper) + list(lower)
-            idx = np.array(idx)
+            idx, brow = np.array(idx), np.array(brow)
             frame = _blend_window(frame, hl[idx].mean(axis=0), win.eye,
-                                  lambda xy, patch, origin, idx=idx: _eye(
-                                      xy, patch, origin, hl[idx], lm[idx]))
+                                  lambda xy, patch, origin, idx=idx, brow=brow: _eye(
+                                      xy, patch, origin, hl[idx], lm[idx], hl[brow]))
         return frame
     return jax.vmap(one)(frames, driving, held)
