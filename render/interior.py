@@ -18,9 +18,10 @@ Both are drawn per frame in small windows around the mouth and the eyes (sizes f
   the mouth opens further, and a closing mouth hides their inner rows behind the lips.
 - Eyes: the mesh holds each eye at least as open as in the source (``hold_eyes_open``), so a
   blink does not squash the eye. The closed share of its height is covered by the upper lid:
-  the skin above it (``LID_REACH`` of the eye's width, less below a low brow) is stretched down over the eye by
-  resampling the frame along the eye's normal, so the lid's own edge (lashes, liner) ends at
-  the driven lid; a shut eye's lid reaches the lower lid's margin.
+  the skin above it (``LID_REACH`` of the eye's width, at most half way to the brow) is
+  stretched down over the eye by resampling the frame along the eye's normal, the lid's own
+  edge (lashes, liner) moved down whole so that it ends at the driven lid; a shut eye's lid
+  reaches the lower lid's margin.
 """
 from __future__ import annotations
 
