@@ -342,8 +342,8 @@ def calibrate(space: ExpressionSpace, recorded: Sequence[np.ndarray],
 
     The first ``carried`` coefficients (default all) are carried onto the recorded ones'
     distribution by their quantiles (the value at rank u among the generator's → the recorded
-    value at rank u): the sizes of that motion come from real faces, its timing stays the
-    generator's. The others are kept within the recorded range (:func:`_limit_knots`): the
+    value at rank u, less that of no change, so that x0's own face is kept): the sizes of that
+    motion come from real faces, its timing stays the generator's. The others are kept within the recorded range (:func:`_limit_knots`): the
     generator's motion as it is, except where it leaves what real faces do."""
     if len(recorded) != len(generated) or not recorded:
         raise ValueError("calibrating an expression space needs generated clips paired with "
@@ -361,15 +361,14 @@ def calibrate(space: ExpressionSpace, recorded: Sequence[np.ndarray],
     knots_from, knots_to, moved = [], [], []
     for j in range(space.n_components):
         if j < carried:
-            knots_from.append(np.quantile(generated_c[:, j], levels))
-            knots_to.append(np.quantile(recorded_c[:, j], levels))
+            x, y = np.quantile(generated_c[:, j], levels), np.quantile(recorded_c[:, j], levels)
         else:
             x, y = _limit_knots(recorded_c[:, j])
-            knots_from.append(x)
-            knots_to.append(y)
             low, high = np.quantile(recorded_c[:, j], [LIMIT_LEVEL, 1.0 - LIMIT_LEVEL])
             moved.append(float(np.mean((generated_c[:, j] < low)
                                        | (generated_c[:, j] > high))))
+        knots_from.append(x)
+        knots_to.append(y - np.interp(0.0, x, y))       # x0's own face stays x0's
     calibrated = dataclasses.replace(space, map_from=np.stack(knots_from),
                                      map_to=np.stack(knots_to))
     ratio = generated_c.std(axis=0) / np.maximum(recorded_c.std(axis=0), 1e-12)

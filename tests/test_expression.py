@@ -210,6 +210,10 @@ def test_calibration_carries_the_generators_sizes_onto_real_faces(fitted):
 
     def opening(keypoints):
         return measures.mouth_opening(landmark_space.decode(keypoints))
+    # No change from x0 stays no change (the photo's own face at rest).
+    still = np.repeat(reference[None], 3, axis=0)
+    np.testing.assert_allclose(expression.project(calibrated, still, reference), still,
+                               atol=1e-5 * np.abs(still).max())
     raw = opening(expression.project(space, probe, reference))
     kept = opening(expression.project(calibrated, probe, reference))
     recorded_open = opening(_talking(rng, jaw / 2, np.zeros(50)))
