@@ -343,8 +343,9 @@ def calibrate(space: ExpressionSpace, recorded: Sequence[np.ndarray],
     The first ``carried`` coefficients (default all) are carried onto the recorded ones'
     distribution by their quantiles (the value at rank u among the generator's → the recorded
     value at rank u, less that of no change, so that x0's own face is kept): the sizes of that
-    motion come from real faces, its timing stays the generator's. The others are kept within the recorded range (:func:`_limit_knots`): the
-    generator's motion as it is, except where it leaves what real faces do."""
+    motion come from real faces, its timing stays the generator's. The others are kept within
+    the recorded range (:func:`_limit_knots`): the generator's motion as it is, except where it
+    leaves what real faces do. Every map is shifted so that no change stays no change."""
     if len(recorded) != len(generated) or not recorded:
         raise ValueError("calibrating an expression space needs generated clips paired with "
                          "the recorded ones")
