@@ -314,11 +314,12 @@ def _coefficients(space: ExpressionSpace, clips: Sequence[np.ndarray],
                            for clip, reference in zip(clips, references)])
 
 
-def _limit_knots(recorded_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _limit_knots(recorded_c: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Knots ``[Q]`` of the map that keeps a coefficient within real faces' range: the
     identity between the recorded coefficients' ``LIMIT_LEVEL`` and ``1 − LIMIT_LEVEL``
     quantiles, then ``edge ± w·tanh(excess / w)`` towards the recorded extreme (``w`` the gap
-    from the edge to it), sampled to ``LIMIT_REACH`` widths, where tanh is within 1e-5 of 1."""
+    from the edge to it), sampled to ``LIMIT_REACH`` widths, where tanh is within 2e-5 of 1;
+    and the range's edges ``(low, high)``."""
     low, high = np.quantile(recorded_c, [LIMIT_LEVEL, 1.0 - LIMIT_LEVEL])
     below = max(low - recorded_c.min(), 1e-9)
     above = max(recorded_c.max() - high, 1e-9)
@@ -328,7 +329,7 @@ def _limit_knots(recorded_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                         high + above * reach[::-1]])
     y = np.where(x > high, high + above * np.tanh((x - high) / above),
                  np.where(x < low, low - below * np.tanh((low - x) / below), x))
-    return x, y
+    return x, y, low, high
 
 
 def calibrate(space: ExpressionSpace, recorded: Sequence[np.ndarray],
@@ -364,8 +365,7 @@ def calibrate(space: ExpressionSpace, recorded: Sequence[np.ndarray],
         if j < carried:
             x, y = np.quantile(generated_c[:, j], levels), np.quantile(recorded_c[:, j], levels)
         else:
-            x, y = _limit_knots(recorded_c[:, j])
-            low, high = np.quantile(recorded_c[:, j], [LIMIT_LEVEL, 1.0 - LIMIT_LEVEL])
+            x, y, low, high = _limit_knots(recorded_c[:, j])
             moved.append(float(np.mean((generated_c[:, j] < low)
                                        | (generated_c[:, j] > high))))
         knots_from.append(x)

@@ -227,6 +227,34 @@ def test_calibration_carries_the_generators_sizes_onto_real_faces(fitted):
         expression.calibrate(space, recorded, generated[:2])
 
 
+def test_calibration_keeps_the_photos_own_face(fitted):
+    """Generated brows that only rise (changes from x0 of 0 to 0.08) against recorded ones that
+    rise and fall (−0.04 to 0.04): rank for rank, no change would map to the recorded lowest
+    brows; the map keeps it no change, so x0's own face is the photo's."""
+    (space, _), _ = fitted
+    rng = np.random.default_rng(9)
+    recorded, generated = [], []
+    for _ in range(4):
+        brows = rng.uniform(-0.04, 0.04, 100)
+        brows[0] = 0.0
+        recorded.append(_talking(rng, np.zeros(100), brows))
+        generated.append(_talking(rng, np.zeros(100), np.abs(2 * brows)))
+    calibrated, _ = expression.calibrate(space, recorded, generated)
+    levels = np.linspace(0.0, 1.0, expression.N_QUANTILES)
+    firsts = [clip[0] for clip in recorded]
+    generated_c = expression._coefficients(space, generated, firsts)
+    recorded_c = expression._coefficients(space, recorded, firsts)
+    ranked = [np.interp(0.0, np.quantile(generated_c[:, j], levels),
+                        np.quantile(recorded_c[:, j], levels)) for j in range(2)]
+    scale = np.abs(calibrated.map_to).max()
+    assert np.abs(ranked).max() > 0.2 * scale    # rank for rank alone would move x0's face
+    np.testing.assert_allclose(expression.map_coefficients(calibrated, np.zeros((1, 2))), 0.0,
+                               atol=1e-9 * scale)
+    still = np.repeat(recorded[0][:1], 3, axis=0)
+    np.testing.assert_allclose(expression.project(calibrated, still, recorded[0][0]), still,
+                               atol=1e-5 * np.abs(still).max())
+
+
 def test_the_limit_keeps_motion_real_faces_make_and_bounds_what_they_do_not(fitted):
     """Limited (not carried) coefficients: unchanged within the recorded range, and a jaw
     dropped three times as far as any recorded one stops near the recorded widest."""
